@@ -1,0 +1,18 @@
+# The two commands a new machine needs: `make serve` and `make test`.
+.PHONY: serve test lint setup-service setup-dev
+
+serve: setup-service
+	.venv/bin/python -m service serve
+
+test: setup-dev lint
+	.venv/bin/python -m pytest -q
+
+lint: setup-dev
+	.venv/bin/ruff check .
+	.venv/bin/mypy skeleton models training export service bench
+
+setup-service:
+	scripts/setup.sh service
+
+setup-dev:
+	scripts/setup.sh dev

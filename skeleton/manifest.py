@@ -1,0 +1,107 @@
+"""The model manifest: everything the service needs to run an exported model correctly.
+
+Written by the export stage next to ``model.onnx`` and read by the service; the input
+section drives ``skeleton.preprocess`` on both sides, so training and serving cannot drift.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MANIFEST_FILE = "manifest.json"
+
+
+class WindowSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    length: int = Field(gt=0, description="frames fed to the model (T)")
+    fps: float = Field(gt=0, description="sampling rate of those frames; streams are resampled to it")
+    stride: int = Field(gt=0, description="model frames between two successive windows of a stream")
+
+    @property
+    def seconds(self) -> float:
+        return (self.length - 1) / self.fps
+
+
+class NormalizationSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    centre_joint: str = Field(description="joint (in the model layout) moved to the origin")
+    centre_mode: Literal["first_frame", "per_frame"] = "first_frame"
+    scale_joints: tuple[str, str] | None = Field(
+        default=None, description="joints whose mean distance over the window becomes 1 (body size)"
+    )
+    align_view: bool = Field(
+        default=False, description="rotate about the vertical axis so the hip line is parallel to x"
+    )
+
+
+class InputSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    layout: str = Field(description="joint layout of the model input: mediapipe33, kinect20 or coco17")
+    coordinates: Literal["world", "image"] = Field(
+        description="which MediaPipe landmarks feed the model: metric world or image-plane"
+    )
+    window: WindowSpec
+    normalization: NormalizationSpec
+    channels: int = 3
+
+
+class OnnxSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    file: str = "model.onnx"
+    sha256: str
+    opset: int
+    input_name: str = "skeleton"
+    input_shape: list[str | int]
+    output_name: str = "logits"
+    output_shape: list[str | int]
+    fp16_file: str | None = None
+    fp16_max_abs_error: float | None = None
+
+
+class ModelManifest(BaseModel):
+    name: str
+    version: str
+    architecture: str
+    description: str = ""
+    labels: list[str]
+    label_groups: dict[str, list[str]] = Field(
+        default_factory=dict, description='named label sets, e.g. {"fall": [...]} for fall alerts'
+    )
+    input: InputSpec
+    onnx: OnnxSpec
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    created: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_manifest(model_dir: Path, verify_sha: bool = True) -> ModelManifest:
+    """Read ``model_dir/manifest.json``; with ``verify_sha`` the ONNX file must match its hash."""
+    path = model_dir / MANIFEST_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {MANIFEST_FILE} in {model_dir}: export the model with `python -m export`")
+    manifest = ModelManifest.model_validate_json(path.read_text())
+    onnx_path = model_dir / manifest.onnx.file
+    if not onnx_path.is_file():
+        raise FileNotFoundError(f"manifest {path} names {manifest.onnx.file}, which is missing")
+    if verify_sha and sha256_file(onnx_path) != manifest.onnx.sha256:
+        raise ValueError(f"{onnx_path} does not match the sha256 in {path}: re-export the model")
+    return manifest

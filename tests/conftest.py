@@ -1,0 +1,56 @@
+"""Shared fixtures: where the real data lives, and skipping rules (never skip data in CI)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("SKELACT_DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()
+
+
+def require_data(*relative: str) -> Path:
+    """Path under the data root; skip locally when absent, fail in CI (CI=true)."""
+    path = data_root().joinpath(*relative)
+    if not path.exists():
+        message = f"real data missing: {path} (set SKELACT_DATA_DIR)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def gpu_available() -> bool:
+    try:
+        import onnxruntime as ort
+
+        return "CUDAExecutionProvider" in ort.get_available_providers() and _nvidia_smi_ok()
+    except Exception:
+        return False
+
+
+def _nvidia_smi_ok() -> bool:
+    import shutil
+    import subprocess
+
+    exe = shutil.which("nvidia-smi")
+    return bool(exe) and subprocess.run([exe], capture_output=True).returncode == 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if gpu_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs an NVIDIA GPU (CUDA/TensorRT)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return require_data()
