@@ -63,6 +63,22 @@ class JointLayout:
             reach = new
         return dist
 
+    @cached_property
+    def parents(self) -> tuple[int, ...]:
+        """Each joint's neighbour one hop closer to the centre (the centre is its own parent).
+
+        Defines bone vectors (joint minus parent) for models that use a bone stream.
+        """
+        to_centre = self.hop_distance[:, self.centre]
+        out = []
+        for v in range(self.num_joints):
+            if v == self.centre:
+                out.append(v)
+                continue
+            nbrs = np.flatnonzero(self.adjacency[v])
+            out.append(int(min(nbrs, key=lambda w: (to_centre[w], w))))
+        return tuple(out)
+
     def spatial_partition(self) -> np.ndarray:
         """ST-GCN spatial-configuration partition, shape (3, V, V), each normalised by in-degree.
 

@@ -66,6 +66,19 @@ class OnnxSpec(BaseModel):
     fp16_max_abs_error: float | None = None
 
 
+class ClipRuleSpec(BaseModel):
+    """Parameters of the clip-level decision rule (``skeleton.clip.decide``) used offline and served."""
+
+    model_config = ConfigDict(frozen=True)
+
+    fall_group: str = Field(default="fall", description="label group whose windows raise a fall")
+    fall_threshold: float = Field(
+        default=0.5, ge=0, le=1,
+        description="a window is a fall when its summed fall-class probability >= this",
+    )
+    min_fall_windows: int = Field(default=1, ge=1, description="consecutive fall windows needed")
+
+
 class ModelManifest(BaseModel):
     name: str
     version: str
@@ -77,6 +90,7 @@ class ModelManifest(BaseModel):
     )
     input: InputSpec
     onnx: OnnxSpec
+    clip_rule: ClipRuleSpec = Field(default_factory=ClipRuleSpec)
     metrics: dict[str, Any] = Field(default_factory=dict)
     created: str = ""
 
@@ -97,7 +111,9 @@ def load_manifest(model_dir: Path, verify_sha: bool = True) -> ModelManifest:
     """Read ``model_dir/manifest.json``; with ``verify_sha`` the ONNX file must match its hash."""
     path = model_dir / MANIFEST_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no {MANIFEST_FILE} in {model_dir}: export the model with `python -m export`")
+        raise FileNotFoundError(
+            f"no {MANIFEST_FILE} in {model_dir}: export the model with `python -m export`"
+        )
     manifest = ModelManifest.model_validate_json(path.read_text())
     onnx_path = model_dir / manifest.onnx.file
     if not onnx_path.is_file():

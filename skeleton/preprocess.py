@@ -45,7 +45,8 @@ def mediapipe_to_canonical(seq: SkeletonSequence, coordinates: str, frame_height
 
 def sequence_to_layout(seq: SkeletonSequence, spec: InputSpec, frame_height: float = 1.0) -> np.ndarray:
     """MediaPipe sequence -> (T, V, 3) canonical joints in the model's layout (NaN where missed)."""
-    return from_mediapipe(mediapipe_to_canonical(seq, spec.coordinates, frame_height), get_layout(spec.layout))
+    canonical = mediapipe_to_canonical(seq, spec.coordinates, frame_height)
+    return from_mediapipe(canonical, get_layout(spec.layout))
 
 
 def resample_window(

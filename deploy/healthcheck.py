@@ -1,0 +1,43 @@
+"""Container health check: GET a health endpoint of the local service, exit 0 on HTTP 200, else 1.
+
+Used by the Dockerfile's HEALTHCHECK and docker-compose.yml (standard library only, no curl in the
+image)::
+
+    python /app/deploy/healthcheck.py [PATH]      # PATH defaults to /health/ready
+
+The port is SKELACT_PORT (default 8000); the body of a failed check is printed, so that
+``docker inspect --format '{{json .State.Health}}' <container>`` shows why the service is not ready.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import urllib.error
+import urllib.request
+
+DEFAULT_PATH = "/health/ready"
+
+
+def check(path: str = DEFAULT_PATH, port: int | None = None, timeout: float = 4.0) -> tuple[bool, str]:
+    """(healthy, detail) for ``GET http://127.0.0.1:<port><path>``."""
+    port = port if port is not None else int(os.environ.get("SKELACT_PORT", "8000"))
+    url = f"http://127.0.0.1:{port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200, f"{response.status} {response.read(2000).decode(errors='replace')}"
+    except urllib.error.HTTPError as exc:  # 503 while models load, etc.
+        return False, f"{exc.code} {exc.read(2000).decode(errors='replace')}"
+    except (OSError, ValueError) as exc:  # refused, timeout, bad port
+        return False, f"{url}: {exc}"
+
+
+def main(argv: list[str]) -> int:
+    healthy, detail = check(argv[1] if len(argv) > 1 else DEFAULT_PATH)
+    if not healthy:
+        print(detail, file=sys.stderr)
+    return 0 if healthy else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

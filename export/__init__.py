@@ -1,0 +1,1 @@
+"""Export trained checkpoints to ONNX (+ manifest) and build TensorRT engines."""

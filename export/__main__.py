@@ -1,0 +1,78 @@
+"""Export CLI.
+
+    python -m export onnx --checkpoint runs/<name>/checkpoint.pt --out model_zoo/<name> [--fp16]
+    python -m export tensorrt --models-dir model_zoo [--workspace-gb N] [--no-fp16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _data_root() -> Path:
+    return Path(os.environ.get("SKELACT_DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()
+
+
+def _cv_metrics(paths: list[Path]) -> dict[str, Any]:
+    """Cross-validation runs' metrics.json (e.g. UP-Fall trial folds) for a model trained on all data."""
+    keep = ("protocol", "clip_top1", "window_top1", "fall", "window_fall", "top1", "num_clips", "num_windows")
+    folds = []
+    for p in paths:
+        m = json.loads(p.read_text())
+        folds.append({"run": m.get("name", p.parent.name), **{k: m[k] for k in keep if k in m}})
+    return {"cross_validation": folds}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m export",
+                                 description="Export trained models to ONNX / TensorRT.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    o = sub.add_parser("onnx", help="checkpoint -> model.onnx + manifest.json (+ parity check)")
+    o.add_argument("--checkpoint", type=Path, required=True)
+    o.add_argument("--out", type=Path, required=True)
+    o.add_argument("--fp16", action="store_true", help="also write model_fp16.onnx and its measured error")
+    o.add_argument("--name", help="model name in the manifest (default: the config's name)")
+    o.add_argument("--data-dir", type=Path, help="real data for the parity check (default $SKELACT_DATA_DIR)")
+    o.add_argument("--cv-metrics", type=Path, nargs="*", default=[],
+                   help="metrics.json of cross-validation runs to record with a model trained on all data")
+    t = sub.add_parser("tensorrt", help="build TensorRT engines for every model (needs an NVIDIA GPU)")
+    t.add_argument("--models-dir", type=Path, default=REPO_ROOT / "model_zoo")
+    t.add_argument("--workspace-gb", type=float, default=2.0)
+    t.add_argument("--no-fp16", action="store_true", help="fp32 engines (the service default is fp16)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.cmd == "onnx":
+        from export.onnx_export import ExportError, export_checkpoint
+
+        extra = _cv_metrics(args.cv_metrics) if args.cv_metrics else None
+        try:
+            manifest = export_checkpoint(args.checkpoint, args.out, args.data_dir or _data_root(), REPO_ROOT,
+                                         fp16=args.fp16, name=args.name, extra_metrics=extra)
+        except ExportError as exc:
+            print(f"export failed: {exc}", file=sys.stderr)
+            return 1
+        print(json.dumps({"name": manifest.name, "out": str(args.out), "onnx": manifest.onnx.model_dump(),
+                          "parity": manifest.metrics.get("onnx_parity")}, indent=1))
+        return 0
+    from export.tensorrt import TensorRTUnavailable, build_all
+
+    try:
+        reports = build_all(args.models_dir, args.workspace_gb, fp16=not args.no_fp16)
+    except TensorRTUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for r in reports:
+        print(json.dumps(r.__dict__))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Inference service: video decoding, pose estimation, tracking, and the HTTP/WebSocket API."""

@@ -1,0 +1,199 @@
+"""POST /recognize: a video upload (multipart) or a JSON skeleton sequence -> timelines + clip label."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from service.api.deps import ModelDep, ReadyState, Stride, TopK
+from service.errors import ServiceError
+from service.recognize import ClipService
+from service.schemas import RecognizeResponse, SkeletonSequenceIn
+from service.state import ServiceState
+
+router = APIRouter(tags=["recognize"])
+
+ACCEPTED_SUFFIXES = (".mp4", ".avi", ".webm", ".mov", ".mkv", ".m4v")
+
+_OPENAPI_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "mp4, avi, webm or mov video",
+                        }
+                    },
+                },
+            },
+            "application/json": {"schema": {"$ref": "#/components/schemas/SkeletonSequenceIn"}},
+        },
+    },
+}
+
+
+def _too_large(size: int, limit: int) -> ServiceError:
+    return ServiceError(
+        413,
+        "too_large",
+        f"upload is {size / 2**20:.1f} MiB, the limit is {limit / 2**20:.0f} MiB",
+        "send a shorter or more compressed clip, or raise SKELACT_MAX_UPLOAD_MB",
+    )
+
+
+async def _read_json(request: Request, limit: int) -> SkeletonSequenceIn:
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise _too_large(len(body), limit)
+    try:
+        return SkeletonSequenceIn.model_validate_json(bytes(body))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ServiceError(
+            422,
+            "invalid_skeleton",
+            f"{where}: {first['msg']}" if where else first["msg"],
+            "see the SkeletonSequenceIn schema in docs/api.md or GET /docs",
+        ) from None
+
+
+def _save_upload(upload: UploadFile, suffix: str) -> Path:
+    fd, name = tempfile.mkstemp(suffix=suffix, prefix="skelact-upload-")
+    with open(fd, "wb") as out:
+        upload.file.seek(0)
+        shutil.copyfileobj(upload.file, out, 1 << 20)
+    return Path(name)
+
+
+async def _recognize_upload(
+    request: Request,
+    state: ServiceState,
+    model: ModelDep,
+    top_k: int | None,
+    stride: int | None,
+    overlay: bool,
+) -> RecognizeResponse:
+    limit = state.settings.max_upload_bytes
+    form = await request.form(max_files=1, max_fields=16)
+    try:
+        uploads = [v for v in form.values() if isinstance(v, UploadFile)]
+        if not uploads:
+            raise ServiceError(
+                422,
+                "missing_file",
+                "no file in the multipart body",
+                "send the video as the multipart field 'file' (curl -F file=@clip.mp4)",
+            )
+        upload = uploads[0]
+        filename = upload.filename or "upload"
+        suffix = Path(filename).suffix.lower()
+        ctype = (upload.content_type or "").lower()
+        if suffix not in ACCEPTED_SUFFIXES:
+            if ctype in ("video/mp4", "video/quicktime", "video/webm", "video/x-msvideo", "video/avi"):
+                suffix = {
+                    "video/quicktime": ".mov",
+                    "video/webm": ".webm",
+                    "video/x-msvideo": ".avi",
+                    "video/avi": ".avi",
+                }.get(ctype, ".mp4")
+            else:
+                raise ServiceError(
+                    415,
+                    "unsupported_media_type",
+                    f"{filename!r} ({ctype or 'no content type'}) is not a supported video",
+                    f"send one of {', '.join(s.lstrip('.') for s in ACCEPTED_SUFFIXES)}; "
+                    "skeletons go as application/json",
+                )
+        size = upload.size if upload.size is not None else 0
+        if size > limit:
+            raise _too_large(size, limit)
+        if size == 0:
+            raise ServiceError(
+                422,
+                "undecodable_video",
+                f"{filename}: upload is empty (0 bytes)",
+                "check the file path in your client",
+            )
+        loop = asyncio.get_running_loop()
+        path = await loop.run_in_executor(state.io_pool, _save_upload, upload, suffix)
+    finally:
+        await form.close()
+    overlay_path: Path | None = None
+    rid = ""
+    if overlay:
+        rid, overlay_path = state.results.new(".webm")
+    try:
+        response = await ClipService(state).video(path, filename, model, top_k, stride, overlay_path)
+    finally:
+        path.unlink(missing_ok=True)
+    if overlay:
+        response.overlay_url = str(request.url_for("result", result_id=rid).path)
+    return response
+
+
+@router.post(
+    "/recognize",
+    response_model=RecognizeResponse,
+    openapi_extra=_OPENAPI_BODY,
+    responses={
+        413: {"description": "upload too large or video too long"},
+        415: {"description": "not a supported video type"},
+        422: {"description": "undecodable video or invalid skeletons"},
+        503: {"description": "models still warming up"},
+    },
+)
+async def recognize(
+    request: Request,
+    state: ReadyState,
+    model: ModelDep,
+    top_k: TopK = None,
+    stride: Stride = None,
+    overlay: Annotated[bool, Query(description="also render an annotated video (overlay_url)")] = False,
+) -> RecognizeResponse:
+    """Recognise the actions in a clip: per-track timelines, the primary person and the clip label.
+
+    Send ``multipart/form-data`` with the video in the field ``file``, or ``application/json``
+    with a ``SkeletonSequenceIn`` (clients that run pose themselves).
+    """
+    limit = state.settings.max_upload_bytes
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit + (1 << 16):
+        raise _too_large(int(length), limit)
+    ctype = request.headers.get("content-type", "").lower()
+    outcome = "ok"
+    try:
+        if ctype.startswith("application/json"):
+            seq = await _read_json(request, limit)
+            return await ClipService(state).skeletons(seq, model, top_k, stride)
+        if ctype.startswith("multipart/form-data"):
+            return await _recognize_upload(request, state, model, top_k, stride, overlay)
+        raise ServiceError(
+            415,
+            "unsupported_media_type",
+            f"content type {ctype or 'none'!r} is not accepted",
+            "send multipart/form-data with the video in 'file', or application/json skeletons",
+        )
+    except ServiceError as exc:
+        outcome = exc.code
+        raise
+    except Exception:
+        outcome = "internal_error"
+        raise
+    finally:
+        state.metrics.requests.labels(outcome=outcome).inc()

@@ -1,0 +1,249 @@
+"""WS /stream: frames in (binary JPEG/PNG or JSON skeleton frames), one JSON reply per processed frame.
+
+A receiver task reads the socket continuously and keeps only the newest pending frame; the
+processor takes it when it is free. When the client sends faster than the server keeps up,
+stale frames are dropped (latest frame wins) and counted, so latency stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
+
+from service.api.deps import StateDep
+from service.errors import ServiceError
+from service.schemas import ConfigMessage, ErrorMessage, HelloMessage, SkeletonFrameMessage
+from service.state import ServiceState
+from service.streaming import Arrival, StreamSession
+from service.video import DecodeError
+
+router = APIRouter(tags=["stream"])
+log = logging.getLogger(__name__)
+
+# WebSocket close codes (RFC 6455 / IANA)
+POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
+
+
+@dataclass
+class _Inbox:
+    """Latest-frame-wins mailbox between the receiver and the processor."""
+
+    pending: Arrival | None = None
+    configs: list[ConfigMessage] = field(default_factory=list)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False
+    received: int = 0
+    processed: int = 0
+    dropped: int = 0
+
+
+class _Connection:
+    def __init__(self, ws: WebSocket, state: ServiceState, session: StreamSession) -> None:
+        self.ws = ws
+        self.state = state
+        self.session = session
+        self.inbox = _Inbox()
+        self._send_lock = asyncio.Lock()
+
+    async def send(self, text: str) -> None:
+        async with self._send_lock:
+            await self.ws.send_text(text)
+
+    async def error(self, code: str, message: str) -> None:
+        await self.send(ErrorMessage(code=code, message=message).model_dump_json())
+
+    async def hello(self) -> None:
+        m = self.session.model
+        await self.send(
+            HelloMessage(
+                model=m.name,
+                labels=m.labels,
+                provider=m.runtime.provider,
+                window=m.window_info(self.session.stride),
+            ).model_dump_json()
+        )
+
+    def _offer(self, arrival: Arrival) -> None:
+        box = self.inbox
+        if box.pending is not None:
+            box.dropped += 1
+            self.state.metrics.frames_dropped.inc()
+        box.pending = arrival
+        box.wake.set()
+
+    async def receive_loop(self) -> None:
+        box = self.inbox
+        limit = self.state.settings.max_frame_bytes
+        try:
+            while True:
+                msg = await self.ws.receive()
+                if msg["type"] == "websocket.disconnect":
+                    break
+                now = time.perf_counter()
+                data = msg.get("bytes")
+                text = msg.get("text")
+                if data is not None:
+                    frame_id = box.received
+                    box.received += 1
+                    self.state.metrics.frames_received.labels(source="stream").inc()
+                    if len(data) > limit:
+                        await self.error(
+                            "frame_too_large",
+                            f"frame {frame_id} is {len(data)} bytes, the limit "
+                            f"is {limit}; send smaller JPEGs (e.g. 640 px wide, quality 80)",
+                        )
+                        continue
+                    self._offer(Arrival(frame_id, now, image=data))
+                elif text is not None:
+                    await self._on_text(text, now)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            box.closed = True
+            box.wake.set()
+
+    async def _on_text(self, text: str, now: float) -> None:
+        box = self.inbox
+        try:
+            raw = json.loads(text)
+            kind = raw.get("type") if isinstance(raw, dict) else None
+            if kind == "config":
+                box.configs.append(ConfigMessage.model_validate(raw))
+                box.wake.set()
+            elif kind == "skeleton":
+                sk = SkeletonFrameMessage.model_validate(raw)
+                frame_id = box.received
+                box.received += 1
+                self.state.metrics.frames_received.labels(source="stream").inc()
+                self._offer(Arrival(frame_id, now, skeleton=sk))
+            else:
+                await self.error(
+                    "unknown_message",
+                    f"unknown message type {kind!r}; send binary JPEG/PNG "
+                    "frames, or JSON with type 'skeleton' or 'config'",
+                )
+        except json.JSONDecodeError as exc:
+            await self.error("invalid_json", f"text messages must be JSON: {exc}")
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            await self.error("invalid_message", f"{where}: {first['msg']}")
+
+    async def process_loop(self) -> None:
+        box = self.inbox
+        while True:
+            await box.wake.wait()
+            box.wake.clear()
+            while box.configs:
+                await self._apply_config(box.configs.pop(0))
+            if box.pending is None:
+                if box.closed:
+                    return
+                continue
+            arrival, box.pending = box.pending, None
+            try:
+                reply = await self.session.process(arrival, (box.received, box.processed + 1, box.dropped))
+                box.processed += 1
+                await self.send(reply.model_dump_json())
+            except DecodeError as exc:
+                await self.error("undecodable_image", f"frame {arrival.frame_id}: {exc.reason}")
+            except ServiceError as exc:
+                await self.error(
+                    exc.code,
+                    f"frame {arrival.frame_id}: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""),
+                )
+                if not exc.recoverable:
+                    return
+            except WebSocketDisconnect:
+                return
+            except Exception as exc:  # one bad frame must not end the stream
+                if box.closed:
+                    return
+                log.exception("frame %d failed", arrival.frame_id)
+                try:
+                    why = f"{type(exc).__name__}: {exc}"
+                    await self.error("internal_error", f"frame {arrival.frame_id}: {why}")
+                except Exception:
+                    return
+            if box.pending is not None:
+                box.wake.set()
+
+    async def _apply_config(self, cfg: ConfigMessage) -> None:
+        if cfg.model is None or cfg.model == self.session.model.name:
+            await self.hello()
+            return
+        try:
+            model = self.state.registry.get(cfg.model)
+        except ServiceError as exc:
+            await self.error(exc.code, f"{exc.message} ({exc.hint})")
+            return
+        self.session.switch_model(model)
+        await self.hello()
+
+
+@router.websocket("/stream")
+async def stream(
+    websocket: WebSocket,
+    state: StateDep,
+    model: str | None = None,
+    stride: int | None = None,
+    top_k: int | None = None,
+) -> None:
+    """See docs/api.md for the message schema (service/schemas.py: HelloMessage, FrameMessage...)."""
+    await websocket.accept()
+
+    async def refuse(code: str, message: str, close_code: int) -> None:
+        await websocket.send_text(ErrorMessage(code=code, message=message).model_dump_json())
+        await websocket.close(close_code)
+
+    if not state.ready:
+        await refuse("not_ready", state.not_ready_reason() or "warming up; retry shortly", TRY_AGAIN_LATER)
+        return
+    if state.streams >= state.settings.max_streams:
+        await refuse(
+            "too_many_streams", f"{state.streams} streams are open (SKELACT_MAX_STREAMS)", TRY_AGAIN_LATER
+        )
+        return
+    if (stride is not None and stride < 1) or (top_k is not None and top_k < 1):
+        await refuse("invalid_request", "stride and top_k must be positive integers", POLICY_VIOLATION)
+        return
+    try:
+        loaded = state.registry.get(model)
+    except ServiceError as exc:
+        await refuse(exc.code, f"{exc.message} ({exc.hint})", POLICY_VIOLATION)
+        return
+    session = StreamSession(
+        loaded, state.settings, state.pose_pool, state.metrics, stride, top_k, state.new_pose_stage
+    )
+    state.streams += 1
+    state.metrics.active_streams.inc()
+    conn = _Connection(websocket, state, session)
+    receiver: asyncio.Task[None] | None = None
+    try:
+        await session.open()
+        await conn.hello()
+        receiver = asyncio.create_task(conn.receive_loop())
+        await conn.process_loop()
+    except WebSocketDisconnect:
+        pass
+    except Exception as exc:
+        log.exception("stream failed")
+        with contextlib.suppress(Exception):
+            await conn.error("internal_error", f"{type(exc).__name__}: {exc}")
+            await websocket.close(1011)
+    finally:
+        if receiver is not None:
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await receiver
+        state.streams -= 1
+        state.metrics.active_streams.dec()
+        await session.close()

@@ -1,0 +1,170 @@
+"""Per-track skeleton buffers that emit model windows on the manifest's clock.
+
+A track's poses arrive at the camera's rate with gaps (missed detections, dropped frames);
+windows are cut on the model's clock instead: ``length`` frames at ``fps``, a new one every
+``stride`` model frames. Resampling, gap filling and normalisation are
+``skeleton.preprocess.sequence_to_layout`` + ``prepare_window`` -- the exact code training uses.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+import numpy as np
+
+from skeleton.manifest import InputSpec
+from skeleton.preprocess import prepare_window, sequence_to_layout
+from skeleton.types import PersonPose, SkeletonSequence
+
+# Keep this much history beyond one window so interpolation at the window's start has a neighbour.
+_HISTORY_MARGIN_S = 1.0
+_EPS = 1e-6
+# Streams drop old frames in batches of at least this many (a list delete is O(n)).
+_TRIM_BATCH = 32
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpecView:
+    """The window geometry a buffer uses (the manifest's, with an optional stride override)."""
+
+    length: int
+    fps: float
+    stride: int
+
+    @property
+    def seconds(self) -> float:
+        return (self.length - 1) / self.fps
+
+    @property
+    def hop_s(self) -> float:
+        return self.stride / self.fps
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One model input cut from a track, due for classification."""
+
+    track_id: int
+    start_time: float
+    end_time: float
+    tensor: np.ndarray  # (C, T, V) float32
+
+
+def window_view(spec: InputSpec, stride: int | None = None) -> WindowSpecView:
+    return WindowSpecView(spec.window.length, spec.window.fps, stride or spec.window.stride)
+
+
+class TrackBuffer:
+    """Recent poses of one person; knows when the next window is due and how to cut it.
+
+    The first window ends one window-length after the track was first seen; later ones every
+    ``stride / fps`` seconds. ``flush`` cuts a last window at the end of a clip when the track
+    was shorter than one window, so short clips still get a label.
+    """
+
+    def __init__(
+        self, track_id: int, spec: InputSpec, stride: int | None = None, keep_all: bool = False
+    ) -> None:
+        self.track_id = track_id
+        self.spec = spec
+        self.view = window_view(spec, stride)
+        self.keep_all = keep_all  # clips keep everything (for the timeline); streams only recent history
+        self._times: list[float] = []
+        self._joints: list[np.ndarray] = []  # (V, 3) per frame in the model layout, NaN: unseen
+        self._seen: list[bool] = []
+        self._missing: np.ndarray | None = None
+        self.first_seen: float | None = None
+        self.last_seen: float | None = None
+        self.frames_seen = 0
+        self.windows_emitted = 0
+        self._next_end: float | None = None
+        self._first_end = 0.0
+        self._k = 0
+
+    @property
+    def fill(self) -> float:
+        """How much of the first window has been seen (1.0 once windows are being emitted)."""
+        if self.first_seen is None or self.last_seen is None:
+            return 0.0
+        if self.view.seconds <= 0:
+            return 1.0
+        return float(min(1.0, (self.last_seen - self.first_seen) / self.view.seconds))
+
+    def push(self, timestamp: float, pose: PersonPose | None, frame_height: int) -> None:
+        """Add this frame's pose for the track (``None``: not seen in this frame)."""
+        if self._times and timestamp <= self._times[-1]:
+            return  # out of order or repeated: ignore rather than corrupt the interpolation
+        self._times.append(timestamp)
+        self._joints.append(self._to_layout(timestamp, pose, frame_height))
+        self._seen.append(pose is not None)
+        if pose is not None:
+            if self.first_seen is None:
+                self.first_seen = timestamp
+                self._first_end = timestamp + self.view.seconds
+                self._next_end = self._first_end
+            self.last_seen = timestamp
+            self.frames_seen += 1
+        if not self.keep_all:
+            horizon = timestamp - self.view.seconds - _HISTORY_MARGIN_S
+            k = bisect.bisect_left(self._times, horizon) - 1  # keep one frame before the horizon
+            if k >= _TRIM_BATCH:
+                del self._times[:k], self._joints[:k], self._seen[:k]
+
+    def due(self) -> list[float]:
+        """End times of windows completed by the frames pushed so far (consumed once returned).
+
+        Windows end at ``first_seen + seconds + k * stride / fps`` and never after the track's last
+        sighting: while a person is missed, windows wait (and catch up if the person comes back).
+        """
+        if self._next_end is None or self.last_seen is None:
+            return []
+        ends: list[float] = []
+        while self._next_end <= self.last_seen + _EPS:
+            ends.append(self._next_end)
+            self._k += 1
+            self._next_end = self._first_end + self._k * self.view.hop_s  # no drift from repeated adds
+        return ends
+
+    def flush(self) -> list[float]:
+        """At the end of a clip: one window ending at the last sighting if none was emitted."""
+        if self.windows_emitted == 0 and self.last_seen is not None and self._next_end is not None:
+            self._next_end = self.last_seen + self.view.hop_s
+            return [self.last_seen]
+        return []
+
+    def _to_layout(self, timestamp: float, pose: PersonPose | None, frame_height: int) -> np.ndarray:
+        """One frame through ``sequence_to_layout`` (a per-frame map), converted once on arrival."""
+        if pose is None:
+            if self._missing is None:
+                probe = SkeletonSequence.from_poses([timestamp], [None])
+                self._missing = sequence_to_layout(probe, self.spec, float(frame_height))[0]
+            return self._missing
+        seq = SkeletonSequence.from_poses([timestamp], [pose])
+        return sequence_to_layout(seq, self.spec, float(frame_height))[0]
+
+    def window(self, end_time: float) -> Window:
+        """Cut the model input ending at ``end_time`` (shared preprocess code).
+
+        Only the frames from the last sighting at or before the window's start to the first one
+        at or after its end go in: interpolation and gap measurement inside the window depend on
+        nothing else, so the result equals ``prepare_window`` on the whole track, in O(window).
+        """
+        lo, hi = self._span(end_time - self.view.seconds, end_time)
+        times = np.asarray(self._times[lo:hi], np.float64)
+        tensor = prepare_window(times, np.stack(self._joints[lo:hi]), self.spec, end_time)
+        self.windows_emitted += 1
+        return Window(self.track_id, end_time - self.view.seconds, end_time, tensor)
+
+    def _span(self, start: float, end: float) -> tuple[int, int]:
+        seen, n = self._seen, len(self._times)
+        lo = bisect.bisect_right(self._times, start) - 1
+        while lo > 0 and not seen[lo]:
+            lo -= 1
+        hi = bisect.bisect_left(self._times, end)
+        while hi < n - 1 and not seen[hi]:
+            hi += 1
+        return max(lo, 0), min(hi, n - 1) + 1
+
+    def cut(self, ends: list[float]) -> list[Window]:
+        return [self.window(e) for e in ends]

@@ -1,0 +1,544 @@
+"""Pose estimation stage: RGB frame -> `PersonPose` tuples. MediaPipe types never leave this module.
+
+Two implementations behind one `PoseEstimator` protocol:
+
+* `TasksPoseEstimator` -- multi-person MediaPipe Tasks ``PoseLandmarker`` (VIDEO mode), run fully
+  offline from a ``.task`` bundle that is built on first use from the model files shipped inside
+  the installed mediapipe wheel (nothing is downloaded). Optional tiling finds small people.
+* `LegacyPoseEstimator` -- single-person ``mp.solutions.pose`` (fallback).
+
+An estimator instance belongs to one stream or clip: VIDEO mode tracks people between calls and
+needs increasing timestamps (non-increasing ones are nudged forward by 1 ms).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from skeleton.types import MEDIAPIPE_JOINTS, BoundingBox, PersonPose
+
+__all__ = [
+    "LegacyPoseEstimator",
+    "PoseEstimator",
+    "TasksPoseEstimator",
+    "TileSpec",
+    "build_pose_bundle",
+    "create_pose_estimator",
+    "nms_poses",
+    "pose_bundle_path",
+    "pose_from_pixels",
+]
+
+# Input normalisation of the two BlazePose models, as in MediaPipe's own legacy graphs:
+# pose_detection_cpu.pbtxt feeds the detector [-1, 1] (mean 127.5, std 127.5);
+# pose_landmark_by_roi_cpu.pbtxt feeds the landmark model [0, 1] (mean 0, std 255).
+DETECTOR_NORM = (127.5, 127.5)
+LANDMARKS_NORM = (0.0, 255.0)
+_BUNDLE_FORMAT = 1  # bump when the bundle recipe changes, so caches rebuild
+_BUNDLE_LOCK = threading.Lock()
+
+
+@runtime_checkable
+class PoseEstimator(Protocol):
+    """Finds people in one RGB frame. One instance per stream/clip; not thread-safe."""
+
+    name: str
+    max_people: int
+
+    def estimate(self, frame_rgb: np.ndarray, timestamp_s: float) -> tuple[PersonPose, ...]:
+        """People in ``frame_rgb`` (H, W, 3) uint8 RGB at ``timestamp_s``; pixel coordinates."""
+        ...
+
+    def close(self) -> None:
+        """Release native resources; the instance is unusable afterwards."""
+        ...
+
+
+# --------------------------------------------------------------------------- model bundle
+
+
+def _mediapipe_dir() -> Path:
+    import mediapipe
+
+    return Path(mediapipe.__file__).resolve().parent
+
+
+def _mediapipe_version() -> str:
+    try:
+        return importlib_metadata.version("mediapipe")
+    except importlib_metadata.PackageNotFoundError:  # pragma: no cover - odd installs
+        import mediapipe
+
+        return str(getattr(mediapipe, "__version__", "unknown"))
+
+
+def cache_dir() -> Path:
+    """Writable cache root: env ``SKELACT_CACHE_DIR``, default ``~/.cache/skelact``."""
+    return Path(os.environ.get("SKELACT_CACHE_DIR") or Path.home() / ".cache" / "skelact")
+
+
+def pose_bundle_path() -> Path:
+    """Where the offline ``pose_landmarker_full`` bundle for this mediapipe version lives."""
+    return cache_dir() / f"mediapipe-{_mediapipe_version()}" / f"pose_landmarker_full.v{_BUNDLE_FORMAT}.task"
+
+
+def _with_image_metadata(model: bytes, name: str, norm: tuple[float, float]) -> bytes:
+    """TFLite model + metadata declaring an RGB image input and its normalisation.
+
+    The Tasks graphs read the input normalisation from this metadata; the bare models in the
+    wheel (made for the legacy graphs, which hard-code it) have none.
+    """
+    from mediapipe.tasks.python.metadata.metadata_writers import metadata_writer
+
+    writer = metadata_writer.MetadataWriter.create(bytearray(model))
+    writer.add_general_info(name, "BlazePose model from the mediapipe wheel, metadata added offline")
+    writer.add_image_input(norm_mean=[norm[0]], norm_std=[norm[1]])
+    populated, _ = writer.populate()
+    return bytes(populated)
+
+
+def build_pose_bundle(out: Path) -> Path:
+    """Write the ``.task`` bundle to ``out`` (atomic rename; byte-identical on every build).
+
+    The bundle is an uncompressed zip of ``pose_detector.tflite`` and
+    ``pose_landmarks_detector.tflite`` with fixed timestamps, entries 4-byte aligned (as
+    MediaPipe's own bundler does, so the models can be memory-mapped).
+    """
+    from mediapipe.tasks.python.metadata.metadata_writers import model_asset_bundle_utils
+
+    root = _mediapipe_dir() / "modules"
+    detector = (root / "pose_detection" / "pose_detection.tflite").read_bytes()
+    landmarks = (root / "pose_landmark" / "pose_landmark_full.tflite").read_bytes()
+    members = {
+        "pose_detector.tflite": _with_image_metadata(detector, "pose_detector", DETECTOR_NORM),
+        "pose_landmarks_detector.tflite": _with_image_metadata(
+            landmarks, "pose_landmarks_detector", LANDMARKS_NORM
+        ),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with model_asset_bundle_utils.AlignZipFile(str(tmp), mode="w", alignment=4) as zf:
+            for name, content in members.items():
+                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_STORED
+                info.external_attr = 0o644 << 16
+                zf.writestr(info, content)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def ensure_pose_bundle() -> Path:
+    """Path of the bundle, building it on first use (checked by zip integrity, not trusted blindly)."""
+    path = pose_bundle_path()
+    with _BUNDLE_LOCK:
+        if path.exists():
+            try:
+                with zipfile.ZipFile(path) as zf:
+                    names = set(zf.namelist())
+                    if zf.testzip() is None and names == {
+                        "pose_detector.tflite",
+                        "pose_landmarks_detector.tflite",
+                    }:
+                        return path
+            except zipfile.BadZipFile:
+                pass
+        return build_pose_bundle(path)
+
+
+def bundle_sha256(path: Path | None = None) -> str:
+    """Content hash of the bundle (recorded next to extracted skeletons for provenance)."""
+    return hashlib.sha256((path or ensure_pose_bundle()).read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- conversion helpers
+
+
+def _landmarks_array(landmarks: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(33, 3) raw x, y, z and (33,) visibility from a MediaPipe landmark list."""
+    xyz = np.array([(lm.x, lm.y, lm.z) for lm in landmarks], np.float32)
+    vis = np.array([lm.visibility if lm.visibility is not None else 0.0 for lm in landmarks], np.float32)
+    return xyz, np.clip(np.nan_to_num(vis, nan=0.0), 0.0, 1.0)
+
+
+def _box_from_image(image: np.ndarray, width: int, height: int) -> BoundingBox:
+    """Landmark bounding box clipped to the frame (landmarks may be predicted off-frame)."""
+    x = np.clip(image[:, 0], 0.0, float(width))
+    y = np.clip(image[:, 1], 0.0, float(height))
+    return BoundingBox(float(x.min()), float(y.min()), float(x.max()), float(y.max()))
+
+
+def make_person_pose(
+    norm_xyz: np.ndarray,
+    world: np.ndarray | None,
+    visibility: np.ndarray,
+    width: int,
+    height: int,
+    score: float | None = None,
+) -> PersonPose:
+    """PersonPose from normalised MediaPipe landmarks: x*W, y*H, z*W (z shares x's pixel scale)."""
+    image = np.empty((MEDIAPIPE_JOINTS, 3), np.float32)
+    image[:, 0] = norm_xyz[:, 0] * width
+    image[:, 1] = norm_xyz[:, 1] * height
+    image[:, 2] = norm_xyz[:, 2] * width
+    w = np.full((MEDIAPIPE_JOINTS, 3), np.nan, np.float32) if world is None else world.astype(np.float32)
+    s = float(visibility.mean()) if score is None else float(score)
+    return PersonPose(image, w, visibility.astype(np.float32), _box_from_image(image, width, height), s)
+
+
+def pose_from_pixels(
+    image: np.ndarray, world: np.ndarray, visibility: np.ndarray, width: int, height: int
+) -> PersonPose:
+    """Rebuild a PersonPose from stored pixel landmarks (e.g. a skeleton cache) as `estimate` would.
+
+    The score is the mean visibility times the fraction of landmarks inside the frame, which is
+    what the full-frame estimator reports.
+    """
+    img = np.asarray(image, np.float32)
+    inside = (img[:, 0] >= 0) & (img[:, 0] <= width) & (img[:, 1] >= 0) & (img[:, 1] <= height)
+    vis = np.asarray(visibility, np.float32)
+    score = float(vis.mean()) * float(inside.mean())
+    return PersonPose(img, np.asarray(world, np.float32), vis, _box_from_image(img, width, height), score)
+
+
+def _check_frame(frame_rgb: np.ndarray) -> np.ndarray:
+    if frame_rgb.ndim != 3 or frame_rgb.shape[2] != 3 or frame_rgb.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got {frame_rgb.shape} {frame_rgb.dtype}")
+    return np.ascontiguousarray(frame_rgb)
+
+
+class _Clock:
+    """Strictly increasing integer milliseconds, as MediaPipe's VIDEO mode demands."""
+
+    def __init__(self) -> None:
+        self.last_ms: int | None = None
+
+    def __call__(self, timestamp_s: float) -> int:
+        ms = round(float(timestamp_s) * 1000.0) if np.isfinite(timestamp_s) else 0
+        if self.last_ms is not None and ms <= self.last_ms:
+            ms = self.last_ms + 1
+        self.last_ms = ms
+        return ms
+
+
+def nms_poses(
+    poses: Sequence[PersonPose], iou: float = 0.6, keypoint_distance: float = 0.15
+) -> list[PersonPose]:
+    """Greedy duplicate removal, highest score first.
+
+    Two poses are the same person when their boxes overlap by IoU >= ``iou``, or when the median
+    distance between their body joints is below ``keypoint_distance`` times the smaller box's
+    diagonal. The second test catches a skeleton cut by a tile edge (its box differs, its visible
+    joints coincide) and the Tasks tracker's rare collapse of two ROIs onto one person, while two
+    different people standing close keep distinct joints and both survive.
+    """
+    order = sorted(range(len(poses)), key=lambda i: -poses[i].score)
+    kept: list[PersonPose] = []
+    for i in order:
+        p = poses[i]
+        if not any(_same_person(p, k, iou, keypoint_distance) for k in kept):
+            kept.append(p)
+    return kept
+
+
+_BODY = np.array([0, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28])
+
+
+def _same_person(a: PersonPose, b: PersonPose, iou: float, keypoint_distance: float) -> bool:
+    if a.box.iou(b.box) >= iou:
+        return True
+    small = a.box if a.box.area <= b.box.area else b.box
+    diag = max(float(np.hypot(small.width, small.height)), 1.0)
+    d = np.linalg.norm(a.image[_BODY, :2] - b.image[_BODY, :2], axis=1)
+    return bool(np.median(d) < keypoint_distance * diag)
+
+
+# --------------------------------------------------------------------------- Tasks estimator
+
+
+@dataclass(frozen=True, slots=True)
+class TileSpec:
+    """Overlapping crops run instead of (or besides) the whole frame, so small people are found.
+
+    The person detector sees the frame letterboxed to 224x224 whatever its resolution, so people
+    that are small *relative to the frame* are missed (upscaling does not help). Each tile is
+    letterboxed on its own: ``cols`` x ``rows`` tiles each covering ``1/cols + overlap`` of the
+    width (likewise height). The default 2x1 with 0.25 overlap makes 4:3 frames into two squares,
+    1.33x the detector resolution of the whole frame. ``max_frame_side``: tile only frames whose
+    longer side is at most this (None: always).
+    """
+
+    cols: int = 2
+    rows: int = 1
+    overlap: float = 0.25
+    max_frame_side: int | None = None
+    # a tile's landmarker stops re-detecting once it tracks this many; None: the estimator's max_people
+    poses_per_tile: int | None = None
+    # also run on the whole frame, for people larger than a tile (costs one more detector and
+    # landmark pass per person; on felix_exercise.avi tiles alone find as many people)
+    full_frame: bool = False
+
+    def windows(self, width: int, height: int) -> list[tuple[int, int, int, int]]:
+        """Tile rectangles (x0, y0, x1, y1) in pixels."""
+        out = []
+        tw = min(1.0, 1.0 / self.cols + self.overlap)
+        th = min(1.0, 1.0 / self.rows + self.overlap)
+        for r in range(self.rows):
+            for c in range(self.cols):
+                fx0 = 0.0 if self.cols == 1 else c * (1.0 - tw) / (self.cols - 1)
+                fy0 = 0.0 if self.rows == 1 else r * (1.0 - th) / (self.rows - 1)
+                x0, y0 = round(fx0 * width), round(fy0 * height)
+                out.append((x0, y0, min(width, x0 + round(tw * width)), min(height, y0 + round(th * height))))
+        return out
+
+
+class TasksPoseEstimator:
+    """Multi-person MediaPipe Tasks PoseLandmarker (VIDEO mode) from the offline bundle.
+
+    ``min_tracking_confidence`` is, in the Tasks graph, the IoU above which a fresh detection is
+    taken for an already tracked person and dropped. MediaPipe's 0.5 drops the second of two
+    people standing close (their body ROIs overlap): on the two-person NTU clip 0.5 finds one
+    person in 72/72 frames, 0.8 finds both in 69/72. The duplicates a high value lets through are
+    removed here (`nms_poses`). ``upscale_min_side``: frames whose shorter side is below this are
+    enlarged first (does not help detection, whose input is a fixed 224x224 letterbox; kept for
+    experiments). ``tiles``: see `TileSpec` -- what does help small people.
+    """
+
+    name = "mediapipe-tasks-pose-full"
+
+    def __init__(
+        self,
+        max_people: int = 4,
+        min_detection_confidence: float = 0.5,
+        min_presence_confidence: float = 0.5,
+        min_tracking_confidence: float = 0.8,
+        upscale_min_side: int = 0,
+        tiles: TileSpec | None = None,
+        dedupe_iou: float = 0.6,
+        dedupe_keypoint_distance: float = 0.15,
+    ) -> None:
+        if max_people < 1:
+            raise ValueError("max_people must be >= 1")
+        self.max_people = int(max_people)
+        self.min_detection_confidence = float(min_detection_confidence)
+        self.min_presence_confidence = float(min_presence_confidence)
+        self.min_tracking_confidence = float(min_tracking_confidence)
+        self.upscale_min_side = int(upscale_min_side)
+        self.tiles = tiles
+        self.dedupe_iou = float(dedupe_iou)
+        self.dedupe_keypoint_distance = float(dedupe_keypoint_distance)
+        self._bundle = ensure_pose_bundle()
+        self._full = self._new_landmarker(self.max_people)
+        self._tile_landmarkers: list[Any] | None = None
+        self._clock = _Clock()
+        self._closed = False
+        self.last_raw_count = 0  # poses before duplicate removal in the latest frame (diagnostics)
+
+    def _new_landmarker(self, num_poses: int) -> Any:
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        options = vision.PoseLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(self._bundle)),
+            running_mode=vision.RunningMode.VIDEO,
+            num_poses=num_poses,
+            min_pose_detection_confidence=self.min_detection_confidence,
+            min_pose_presence_confidence=self.min_presence_confidence,
+            min_tracking_confidence=self.min_tracking_confidence,
+            output_segmentation_masks=False,
+        )
+        return vision.PoseLandmarker.create_from_options(options)
+
+    def config(self) -> dict[str, Any]:
+        """Settings that change the output (stored with extracted skeletons)."""
+        return {
+            "name": self.name,
+            "max_people": self.max_people,
+            "min_detection_confidence": self.min_detection_confidence,
+            "min_presence_confidence": self.min_presence_confidence,
+            "min_tracking_confidence": self.min_tracking_confidence,
+            "upscale_min_side": self.upscale_min_side,
+            "tiles": None
+            if self.tiles is None
+            else {
+                "cols": self.tiles.cols,
+                "rows": self.tiles.rows,
+                "overlap": self.tiles.overlap,
+                "max_frame_side": self.tiles.max_frame_side,
+                "poses_per_tile": self.tiles.poses_per_tile,
+                "full_frame": self.tiles.full_frame,
+            },
+            "dedupe_iou": self.dedupe_iou,
+            "dedupe_keypoint_distance": self.dedupe_keypoint_distance,
+            "mediapipe": _mediapipe_version(),
+        }
+
+    def estimate(self, frame_rgb: np.ndarray, timestamp_s: float) -> tuple[PersonPose, ...]:
+        if self._closed:
+            raise RuntimeError("estimator is closed")
+        import cv2
+
+        frame = _check_frame(frame_rgb)
+        height, width = frame.shape[:2]
+        ms = self._clock(timestamp_s)
+        factor = 1.0
+        if self.upscale_min_side and min(height, width) < self.upscale_min_side:
+            factor = self.upscale_min_side / min(height, width)
+            frame = cv2.resize(
+                frame, (round(width * factor), round(height * factor)), interpolation=cv2.INTER_CUBIC
+            )
+        tiled = self.tiles is not None and (
+            self.tiles.max_frame_side is None or max(height, width) <= self.tiles.max_frame_side
+        )
+        found: list[PersonPose] = []
+        if not tiled or (self.tiles is not None and self.tiles.full_frame):
+            found = self._run(self._full, frame, ms, (0, 0), factor, width, height)
+        if tiled and self.tiles is not None:
+            windows = self.tiles.windows(frame.shape[1], frame.shape[0])
+            if self._tile_landmarkers is None:
+                per_tile = min(self.max_people, self.tiles.poses_per_tile or self.max_people)
+                self._tile_landmarkers = [self._new_landmarker(per_tile) for _ in windows]
+            for lmk, (x0, y0, x1, y1) in zip(self._tile_landmarkers, windows, strict=True):
+                crop = np.ascontiguousarray(frame[y0:y1, x0:x1])
+                found += self._run(lmk, crop, ms, (x0, y0), factor, width, height)
+        self.last_raw_count = len(found)
+        found = nms_poses(found, self.dedupe_iou, self.dedupe_keypoint_distance)
+        found.sort(key=lambda p: -p.score)
+        return tuple(found[: self.max_people])
+
+    @staticmethod
+    def _run(
+        landmarker: Any,
+        image: np.ndarray,
+        ms: int,
+        offset: tuple[int, int],
+        factor: float,
+        width: int,
+        height: int,
+    ) -> list[PersonPose]:
+        """Run one landmarker on ``image`` (a crop at ``offset`` of the frame scaled by ``factor``)."""
+        import mediapipe as mp
+
+        result = landmarker.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB, data=image), ms)
+        ih, iw = image.shape[:2]
+        people = []
+        for i, landmarks in enumerate(result.pose_landmarks):
+            xyz, vis = _landmarks_array(landmarks)
+            inside = float(np.mean((xyz[:, 0] >= 0) & (xyz[:, 0] <= 1) & (xyz[:, 1] >= 0) & (xyz[:, 1] <= 1)))
+            # crop-normalised -> frame-normalised coordinates
+            xyz[:, 0] = (xyz[:, 0] * iw + offset[0]) / (factor * width)
+            xyz[:, 1] = (xyz[:, 1] * ih + offset[1]) / (factor * height)
+            xyz[:, 2] = xyz[:, 2] * iw / (factor * width)
+            world = None
+            if i < len(result.pose_world_landmarks):
+                world = np.array([(w.x, w.y, w.z) for w in result.pose_world_landmarks[i]], np.float32)
+            # a skeleton cut by a tile edge scores lower than the same person seen whole
+            people.append(make_person_pose(xyz, world, vis, width, height, float(vis.mean()) * inside))
+        return people
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._full.close()
+        for lmk in self._tile_landmarkers or []:
+            lmk.close()
+
+
+# --------------------------------------------------------------------------- legacy estimator
+
+
+class LegacyPoseEstimator:
+    """Single-person ``mp.solutions.pose`` (model_complexity=1): the fallback when Tasks fails."""
+
+    name = "mediapipe-legacy-pose-full"
+
+    def __init__(
+        self,
+        max_people: int = 1,
+        min_detection_confidence: float = 0.5,
+        min_tracking_confidence: float = 0.5,
+        smooth_landmarks: bool = True,
+    ) -> None:
+        import mediapipe as mp
+
+        self.max_people = 1  # the legacy graph tracks exactly one person
+        self.min_detection_confidence = float(min_detection_confidence)
+        self.min_tracking_confidence = float(min_tracking_confidence)
+        self.smooth_landmarks = bool(smooth_landmarks)
+        self._pose = mp.solutions.pose.Pose(
+            static_image_mode=False,
+            model_complexity=1,
+            smooth_landmarks=smooth_landmarks,
+            enable_segmentation=False,
+            min_detection_confidence=min_detection_confidence,
+            min_tracking_confidence=min_tracking_confidence,
+        )
+        self._clock = _Clock()
+        self._closed = False
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "max_people": 1,
+            "min_detection_confidence": self.min_detection_confidence,
+            "min_tracking_confidence": self.min_tracking_confidence,
+            "smooth_landmarks": self.smooth_landmarks,
+            "mediapipe": _mediapipe_version(),
+        }
+
+    def estimate(self, frame_rgb: np.ndarray, timestamp_s: float) -> tuple[PersonPose, ...]:
+        if self._closed:
+            raise RuntimeError("estimator is closed")
+        frame = _check_frame(frame_rgb)
+        self._clock(timestamp_s)  # the legacy graph keeps its own clock; validate for parity
+        result = self._pose.process(frame)
+        if result.pose_landmarks is None:
+            return ()
+        height, width = frame.shape[:2]
+        xyz, vis = _landmarks_array(result.pose_landmarks.landmark)
+        world = None
+        if result.pose_world_landmarks is not None:
+            world = np.array([(w.x, w.y, w.z) for w in result.pose_world_landmarks.landmark], np.float32)
+        return (make_person_pose(xyz, world, vis, width, height),)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._pose.close()
+
+
+# --------------------------------------------------------------------------- factory
+
+ESTIMATOR_KINDS = ("tasks", "legacy")
+
+
+def create_pose_estimator(kind: str = "tasks", max_people: int = 4, **options: Any) -> PoseEstimator:
+    """New estimator for one stream/clip. ``kind``: "tasks" (multi-person) or "legacy" (one person).
+
+    ``options`` go to the implementation's constructor (e.g. ``min_detection_confidence``,
+    ``tiles=True`` / a `TileSpec` / a dict of TileSpec fields, ``upscale_min_side``).
+    """
+    if kind == "tasks":
+        tiles = options.pop("tiles", None)
+        if tiles is True:
+            tiles = TileSpec()
+        elif tiles is False:
+            tiles = None
+        elif isinstance(tiles, dict):
+            tiles = TileSpec(**tiles)
+        return TasksPoseEstimator(max_people=max_people, tiles=tiles, **options)
+    if kind == "legacy":
+        return LegacyPoseEstimator(max_people=max_people, **options)
+    raise ValueError(f"unknown pose estimator kind {kind!r}; choose one of {ESTIMATOR_KINDS}")

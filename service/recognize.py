@@ -1,0 +1,333 @@
+"""Whole-clip recognition (POST /recognize and ``python -m service recognize``).
+
+Runs the clip through ``ClipRecognizer``, picks the primary person exactly like the offline
+extraction does (``service.tracking.select_primary_track`` over tracks seen in at least
+``MIN_TRACK_FRAMES`` frames), decides the clip label with ``skeleton.clip`` (the offline
+evaluation's rule) and encodes the response; optionally renders an annotated video.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from service.errors import ServiceError
+from service.overlay import OverlayPerson, OverlayWriter, draw
+from service.pipeline import ClipOutcome, ClipRecognizer, PoseTrackStage, SourceFrame, TrackSlot
+from service.registry import LoadedModel
+from service.schemas import (
+    ClipResult,
+    LabelScore,
+    ProcessingStats,
+    RecognizeResponse,
+    Segment,
+    SkeletonSequenceIn,
+    StageTimes,
+    TrackResult,
+    VideoInfo,
+)
+from service.skeleton_input import sequence_source
+from service.state import ServiceState
+from service.tracking import select_primary_track
+from service.video import VideoDecodeError, VideoReader, probe_video
+from skeleton.clip import ClipDecision, ClipRule, decide
+from skeleton.manifest import ModelManifest
+
+# Same as training.extract's default: shorter tracks are detector blips, not people.
+MIN_TRACK_FRAMES = 3
+
+
+def clip_rule(manifest: ModelManifest) -> ClipRule:
+    """The manifest's clip rule (fall classes, threshold), as the offline evaluation builds it."""
+    return ClipRule.from_manifest(manifest)
+
+
+def decide_clip(manifest: ModelManifest, window_probs: np.ndarray, window_ends: np.ndarray) -> ClipDecision:
+    """The offline evaluation's clip decision (``skeleton.clip.decide``) on one track's windows."""
+    return decide(window_probs, window_ends, clip_rule(manifest))
+
+
+class VideoSource:
+    """Decoded frames of a video file with per-frame decode time (iterated on an I/O thread)."""
+
+    def __init__(self, path: Path, max_side: int | None = None) -> None:
+        self.reader = VideoReader(path, max_side=max_side, allow_truncated=True)
+        self._it = iter(self.reader)
+
+    def __iter__(self) -> Iterator[SourceFrame]:
+        return self
+
+    def __next__(self) -> SourceFrame:
+        t0 = time.perf_counter()
+        f = next(self._it)
+        return SourceFrame(
+            f.index, f.timestamp_s, f.width, f.height, f.rgb, decode_s=time.perf_counter() - t0
+        )
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def _top(labels: list[str], probs: np.ndarray, k: int) -> list[LabelScore]:
+    idx = np.argsort(-probs)[:k]
+    return [LabelScore(label=labels[i], score=round(float(probs[i]), 4)) for i in idx]
+
+
+def check_video(path: Path, filename: str, max_seconds: float) -> VideoInfo:
+    try:
+        info = probe_video(path)
+    except VideoDecodeError as exc:
+        raise ServiceError(
+            422,
+            "undecodable_video",
+            f"{filename}: {exc.reason}",
+            "send an mp4/avi/webm/mov file that a video player can open",
+        ) from None
+    if info.duration_s > max_seconds:
+        raise ServiceError(
+            413,
+            "video_too_long",
+            f"{filename} lasts {info.duration_s:.0f} s, the limit is {max_seconds:.0f} s",
+            "cut the video or raise SKELACT_MAX_VIDEO_SECONDS",
+        )
+    return VideoInfo(
+        filename=filename,
+        width=info.width,
+        height=info.height,
+        fps=round(info.fps, 3),
+        frames=info.frame_count,
+        duration_s=round(info.duration_s, 3),
+    )
+
+
+class ClipService:
+    """Shared by the HTTP route and the offline CLI, so both give the same answer."""
+
+    def __init__(self, state: ServiceState) -> None:
+        self.state = state
+
+    async def video(
+        self,
+        path: Path,
+        filename: str,
+        model: LoadedModel,
+        top_k: int | None = None,
+        stride: int | None = None,
+        overlay_path: Path | None = None,
+    ) -> RecognizeResponse:
+        s = self.state.settings
+        loop = asyncio.get_running_loop()
+        info = await loop.run_in_executor(
+            self.state.io_pool, check_video, path, filename, s.max_video_seconds
+        )
+        async with self.state.clip_slots:
+            stage = await loop.run_in_executor(self.state.pose_pool, self.state.new_pose_stage)
+            try:
+                source = await loop.run_in_executor(self.state.io_pool, VideoSource, path, s.pose_max_side)
+                rec = ClipRecognizer(
+                    model,
+                    s,
+                    self.state.pose_pool,
+                    self.state.io_pool,
+                    stride,
+                    keep_frames=overlay_path is not None,
+                )
+                try:
+                    outcome = await rec.run(source, stage)
+                except VideoDecodeError as exc:
+                    raise ServiceError(
+                        422,
+                        "undecodable_video",
+                        f"{filename}: {exc.reason}",
+                        "re-encode the video (e.g. ffmpeg -i in.x -c:v libx264 out.mp4)",
+                    ) from None
+            finally:
+                await loop.run_in_executor(self.state.pose_pool, stage.close)
+        warnings = []
+        if info.frames and outcome.frames_decoded < 0.9 * info.frames - 1:
+            warnings.append(
+                f"decoded {outcome.frames_decoded} of {info.frames} declared frames: the file looks truncated"
+            )
+        video = info.model_copy(update={"frames": outcome.frames_decoded})
+        t0 = time.perf_counter()
+        response = self._encode(model, outcome, "video", video, top_k, stride, warnings)
+        if overlay_path is not None:
+            await loop.run_in_executor(
+                self.state.io_pool,
+                render_overlay,
+                path,
+                overlay_path,
+                outcome,
+                response,
+                model,
+                s.pose_max_side,
+            )
+        response.stats.stage_ms.encode = round((time.perf_counter() - t0) * 1e3, 3)
+        self._observe(outcome, response)
+        return response
+
+    async def skeletons(
+        self, seq: SkeletonSequenceIn, model: LoadedModel, top_k: int | None = None, stride: int | None = None
+    ) -> RecognizeResponse:
+        s = self.state.settings
+        source = sequence_source(seq, model.manifest.input.coordinates)
+        first = next(source)  # validate eagerly: errors become a 422 before any work starts
+
+        def frames() -> Iterator[SourceFrame]:
+            yield first
+            yield from source
+
+        stage = PoseTrackStage.tracking_only(s)
+        async with self.state.clip_slots:
+            outcome = await ClipRecognizer(model, s, self.state.pose_pool, self.state.io_pool, stride).run(
+                frames(), stage
+            )
+        t0 = time.perf_counter()
+        response = self._encode(model, outcome, "skeleton", None, top_k, stride, [])
+        response.stats.stage_ms.encode = round((time.perf_counter() - t0) * 1e3, 3)
+        self._observe(outcome, response)
+        return response
+
+    def _observe(self, outcome: ClipOutcome, response: RecognizeResponse) -> None:
+        m = self.state.metrics
+        m.frames_processed.labels(source="clip").inc(outcome.frames_processed)
+        m.frames_received.labels(source="clip").inc(outcome.frames_decoded)
+        n = max(outcome.frames_processed, 1)
+        for name, ms in response.stats.stage_ms.model_dump().items():
+            per = ms / 1e3 if name in ("encode", "classify") else ms / 1e3 / n
+            m.observe_stage(name, per, "clip")
+
+    def _encode(
+        self,
+        model: LoadedModel,
+        outcome: ClipOutcome,
+        source: str,
+        video: VideoInfo | None,
+        top_k: int | None,
+        stride: int | None,
+        warnings: list[str],
+    ) -> RecognizeResponse:
+        k = top_k or self.state.settings.top_k
+        labels = model.labels
+        history = outcome.history
+        sequences = history.sequences(min_frames=MIN_TRACK_FRAMES)
+        primary = (
+            select_primary_track(
+                sequences, frame_height=float(outcome.height) or None, clip_frames=len(history)
+            )
+            if sequences
+            else None
+        )
+        tracks: list[TrackResult] = []
+        clip: ClipResult | None = None
+        for tid in sequences:
+            slot = outcome.tracks.slot(tid)
+            if slot is None:
+                continue
+            tracks.append(self._track_result(slot, labels, k, tid == primary, history.frames_seen(tid)))
+            if tid == primary and slot.window_probs:
+                d = decide_clip(model.manifest, np.stack(slot.window_probs), np.asarray(slot.window_ends))
+                clip = ClipResult(
+                    track_id=tid,
+                    label=labels[d.label],
+                    confidence=round(d.confidence, 4),
+                    top=_top(labels, d.probs, k),
+                    fall=d.fall,
+                    fall_time=None if d.fall_time is None else round(d.fall_time, 4),
+                    fall_probability=round(d.fall_probability, 4),
+                )
+        if not sequences:
+            warnings.append("nobody was detected: check that people are fully visible and well lit")
+        c = outcome.clock.as_ms()
+        return RecognizeResponse(
+            model=model.name,
+            provider=model.runtime.provider,
+            source=source,  # type: ignore[arg-type]
+            video=video,
+            window=model.window_info(stride or self.state.settings.stride),
+            tracks=tracks,
+            primary_track_id=primary,
+            clip=clip,
+            stats=ProcessingStats(
+                frames_decoded=outcome.frames_decoded,
+                frames_processed=outcome.frames_processed,
+                windows=outcome.windows,
+                batches=len(outcome.batch_ids),
+                wall_s=round(outcome.wall_s, 3),
+                fps_processed=round(outcome.frames_processed / max(outcome.wall_s, 1e-9), 2),
+                stage_ms=StageTimes(**c),
+            ),
+            warnings=warnings,
+        )
+
+    @staticmethod
+    def _track_result(slot: TrackSlot, labels: list[str], k: int, primary: bool, frames: int) -> TrackResult:
+        buf = slot.buffer
+        mean = np.mean(np.stack(slot.window_probs), axis=0) if slot.window_probs else None
+        return TrackResult(
+            track_id=slot.track_id,
+            primary=primary,
+            first_seen=round(buf.first_seen or 0.0, 4),
+            last_seen=round(buf.last_seen or 0.0, 4),
+            frames=frames,
+            windows=len(slot.window_probs),
+            segments=[
+                Segment(
+                    start=round(sg.start, 4),
+                    end=round(sg.end, 4),
+                    label=sg.label,
+                    confidence=round(sg.confidence, 4),
+                )
+                for sg in slot.timeline.segments
+            ],
+            top=_top(labels, mean, k) if mean is not None else [],
+        )
+
+
+def _label_at(segments: list[Segment], t: float) -> tuple[str, float] | None:
+    for sg in segments:
+        if sg.start <= t <= sg.end:
+            return sg.label, sg.confidence
+    return None
+
+
+def render_overlay(
+    video: Path,
+    out: Path,
+    outcome: ClipOutcome,
+    response: RecognizeResponse,
+    model: LoadedModel,
+    max_side: int | None = None,
+) -> None:
+    """Decode the video again and draw every frame's people with their label at that time."""
+    segs = {t.track_id: t.segments for t in response.tracks}
+    primary = response.primary_track_id
+    reader = VideoReader(video, max_side=max_side, allow_truncated=True)
+    writer: OverlayWriter | None = None
+    try:
+        for frame, (_, people) in zip(reader, outcome.frame_people, strict=False):
+            if writer is None:
+                writer = OverlayWriter(out, reader.info.fps or 25.0, (frame.width, frame.height))
+            drawn = []
+            for p in people:
+                if p.track_id not in segs:
+                    continue
+                hit = _label_at(segs[p.track_id], frame.timestamp_s)
+                caption = f"#{p.track_id} " + (f"{hit[0]} {hit[1]:.2f}" if hit else "…")
+                lm = np.concatenate([p.pose.image[:, :2], p.pose.visibility[:, None]], axis=1)
+                b = p.pose.box
+                drawn.append(
+                    OverlayPerson(p.track_id, lm, (b.x0, b.y0, b.x1, b.y1), caption, p.track_id == primary)
+                )
+            header = f"{model.name}  t={frame.timestamp_s:5.2f}s"
+            if response.clip is not None:
+                header += f"  clip: {response.clip.label}"
+            writer.write(draw(frame.rgb, drawn, header))
+    finally:
+        reader.close()
+        if writer is not None:
+            writer.close()

@@ -1,0 +1,168 @@
+"""Models found under ``models_dir``: manifest + ONNX session + micro-batcher, warmed up at start.
+
+Each sub-folder with a ``manifest.json`` (written by ``python -m export``) is one model. A model
+that fails to load is reported in /health/ready and GET /models instead of stopping the service.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from service.batching import MicroBatcher
+from service.buffer import WindowSpecView, window_view
+from service.classifier import OnnxClassifier
+from service.errors import ServiceError, not_ready, unknown_model
+from service.metrics import Metrics
+from service.schemas import ModelInfo, WindowInfo
+from service.settings import Settings
+from skeleton.layouts import get_layout
+from skeleton.manifest import MANIFEST_FILE, ModelManifest, load_manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    path: Path
+    manifest: ModelManifest
+    runtime: OnnxClassifier
+    batcher: MicroBatcher
+    window: WindowSpecView
+    warmup_ms: float = 0.0
+
+    @property
+    def labels(self) -> list[str]:
+        return self.manifest.labels
+
+    def window_info(self, stride: int | None = None) -> WindowInfo:
+        w = window_view(self.manifest.input, stride or self.window.stride)
+        return WindowInfo(length=w.length, fps=w.fps, stride=w.stride, seconds=w.seconds)
+
+    def input_shape(self, n: int) -> tuple[int, int, int, int]:
+        spec = self.manifest.input
+        return (n, spec.channels, spec.window.length, get_layout(spec.layout).num_joints)
+
+    def info(self, default: bool) -> ModelInfo:
+        m = self.manifest
+        return ModelInfo(
+            name=self.name,
+            version=m.version,
+            architecture=m.architecture,
+            description=m.description,
+            labels=m.labels,
+            label_groups=m.label_groups,
+            layout=m.input.layout,
+            coordinates=m.input.coordinates,
+            window=self.window_info(),
+            provider=self.runtime.provider,
+            providers=self.runtime.providers,
+            default=default,
+            metrics=m.metrics,
+        )
+
+
+@dataclass
+class ModelRegistry:
+    settings: Settings
+    metrics: Metrics
+    models: dict[str, LoadedModel] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def discover(self) -> list[Path]:
+        root = self.settings.models_dir
+        if not root.is_dir():
+            return []
+        dirs = sorted(p for p in root.iterdir() if (p / MANIFEST_FILE).is_file())
+        wanted = self.settings.models
+        if wanted is not None:
+            missing = set(wanted) - {p.name for p in dirs}
+            for name in missing:
+                self.failed[name] = f"no {root / name / MANIFEST_FILE}"
+            dirs = [p for p in dirs if p.name in wanted]
+        return dirs
+
+    def load_all(self) -> None:
+        """Load and warm up every model (blocking: run it off the event loop)."""
+        for path in self.discover():
+            try:
+                self.models[path.name] = self._load(path)
+            except Exception as exc:
+                log.exception("model %s failed to load", path.name)
+                self.failed[path.name] = f"{type(exc).__name__}: {exc}"
+
+    def _load(self, path: Path) -> LoadedModel:
+        s = self.settings
+        manifest = load_manifest(path, verify_sha=s.verify_sha)
+        runtime = OnnxClassifier(
+            path,
+            manifest,
+            list(s.providers),
+            threads=s.ort_threads,
+            trt_cache_dir=s.trt_cache_dir,
+            trt_fp16=s.trt_fp16,
+            max_batch_hint=s.batch_max_size,
+        )
+        batcher = MicroBatcher(
+            runtime,
+            s.batch_max_size,
+            s.batch_deadline_ms / 1e3,
+            observer=self.metrics.batch_observer(path.name),
+            name=path.name,
+        )
+        model = LoadedModel(
+            path.name, path, manifest, runtime, batcher, window_view(manifest.input, s.stride)
+        )
+        if s.warmup:
+            t0 = time.perf_counter()
+            for n in sorted({1, min(8, s.batch_max_size), s.batch_max_size}):
+                probs = runtime.predict(np.zeros(model.input_shape(n), np.float32))
+                if probs.shape != (n, manifest.num_classes):
+                    raise ValueError(
+                        f"model output {probs.shape} does not match the manifest's "
+                        f"{manifest.num_classes} labels: re-export the model"
+                    )
+            model.warmup_ms = (time.perf_counter() - t0) * 1e3
+        log.info("model %s ready on %s (warm-up %.0f ms)", path.name, runtime.provider, model.warmup_ms)
+        return model
+
+    @property
+    def default_name(self) -> str | None:
+        wanted = self.settings.default_model
+        if wanted is not None:
+            return wanted if wanted in self.models else None
+        return next(iter(sorted(self.models)), None)
+
+    def get(self, name: str | None) -> LoadedModel:
+        key = name or self.default_name
+        if key is None:
+            if self.settings.default_model:
+                raise not_ready(
+                    f"default model {self.settings.default_model!r} is not loaded "
+                    f"({self.failed.get(self.settings.default_model, 'not found')})"
+                )
+            raise ServiceError(
+                503,
+                "no_models",
+                f"no models loaded from {self.settings.models_dir}",
+                "export one with `python -m export` or set SKELACT_MODELS_DIR",
+            )
+        if key not in self.models:
+            if key in self.failed:
+                raise ServiceError(
+                    503,
+                    "model_failed",
+                    f"model {key!r} failed to load: {self.failed[key]}",
+                    "fix the model folder and restart the service",
+                )
+            raise unknown_model(key, sorted(self.models))
+        return self.models[key]
+
+    async def close(self) -> None:
+        for m in self.models.values():
+            await m.batcher.close()

@@ -1,0 +1,268 @@
+"""Wire schemas of the HTTP and WebSocket API (documented in docs/api.md).
+
+The browser client is written against exactly these models: change them only together with
+docs/api.md and service/static/.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+NUM_LANDMARKS = 33
+
+# ----------------------------------------------------------------------------- shared
+
+
+class LabelScore(BaseModel):
+    label: str
+    score: float
+
+
+class WindowInfo(BaseModel):
+    """How the model sees time: ``length`` frames at ``fps``, a new window every ``stride`` frames."""
+
+    length: int
+    fps: float
+    stride: int
+    seconds: float
+
+
+# ----------------------------------------------------------------------------- skeleton input
+
+Landmark = Annotated[list[float], Field(min_length=2, max_length=4)]
+
+
+class SkeletonPersonIn(BaseModel):
+    """One person in one frame, as MediaPipe Pose gives it (33 landmarks, MediaPipe order).
+
+    ``image``: 33 × [x, y] or [x, y, z] in pixels of the frame (or in 0..1 when the frame's
+    ``normalized`` is true; z then scales like x). ``world``: 33 × [x, y, z] metres, hip-centred,
+    MediaPipe axes (y down). Give the one the model's manifest uses (``coordinates`` in
+    GET /models), or both. ``visibility``: 33 values in 0..1 (default 1). ``id``: your own
+    track id; when any person in a request has one, the server's tracker is bypassed.
+    """
+
+    id: int | None = None
+    image: list[Landmark] | None = Field(default=None, min_length=NUM_LANDMARKS, max_length=NUM_LANDMARKS)
+    world: list[Landmark] | None = Field(default=None, min_length=NUM_LANDMARKS, max_length=NUM_LANDMARKS)
+    visibility: list[float] | None = Field(default=None, min_length=NUM_LANDMARKS, max_length=NUM_LANDMARKS)
+
+    @model_validator(mode="after")
+    def _some_coordinates(self) -> SkeletonPersonIn:
+        if self.image is None and self.world is None:
+            raise ValueError("a person needs 'image' and/or 'world' landmarks")
+        if self.world is not None and any(len(p) != 3 for p in self.world):
+            raise ValueError("'world' landmarks are [x, y, z]")
+        return self
+
+
+class SkeletonFrameIn(BaseModel):
+    """All people seen in one frame. ``timestamp`` in seconds, increasing."""
+
+    timestamp: float = Field(ge=0)
+    people: list[SkeletonPersonIn] = Field(default_factory=list, max_length=64)
+    width: int | None = Field(default=None, gt=0, description="frame width in pixels")
+    height: int | None = Field(default=None, gt=0, description="frame height in pixels")
+    normalized: bool = Field(default=False, description="image landmarks are in 0..1, not pixels")
+
+
+class SkeletonSequenceIn(BaseModel):
+    """A whole clip of skeletons for POST /recognize (clients that run pose themselves)."""
+
+    width: int = Field(default=640, gt=0, description="default frame width for every frame")
+    height: int = Field(default=480, gt=0, description="default frame height for every frame")
+    frames: list[SkeletonFrameIn] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _increasing(self) -> SkeletonSequenceIn:
+        ts = [f.timestamp for f in self.frames]
+        if any(b <= a for a, b in pairwise(ts)):
+            raise ValueError("frame timestamps must be strictly increasing")
+        return self
+
+
+# ----------------------------------------------------------------------------- POST /recognize
+
+
+class VideoInfo(BaseModel):
+    filename: str
+    width: int
+    height: int
+    fps: float
+    frames: int = Field(description="frames decoded")
+    duration_s: float
+
+
+class Segment(BaseModel):
+    """A stretch of time with one (smoothed, hysteresis-filtered) label."""
+
+    start: float
+    end: float
+    label: str
+    confidence: float = Field(description="mean smoothed score of the label over the segment")
+
+
+class TrackResult(BaseModel):
+    track_id: int
+    primary: bool
+    first_seen: float
+    last_seen: float
+    frames: int = Field(description="frames in which this person was detected")
+    windows: int = Field(description="model windows classified for this track")
+    segments: list[Segment]
+    top: list[LabelScore] = Field(description="top-k of the mean window probabilities")
+
+
+class ClipResult(BaseModel):
+    """Clip-level decision, by the same rule as the offline evaluation (skeleton.clip)."""
+
+    track_id: int
+    label: str
+    confidence: float
+    top: list[LabelScore] = Field(description="clip scores: mean over the windows that decided")
+    fall: bool = Field(default=False, description="the fall rule fired (a run of fall-like windows)")
+    fall_time: float | None = Field(default=None, description="end time of the most fall-like window (s)")
+    fall_probability: float = Field(default=0.0, description="highest window probability of any fall class")
+
+
+class StageTimes(BaseModel):
+    """Milliseconds spent in each stage, summed over the clip (stages overlap in time)."""
+
+    decode: float = 0.0
+    pose: float = 0.0
+    track: float = 0.0
+    buffer: float = 0.0
+    classify: float = 0.0
+    encode: float = 0.0
+
+
+class ProcessingStats(BaseModel):
+    frames_decoded: int
+    frames_processed: int
+    windows: int
+    batches: int = Field(description="classifier calls these windows were part of")
+    wall_s: float
+    fps_processed: float = Field(description="frames_processed / wall_s")
+    stage_ms: StageTimes
+
+
+class RecognizeResponse(BaseModel):
+    model: str
+    provider: str
+    source: Literal["video", "skeleton"]
+    video: VideoInfo | None
+    window: WindowInfo
+    tracks: list[TrackResult]
+    primary_track_id: int | None
+    clip: ClipResult | None = Field(description="null when nobody was detected")
+    stats: ProcessingStats
+    overlay_url: str | None = Field(default=None, description="annotated video, when overlay=true")
+    warnings: list[str] = Field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- GET /models, health
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    architecture: str
+    description: str
+    labels: list[str]
+    label_groups: dict[str, list[str]]
+    layout: str
+    coordinates: Literal["world", "image"]
+    window: WindowInfo
+    provider: str
+    providers: list[str]
+    default: bool
+    metrics: dict[str, object] = Field(default_factory=dict)
+
+
+class ModelsResponse(BaseModel):
+    default: str | None
+    models: list[ModelInfo]
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "starting", "error"]
+    ready: bool
+    models: dict[str, str] = Field(default_factory=dict, description="model -> provider in use")
+    pose: str = ""
+    warnings: list[str] = Field(default_factory=list)
+    reason: str = ""
+
+
+# ----------------------------------------------------------------------------- WebSocket /stream
+
+
+class TrackState(BaseModel):
+    track_id: int
+    box: list[float] = Field(description="[x0, y0, x1, y1] pixels")
+    landmarks: list[list[float]] = Field(description="33 × [x, y, visibility], pixels")
+    label: str | None = Field(description="current smoothed label, null until one is confident")
+    confidence: float
+    top: list[LabelScore]
+    window_fill: float = Field(description="share of the first model window seen so far (0..1)")
+
+
+class EventOut(BaseModel):
+    type: Literal["start", "end"]
+    track_id: int
+    label: str
+    time: float = Field(description="stream time in seconds")
+
+
+class FrameTimings(BaseModel):
+    decode: float
+    pose: float
+    track: float
+    classify: float
+    total: float = Field(description="processing time of this frame")
+    latency: float = Field(description="frame received -> reply sent, including waiting")
+
+
+class FrameMessage(BaseModel):
+    type: Literal["frame"] = "frame"
+    frame_id: int
+    timestamp: float
+    width: int
+    height: int
+    tracks: list[TrackState]
+    events: list[EventOut]
+    timings_ms: FrameTimings
+    received: int
+    processed: int
+    dropped: int
+
+
+class HelloMessage(BaseModel):
+    type: Literal["hello"] = "hello"
+    model: str
+    labels: list[str]
+    provider: str
+    window: WindowInfo
+
+
+class ErrorMessage(BaseModel):
+    type: Literal["error"] = "error"
+    code: str
+    message: str
+
+
+class ConfigMessage(BaseModel):
+    """Client -> server: switch model (the server answers with a new hello)."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    type: Literal["config"]
+    model: str | None = None
+
+
+class SkeletonFrameMessage(SkeletonFrameIn):
+    """Client -> server: a frame of skeletons instead of an image."""
+
+    type: Literal["skeleton"]

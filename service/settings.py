@@ -1,0 +1,126 @@
+"""Service configuration from the environment (prefix ``SKELACT_``) or a ``.env`` file.
+
+Every knob an operator may need lives here, with a default that works on a laptop without a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+ProviderName = Literal["tensorrt", "cuda", "cpu"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SKELACT_", env_file=".env", extra="ignore")
+
+    # --- server
+    host: str = Field(default="127.0.0.1", description="bind address of `python -m service serve`")
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: str = "info"
+
+    # --- models
+    models_dir: Path = Field(default=REPO_ROOT / "model_zoo", description="one sub-folder per model")
+    default_model: str | None = Field(
+        default=None, description="model used when a request names none (default: first loaded, sorted)"
+    )
+    models: Annotated[list[str] | None, NoDecode] = Field(
+        default=None, description="load only these models (default: all)"
+    )
+    verify_sha: bool = Field(default=True, description="check model.onnx against the manifest's sha256")
+    providers: Annotated[list[ProviderName], NoDecode] = Field(
+        default=["tensorrt", "cuda", "cpu"],
+        description="ONNX Runtime providers to try, in order; unavailable ones are skipped",
+    )
+    trt_cache_dir: Path | None = Field(
+        default=None, description="TensorRT engine cache (default: <model dir>/trt_cache)"
+    )
+    trt_fp16: bool = True
+    ort_threads: int = Field(default=1, ge=0, description="intra-op threads per CPU session (0: all)")
+    batch_max_size: int = Field(default=64, ge=1, description="windows per classifier call")
+    batch_deadline_ms: float = Field(default=5.0, ge=0, description="wait this long to fill a batch")
+    warmup: bool = True
+
+    # --- pose
+    pose_kind: Literal["tasks", "legacy"] = "tasks"
+    max_people: int = Field(default=4, ge=1, le=16)
+    pose_workers: int = Field(
+        default_factory=lambda: max(1, os.cpu_count() or 1),
+        ge=1,
+        description="threads running pose estimation (MediaPipe releases the GIL: one per core)",
+    )
+    pose_tiles: bool = Field(
+        default=False, description="also run pose on overlapping tiles (finds small people; ~2-4x slower)"
+    )
+    pose_upscale_min_side: int = Field(default=0, ge=0, description="enlarge smaller frames first (0: never)")
+    pose_min_detection_confidence: float = Field(default=0.5, ge=0, le=1)
+    pose_max_side: int | None = Field(
+        default=None, ge=64, description="downscale video frames so the longer side is at most this"
+    )
+    pose_executor: Literal["thread", "process"] = Field(
+        default="thread",
+        description="run pose in threads of this process, or in spawned worker processes "
+        "(bench/pose_threads.py measures which scales on a machine)",
+    )
+    min_pose_visibility: float = Field(
+        default=0.0, ge=0, le=1, description="drop a person whose mean landmark visibility is lower"
+    )
+
+    # --- windows and smoothing
+    stride: int | None = Field(default=None, ge=1, description="override the manifest's window stride")
+    ema_alpha: float = Field(default=0.5, gt=0, le=1, description="weight of the newest window")
+    enter_threshold: float = Field(default=0.5, ge=0, le=1, description="smoothed score to start a label")
+    exit_threshold: float = Field(default=0.35, ge=0, le=1, description="score below which it ends")
+    switch_margin: float = Field(default=0.1, ge=0, le=1, description="lead a new label needs to take over")
+    top_k: int = Field(default=5, ge=1)
+
+    # --- limits
+    max_upload_mb: float = Field(default=200.0, gt=0)
+    max_video_seconds: float = Field(default=900.0, gt=0)
+    max_frame_bytes: int = Field(default=8 << 20, gt=0, description="largest WebSocket frame")
+    max_streams: int = Field(default=32, ge=1)
+    max_concurrent_clips: int = Field(default=4, ge=1, description="/recognize requests run at once")
+    results_dir: Path | None = Field(default=None, description="annotated videos (default: a temp dir)")
+    results_keep: int = Field(default=32, ge=1, description="annotated videos kept for download")
+
+    @field_validator("models", "providers", mode="before")
+    @classmethod
+    def _split_csv(cls, v: object) -> object:
+        """Accept ``a,b,c`` as well as JSON lists from the environment."""
+        if isinstance(v, str):
+            if v.strip().startswith("["):
+                return json.loads(v)
+            return [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
+    @field_validator("providers", mode="after")
+    @classmethod
+    def _known_order(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("name at least one provider, e.g. SKELACT_PROVIDERS=cpu")
+        return v
+
+    def pose_options(self) -> dict[str, object]:
+        """Keyword options for ``service.pose.create_pose_estimator`` (beyond kind and max_people)."""
+        if self.pose_kind == "legacy":
+            return {"min_detection_confidence": self.pose_min_detection_confidence}
+        return {
+            "tiles": self.pose_tiles,
+            "upscale_min_side": self.pose_upscale_min_side,
+            "min_detection_confidence": self.pose_min_detection_confidence,
+        }
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * (1 << 20))
+
+    @property
+    def gpu_requested(self) -> bool:
+        return any(p in ("tensorrt", "cuda") for p in self.providers)

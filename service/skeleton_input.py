@@ -1,0 +1,101 @@
+"""Client-supplied skeletons (JSON) -> the same ``PersonPose`` objects the pose stage makes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from service.errors import ServiceError
+from service.pipeline import SourceFrame
+from service.schemas import SkeletonFrameIn, SkeletonPersonIn, SkeletonSequenceIn
+from service.tracking import TrackedPerson
+from skeleton.types import MEDIAPIPE_JOINTS, BoundingBox, PersonPose
+
+
+def _invalid(message: str, hint: str) -> ServiceError:
+    return ServiceError(422, "invalid_skeleton", message, hint)
+
+
+def person_pose(
+    p: SkeletonPersonIn, width: int, height: int, normalized: bool, coordinates: str
+) -> PersonPose:
+    if coordinates == "world" and p.world is None:
+        raise _invalid(
+            "this model reads MediaPipe world landmarks and a person has none",
+            "send 'world' (33 × [x, y, z] metres) for every person, or pick a model whose "
+            "coordinates are 'image' (GET /models)",
+        )
+    if coordinates == "image" and p.image is None:
+        raise _invalid(
+            "this model reads image landmarks and a person has none",
+            "send 'image' (33 × [x, y] or [x, y, z] pixels) for every person",
+        )
+    image = np.full((MEDIAPIPE_JOINTS, 3), np.nan, np.float32)
+    if p.image is not None:
+        for j, pt in enumerate(p.image):
+            image[j, : min(3, len(pt))] = pt[:3]
+            if len(pt) == 2:
+                image[j, 2] = 0.0
+        if normalized:
+            image[:, 0] *= width
+            image[:, 1] *= height
+            image[:, 2] *= width
+    world = np.full((MEDIAPIPE_JOINTS, 3), np.nan, np.float32)
+    if p.world is not None:
+        world[:] = np.asarray(p.world, np.float32)
+    vis = (
+        np.ones(MEDIAPIPE_JOINTS, np.float32)
+        if p.visibility is None
+        else np.clip(np.asarray(p.visibility, np.float32), 0.0, 1.0)
+    )
+    if not (np.isfinite(image).all() or p.image is None) or not (np.isfinite(world).all() or p.world is None):
+        raise _invalid(
+            "landmarks must be finite numbers",
+            "replace NaN/inf by the last seen position, or leave the person out of that frame",
+        )
+    if p.image is not None:
+        x = np.clip(image[:, 0], 0, width)
+        y = np.clip(image[:, 1], 0, height)
+        box = BoundingBox(float(x.min()), float(y.min()), float(x.max()), float(y.max()))
+    else:
+        box = BoundingBox(0.0, 0.0, 0.0, 0.0)
+    return PersonPose(image, world, vis, box, float(vis.mean()))
+
+
+def frame_people(
+    frame: SkeletonFrameIn,
+    coordinates: str,
+    default_width: int = 640,
+    default_height: int = 480,
+) -> tuple[tuple[TrackedPerson, ...] | None, tuple[PersonPose, ...] | None, int, int]:
+    """(people with client ids, or poses for the server's tracker, width, height)."""
+    width = frame.width or default_width
+    height = frame.height or default_height
+    poses = tuple(person_pose(p, width, height, frame.normalized, coordinates) for p in frame.people)
+    ids = [p.id for p in frame.people]
+    if any(i is not None for i in ids):
+        if any(i is None for i in ids) or len(set(ids)) != len(ids):
+            raise _invalid(
+                "either every person in a frame has a distinct 'id' or none has",
+                "drop 'id' to let the server track people",
+            )
+        return (
+            tuple(TrackedPerson(int(i), pose) for i, pose in zip(ids, poses, strict=True) if i is not None),
+            None,
+            width,
+            height,
+        )
+    if any(p.image is None for p in frame.people):
+        raise _invalid(
+            "server-side tracking needs 'image' landmarks",
+            "send 'image' landmarks, or give each person your own 'id'",
+        )
+    return None, poses, width, height
+
+
+def sequence_source(seq: SkeletonSequenceIn, coordinates: str) -> Iterator[SourceFrame]:
+    """Frames of a JSON skeleton clip, in the shape the clip pipeline consumes."""
+    for i, f in enumerate(seq.frames):
+        people, poses, w, h = frame_people(f, coordinates, seq.width, seq.height)
+        yield SourceFrame(i, f.timestamp, w, h, None, people=people, poses=poses)

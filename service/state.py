@@ -1,0 +1,194 @@
+"""Process-wide service state: settings, models, worker pools, metrics, readiness.
+
+Built by the app's lifespan (and by the offline CLI, which runs the same pipeline without HTTP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from service.errors import ServiceError
+from service.metrics import Metrics
+from service.pipeline import PoseTrackStage
+from service.pose import PoseEstimator, create_pose_estimator
+from service.pose_workers import PoseWorkerPool
+from service.registry import ModelRegistry
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ResultStore:
+    """Annotated videos kept for download (the newest ``keep``; older ones are deleted)."""
+
+    def __init__(self, root: Path | None, keep: int) -> None:
+        self._own = root is None
+        self.root = Path(tempfile.mkdtemp(prefix="skelact-results-")) if root is None else root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.keep = keep
+        self._items: OrderedDict[str, Path] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def new(self, suffix: str) -> tuple[str, Path]:
+        rid = uuid.uuid4().hex
+        path = self.root / f"{rid}{suffix}"
+        with self._lock:
+            self._items[rid] = path
+            while len(self._items) > self.keep:
+                _, old = self._items.popitem(last=False)
+                old.unlink(missing_ok=True)
+        return rid, path
+
+    def get(self, rid: str) -> Path:
+        with self._lock:
+            path = self._items.get(rid)
+        if path is None or not path.is_file():
+            raise ServiceError(
+                404,
+                "result_not_found",
+                f"no result {rid!r}",
+                f"results are kept for the last {self.keep} requests; ask again with overlay=true",
+            )
+        return path
+
+    def close(self) -> None:
+        if self._own:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    metrics: Metrics = field(default_factory=Metrics)
+    registry: ModelRegistry = field(init=False)
+    pose_pool: ThreadPoolExecutor = field(init=False)
+    io_pool: ThreadPoolExecutor = field(init=False)
+    results: ResultStore = field(init=False)
+    ready: bool = False
+    starting: bool = True
+    pose_info: str = ""
+    pose_error: str = ""
+    warnings: list[str] = field(default_factory=list)
+    streams: int = 0
+    started_at: float = field(default_factory=time.time)
+    pose_procs: PoseWorkerPool | None = None
+    _ready_event: asyncio.Event | None = None
+    _clip_slots: asyncio.Semaphore | None = None
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.registry = ModelRegistry(s, self.metrics)
+        # process mode: these threads only wait on the workers' pipes
+        threads = s.pose_workers * (2 if s.pose_executor == "process" else 1)
+        self.pose_pool = ThreadPoolExecutor(threads, thread_name_prefix="pose")
+        self.io_pool = ThreadPoolExecutor(max(4, s.max_concurrent_clips * 2), thread_name_prefix="io")
+        self.results = ResultStore(s.results_dir, s.results_keep)
+
+    @property
+    def clip_slots(self) -> asyncio.Semaphore:
+        if self._clip_slots is None:
+            self._clip_slots = asyncio.Semaphore(self.settings.max_concurrent_clips)
+        return self._clip_slots
+
+    @property
+    def ready_event(self) -> asyncio.Event:
+        if self._ready_event is None:
+            self._ready_event = asyncio.Event()
+        return self._ready_event
+
+    def new_estimator(self) -> PoseEstimator:
+        """A pose estimator for one stream or clip, in this process or in a worker process."""
+        s = self.settings
+        if self.pose_procs is not None:
+            return self.pose_procs.open(s.pose_kind, s.max_people, s.pose_options())
+        return create_pose_estimator(s.pose_kind, max_people=s.max_people, **s.pose_options())
+
+    def new_pose_stage(self) -> PoseTrackStage:
+        return PoseTrackStage(self.settings, self.new_estimator())
+
+    def warm_pose(self) -> str:
+        """Build the pose model bundle and run one frame (in every worker), so requests start fast."""
+        s = self.settings
+        if s.pose_executor == "process" and self.pose_procs is None:
+            self.pose_procs = PoseWorkerPool(s.pose_workers)
+        ests = [self.new_estimator() for _ in range(s.pose_workers if self.pose_procs else 1)]
+        try:
+            for est in ests:
+                est.estimate(np.zeros((256, 256, 3), np.uint8), 0.0)
+            est = ests[0]
+            return (
+                f"{est.name} (max {est.max_people} people, {s.pose_workers} {s.pose_executor} "
+                f"worker{'s' if s.pose_workers > 1 else ''})"
+            )
+        finally:
+            for est in ests:
+                est.close()
+
+    async def start(self) -> None:
+        """Load + warm up models and pose off the event loop; then mark ready."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self.io_pool, self.registry.load_all)
+            try:
+                self.pose_info = await loop.run_in_executor(self.pose_pool, self.warm_pose)
+            except Exception as exc:
+                log.exception("pose estimator failed to start")
+                self.pose_error = f"{type(exc).__name__}: {exc}"
+            for m in self.registry.models.values():
+                m.batcher.start()
+            self.warnings = self._warnings()
+            self.ready = bool(self.registry.models) and not self.pose_error
+        finally:
+            self.starting = False
+            self.ready_event.set()
+        for w in self.warnings:
+            log.warning("%s", w)
+
+    def _warnings(self) -> list[str]:
+        out = []
+        s = self.settings
+        for m in self.registry.models.values():
+            if m.runtime.gpu_fell_back:
+                out.append(
+                    f"model {m.name}: a GPU provider was asked for (SKELACT_PROVIDERS="
+                    f"{','.join(s.providers)}) but it runs on CPU; available: "
+                    f"{m.runtime.choice.available}. Install the CUDA/cuDNN runtime or set "
+                    f"SKELACT_PROVIDERS=cpu to silence this"
+                )
+        for name, why in self.registry.failed.items():
+            out.append(f"model {name} not loaded: {why}")
+        if not self.registry.models and not self.registry.failed:
+            out.append(
+                f"no models under {s.models_dir}: export one with `python -m export` "
+                f"or point SKELACT_MODELS_DIR at a model zoo"
+            )
+        return out
+
+    def not_ready_reason(self) -> str:
+        if self.starting:
+            return "loading and warming up models"
+        if self.pose_error:
+            return f"pose estimator failed: {self.pose_error}"
+        if not self.registry.models:
+            return "; ".join(self._warnings()) or "no models"
+        return ""
+
+    async def close(self) -> None:
+        await self.registry.close()
+        self.pose_pool.shutdown(wait=False, cancel_futures=True)
+        if self.pose_procs is not None:
+            self.pose_procs.close()
+        self.io_pool.shutdown(wait=False, cancel_futures=True)
+        self.results.close()

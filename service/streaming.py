@@ -1,0 +1,230 @@
+"""One WebSocket stream: frames in, per-frame track states, labels and events out.
+
+Decode + pose + tracking of a frame run together on the pose pool (one hop off the event
+loop); windows due at that frame go through the model's micro-batcher, where they share a
+call with the windows of every other stream and clip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.buffer import Window
+from service.metrics import Metrics
+from service.pipeline import PoseTrackStage, TrackedFrame, TrackSet, smoothing_config, stack
+from service.registry import LoadedModel
+from service.schemas import EventOut, FrameMessage, FrameTimings, LabelScore, SkeletonFrameIn, TrackState
+from service.settings import Settings
+from service.skeleton_input import frame_people
+from service.smoothing import LabelEvent
+from service.tracking import TrackedPerson
+from service.video import decode_image
+
+# Same as the tracker's default max_missed_s.
+CLIENT_TRACK_TIMEOUT_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """A frame as the receiver got it: raw bytes or a skeleton frame, with its arrival time."""
+
+    frame_id: int
+    received_at: float  # time.perf_counter()
+    image: bytes | None = None
+    skeleton: SkeletonFrameIn | None = None
+
+
+def top_k(labels: list[str], probs: np.ndarray | None, k: int) -> list[LabelScore]:
+    if probs is None:
+        return []
+    idx = np.argsort(-probs)[:k]
+    return [LabelScore(label=labels[i], score=round(float(probs[i]), 4)) for i in idx]
+
+
+class StreamSession:
+    """State of one connection: its pose estimator, tracker, buffers and smoothers."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        settings: Settings,
+        pose_pool: Executor,
+        metrics: Metrics,
+        stride: int | None = None,
+        top: int | None = None,
+        stage_factory: Callable[[], PoseTrackStage] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.pose_pool = pose_pool
+        self.metrics = metrics
+        self.stride = stride or settings.stride
+        self.top = top or settings.top_k
+        self.model = model
+        self.tracks = TrackSet(model, smoothing_config(settings), self.stride, keep_history=False)
+        self.stage: PoseTrackStage | None = None
+        self.stage_factory: Callable[[], PoseTrackStage] = stage_factory or (lambda: PoseTrackStage(settings))
+        self.started = time.perf_counter()
+        self._last_t = -1.0
+        self._client_seen: dict[int, float] = {}
+        self._tracks_gauge = 0
+
+    async def open(self) -> None:
+        """Create the pose estimator off the event loop (loading MediaPipe's graph takes a while)."""
+        loop = asyncio.get_running_loop()
+        self.stage = await loop.run_in_executor(self.pose_pool, self.stage_factory)
+
+    async def close(self) -> None:
+        self.metrics.active_tracks.dec(self._tracks_gauge)
+        self._tracks_gauge = 0
+        if self.stage is not None:
+            stage, self.stage = self.stage, None
+            await asyncio.get_running_loop().run_in_executor(self.pose_pool, stage.close)
+
+    def switch_model(self, model: LoadedModel) -> list[tuple[int, LabelEvent]]:
+        """Use another model from now on; open labels end, buffers restart (new window geometry)."""
+        now = self._stream_time(time.perf_counter())
+        events = [(s.track_id, e) for s in self.tracks.slots.values() for e in self.tracks.finish(s, now)]
+        self.model = model
+        self.tracks = TrackSet(model, smoothing_config(self.settings), self.stride, keep_history=False)
+        return events
+
+    def _expired(self, people: tuple[TrackedPerson, ...], ts: float) -> tuple[int, ...]:
+        """Client-numbered tracks end like the tracker's do: unseen for ``CLIENT_TRACK_TIMEOUT_S``."""
+        for p in people:
+            self._client_seen[p.track_id] = ts
+        gone = tuple(t for t, seen in self._client_seen.items() if ts - seen > CLIENT_TRACK_TIMEOUT_S)
+        for t in gone:
+            del self._client_seen[t]
+        return gone
+
+    def _stream_time(self, received_at: float) -> float:
+        t = max(received_at - self.started, self._last_t + 1e-3)
+        return t
+
+    async def process(self, arrival: Arrival, counters: tuple[int, int, int]) -> FrameMessage:
+        """Run one frame through the pipeline; ``counters`` = (received, processed, dropped)."""
+        assert self.stage is not None, "open() first"
+        loop = asyncio.get_running_loop()
+        t_start = time.perf_counter()
+        stage = self.stage
+        if arrival.skeleton is not None:
+            sk = arrival.skeleton
+            ts = max(sk.timestamp, self._last_t + 1e-3)
+            people, poses, width, height = frame_people(sk, self.model.manifest.input.coordinates)
+            if people is None and not poses and self._client_seen:
+                people = ()  # an empty frame of a client that numbers its own tracks
+            if people is not None:
+                tracked = TrackedFrame(arrival.frame_id, ts, width, height, people, self._expired(people, ts))
+            else:
+                assert poses is not None
+                tracked = stage.track(poses, ts, arrival.frame_id, width, height)
+            decode_s = 0.0
+        else:
+            assert arrival.image is not None
+            ts = self._stream_time(arrival.received_at)
+            tracked, decode_s = await loop.run_in_executor(
+                self.pose_pool, _decode_pose_track, stage, arrival.image, ts, arrival.frame_id
+            )
+        self._last_t = tracked.timestamp
+        outcome = self.tracks.observe(tracked)
+        events: list[tuple[int, LabelEvent]] = []
+        for slot in outcome.closed:
+            events.extend((slot.track_id, e) for e in self.tracks.finish(slot, tracked.timestamp))
+        classify_s = 0.0
+        if outcome.windows:
+            res = await self.model.batcher.submit(stack(list(outcome.windows)))
+            classify_s = res.infer_ms / 1e3 + res.wait_ms / 1e3
+            events.extend(self.tracks.apply(outcome.windows, res.probs))
+        self._update_gauges()
+        msg = self._encode(tracked, events, counters, decode_s, classify_s, t_start, arrival.received_at)
+        self._observe(msg, outcome.windows)
+        return msg
+
+    def _encode(
+        self,
+        tracked: TrackedFrame,
+        events: list[tuple[int, LabelEvent]],
+        counters: tuple[int, int, int],
+        decode_s: float,
+        classify_s: float,
+        t_start: float,
+        received_at: float,
+    ) -> FrameMessage:
+        labels = self.model.labels
+        states = []
+        for person in tracked.people:
+            slot = self.tracks.slots.get(person.track_id)
+            pose = person.pose
+            lm = np.concatenate([pose.image[:, :2], pose.visibility[:, None]], axis=1)
+            st = slot.last_state if slot is not None else None
+            states.append(
+                TrackState(
+                    track_id=person.track_id,
+                    box=[round(v, 1) for v in (pose.box.x0, pose.box.y0, pose.box.x1, pose.box.y1)],
+                    landmarks=np.round(lm.astype(np.float64), 2).tolist(),
+                    label=st.label if st is not None else None,
+                    confidence=round(st.confidence, 4) if st is not None else 0.0,
+                    top=top_k(labels, st.probs if st is not None else None, self.top),
+                    window_fill=round(slot.buffer.fill, 3) if slot is not None else 0.0,
+                )
+            )
+        now = time.perf_counter()
+        total = now - t_start
+        received, processed, dropped = counters
+        return FrameMessage(
+            frame_id=tracked.index,
+            timestamp=round(tracked.timestamp, 4),
+            width=tracked.width,
+            height=tracked.height,
+            tracks=states,
+            events=[
+                EventOut(type=e.kind, track_id=tid, label=e.label, time=round(e.time, 4)) for tid, e in events
+            ],
+            timings_ms=FrameTimings(
+                decode=_ms(decode_s),
+                pose=_ms(tracked.pose_s),
+                track=_ms(tracked.track_s),
+                classify=_ms(classify_s),
+                total=_ms(total),
+                latency=_ms(now - received_at),
+            ),
+            received=received,
+            processed=processed,
+            dropped=dropped,
+        )
+
+    def _update_gauges(self) -> None:
+        n = self.tracks.active
+        self.metrics.active_tracks.inc(n - self._tracks_gauge)
+        self._tracks_gauge = n
+
+    def _observe(self, msg: FrameMessage, windows: tuple[Window, ...]) -> None:
+        m, t = self.metrics, msg.timings_ms
+        for stage_name in ("decode", "pose", "track", "classify", "total", "latency"):
+            m.observe_stage(stage_name, getattr(t, stage_name) / 1e3, "stream")
+        m.frames_processed.labels(source="stream").inc()
+        for ev in msg.events:
+            if ev.type == "start":
+                m.events.labels(model=self.model.name, label=ev.label).inc()
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1e3, 3)
+
+
+def _decode_pose_track(
+    stage: PoseTrackStage, data: bytes, ts: float, frame_id: int
+) -> tuple[TrackedFrame, float]:
+    t0 = time.perf_counter()
+    rgb = decode_image(data, stage.settings.pose_max_side)
+    decode_s = time.perf_counter() - t0
+    return stage.process(rgb, ts, frame_id), decode_s
+
+
+FrameHandler = Callable[[Arrival], None]

@@ -1,0 +1,416 @@
+"""Per-person tracking: stable integer ids across frames, and choosing the person doing the action.
+
+The pose estimator returns people in arbitrary order each frame; action models need one
+person's skeleton over time. `Tracker` matches detections to tracks with the Hungarian
+algorithm on a cost mixing box IoU and normalised keypoint distance, after a constant-velocity
+prediction of each track, and keeps a track alive through brief misses.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from skeleton.types import MEDIAPIPE_JOINTS, BoundingBox, PersonPose, SkeletonSequence
+
+__all__ = [
+    "PrimaryScore",
+    "TrackHistory",
+    "TrackUpdate",
+    "TrackedPerson",
+    "Tracker",
+    "TrackerConfig",
+    "primary_track_scores",
+    "select_primary_track",
+    "stitch_tracks",
+]
+
+# Shoulders, elbows, wrists, hips, knees, ankles: the joints that move with the body; face and
+# finger landmarks are noisy and would add jitter to both matching and motion energy.
+BODY_JOINTS = (11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
+TORSO_JOINTS = (11, 12, 23, 24)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedPerson:
+    """A pose with the id of the track it belongs to."""
+
+    track_id: int
+    pose: PersonPose
+
+
+@dataclass(frozen=True, slots=True)
+class TrackUpdate:
+    """Result of one `Tracker.update`: people seen in this frame, and tracks that ended."""
+
+    timestamp_s: float
+    tracks: tuple[TrackedPerson, ...]
+    closed: tuple[int, ...] = ()
+
+    @property
+    def track_ids(self) -> tuple[int, ...]:
+        return tuple(t.track_id for t in self.tracks)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerConfig:
+    """Matching weights and gates. Costs are in [0, 1]; a pair above ``max_cost`` never matches."""
+
+    iou_weight: float = 0.5
+    keypoint_weight: float = 0.5
+    max_cost: float = 0.8
+    max_missed_s: float = 1.0
+    min_visibility: float = 0.3
+    # second pass for what the first leaves: a track and a detection whose hip centres are within
+    # this many body sizes (box's longer side) still match. A fall changes a person's box and pose
+    # so much in one frame that the first pass rejects it; this keeps the falling person's id.
+    max_jump: float = 1.0
+    velocity_smoothing: float = 0.5  # EMA weight of the newest velocity estimate
+    max_prediction_s: float = 0.5  # extrapolate at most this far (avoid runaway predictions)
+
+
+@dataclass
+class _Track:
+    track_id: int
+    pose: PersonPose
+    last_seen: float
+    first_seen: float
+    hits: int = 1
+    velocity: np.ndarray | None = None  # (33, 2) px/s of image x, y
+
+    def predicted_xy(self, t: float, horizon: float) -> np.ndarray:
+        xy = self.pose.image[:, :2].astype(np.float64)
+        if self.velocity is None:
+            return xy
+        dt = float(np.clip(t - self.last_seen, 0.0, horizon))
+        return xy + self.velocity * dt
+
+
+def _centre(xy: np.ndarray) -> np.ndarray:
+    """Hip centre (landmarks 23, 24), or the mean of all points if the hips are not finite."""
+    hips = xy[[23, 24]].astype(np.float64).mean(axis=0)
+    return hips if np.isfinite(hips).all() else np.nanmean(xy.astype(np.float64), axis=0)
+
+
+def _box_of(xy: np.ndarray, mask: np.ndarray) -> BoundingBox:
+    pts = xy[mask] if mask.any() else xy
+    return BoundingBox(
+        float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max())
+    )
+
+
+class Tracker:
+    """Assigns stable track ids to per-frame poses. One instance per stream/clip.
+
+    ``update`` must be called for every analysed frame (also frames with no people) so misses
+    are counted in time; a track unseen for more than ``max_missed_s`` is closed and freed.
+    """
+
+    def __init__(self, config: TrackerConfig | None = None, **overrides: float) -> None:
+        base = config or TrackerConfig()
+        self.config = TrackerConfig(**{**_asdict(base), **overrides}) if overrides else base
+        self._tracks: dict[int, _Track] = {}
+        self._ids = itertools.count(1)
+        self._last_t: float | None = None
+
+    @property
+    def live_track_ids(self) -> tuple[int, ...]:
+        """Tracks not yet closed (including ones missed in the latest frames)."""
+        return tuple(self._tracks)
+
+    def reset(self) -> tuple[int, ...]:
+        """Close every track (e.g. the stream restarted); returns their ids."""
+        closed = tuple(self._tracks)
+        self._tracks.clear()
+        self._last_t = None
+        return closed
+
+    def update(self, poses: Sequence[PersonPose], timestamp_s: float) -> TrackUpdate:
+        cfg = self.config
+        t = float(timestamp_s)
+        if self._last_t is not None and t < self._last_t:
+            t = self._last_t  # tolerate clock jitter; never predict backwards
+        self._last_t = t
+        track_list = list(self._tracks.values())
+        pairs: list[tuple[int, int]] = []
+        if track_list and poses:
+            cost = self._cost_matrix(track_list, poses, t)
+            rows, cols = linear_sum_assignment(cost)
+            pairs = [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if cost[r, c] <= cfg.max_cost]
+        pairs += self._second_pass(track_list, poses, pairs, t)
+        matched_dets = {c for _, c in pairs}
+        out: list[TrackedPerson] = []
+        for r, c in pairs:
+            track = track_list[r]
+            self._absorb(track, poses[c], t)
+            out.append(TrackedPerson(track.track_id, poses[c]))
+        for j, pose in enumerate(poses):
+            if j not in matched_dets:
+                track = _Track(next(self._ids), pose, t, t)
+                self._tracks[track.track_id] = track
+                out.append(TrackedPerson(track.track_id, pose))
+        closed = tuple(tid for tid, tr in self._tracks.items() if t - tr.last_seen > cfg.max_missed_s + 1e-9)
+        for tid in closed:
+            del self._tracks[tid]
+        out.sort(key=lambda p: p.track_id)
+        return TrackUpdate(t, tuple(out), closed)
+
+    def _second_pass(
+        self, tracks: list[_Track], poses: Sequence[PersonPose], pairs: list[tuple[int, int]], t: float
+    ) -> list[tuple[int, int]]:
+        """Match leftovers by hip-centre distance relative to the track's body size."""
+        free_tracks = [i for i in range(len(tracks)) if i not in {r for r, _ in pairs}]
+        free_dets = [j for j in range(len(poses)) if j not in {c for _, c in pairs}]
+        if not free_tracks or not free_dets:
+            return []
+        cost = np.full((len(free_tracks), len(free_dets)), np.inf)
+        for a, i in enumerate(free_tracks):
+            tr = tracks[i]
+            pred = tr.predicted_xy(t, self.config.max_prediction_s)
+            size = max(tr.pose.box.height, tr.pose.box.width, 1.0)
+            for b, j in enumerate(free_dets):
+                jump = float(np.linalg.norm(_centre(pred) - _centre(poses[j].image[:, :2])))
+                cost[a, b] = jump / size
+        ok = np.isfinite(cost) & (cost <= self.config.max_jump)
+        if not ok.any():
+            return []
+        rows, cols = linear_sum_assignment(np.where(ok, cost, 1e6))
+        return [(free_tracks[r], free_dets[c]) for r, c in zip(rows, cols, strict=True) if ok[r, c]]
+
+    def _absorb(self, track: _Track, pose: PersonPose, t: float) -> None:
+        dt = t - track.last_seen
+        if dt > 1e-6:
+            inst = (pose.image[:, :2].astype(np.float64) - track.pose.image[:, :2]) / dt
+            inst = np.nan_to_num(inst)
+            a = self.config.velocity_smoothing
+            track.velocity = inst if track.velocity is None else a * inst + (1 - a) * track.velocity
+        track.pose = pose
+        track.last_seen = t
+        track.hits += 1
+
+    def _cost_matrix(self, tracks: list[_Track], poses: Sequence[PersonPose], t: float) -> np.ndarray:
+        cfg = self.config
+        joints = list(BODY_JOINTS)
+        cost = np.ones((len(tracks), len(poses)), np.float64)
+        for i, tr in enumerate(tracks):
+            pred = tr.predicted_xy(t, cfg.max_prediction_s)
+            tr_vis = tr.pose.visibility >= cfg.min_visibility
+            pred_box = _box_of(pred, tr_vis)
+            scale = max(np.hypot(pred_box.width, pred_box.height), 1.0)
+            for j, pose in enumerate(poses):
+                iou = pred_box.iou(_box_of(pose.image[:, :2], pose.visibility >= cfg.min_visibility))
+                both = tr_vis[joints] & (pose.visibility[joints] >= cfg.min_visibility)
+                sel = np.array(joints)[both] if both.sum() >= 3 else np.array(joints)
+                d = np.linalg.norm(pred[sel] - pose.image[sel, :2], axis=1)
+                kpt = float(np.clip(np.nanmean(d) / scale, 0.0, 1.0)) if np.isfinite(d).any() else 1.0
+                cost[i, j] = cfg.iou_weight * (1.0 - iou) + cfg.keypoint_weight * kpt
+        return cost / max(cfg.iou_weight + cfg.keypoint_weight, 1e-9)
+
+
+class TrackHistory:
+    """Accumulates `TrackUpdate`s of a whole clip into one `SkeletonSequence` per track.
+
+    Every update is a time step; a track absent from an update is NaN there (missed).
+    """
+
+    def __init__(self) -> None:
+        self.timestamps: list[float] = []
+        self._poses: dict[int, dict[int, PersonPose]] = {}
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+    def add(self, update: TrackUpdate) -> None:
+        step = len(self.timestamps)
+        self.timestamps.append(update.timestamp_s)
+        for person in update.tracks:
+            self._poses.setdefault(person.track_id, {})[step] = person.pose
+
+    def frames_seen(self, track_id: int) -> int:
+        return len(self._poses.get(track_id, {}))
+
+    def sequences(self, min_frames: int = 1) -> dict[int, SkeletonSequence]:
+        """Track id -> full-length sequence (NaN where missed), for tracks seen >= ``min_frames``."""
+        out = {}
+        for tid in sorted(self._poses):
+            seen = self._poses[tid]
+            if len(seen) < min_frames:
+                continue
+            poses = [seen.get(i) for i in range(len(self.timestamps))]
+            out[tid] = SkeletonSequence.from_poses(self.timestamps, poses)
+        return out
+
+
+def _asdict(cfg: TrackerConfig) -> dict[str, float]:
+    return {name: getattr(cfg, name) for name in cfg.__dataclass_fields__}
+
+
+# --------------------------------------------------------------------------- primary person
+
+
+@dataclass(frozen=True, slots=True)
+class PrimaryScore:
+    """Why a track was (not) chosen: the parts of its score."""
+
+    motion: float  # mean body displacement over MOTION_HORIZON_S, in body heights per second
+    coverage: float  # fraction of the clip's frames where the person was seen
+    size: float  # median body height as a fraction of the frame height (or px if unknown)
+    centrality: float  # 1 at the frame's horizontal centre, 0 at its edges (1 if width unknown)
+    score: float
+
+
+# Displacement is measured over this horizon, not frame to frame: landmark jitter does not add
+# up over time, real movement does, so a still person scores near zero at any frame rate.
+MOTION_HORIZON_S = 0.5
+
+
+def _body_height(image: np.ndarray) -> np.ndarray:
+    """(T,) per-frame shoulder-to-ankle-ish extent in pixels: a size that survives lying down."""
+    torso = image[:, TORSO_JOINTS, :2]
+    shoulders = torso[:, :2].mean(axis=1)
+    hips = torso[:, 2:].mean(axis=1)
+    # torso length x ~3 approximates body height and, unlike the box, does not shrink with
+    # the person's posture in the image (sitting, bending)
+    return np.linalg.norm(shoulders - hips, axis=1) * 3.0
+
+
+def _motion(t: np.ndarray, body: np.ndarray, height: float) -> float:
+    """Mean speed of the body joints over MOTION_HORIZON_S windows, in body heights per second."""
+    later = np.searchsorted(t, t + MOTION_HORIZON_S)
+    ok = later < len(t)
+    if not ok.any():
+        return 0.0
+    i = np.flatnonzero(ok)
+    j = later[ok]
+    dt = t[j] - t[i]
+    close = dt < 2 * MOTION_HORIZON_S  # skip pairs spanning a long miss
+    if not close.any():
+        return 0.0
+    disp = np.linalg.norm(body[j[close]] - body[i[close]], axis=2).mean(axis=1)
+    return float(np.mean(disp / dt[close])) / max(height, 1.0)
+
+
+def primary_track_scores(
+    tracks: Sequence[SkeletonSequence],
+    frame_height: float | None = None,
+    clip_frames: int | None = None,
+    frame_width: float | None = None,
+) -> list[PrimaryScore]:
+    """Score each track for "is this the person performing the action".
+
+    The actor of an action clip moves (motion, scaled by the person's own size so near and far
+    people compare), is in view for long (coverage), and is framed by the camera: large and not
+    at the image's edge. score = coverage * (PRIMARY_MOTION_BIAS + motion) * size * centrality^0.5.
+    Measured on UP-Fall Cam2 (a seated bystander at the right edge): see docs/pose_notes.md.
+    """
+    n_frames = clip_frames or max((len(s) for s in tracks), default=0)
+    out = []
+    for seq in tracks:
+        img = seq.image.astype(np.float64)
+        seen = np.isfinite(img[:, :, :2]).all(axis=(1, 2))
+        coverage = float(seen.sum()) / max(n_frames, 1)
+        if seen.sum() < 2:
+            out.append(PrimaryScore(0.0, coverage, 0.0, 0.0, 0.0))
+            continue
+        height = float(np.median(_body_height(img[seen])))
+        motion = _motion(seq.timestamps[seen], img[seen][:, BODY_JOINTS, :2], height)
+        size = height / frame_height if frame_height else height
+        centrality = 1.0
+        if frame_width:
+            x = float(np.median(img[seen][:, [23, 24], 0].mean(axis=1)))
+            centrality = float(np.clip(1.0 - abs(x - frame_width / 2) / (frame_width / 2), 0.0, 1.0))
+        score = coverage * (PRIMARY_MOTION_BIAS + motion) * size * np.sqrt(centrality)
+        out.append(PrimaryScore(motion, coverage, size, centrality, float(score)))
+    return out
+
+
+PRIMARY_MOTION_BIAS = 0.1
+
+
+def select_primary_track(
+    tracks: Sequence[SkeletonSequence] | Mapping[int, SkeletonSequence],
+    frame_height: float | None = None,
+    clip_frames: int | None = None,
+    frame_width: float | None = None,
+) -> int | None:
+    """Index (or key, for a mapping) of the track most likely performing the action; None if empty."""
+    if isinstance(tracks, Mapping):
+        keys = list(tracks)
+        idx = select_primary_track([tracks[k] for k in keys], frame_height, clip_frames, frame_width)
+        return None if idx is None else keys[idx]
+    if not tracks:
+        return None
+    scores = primary_track_scores(tracks, frame_height, clip_frames, frame_width)
+    return int(np.argmax([s.score for s in scores]))
+
+
+def stitch_tracks(
+    tracks: Mapping[int, SkeletonSequence],
+    max_gap_s: float = 3.0,
+    max_jump: float = 0.5,
+    max_speed: float = 1.0,
+    max_overlap_s: float = 0.15,
+) -> tuple[dict[int, SkeletonSequence], dict[int, tuple[int, ...]]]:
+    """Offline: join tracks of one person that the online tracker split (left the frame, re-found).
+
+    Track B may continue track A when B starts at most ``max_gap_s`` after A ends (overlapping by
+    at most ``max_overlap_s``, e.g. one frame of a double detection) and B's first hip centre is
+    within ``max_jump + max_speed * gap`` body heights of A's last one. The pair nearest in space
+    and time is joined first, until no pair qualifies. Returns (first id ->
+    joined sequence, first id -> member ids). All sequences share one time axis (as
+    `TrackHistory.sequences` gives them).
+    """
+    merged = {i: seq for i, seq in tracks.items() if _seen(seq).any()}
+    chains: dict[int, list[int]] = {i: [i] for i in merged}
+    while True:
+        best: tuple[float, int, int] | None = None
+        for a, a_seq in merged.items():
+            a_seen = _seen(a_seq)
+            a1 = int(np.flatnonzero(a_seen)[-1])
+            height = max(float(np.median(_body_height(a_seq.image[a_seen].astype(np.float64)))), 1.0)
+            a_hip = _hip(a_seq, a1)
+            for b, b_seq in merged.items():
+                b_seen = _seen(b_seq)
+                b0 = int(np.flatnonzero(b_seen)[0])
+                gap = float(b_seq.timestamps[b0] - a_seq.timestamps[a1])
+                if a == b or gap > max_gap_s or gap < -max_overlap_s or b0 <= int(np.flatnonzero(a_seen)[0]):
+                    continue
+                if (a_seen & b_seen).sum() * 2 > b_seen.sum():
+                    continue  # mostly simultaneous: two people, not one
+                jump = float(np.linalg.norm(_hip(b_seq, b0) - a_hip)) / height
+                if jump > max_jump + max_speed * max(gap, 0.0):
+                    continue
+                cost = jump + max_speed * abs(gap)  # near in space and time first
+                if best is None or cost < best[0]:
+                    best = (cost, a, b)
+        if best is None:
+            break
+        _, a, b = best
+        a_seq, b_seq = merged[a], merged.pop(b)
+        take = _seen(b_seq)
+        image, world, vis = a_seq.image.copy(), a_seq.world.copy(), a_seq.visibility.copy()
+        image[take], world[take], vis[take] = b_seq.image[take], b_seq.world[take], b_seq.visibility[take]
+        merged[a] = SkeletonSequence(a_seq.timestamps, image, world, vis)
+        chains[a] += chains.pop(b)
+    return merged, {i: tuple(c) for i, c in chains.items()}
+
+
+def _seen(seq: SkeletonSequence) -> np.ndarray:
+    return np.isfinite(seq.image[:, :, :2]).all(axis=(1, 2))
+
+
+def _hip(seq: SkeletonSequence, k: int) -> np.ndarray:
+    return seq.image[k, [23, 24], :2].astype(np.float64).mean(axis=0)
+
+
+def empty_sequence(timestamps: np.ndarray) -> SkeletonSequence:
+    """All-missed sequence over ``timestamps`` (a placeholder track)."""
+    n = len(timestamps)
+    nan = np.full((n, MEDIAPIPE_JOINTS, 3), np.nan, np.float32)
+    return SkeletonSequence(
+        np.asarray(timestamps, np.float64), nan, nan.copy(), np.zeros((n, MEDIAPIPE_JOINTS), np.float32)
+    )

@@ -1,0 +1,138 @@
+"""Helpers for the real-browser tests: a fake camera file, a live server subprocess, Chromium launch.
+
+Kept free of pytest so that ``python -m tests.browser_helpers`` style scripts (the README screenshot)
+can reuse them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def write_y4m(
+    clip: Path, out: Path, size: tuple[int, int] = (320, 240), seconds: float = 4.0, fps: int = 15
+) -> int:
+    """Decode ``clip`` with OpenCV and write a YUV4MPEG2 4:2:0 file Chromium can use as a camera.
+
+    Frames are resampled to ``fps`` (by nearest source frame) and letterboxed into ``size``
+    (both even). Returns the number of frames written. Chromium loops the file.
+    """
+    width, height = size
+    assert width % 2 == 0 and height % 2 == 0, "4:2:0 needs even dimensions"
+    cap = cv2.VideoCapture(str(clip))
+    if not cap.isOpened():
+        raise RuntimeError(f"cannot open {clip}")
+    src_fps = cap.get(cv2.CAP_PROP_FPS) or fps
+    frames: list[np.ndarray] = []
+    while len(frames) < int(seconds * src_fps) + 1:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    if not frames:
+        raise RuntimeError(f"no frames decoded from {clip}")
+    n_out = max(1, min(int(seconds * fps), int(len(frames) * fps / src_fps)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("wb") as f:
+        f.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for i in range(n_out):
+            src = frames[min(len(frames) - 1, round(i * src_fps / fps))]
+            f.write(b"FRAME\n")
+            f.write(cv2.cvtColor(_letterbox(src, width, height), cv2.COLOR_BGR2YUV_I420).tobytes())
+    return n_out
+
+
+def _letterbox(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    scale = min(width / w, height / h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    canvas = np.zeros((height, width, 3), np.uint8)
+    x, y = (width - nw) // 2, (height - nh) // 2
+    canvas[y : y + nh, x : x + nw] = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+    return canvas
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll ``url`` until it answers 200 (and ``"ready": true`` when the JSON body has that key),
+    the process dies, or ``timeout`` seconds pass."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode}")
+        try:
+            r = httpx.get(url, timeout=2.0)
+            ready = r.status_code == 200
+            if ready and r.headers.get("content-type", "").startswith("application/json"):
+                body = r.json()
+                ready = not isinstance(body, dict) or body.get("ready", True) is True
+            if ready:
+                return
+            last = (r.status_code, r.text[:200])
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} not ready after {timeout:.0f} s (last: {last!r})")
+
+
+@contextmanager
+def run_server(
+    port: int, log_path: Path, env: dict[str, str] | None = None, ready_timeout: float = 120.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start the real service (``python -m service serve``) on 127.0.0.1:port; stop it afterwards."""
+    full_env = {**os.environ, "SKELACT_HOST": "127.0.0.1", "SKELACT_PORT": str(port), **(env or {})}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve"],
+            cwd=REPO_ROOT,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_http(f"http://127.0.0.1:{port}/health/ready", ready_timeout, proc)
+            yield proc
+        finally:
+            stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
+def chromium_args(fake_camera: Path | None, grant_camera: bool = True) -> list[str]:
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"]
+    if fake_camera is not None:
+        args += ["--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={fake_camera}"]
+    if grant_camera:
+        args.append("--use-fake-ui-for-media-stream")
+    return args

@@ -1,0 +1,1 @@
+"""Training-side tools: dataset readers, skeleton extraction, and model training CLIs."""

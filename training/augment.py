@@ -1,0 +1,69 @@
+"""Training-time augmentation on canonical joints (before the shared normalisation) and on inputs.
+
+Geometric changes are applied to the raw (T, V, 3) canonical joints so that the normalisation the
+service runs (``skeleton.preprocess``) sees exactly the kind of variation it will meet: a
+different camera yaw / tilt, body proportions, speed and cut points. Joint noise is added to the
+normalised (C, T, V) input so its size is relative to the body.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from skeleton.layouts import JointLayout
+from training.config import AugmentConfig
+
+
+def rotation_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """Rotation about y (vertical, yaw), then x (pitch) and z (roll); radians."""
+    cy, sy = np.cos(yaw), np.sin(yaw)
+    cx, sx = np.cos(pitch), np.sin(pitch)
+    cz, sz = np.cos(roll), np.sin(roll)
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return (rz @ rx @ ry).astype(np.float32)
+
+
+def geometric(joints: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator,
+              layout: JointLayout) -> np.ndarray:
+    """Random rotation (about the body centre), per-axis scaling and optional mirroring."""
+    out = np.array(joints, np.float32, copy=True)
+    finite = np.isfinite(out).all(axis=(1, 2))
+    if not finite.any():
+        return out
+    origin = out[finite][0, layout.centre].copy()
+    out -= origin
+    if cfg.yaw_deg or cfg.tilt_deg:
+        yaw, pitch, roll = np.deg2rad([
+            rng.uniform(-cfg.yaw_deg, cfg.yaw_deg),
+            rng.uniform(-cfg.tilt_deg, cfg.tilt_deg),
+            rng.uniform(-cfg.tilt_deg, cfg.tilt_deg),
+        ])
+        out = out @ rotation_matrix(yaw, pitch, roll).T
+    if cfg.scale:
+        out = out * rng.uniform(1 - cfg.scale, 1 + cfg.scale, size=3).astype(np.float32)
+    if cfg.mirror and layout.mirror_pairs and rng.random() < 0.5:
+        out[..., 0] *= -1
+        perm = np.arange(layout.num_joints)
+        for a, b in layout.mirror_pairs:
+            perm[a], perm[b] = b, a
+        out = out[:, perm]
+    return out + origin
+
+
+def temporal_crop(joints: np.ndarray, crop_min: float, rng: np.random.Generator) -> np.ndarray:
+    """A random contiguous part covering >= ``crop_min`` of a trimmed clip (resampled afterwards)."""
+    n = joints.shape[0]
+    if crop_min >= 1.0 or n < 4:
+        return joints
+    length = round(n * rng.uniform(crop_min, 1.0))
+    length = max(2, min(n, length))
+    start = int(rng.integers(0, n - length + 1))
+    return joints[start : start + length]
+
+
+def add_noise(x: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    if sigma <= 0:
+        return x
+    return (x + rng.normal(0.0, sigma, size=x.shape)).astype(np.float32)

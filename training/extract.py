@@ -1,0 +1,292 @@
+"""Extract skeletons from a folder of videos into the skeleton cache (one .npz per video).
+
+Runs exactly the service's stages -- `service.video` decoding, `service.pose` estimation and
+`service.tracking` -- so a model trained on the cache sees what the service will feed it.
+
+    python -m training.extract --videos DIR --out cache/skeletons [--pattern '**/*.mp4'] [--max-people N]
+
+Resumable: finished files are skipped (writes are atomic, so an existing file is complete).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from service.pose import create_pose_estimator, nms_poses, pose_from_pixels
+from service.tracking import Tracker, TrackerConfig, TrackHistory, select_primary_track, stitch_tracks
+from service.video import DecodeError, VideoReader
+from training.skeleton_cache import ClipSkeletons, cache_path_for, iter_cache, load_clip, save_clip
+
+log = logging.getLogger("training.extract")
+
+DEFAULT_PATTERNS = ("**/*.mp4", "**/*.avi", "**/*.webm", "**/*.mov", "**/*.mkv")
+
+
+def extract_video(
+    video: str | Path,
+    kind: str = "tasks",
+    max_people: int = 4,
+    max_side: int | None = None,
+    estimator_options: dict[str, Any] | None = None,
+    tracker_config: TrackerConfig | None = None,
+    min_track_frames: int = 3,
+    name: str | None = None,
+    progress: bool = False,
+    stride: int = 1,
+    stitch: bool = True,
+) -> ClipSkeletons:
+    """Decode, estimate poses, track, and pick the primary person of one video.
+
+    Tracks seen in fewer than ``min_track_frames`` frames (detector blips) are dropped; with
+    ``stitch`` the fragments of one person are joined (`service.tracking.stitch_tracks`).
+    ``stride`` > 1 analyses every stride-th frame only (quick looks, tests).
+    """
+    if stride < 1:
+        raise ValueError("stride must be >= 1")
+    reader = VideoReader(video, max_side=max_side)
+    estimator = create_pose_estimator(kind, max_people=max_people, **(estimator_options or {}))
+    tracker = Tracker(tracker_config)
+    history = TrackHistory()
+    width = height = 0
+    try:
+        frames = tqdm(
+            reader, total=reader.info.frame_count or None, unit="f", leave=False, disable=not progress
+        )
+        for frame in frames:
+            if frame.index % stride:
+                continue
+            width, height = frame.width, frame.height
+            poses = estimator.estimate(frame.rgb, frame.timestamp_s)
+            history.add(tracker.update(poses, frame.timestamp_s))
+        config = estimator.config() if hasattr(estimator, "config") else {"name": estimator.name}
+    finally:
+        estimator.close()
+        reader.close()
+    return finish_clip(
+        history,
+        tracker.config,
+        video=name or Path(video).name,
+        fps=reader.info.fps,
+        width=width,
+        height=height,
+        source_width=reader.info.width,
+        source_height=reader.info.height,
+        estimator=config,
+        stride=stride,
+        min_track_frames=min_track_frames,
+        stitch=stitch,
+    )
+
+
+def finish_clip(
+    history: TrackHistory,
+    tracker_config: TrackerConfig,
+    *,
+    video: str,
+    fps: float,
+    width: int,
+    height: int,
+    source_width: int,
+    source_height: int,
+    estimator: dict[str, Any],
+    stride: int,
+    min_track_frames: int = 3,
+    stitch: bool = True,
+) -> ClipSkeletons:
+    """Tracks of a finished clip -> `ClipSkeletons`: drop blips, stitch fragments, pick the actor."""
+    sequences = history.sequences(min_frames=min_track_frames)
+    members: dict[int, tuple[int, ...]] = {i: (i,) for i in sequences}
+    if stitch:
+        sequences, members = stitch_tracks(sequences)
+    ids = tuple(sorted(sequences))
+    tracks = [sequences[i] for i in ids]
+    primary = select_primary_track(
+        tracks, frame_height=float(height) or None, clip_frames=len(history), frame_width=float(width) or None
+    )
+    return ClipSkeletons(
+        video=video,
+        fps=fps,
+        width=width,
+        height=height,
+        timestamps=np.asarray(history.timestamps, np.float64),
+        track_ids=ids,
+        tracks=tracks,
+        primary=primary,
+        source_width=source_width,
+        source_height=source_height,
+        estimator=estimator,
+        tracker=asdict(tracker_config),
+        stride=stride,
+        track_members={i: members[i] for i in ids},
+    )
+
+
+def retrack_clip(
+    clip: ClipSkeletons,
+    tracker_config: TrackerConfig | None = None,
+    min_track_frames: int = 3,
+    stitch: bool = True,
+) -> ClipSkeletons:
+    """Re-run duplicate removal, tracking, stitching and primary choice on cached poses (no pose model).
+
+    Every frame's people are rebuilt from all cached tracks, so improving the tracker does not
+    need the slow pose pass again. Blips dropped at extraction (< ``min_track_frames``) stay lost.
+    """
+    opts = clip.estimator
+    iou = float(opts.get("dedupe_iou", 0.6))
+    kpt = float(opts.get("dedupe_keypoint_distance", 0.15))
+    tracker = Tracker(tracker_config)
+    history = TrackHistory()
+    for k, t in enumerate(clip.timestamps):
+        people = [
+            pose_from_pixels(seq.image[k], seq.world[k], seq.visibility[k], clip.width, clip.height)
+            for seq in clip.tracks
+            if np.isfinite(seq.image[k, :, :2]).all()
+        ]
+        history.add(tracker.update(nms_poses(people, iou, kpt), float(t)))
+    return finish_clip(
+        history,
+        tracker.config,
+        video=clip.video,
+        fps=clip.fps,
+        width=clip.width,
+        height=clip.height,
+        source_width=clip.source_width,
+        source_height=clip.source_height,
+        estimator=clip.estimator,
+        stride=clip.stride,
+        min_track_frames=min_track_frames,
+        stitch=stitch,
+    )
+
+
+def find_videos(root: Path, patterns: Sequence[str]) -> list[Path]:
+    """Videos under ``root`` matching any glob pattern, sorted, without duplicates."""
+    found = {p.absolute() for pattern in patterns for p in root.glob(pattern) if p.is_file()}
+    return sorted(found)
+
+
+def run(
+    videos_root: Path,
+    out_root: Path,
+    patterns: Sequence[str] = DEFAULT_PATTERNS,
+    force: bool = False,
+    **extract_options: Any,
+) -> tuple[list[Path], list[Path], list[tuple[Path, str]]]:
+    """Extract every matching video; returns (written, skipped, failed with reasons)."""
+    videos = find_videos(videos_root, patterns)
+    written: list[Path] = []
+    skipped: list[Path] = []
+    failed: list[tuple[Path, str]] = []
+    bar = tqdm(videos, unit="video", disable=not sys.stderr.isatty() and not extract_options.get("progress"))
+    for video in bar:
+        out = cache_path_for(video, videos_root, out_root)
+        rel = str(video.relative_to(videos_root.absolute()))
+        bar.set_postfix_str(rel)
+        if out.exists() and not force:
+            skipped.append(out)
+            continue
+        t0 = time.perf_counter()
+        try:
+            clip = extract_video(video, name=rel, **extract_options)
+        except DecodeError as exc:
+            log.error("skipping %s: %s", rel, exc.reason)
+            failed.append((video, exc.reason))
+            continue
+        save_clip(clip, out)
+        written.append(out)
+        dt = time.perf_counter() - t0
+        log.info(
+            "%s: %d frames, %d tracks, primary=%s, %.1f ms/frame",
+            rel,
+            clip.num_frames,
+            len(clip.tracks),
+            clip.primary,
+            1000 * dt / max(clip.num_frames, 1),
+        )
+    return written, skipped, failed
+
+
+def retrack_cache(out_root: Path, min_track_frames: int = 3, stitch: bool = True) -> int:
+    """`retrack_clip` every cache file under ``out_root`` in place (atomic rewrites)."""
+    files = iter_cache(out_root)
+    for path in tqdm(files, unit="clip", disable=not sys.stderr.isatty()):
+        clip = retrack_clip(load_clip(path), min_track_frames=min_track_frames, stitch=stitch)
+        save_clip(clip, path)
+        log.info("%s: %d tracks, primary=%s", clip.video, len(clip.tracks), clip.primary)
+    return len(files)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.extract", description=__doc__.split("\n")[0])
+    parser.add_argument("--videos", type=Path, help="folder searched for videos")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="cache folder (mirrors the videos' relative paths)"
+    )
+    parser.add_argument(
+        "--pattern", action="append", help="glob under --videos (repeatable); default: common video suffixes"
+    )
+    parser.add_argument("--max-people", type=int, default=4, help="most people tracked per frame (default 4)")
+    parser.add_argument("--kind", default="tasks", choices=("tasks", "legacy"), help="pose estimator")
+    parser.add_argument(
+        "--max-side", type=int, default=None, help="downscale frames so the longer side is at most this"
+    )
+    parser.add_argument(
+        "--tiles", action="store_true", help="also run pose on overlapping tiles (small people)"
+    )
+    parser.add_argument("--min-track-frames", type=int, default=3, help="drop tracks seen in fewer frames")
+    parser.add_argument("--stride", type=int, default=1, help="analyse every N-th frame only")
+    parser.add_argument("--no-stitch", action="store_true", help="keep the online tracker's fragments apart")
+    parser.add_argument(
+        "--retrack",
+        action="store_true",
+        help="no pose pass: re-run tracking/stitching/primary on the .npz files already in --out",
+    )
+    parser.add_argument("--force", action="store_true", help="re-extract files that already exist")
+    parser.add_argument("--progress", action="store_true", help="show progress bars even without a terminal")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    if args.retrack:
+        done = retrack_cache(args.out, min_track_frames=args.min_track_frames, stitch=not args.no_stitch)
+        print(f"retracked {done} files in {args.out}")
+        return 0
+    if args.videos is None or not args.videos.is_dir():
+        parser.error(f"--videos {args.videos} is not a folder")
+    options: dict[str, Any] = {"tiles": True} if args.tiles else {}
+    written, skipped, failed = run(
+        args.videos,
+        args.out,
+        patterns=args.pattern or DEFAULT_PATTERNS,
+        force=args.force,
+        kind=args.kind,
+        max_people=args.max_people,
+        max_side=args.max_side,
+        estimator_options=options,
+        min_track_frames=args.min_track_frames,
+        progress=args.progress,
+        stride=args.stride,
+        stitch=not args.no_stitch,
+    )
+    print(
+        f"extracted {len(written)}, skipped {len(skipped)} (already done), failed {len(failed)} -> {args.out}"
+    )
+    for video, reason in failed:
+        print(f"FAILED {video}: {reason}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
