@@ -5,6 +5,7 @@
 Starts the service (uvicorn, loopback), streams a real UP-Fall clip as JPEG frames at ``fps``
 from ``streams`` concurrent clients (websockets), and prints per-frame latency percentiles,
 the processed frame rate and drops; then POSTs one clip and prints its processing stats.
+The full, side-by-side benchmark with targets is ``python -m bench`` (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -12,10 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -57,32 +54,10 @@ def stream(url: str, jpegs: list[bytes], fps: float, out: list[dict[str, object]
 @contextlib.contextmanager
 def server_process() -> Iterator[str]:
     """``python -m service serve`` in its own process (clients here must not share its GIL)."""
-    import httpx
+    from bench.server import launch_server
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {
-        **os.environ,
-        "SKELACT_HOST": "127.0.0.1",
-        "SKELACT_PORT": str(port),
-        "SKELACT_LOG_LEVEL": "warning",
-    }
-    proc = subprocess.Popen([sys.executable, "-m", "service", "serve"], env=env, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/health/ready", timeout=5).status_code == 200:
-                    break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("the service did not become ready")
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    with launch_server() as server:
+        yield server.url
 
 
 def main() -> None:
@@ -97,7 +72,7 @@ def main() -> None:
     a = p.parse_args()
     clip = data_root() / "upfall" / "Activity6" / "Trial1Cam1.mp4"
     cap = cv2.VideoCapture(str(clip))
-    jpegs = []
+    jpegs: list[bytes] = []
     while len(jpegs) < int(a.fps * a.seconds):
         ok, bgr = cap.read()
         if not ok:

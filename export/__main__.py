@@ -53,9 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         from export.onnx_export import ExportError, export_checkpoint
 
         extra = _cv_metrics(args.cv_metrics) if args.cv_metrics else None
+        plots = {p.parent.name: p.parent for p in args.cv_metrics}
         try:
             manifest = export_checkpoint(args.checkpoint, args.out, args.data_dir or _data_root(), REPO_ROOT,
-                                         fp16=args.fp16, name=args.name, extra_metrics=extra)
+                                         fp16=args.fp16, name=args.name, extra_metrics=extra,
+                                         extra_plots=plots)
         except ExportError as exc:
             print(f"export failed: {exc}", file=sys.stderr)
             return 1

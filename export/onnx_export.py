@@ -36,7 +36,7 @@ MAX_ONNX_BYTES = 10 * 1024 * 1024
 # Metrics copied into the manifest (the full set, with confusion matrices, is in metrics.json).
 MANIFEST_METRIC_KEYS = ("top1", "clip_top1", "window_top1", "fall", "window_fall", "num_samples",
                         "num_test", "num_clips", "num_windows", "params", "flops", "epochs",
-                        "train_seconds", "protocol")
+                        "train_seconds", "protocol", "cross_validation")
 
 
 class ExportError(RuntimeError):
@@ -60,7 +60,8 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset
     """
     model.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
-    names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME], "opset_version": opset}
+    names: dict[str, Any] = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME],
+                             "opset_version": opset}
     axes = {INPUT_NAME: {0: BATCH_AXIS}, OUTPUT_NAME: {0: BATCH_AXIS}}
     try:
         with warnings.catch_warnings():
@@ -136,8 +137,9 @@ def _manifest_metrics(metrics: dict[str, Any], parity: Parity) -> dict[str, Any]
 
 def export_checkpoint(checkpoint: Path, out_dir: Path, data_root: Path, repo_root: Path, fp16: bool = False,
                       name: str | None = None, extra_metrics: dict[str, Any] | None = None,
-                      parity_windows: int = 32) -> ModelManifest:
-    """Export, verify and write one model directory; returns its manifest."""
+                      parity_windows: int = 32, extra_plots: dict[str, Path] | None = None) -> ModelManifest:
+    """Export, verify and write one model directory; returns its manifest. ``extra_plots`` maps a
+    prefix to a run directory whose PNGs are copied too (cross-validation folds)."""
     ck: LoadedCheckpoint = load_checkpoint(checkpoint)
     cfg = ck.config
     windows = real_windows(cfg, data_root, repo_root, parity_windows)
@@ -201,4 +203,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, data_root: Path, repo_roo
     (out_dir / "metrics.json").write_text(json.dumps(full, indent=1))
     for png in sorted(checkpoint.parent.glob("*.png")):
         shutil.copy2(png, out_dir / png.name)
+    for prefix, run_dir in (extra_plots or {}).items():
+        for png in sorted(run_dir.glob("*.png")):
+            shutil.copy2(png, out_dir / f"{prefix}-{png.name}")
     return manifest

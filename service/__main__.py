@@ -16,8 +16,9 @@ from service.settings import Settings
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from service.lifecycle import serve, tune_malloc
 
+    tune_malloc()  # before the app's threads start (docs/security.md, "Memory")
     from service.app import create_app
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
@@ -25,13 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        ws_max_size=settings.max_frame_bytes + 1024,
-    )
+    serve(create_app(settings), settings)  # uvicorn; streams close with 1001 on SIGTERM
     return 0
 
 

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from service import security
 from service.api import ops, recognize, stream
 from service.errors import install_error_handlers
 from service.settings import Settings
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    security.install(app, settings)  # API keys, CORS, body/time/admission limits (docs/security.md)
     app.include_router(ops.router)
     app.include_router(recognize.router)
     app.include_router(stream.router)

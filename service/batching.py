@@ -50,12 +50,14 @@ class MicroBatcher:
         deadline_s: float = 0.005,
         observer: BatchObserver | None = None,
         name: str = "",
+        max_queue: int = 0,
     ) -> None:
         self.runtime = runtime
         self.max_batch = max(1, max_batch)
         self.deadline_s = deadline_s
         self._observer = observer
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        # bounded (0: unbounded): when full, submitters wait (back-pressure) instead of piling up
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"classify-{name}")
         self._task: asyncio.Task[None] | None = None
         self._batches = 0

@@ -177,6 +177,11 @@ class OnnxClassifier:
     def max_batch(self) -> int | None:
         return self._max_batch
 
+    def graph_io(self) -> tuple[tuple[str, list[Any]], tuple[str, list[Any]]]:
+        """(name, shape) of the graph's first input and output, as the ONNX file declares them."""
+        i, o = self._session.get_inputs()[0], self._session.get_outputs()[0]
+        return (i.name, list(i.shape)), (o.name, list(o.shape))
+
     @property
     def gpu_fell_back(self) -> bool:
         """A GPU provider was asked for and is available, yet the session runs on CPU."""

@@ -7,6 +7,7 @@ only a bug in the service is a 500, and it is logged with its traceback.
 from __future__ import annotations
 
 import logging
+import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -40,6 +41,17 @@ def unknown_model(name: str, known: list[str]) -> ServiceError:
 
 def not_ready(reason: str) -> ServiceError:
     return ServiceError(503, "not_ready", reason, "retry when GET /health/ready returns 200")
+
+
+def report_internal(exc: BaseException, where: str) -> str:
+    """Log ``exc`` with its traceback under a new error id; clients get only the id (no trace)."""
+    error_id = uuid.uuid4().hex[:12]
+    log.error("internal error %s in %s", error_id, where, exc_info=exc)
+    return error_id
+
+
+def internal_message(error_id: str) -> str:
+    return f"internal error (id {error_id}); the details are in the service log"
 
 
 def _body(code: str, message: str, hint: str = "", **extra: object) -> dict[str, object]:
@@ -78,11 +90,14 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        error_id = report_internal(exc, f"{request.method} {request.url.path}")
         return JSONResponse(
             _body(
-                "internal_error", f"{type(exc).__name__}: {exc}", "this is a bug in the service: report it"
+                "internal_error",
+                internal_message(error_id),
+                "this is a bug in the service: report it with the error id",
+                error_id=error_id,
             ),
             status_code=500,
         )

@@ -140,15 +140,20 @@ class OfflineEvaluator:
     def run(self, case: ClipCase) -> tuple[str | None, float | None, np.ndarray | None]:
         from service.recognize import decide_clip
         from training.extract import extract_video
+        from training.skeleton_cache import load_clip
 
         s = self.settings
-        clip = extract_video(
-            case.path,
-            kind=s.pose_kind,
-            max_people=s.max_people,
-            max_side=s.pose_max_side,
-            estimator_options=s.pose_options(),
-        )
+        cached = self.cache_dir / f"{case.name}.npz" if self.cache_dir is not None else None
+        if cached is not None and cached.is_file():
+            clip = load_clip(cached)  # the skeletons the model was trained and evaluated on
+        else:
+            clip = extract_video(
+                case.path,
+                kind=s.pose_kind,
+                max_people=s.max_people,
+                max_side=s.pose_max_side,
+                estimator_options=s.pose_options(),
+            )
         if clip.primary is None:
             return None, None, None
         seq = clip.tracks[clip.primary]

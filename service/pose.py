@@ -340,8 +340,19 @@ class TasksPoseEstimator:
         self.dedupe_iou = float(dedupe_iou)
         self.dedupe_keypoint_distance = float(dedupe_keypoint_distance)
         self._bundle = ensure_pose_bundle()
-        self._full = self._new_landmarker(self.max_people)
-        self._tile_landmarkers: list[Any] | None = None
+        # One ROI slot more than people reported: with a high min_tracking_confidence a person can
+        # briefly hold two ROIs, and with every slot full MediaPipe stops running the detector,
+        # so nobody new is found (UP-Fall Cam2, max_people=2: the bystander was never detected).
+        # Created up front so a broken MediaPipe install fails here, not on the first frame.
+        self._full: Any = None
+        if tiles is None or tiles.full_frame or tiles.max_frame_side is not None:
+            self._full = self._new_landmarker(self.max_people + 1)
+        self._tile_landmarkers: list[Any] = []
+        if tiles is not None:
+            per_tile = min(self.max_people, tiles.poses_per_tile or self.max_people)
+            self._tile_landmarkers = [
+                self._new_landmarker(per_tile + 1) for _ in range(tiles.cols * tiles.rows)
+            ]
         self._clock = _Clock()
         self._closed = False
         self.last_raw_count = 0  # poses before duplicate removal in the latest frame (diagnostics)
@@ -403,12 +414,11 @@ class TasksPoseEstimator:
         )
         found: list[PersonPose] = []
         if not tiled or (self.tiles is not None and self.tiles.full_frame):
+            if self._full is None:
+                self._full = self._new_landmarker(self.max_people + 1)
             found = self._run(self._full, frame, ms, (0, 0), factor, width, height)
         if tiled and self.tiles is not None:
             windows = self.tiles.windows(frame.shape[1], frame.shape[0])
-            if self._tile_landmarkers is None:
-                per_tile = min(self.max_people, self.tiles.poses_per_tile or self.max_people)
-                self._tile_landmarkers = [self._new_landmarker(per_tile) for _ in windows]
             for lmk, (x0, y0, x1, y1) in zip(self._tile_landmarkers, windows, strict=True):
                 crop = np.ascontiguousarray(frame[y0:y1, x0:x1])
                 found += self._run(lmk, crop, ms, (x0, y0), factor, width, height)
@@ -451,8 +461,9 @@ class TasksPoseEstimator:
         if self._closed:
             return
         self._closed = True
-        self._full.close()
-        for lmk in self._tile_landmarkers or []:
+        if self._full is not None:
+            self._full.close()
+        for lmk in self._tile_landmarkers:
             lmk.close()
 
 

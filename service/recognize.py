@@ -54,9 +54,10 @@ def decide_clip(manifest: ModelManifest, window_probs: np.ndarray, window_ends: 
 class VideoSource:
     """Decoded frames of a video file with per-frame decode time (iterated on an I/O thread)."""
 
-    def __init__(self, path: Path, max_side: int | None = None) -> None:
+    def __init__(self, path: Path, max_side: int | None = None, max_seconds: float | None = None) -> None:
         self.reader = VideoReader(path, max_side=max_side, allow_truncated=True)
         self._it = iter(self.reader)
+        self.max_seconds = max_seconds  # containers may not declare (or may understate) their length
 
     def __iter__(self) -> Iterator[SourceFrame]:
         return self
@@ -64,6 +65,8 @@ class VideoSource:
     def __next__(self) -> SourceFrame:
         t0 = time.perf_counter()
         f = next(self._it)
+        if self.max_seconds is not None and f.timestamp_s > self.max_seconds:
+            raise _too_long(f"the video runs past {self.max_seconds:.0f} s", self.max_seconds)
         return SourceFrame(
             f.index, f.timestamp_s, f.width, f.height, f.rgb, decode_s=time.perf_counter() - t0
         )
@@ -77,7 +80,16 @@ def _top(labels: list[str], probs: np.ndarray, k: int) -> list[LabelScore]:
     return [LabelScore(label=labels[i], score=round(float(probs[i]), 4)) for i in idx]
 
 
-def check_video(path: Path, filename: str, max_seconds: float) -> VideoInfo:
+def _too_long(what: str, max_seconds: float) -> ServiceError:
+    return ServiceError(
+        413,
+        "video_too_long",
+        f"{what}, the limit is {max_seconds:.0f} s",
+        "cut the video or raise SKELACT_MAX_VIDEO_SECONDS",
+    )
+
+
+def check_video(path: Path, filename: str, max_seconds: float, max_side: int | None = None) -> VideoInfo:
     try:
         info = probe_video(path)
     except VideoDecodeError as exc:
@@ -88,11 +100,13 @@ def check_video(path: Path, filename: str, max_seconds: float) -> VideoInfo:
             "send an mp4/avi/webm/mov file that a video player can open",
         ) from None
     if info.duration_s > max_seconds:
-        raise ServiceError(
+        raise _too_long(f"{filename} lasts {info.duration_s:.0f} s", max_seconds)
+    if max_side is not None and max(info.width, info.height) > max_side:
+        raise ServiceError(  # refused before a decoder allocates frames of that size
             413,
-            "video_too_long",
-            f"{filename} lasts {info.duration_s:.0f} s, the limit is {max_seconds:.0f} s",
-            "cut the video or raise SKELACT_MAX_VIDEO_SECONDS",
+            "video_too_large",
+            f"{filename} is {info.width}x{info.height} pixels, the limit is {max_side} px per side",
+            "downscale the video (e.g. ffmpeg -vf scale=1280:-2) or raise SKELACT_MAX_FRAME_SIDE",
         )
     return VideoInfo(
         filename=filename,
@@ -122,12 +136,14 @@ class ClipService:
         s = self.state.settings
         loop = asyncio.get_running_loop()
         info = await loop.run_in_executor(
-            self.state.io_pool, check_video, path, filename, s.max_video_seconds
+            self.state.io_pool, check_video, path, filename, s.max_video_seconds, s.max_frame_side
         )
         async with self.state.clip_slots:
             stage = await loop.run_in_executor(self.state.pose_pool, self.state.new_pose_stage)
             try:
-                source = await loop.run_in_executor(self.state.io_pool, VideoSource, path, s.pose_max_side)
+                source = await loop.run_in_executor(
+                    self.state.io_pool, VideoSource, path, s.pose_max_side, s.max_video_seconds
+                )
                 rec = ClipRecognizer(
                     model,
                     s,

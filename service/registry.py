@@ -18,6 +18,7 @@ from service.buffer import WindowSpecView, window_view
 from service.classifier import OnnxClassifier
 from service.errors import ServiceError, not_ready, unknown_model
 from service.metrics import Metrics
+from service.model_checks import check_graph, describe_load_error
 from service.schemas import ModelInfo, WindowInfo
 from service.settings import Settings
 from skeleton.layouts import get_layout
@@ -42,7 +43,7 @@ class LoadedModel:
 
     def window_info(self, stride: int | None = None) -> WindowInfo:
         w = window_view(self.manifest.input, stride or self.window.stride)
-        return WindowInfo(length=w.length, fps=w.fps, stride=w.stride, seconds=w.seconds)
+        return WindowInfo(length=w.length, fps=w.fps, stride=w.stride, seconds=round(w.seconds, 4))
 
     def input_shape(self, n: int) -> tuple[int, int, int, int]:
         spec = self.manifest.input
@@ -94,7 +95,7 @@ class ModelRegistry:
                 self.models[path.name] = self._load(path)
             except Exception as exc:
                 log.exception("model %s failed to load", path.name)
-                self.failed[path.name] = f"{type(exc).__name__}: {exc}"
+                self.failed[path.name] = describe_load_error(path, exc)
 
     def _load(self, path: Path) -> LoadedModel:
         s = self.settings
@@ -108,12 +109,14 @@ class ModelRegistry:
             trt_fp16=s.trt_fp16,
             max_batch_hint=s.batch_max_size,
         )
+        check_graph(path.name, manifest, runtime)  # the manifest must describe this graph
         batcher = MicroBatcher(
             runtime,
             s.batch_max_size,
             s.batch_deadline_ms / 1e3,
             observer=self.metrics.batch_observer(path.name),
             name=path.name,
+            max_queue=s.batch_queue_size,
         )
         model = LoadedModel(
             path.name, path, manifest, runtime, batcher, window_view(manifest.input, s.stride)

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NUM_LANDMARKS = 33
+MAX_FRAME_SIDE = 1 << 16  # pixels: a sanity bound for client-declared frame sizes
 
 # ----------------------------------------------------------------------------- shared
 
@@ -62,18 +63,22 @@ class SkeletonPersonIn(BaseModel):
 class SkeletonFrameIn(BaseModel):
     """All people seen in one frame. ``timestamp`` in seconds, increasing."""
 
-    timestamp: float = Field(ge=0)
+    timestamp: float = Field(ge=0, allow_inf_nan=False)
     people: list[SkeletonPersonIn] = Field(default_factory=list, max_length=64)
-    width: int | None = Field(default=None, gt=0, description="frame width in pixels")
-    height: int | None = Field(default=None, gt=0, description="frame height in pixels")
+    width: int | None = Field(default=None, gt=0, le=MAX_FRAME_SIDE, description="frame width in pixels")
+    height: int | None = Field(default=None, gt=0, le=MAX_FRAME_SIDE, description="frame height in pixels")
     normalized: bool = Field(default=False, description="image landmarks are in 0..1, not pixels")
 
 
 class SkeletonSequenceIn(BaseModel):
     """A whole clip of skeletons for POST /recognize (clients that run pose themselves)."""
 
-    width: int = Field(default=640, gt=0, description="default frame width for every frame")
-    height: int = Field(default=480, gt=0, description="default frame height for every frame")
+    width: int = Field(
+        default=640, gt=0, le=MAX_FRAME_SIDE, description="default frame width for every frame"
+    )
+    height: int = Field(
+        default=480, gt=0, le=MAX_FRAME_SIDE, description="default frame height for every frame"
+    )
     frames: list[SkeletonFrameIn] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +90,42 @@ class Settings(BaseSettings):
     results_dir: Path | None = Field(default=None, description="annotated videos (default: a temp dir)")
     results_keep: int = Field(default=32, ge=1, description="annotated videos kept for download")
 
-    @field_validator("models", "providers", mode="before")
+    # --- reliability and access (docs/security.md)
+    max_json_mb: float = Field(default=64.0, gt=0, description="largest JSON body (skeleton sequences)")
+    max_message_bytes: int = Field(default=1 << 20, gt=0, description="largest WebSocket text message")
+    max_frame_side: int = Field(
+        default=4096, ge=16, description="largest width or height of a video or stream frame (pixels)"
+    )
+    max_stream_fps: float = Field(
+        default=60.0, gt=0, description="messages per second a stream may send (burst: 2 s worth)"
+    )
+    max_queued_clips: int = Field(
+        default=16, ge=0, description="/recognize requests waiting beyond max_concurrent_clips (503 beyond)"
+    )
+    batch_queue_size: int = Field(default=1024, ge=1, description="window groups queued per model batcher")
+    request_timeout_s: float = Field(
+        default=1800.0, gt=0, description="an HTTP request must start its response within this (503)"
+    )
+    read_timeout_s: float = Field(
+        default=60.0, gt=0, description="longest wait for the next chunk of a request body (408)"
+    )
+    stream_idle_timeout_s: float = Field(
+        default=300.0, gt=0, description="close a WebSocket stream that sends nothing for this long"
+    )
+    shutdown_timeout_s: float = Field(
+        default=20.0, ge=0, description="on SIGTERM: time for open streams and requests to finish"
+    )
+    strict_models: bool = Field(
+        default=True, description="any model that fails to load (or mismatches its manifest) fails start-up"
+    )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="accepted API keys (empty: no authentication)"
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="origins allowed to call the API from a browser ('*': any)"
+    )
+
+    @field_validator("models", "providers", "api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_csv(cls, v: object) -> object:
         """Accept ``a,b,c`` as well as JSON lists from the environment."""
@@ -120,6 +155,10 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * (1 << 20))
+
+    @property
+    def max_json_bytes(self) -> int:
+        return int(self.max_json_mb * (1 << 20))
 
     @property
     def gpu_requested(self) -> bool:

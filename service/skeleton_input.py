@@ -44,12 +44,13 @@ def person_pose(
     world = np.full((MEDIAPIPE_JOINTS, 3), np.nan, np.float32)
     if p.world is not None:
         world[:] = np.asarray(p.world, np.float32)
-    vis = (
-        np.ones(MEDIAPIPE_JOINTS, np.float32)
-        if p.visibility is None
-        else np.clip(np.asarray(p.visibility, np.float32), 0.0, 1.0)
-    )
-    if not (np.isfinite(image).all() or p.image is None) or not (np.isfinite(world).all() or p.world is None):
+    raw_vis = np.ones(MEDIAPIPE_JOINTS) if p.visibility is None else np.asarray(p.visibility, np.float64)
+    vis = np.clip(np.nan_to_num(raw_vis), 0.0, 1.0).astype(np.float32)
+    if (
+        not (np.isfinite(image).all() or p.image is None)
+        or not (np.isfinite(world).all() or p.world is None)
+        or not np.isfinite(raw_vis).all()
+    ):
         raise _invalid(
             "landmarks must be finite numbers",
             "replace NaN/inf by the last seen position, or leave the person out of that frame",

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from service.errors import ServiceError
+from service.lifecycle import Lifecycle
 from service.metrics import Metrics
 from service.pipeline import PoseTrackStage
 from service.pose import PoseEstimator, create_pose_estimator
@@ -84,6 +85,7 @@ class ServiceState:
     streams: int = 0
     started_at: float = field(default_factory=time.time)
     pose_procs: PoseWorkerPool | None = None
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)  # open streams, draining on shutdown
     _ready_event: asyncio.Event | None = None
     _clip_slots: asyncio.Semaphore | None = None
 
@@ -149,12 +151,15 @@ class ServiceState:
             for m in self.registry.models.values():
                 m.batcher.start()
             self.warnings = self._warnings()
-            self.ready = bool(self.registry.models) and not self.pose_error
+            strict_failure = self.settings.strict_models and bool(self.registry.failed)
+            self.ready = bool(self.registry.models) and not self.pose_error and not strict_failure
         finally:
             self.starting = False
             self.ready_event.set()
         for w in self.warnings:
             log.warning("%s", w)
+        if not self.ready:
+            log.error("start-up failed: %s", self.not_ready_reason())
 
     def _warnings(self) -> list[str]:
         out = []
@@ -179,6 +184,14 @@ class ServiceState:
     def not_ready_reason(self) -> str:
         if self.starting:
             return "loading and warming up models"
+        if self.lifecycle.draining:
+            return "shutting down"
+        if self.settings.strict_models and self.registry.failed:
+            broken = "; ".join(f"{n}: {why}" for n, why in sorted(self.registry.failed.items()))
+            return (
+                f"model(s) failed to load: {broken}. Fix or remove them (or list the good ones in "
+                "SKELACT_MODELS); SKELACT_STRICT_MODELS=false serves the others"
+            )
         if self.pose_error:
             return f"pose estimator failed: {self.pose_error}"
         if not self.registry.models:

@@ -72,6 +72,7 @@ class StreamSession:
         self.started = time.perf_counter()
         self._last_t = -1.0
         self._client_seen: dict[int, float] = {}
+        self._reopened: list[tuple[int, LabelEvent]] = []  # end events of tracks that came back
         self._tracks_gauge = 0
 
     async def open(self) -> None:
@@ -95,13 +96,33 @@ class StreamSession:
         return events
 
     def _expired(self, people: tuple[TrackedPerson, ...], ts: float) -> tuple[int, ...]:
-        """Client-numbered tracks end like the tracker's do: unseen for ``CLIENT_TRACK_TIMEOUT_S``."""
-        for p in people:
-            self._client_seen[p.track_id] = ts
+        """Client-numbered tracks end like the tracker's do: unseen for ``CLIENT_TRACK_TIMEOUT_S``.
+
+        A track that comes back after that starts afresh: its old state is closed here, before this
+        frame is observed (else its buffer would "catch up" on windows over the whole gap).
+        """
         gone = tuple(t for t, seen in self._client_seen.items() if ts - seen > CLIENT_TRACK_TIMEOUT_S)
         for t in gone:
             del self._client_seen[t]
-        return gone
+        back = {p.track_id for p in people}.intersection(gone)
+        for t in back:
+            slot = self.tracks.slots.pop(t, None)
+            if slot is not None:
+                self._reopened.extend((t, e) for e in self.tracks.finish(slot, ts))
+        for p in people:
+            self._client_seen[p.track_id] = ts
+        return tuple(t for t in gone if t not in back)
+
+    def _end_after_gap(self, stage: PoseTrackStage, ts: float, frame_id: int) -> None:
+        """After a pause longer than the track timeout every track has ended (the tracker's rule);
+        end them before this frame, so a person seen again starts a new track rather than matching
+        the old one and catching up on windows over the whole gap."""
+        if self._last_t < 0 or ts - self._last_t <= CLIENT_TRACK_TIMEOUT_S or not self.tracks.slots:
+            return
+        for t in stage.track((), ts, frame_id, 0, 0).closed:  # nobody seen at ts: stale tracks close
+            slot = self.tracks.slots.pop(t, None)
+            if slot is not None:
+                self._reopened.extend((t, e) for e in self.tracks.finish(slot, ts))
 
     def _stream_time(self, received_at: float) -> float:
         t = max(received_at - self.started, self._last_t + 1e-3)
@@ -123,17 +144,19 @@ class StreamSession:
                 tracked = TrackedFrame(arrival.frame_id, ts, width, height, people, self._expired(people, ts))
             else:
                 assert poses is not None
+                self._end_after_gap(stage, ts, arrival.frame_id)
                 tracked = stage.track(poses, ts, arrival.frame_id, width, height)
             decode_s = 0.0
         else:
             assert arrival.image is not None
             ts = self._stream_time(arrival.received_at)
+            self._end_after_gap(stage, ts, arrival.frame_id)
             tracked, decode_s = await loop.run_in_executor(
                 self.pose_pool, _decode_pose_track, stage, arrival.image, ts, arrival.frame_id
             )
         self._last_t = tracked.timestamp
         outcome = self.tracks.observe(tracked)
-        events: list[tuple[int, LabelEvent]] = []
+        events, self._reopened = self._reopened, []
         for slot in outcome.closed:
             events.extend((slot.track_id, e) for e in self.tracks.finish(slot, tracked.timestamp))
         classify_s = 0.0

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from skeleton.types import MEDIAPIPE_JOINTS, BoundingBox, PersonPose, SkeletonSequence
+from skeleton.types import BoundingBox, PersonPose, SkeletonSequence
 
 __all__ = [
     "PrimaryScore",
@@ -60,6 +60,9 @@ class TrackUpdate:
 class TrackerConfig:
     """Matching weights and gates. Costs are in [0, 1]; a pair above ``max_cost`` never matches."""
 
+    # the keypoint term is the *median* body-joint distance: arm swings move wrists and elbows a
+    # lot between frames (felix_exercise.avi), the median follows the torso and legs. With the
+    # mean, a ghost skeleton between two people took a person's track over.
     iou_weight: float = 0.5
     keypoint_weight: float = 0.5
     max_cost: float = 0.8
@@ -206,7 +209,7 @@ class Tracker:
                 both = tr_vis[joints] & (pose.visibility[joints] >= cfg.min_visibility)
                 sel = np.array(joints)[both] if both.sum() >= 3 else np.array(joints)
                 d = np.linalg.norm(pred[sel] - pose.image[sel, :2], axis=1)
-                kpt = float(np.clip(np.nanmean(d) / scale, 0.0, 1.0)) if np.isfinite(d).any() else 1.0
+                kpt = float(np.clip(np.nanmedian(d) / scale, 0.0, 1.0)) if np.isfinite(d).any() else 1.0
                 cost[i, j] = cfg.iou_weight * (1.0 - iou) + cfg.keypoint_weight * kpt
         return cost / max(cfg.iou_weight + cfg.keypoint_weight, 1e-9)
 
@@ -405,12 +408,3 @@ def _seen(seq: SkeletonSequence) -> np.ndarray:
 
 def _hip(seq: SkeletonSequence, k: int) -> np.ndarray:
     return seq.image[k, [23, 24], :2].astype(np.float64).mean(axis=0)
-
-
-def empty_sequence(timestamps: np.ndarray) -> SkeletonSequence:
-    """All-missed sequence over ``timestamps`` (a placeholder track)."""
-    n = len(timestamps)
-    nan = np.full((n, MEDIAPIPE_JOINTS, 3), np.nan, np.float32)
-    return SkeletonSequence(
-        np.asarray(timestamps, np.float64), nan, nan.copy(), np.zeros((n, MEDIAPIPE_JOINTS), np.float32)
-    )

@@ -23,12 +23,18 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 
 def write_y4m(
-    clip: Path, out: Path, size: tuple[int, int] = (320, 240), seconds: float = 4.0, fps: int = 15
+    clip: Path,
+    out: Path,
+    size: tuple[int, int] = (320, 240),
+    seconds: float = 4.0,
+    fps: int = 15,
+    crop_borders: bool = True,
 ) -> int:
     """Decode ``clip`` with OpenCV and write a YUV4MPEG2 4:2:0 file Chromium can use as a camera.
 
-    Frames are resampled to ``fps`` (by nearest source frame) and letterboxed into ``size``
-    (both even). Returns the number of frames written. Chromium loops the file.
+    Black letterbox bars baked into the clip are cropped (a camera has none), then frames are
+    resampled to ``fps`` (by nearest source frame) and letterboxed into ``size`` (both even).
+    Returns the number of frames written. Chromium loops the file.
     """
     width, height = size
     assert width % 2 == 0 and height % 2 == 0, "4:2:0 needs even dimensions"
@@ -45,6 +51,9 @@ def write_y4m(
     cap.release()
     if not frames:
         raise RuntimeError(f"no frames decoded from {clip}")
+    if crop_borders:
+        y0, y1, x0, x1 = _content_box(frames)
+        frames = [f[y0:y1, x0:x1] for f in frames]
     n_out = max(1, min(int(seconds * fps), int(len(frames) * fps / src_fps)))
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("wb") as f:
@@ -54,6 +63,16 @@ def write_y4m(
             f.write(b"FRAME\n")
             f.write(cv2.cvtColor(_letterbox(src, width, height), cv2.COLOR_BGR2YUV_I420).tobytes())
     return n_out
+
+
+def _content_box(frames: list[np.ndarray], level: float = 16.0) -> tuple[int, int, int, int]:
+    """Rows/columns that are not black bars over all frames: (y0, y1, x0, x1)."""
+    gray = np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in frames[:: max(1, len(frames) // 20)]])
+    rows = np.flatnonzero(gray.mean(axis=(0, 2)) > level)
+    cols = np.flatnonzero(gray.mean(axis=(0, 1)) > level)
+    if rows.size == 0 or cols.size == 0:
+        return 0, gray.shape[1], 0, gray.shape[2]
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
 def _letterbox(img: np.ndarray, width: int, height: int) -> np.ndarray:

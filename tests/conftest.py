@@ -39,7 +39,7 @@ def _nvidia_smi_ok() -> bool:
     import subprocess
 
     exe = shutil.which("nvidia-smi")
-    return bool(exe) and subprocess.run([exe], capture_output=True).returncode == 0
+    return exe is not None and subprocess.run([exe], capture_output=True).returncode == 0
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

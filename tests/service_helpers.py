@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ import numpy as np
 from skeleton.manifest import sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-MODEL_ZOO = REPO_ROOT / "model_zoo"
+# The shipped models; SKELACT_MODELS_DIR points the tests at another zoo, as it does the service.
+MODEL_ZOO = Path(os.environ.get("SKELACT_MODELS_DIR") or REPO_ROOT / "model_zoo")
 
 
 def write_linear_model(
@@ -138,8 +140,6 @@ def upfall_model_name() -> str | None:
 
 def require_upfall_model() -> str:
     """Skip locally, fail in CI (CI=true), when model_zoo/ has no UP-Fall model."""
-    import os
-
     import pytest
 
     name = upfall_model_name()

@@ -33,16 +33,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     ("clip", "frames", "people"),
     [
         ("felix_exercise.avi", 30, 3),
-        pytest.param(
-            "mmaction2_demo_skeleton.mp4",
-            30,
-            2,
-            marks=pytest.mark.xfail(
-                reason="pose stage: MediaPipe Tasks finds the second, overlapping person in only a few "
-                "frames of this clip (service/pose.py; see the service report)",
-                strict=False,
-            ),
-        ),
+        ("mmaction2_demo_skeleton.mp4", 30, 2),
     ],
 )
 def test_each_person_gets_a_track(

@@ -7,6 +7,7 @@ artifacts/browser/. With SKELACT_UPDATE_DEMO_IMG=1 the live screenshot also repl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -36,6 +37,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ARTIFACTS = REPO_ROOT / "artifacts" / "browser"
 CLIP = ("clips", "stgcn_ta_chi.mp4")  # one person, full body, 10 s
+# The page is under test here, not the model: the fake camera plays tai chi, which is far from the
+# shipped models' classes, so the label hysteresis is lowered to make a confident label likely
+# within the time limit (the thresholds are ordinary operator settings, see service/settings.py).
+SERVER_ENV = {"SKELACT_PROVIDERS": "cpu", "SKELACT_ENTER_THRESHOLD": "0.25", "SKELACT_EXIT_THRESHOLD": "0.15"}
 LIVE_LABEL_TIMEOUT_MS = 120_000  # pose + a full model window on 2 shared CPU cores
 UPLOAD_TIMEOUT_MS = 240_000
 
@@ -61,8 +66,8 @@ def clip_path() -> Path:
 def fake_camera(clip_path: Path) -> Path:
     out = ARTIFACTS / "fake_camera.y4m"
     t0 = time.monotonic()
-    n = write_y4m(clip_path, out, size=(320, 240), seconds=4.0, fps=15)
-    assert n >= 30 and out.stat().st_size > 30 * 320 * 240
+    n = write_y4m(clip_path, out, size=(320, 180), seconds=8.0, fps=15)  # 16:9 once bars are cut
+    assert n >= 100 and out.stat().st_size > n * 320 * 180
     print(f"fake camera: {n} frames, {out.stat().st_size / 1e6:.1f} MB in {time.monotonic() - t0:.1f} s")
     return out
 
@@ -79,7 +84,7 @@ class Server:
 
     def start(self) -> None:
         t0 = time.monotonic()
-        self._cm = run_server(self.port, self.log, env={"SKELACT_PROVIDERS": "cpu"})
+        self._cm = run_server(self.port, self.log, env=SERVER_ENV)
         self.proc = self._cm.__enter__()
         print(f"server ready on {self.url} in {time.monotonic() - t0:.1f} s")
 
@@ -122,7 +127,7 @@ def browser(playwright_api: Any, fake_camera: Path) -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, device_scale_factor=1)
+    context = browser.new_context(viewport={"width": 1280, "height": 720}, device_scale_factor=1)
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
@@ -201,7 +206,9 @@ def _overlay_ink(page: Any) -> int:
 def test_live_stream_tracks_and_labels_a_person(page: Any, server: Server) -> None:
     t0 = time.monotonic()
     rec = _start_live(page, server)
-    # A tracked person with a confident action label, in the side panel and drawn on the video.
+    # A tracked person, then a confident action label, in the side panel and drawn on the video.
+    page.wait_for_selector("#people .person", timeout=LIVE_LABEL_TIMEOUT_MS)
+    t_person = time.monotonic() - t0
     page.wait_for_selector("#people .person .action", timeout=LIVE_LABEL_TIMEOUT_MS)
     t_label = time.monotonic() - t0
     person = page.locator("#people .person").first
@@ -218,7 +225,9 @@ def test_live_stream_tracks_and_labels_a_person(page: Any, server: Server) -> No
     )
     assert float(_stat(page, "fps")) > 0
     assert "here" in _stat(page, "dropped") and "server" in _stat(page, "dropped")
-    page.wait_for_timeout(1500)  # let the overlay catch up with the latest frame
+    # Screenshot at a moment with a confident label (best effort: labels come and go).
+    with contextlib.suppress(Exception):
+        page.wait_for_selector("#people .person .action", timeout=20_000)
     shot = ARTIFACTS / "live.png"
     page.screenshot(path=str(shot))
     if os.environ.get("SKELACT_UPDATE_DEMO_IMG"):
@@ -236,13 +245,23 @@ def test_live_stream_tracks_and_labels_a_person(page: Any, server: Server) -> No
     if len(window) > 1:
         rate = (len(window) - 1) / (window[-1] - window[0])
         assert rate <= 15 * 1.2, f"client sent {rate:.1f} fps"
+    # The size setting is applied to the next frames (downscaled, aspect kept).
+    page.click("#settings summary")
+    page.fill("#set-size", "160")
+    n_sent = len(rec.sent)
+    deadline = time.monotonic() + 20
+    while len(rec.sent) < n_sent + 3 and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    small = cv2.imdecode(np.frombuffer(rec.sent[-1][1], np.uint8), cv2.IMREAD_COLOR)
+    assert small is not None and small.shape[:2] == (90, 160), small.shape
     last = rec.replies[-1]
     assert any(t["label"] for m in rec.replies for t in m["tracks"])
     assert len(last["tracks"][0]["landmarks"]) == 33 if last["tracks"] else True
     assert not page.errors, page.errors
     print(
-        f"first label {label!r} after {t_label:.1f} s; {len(rec.sent)} frames sent, "
-        f"{len(rec.replies)} answered, latency {_stat(page, 'latency')}, fps {_stat(page, 'fps')}"
+        f"person after {t_person:.1f} s, first label {label!r} after {t_label:.1f} s; "
+        f"{len(rec.sent)} frames sent, {len(rec.replies)} answered, "
+        f"latency {_stat(page, 'latency')}, fps {_stat(page, 'fps')}"
     )
 
 

@@ -15,6 +15,7 @@ import pytest
 from skeleton.clip import ClipRule
 from skeleton.manifest import load_manifest
 from tests.conftest import REPO_ROOT, require_data
+from tests.model_helpers import UPFALL_CACHE, require_cache
 from training.config import load_config
 
 ZOO = REPO_ROOT / "model_zoo"
@@ -105,9 +106,27 @@ def test_shipped_model_reproduces_its_metrics(model_dir: Path) -> None:
         top1 = float((logits.argmax(1) == np.array([c.label for c in clips])).mean())
         assert top1 == pytest.approx(m.metrics["top1"], abs=0.003)
     else:
-        assert m.label_groups["fall"] and ClipRule.from_manifest(m).fall_classes == (0, 1, 2, 3, 4)
+        rule = ClipRule.from_manifest(m)
+        assert rule.fall_classes == (0, 1, 2, 3, 4)
         folds = m.metrics.get("cross_validation", [])
         assert {f["run"] for f in folds} >= {m.name + "-t1", m.name + "-t2"}
+        # End to end on the real frontal-camera clips of trial 2 (seen in training: a sanity check of
+        # the served path, not an accuracy claim): the clip rule flags exactly the fall clips.
+        from skeleton.clip import decide
+        from skeleton.preprocess import prepare_window
+        from training.upfall import clip_window_ends, load_upfall
+
+        require_cache("Activity11/Trial2Cam1.npz")
+        cfg = load_config(REPO_ROOT / "configs" / f"{m.name}.yaml")
+        assert cfg.input == m.input
+        for clip in load_upfall(UPFALL_CACHE, cfg.model_copy(update={"dataset": cfg.dataset.model_copy(
+                update={"cameras": [1]})}), [2]):
+            ends = clip_window_ends(clip, cfg)
+            x = np.stack([prepare_window(clip.timestamps, clip.joints, m.input, float(e)) for e in ends])
+            logits = sess.run(None, {"skeleton": x})[0]
+            p = np.exp(logits - logits.max(1, keepdims=True))
+            d = decide(p / p.sum(1, keepdims=True), ends, rule)
+            assert d.fall == clip.is_fall, clip.name
 
 
 def test_tensorrt_without_gpu_fails_clearly(tmp_path: Path) -> None:

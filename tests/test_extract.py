@@ -61,6 +61,14 @@ def test_cli_writes_mirrored_cache_and_resumes(
     assert "extracted 1, skipped 1" in capsys.readouterr().out
     assert [p.name for p in iter_cache(out)] == ["lift.npz", "tai_chi.npz"]
 
+    # --retrack re-runs tracking/stitching/primary on the cached poses, no pose model needed
+    before = load_clip(out / "solo" / "tai_chi.npz")
+    assert main(["--retrack", "--out", str(out)]) == 0
+    assert "retracked 2 files" in capsys.readouterr().out
+    after = load_clip(out / "solo" / "tai_chi.npz")
+    assert after.primary_track is not None and before.primary_track is not None
+    np.testing.assert_array_equal(after.primary_track.image, before.primary_track.image)
+
 
 def test_cli_reports_undecodable_videos(
     videos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

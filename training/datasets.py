@@ -27,6 +27,7 @@ class ActionDataset(ABC):
 
     labels: list[str]
     label_groups: dict[str, list[str]]
+    protocol: str
     train_labels: np.ndarray
     test_inputs: np.ndarray
     test_labels: np.ndarray
@@ -59,6 +60,8 @@ class UtdMhadDataset(ActionDataset):
         self.labels = list(UTD_LABELS)
         self.label_groups = {}
         ds = cfg.dataset
+        self.protocol = (f"cross-subject, whole clip: train subjects {ds.train_subjects}, "
+                         f"test subjects {ds.test_subjects}")
         self.train_clips: list[UtdClip] = load_utd_mhad(data_root, set(ds.train_subjects))
         self.test_clips: list[UtdClip] = (load_utd_mhad(data_root, set(ds.test_subjects))
                                           if ds.test_subjects else [])

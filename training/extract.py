@@ -44,12 +44,14 @@ def extract_video(
     progress: bool = False,
     stride: int = 1,
     stitch: bool = True,
+    max_frames: int | None = None,
 ) -> ClipSkeletons:
     """Decode, estimate poses, track, and pick the primary person of one video.
 
     Tracks seen in fewer than ``min_track_frames`` frames (detector blips) are dropped; with
     ``stitch`` the fragments of one person are joined (`service.tracking.stitch_tracks`).
-    ``stride`` > 1 analyses every stride-th frame only (quick looks, tests).
+    ``stride`` > 1 analyses every stride-th frame only, ``max_frames`` stops after that many
+    analysed frames (quick looks, tests).
     """
     if stride < 1:
         raise ValueError("stride must be >= 1")
@@ -65,6 +67,8 @@ def extract_video(
         for frame in frames:
             if frame.index % stride:
                 continue
+            if max_frames is not None and len(history) >= max_frames:
+                break
             width, height = frame.width, frame.height
             poses = estimator.estimate(frame.rgb, frame.timestamp_s)
             history.add(tracker.update(poses, frame.timestamp_s))

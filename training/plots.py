@@ -37,7 +37,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
     ax_acc.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -63,5 +63,32 @@ def plot_confusion(cm: Sequence[Sequence[int]], labels: Sequence[str], path: Pat
     fig.colorbar(im, ax=ax, fraction=0.04)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def plot_run(run_dir: Path) -> list[Path]:
+    """(Re)draw a run's PNGs from its metrics.json (labels in the per-class accuracy order)."""
+    import json
+
+    m = json.loads((run_dir / "metrics.json").read_text())
+    name, arch = m.get("name", run_dir.name), m.get("arch", "")
+    out = [run_dir / "curves.png"]
+    plot_curves(m["history"], out[0], f"{name} ({arch})")
+    labels = list((m.get("per_class_accuracy") or m.get("window_per_class_accuracy") or {}).keys())
+    if "confusion_matrix" in m and labels:
+        level, acc = ("window", m.get("window_top1")) if "window_top1" in m else ("test", m.get("top1"))
+        out.append(run_dir / "confusion.png")
+        plot_confusion(m["confusion_matrix"], labels, out[-1], f"{name}: {level} top-1 {acc}")
+    if "clip_confusion_matrix" in m and labels:
+        out.append(run_dir / "confusion_clip.png")
+        title = f"{name}: clip top-1 {m.get('clip_top1')}"
+        plot_confusion(m["clip_confusion_matrix"], labels, out[-1], title)
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    for arg in sys.argv[1:]:
+        print(*plot_run(Path(arg)))

@@ -31,7 +31,7 @@ from torch import nn
 from models import build_model, count_flops, count_params
 from training.config import TrainConfig, load_config
 from training.datasets import ActionDataset, build_dataset
-from training.plots import plot_confusion, plot_curves
+from training.plots import plot_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = "checkpoint.pt"
@@ -42,11 +42,12 @@ def default_data_root() -> Path:
 
 
 def seed_everything(seed: int, threads: int) -> None:
+    """Seed every generator. CPU kernels are deterministic for a fixed thread count (tested), so
+    torch.use_deterministic_algorithms -- whose import of torch._dynamo costs ~20 s here -- is not used."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 @torch.no_grad()
@@ -81,9 +82,9 @@ def epoch_indices(ds: ActionDataset, cfg: TrainConfig, rng: np.random.Generator)
 
 
 def train(cfg: TrainConfig, out_dir: Path, data_root: Path, log: Callable[[str], None] = print,
-          repo_root: Path = REPO_ROOT, max_train: int | None = None) -> dict[str, Any]:
+          repo_root: Path = REPO_ROOT, max_train: int | None = None, plots: bool = True) -> dict[str, Any]:
     """Train ``cfg`` and write the run directory; returns the metrics. ``max_train`` caps the
-    training set (quick tests)."""
+    training set and ``plots=False`` skips the PNGs (quick tests)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed, cfg.threads)
     rng = np.random.default_rng(cfg.seed)
@@ -139,7 +140,8 @@ def train(cfg: TrainConfig, out_dir: Path, data_root: Path, log: Callable[[str],
         history.append(row)
         log(" ".join(f"{k}={v}" for k, v in row.items() if v is not None))
     train_seconds = time.perf_counter() - t0
-    metrics: dict[str, Any] = {"name": cfg.name, "dataset": cfg.dataset.name, "arch": cfg.model.arch}
+    metrics: dict[str, Any] = {"name": cfg.name, "dataset": cfg.dataset.name, "arch": cfg.model.arch,
+                               "protocol": ds.protocol}
     if len(ds.test_labels):
         metrics.update(ds.evaluate(lambda x: predict(model, x)))
     metrics.update({"params": params, "flops": flops, "input_shape": list(input_shape),
@@ -151,13 +153,8 @@ def train(cfg: TrainConfig, out_dir: Path, data_root: Path, log: Callable[[str],
                out_dir / CHECKPOINT)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    plot_curves(history, out_dir / "curves.png", f"{cfg.name} ({cfg.model.arch})")
-    for key, suffix in (("confusion_matrix", ""), ("clip_confusion_matrix", "_clip")):
-        if key in metrics:
-            level = "clip" if suffix else ("window" if "window_top1" in metrics else "test")
-            acc = metrics.get("clip_top1") if suffix else metrics.get("top1", metrics.get("window_top1"))
-            plot_confusion(metrics[key], ds.labels, out_dir / f"confusion{suffix}.png",
-                           f"{cfg.name}: {level} top-1 {acc}")
+    if plots:
+        plot_run(out_dir)
     return metrics
 
 

@@ -157,6 +157,8 @@ class UpFallDataset(ActionDataset):
         self.rule = ClipRule.from_labels(self.labels, FALL_LABELS, cfg.clip_rule.fall_threshold,
                                          cfg.clip_rule.min_fall_windows)
         ds = cfg.dataset
+        self.protocol = (f"cross-trial, sliding windows + skeleton.clip rule: train trials "
+                         f"{ds.train_trials}, test trials {ds.test_trials}, cameras {ds.cameras}")
         self.train_clips = load_upfall(cache_dir, cfg, ds.train_trials)
         self.test_clips = load_upfall(cache_dir, cfg, ds.test_trials) if ds.test_trials else []
         items: list[tuple[int, float, int]] = []
@@ -226,7 +228,6 @@ class UpFallDataset(ActionDataset):
 
     def evaluate_all(self, all_probs: np.ndarray) -> dict[str, Any]:
         """Window-level and clip-level metrics from probabilities of ``all_test_inputs``."""
-        ds = self.cfg.dataset
         keep = self.all_test_labels >= 0
         probs, labels = all_probs[keep], self.all_test_labels[keep]
         fall_idx = set(self.rule.fall_classes)
@@ -239,7 +240,6 @@ class UpFallDataset(ActionDataset):
         clip_m = classification_metrics(y_true, y_pred, self.labels)
         fall = binary_metrics(np.isin(y_true, list(fall_idx)), np.array([c["fall"] for c in clips]))
         return {
-            "protocol": f"train trials {ds.train_trials}, test trials {ds.test_trials}",
             "clip_top1": clip_m["top1"], "num_clips": clip_m["num_samples"],
             "clip_per_class_accuracy": clip_m["per_class_accuracy"],
             "clip_confusion_matrix": clip_m["confusion_matrix"], "fall": fall,

@@ -14,6 +14,7 @@ from starlette.datastructures import UploadFile
 
 from service.api.deps import ModelDep, ReadyState, Stride, TopK
 from service.errors import ServiceError
+from service.limits import check_skeleton_sequence
 from service.recognize import ClipService
 from service.schemas import RecognizeResponse, SkeletonSequenceIn
 from service.state import ServiceState
@@ -180,6 +181,7 @@ async def recognize(
     try:
         if ctype.startswith("application/json"):
             seq = await _read_json(request, limit)
+            check_skeleton_sequence(seq, model.window_info(stride or state.settings.stride), state.settings)
             return await ClipService(state).skeletons(seq, model, top_k, stride)
         if ctype.startswith("multipart/form-data"):
             return await _recognize_upload(request, state, model, top_k, stride, overlay)

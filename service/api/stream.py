@@ -18,7 +18,9 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from service.api.deps import StateDep
-from service.errors import ServiceError
+from service.errors import ServiceError, internal_message, report_internal
+from service.lifecycle import GOING_AWAY
+from service.limits import StreamGuard
 from service.schemas import ConfigMessage, ErrorMessage, HelloMessage, SkeletonFrameMessage
 from service.state import ServiceState
 from service.streaming import Arrival, StreamSession
@@ -30,6 +32,9 @@ log = logging.getLogger(__name__)
 # WebSocket close codes (RFC 6455 / IANA)
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
+NORMAL_CLOSURE = 1000
+# config messages waiting for the processor; older ones are dropped (each re-sends hello anyway)
+MAX_PENDING_CONFIGS = 4
 
 
 @dataclass
@@ -40,6 +45,8 @@ class _Inbox:
     configs: list[ConfigMessage] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     closed: bool = False
+    shutdown: bool = False  # the server is going down: finish the current frame, then close 1001
+    idle: bool = False  # the client sent nothing for stream_idle_timeout_s
     received: int = 0
     processed: int = 0
     dropped: int = 0
@@ -51,7 +58,13 @@ class _Connection:
         self.state = state
         self.session = session
         self.inbox = _Inbox()
+        self.guard = StreamGuard(state.settings)
         self._send_lock = asyncio.Lock()
+
+    def stop(self) -> None:
+        """Shutdown (service.lifecycle): end after the frame in progress; the route closes with 1001."""
+        self.inbox.shutdown = True
+        self.inbox.wake.set()
 
     async def send(self, text: str) -> None:
         async with self._send_lock:
@@ -71,6 +84,10 @@ class _Connection:
             ).model_dump_json()
         )
 
+    def _drop(self) -> None:
+        self.inbox.dropped += 1
+        self.state.metrics.frames_dropped.inc()
+
     def _offer(self, arrival: Arrival) -> None:
         box = self.inbox
         if box.pending is not None:
@@ -81,28 +98,40 @@ class _Connection:
 
     async def receive_loop(self) -> None:
         box = self.inbox
-        limit = self.state.settings.max_frame_bytes
+        guard = self.guard
         try:
             while True:
-                msg = await self.ws.receive()
+                try:
+                    msg = await asyncio.wait_for(self.ws.receive(), self.state.settings.stream_idle_timeout_s)
+                except TimeoutError:
+                    box.idle = True
+                    break
                 if msg["type"] == "websocket.disconnect":
                     break
                 now = time.perf_counter()
                 data = msg.get("bytes")
                 text = msg.get("text")
+                over_rate = guard.over_rate(now)  # checked before anything costs (service.limits)
                 if data is not None:
                     frame_id = box.received
                     box.received += 1
                     self.state.metrics.frames_received.labels(source="stream").inc()
-                    if len(data) > limit:
-                        await self.error(
-                            "frame_too_large",
-                            f"frame {frame_id} is {len(data)} bytes, the limit "
-                            f"is {limit}; send smaller JPEGs (e.g. 640 px wide, quality 80)",
-                        )
+                    if over_rate is not None:
+                        self._drop()
+                        if guard.should_report(now):
+                            await self.error(*over_rate)
+                        continue
+                    bad = guard.check_frame(data, frame_id)
+                    if bad is not None:
+                        await self.error(*bad)
                         continue
                     self._offer(Arrival(frame_id, now, image=data))
                 elif text is not None:
+                    bad = over_rate or guard.check_text(text)
+                    if bad is not None:
+                        if over_rate is None or guard.should_report(now):
+                            await self.error(*bad)
+                        continue
                     await self._on_text(text, now)
         except WebSocketDisconnect:
             pass
@@ -117,6 +146,7 @@ class _Connection:
             kind = raw.get("type") if isinstance(raw, dict) else None
             if kind == "config":
                 box.configs.append(ConfigMessage.model_validate(raw))
+                del box.configs[:-MAX_PENDING_CONFIGS]
                 box.wake.set()
             elif kind == "skeleton":
                 sk = SkeletonFrameMessage.model_validate(raw)
@@ -130,18 +160,22 @@ class _Connection:
                     f"unknown message type {kind!r}; send binary JPEG/PNG "
                     "frames, or JSON with type 'skeleton' or 'config'",
                 )
-        except json.JSONDecodeError as exc:
-            await self.error("invalid_json", f"text messages must be JSON: {exc}")
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             await self.error("invalid_message", f"{where}: {first['msg']}")
+        except RecursionError:
+            await self.error("invalid_json", "text messages must be JSON: nested too deeply")
+        except ValueError as exc:  # JSONDecodeError, or e.g. an integer with too many digits
+            await self.error("invalid_json", f"text messages must be JSON: {exc}")
 
     async def process_loop(self) -> None:
         box = self.inbox
         while True:
             await box.wake.wait()
             box.wake.clear()
+            if box.shutdown:
+                return
             while box.configs:
                 await self._apply_config(box.configs.pop(0))
             if box.pending is None:
@@ -167,9 +201,9 @@ class _Connection:
             except Exception as exc:  # one bad frame must not end the stream
                 if box.closed:
                     return
-                log.exception("frame %d failed", arrival.frame_id)
+                error_id = report_internal(exc, f"WS /stream frame {arrival.frame_id}")
                 try:
-                    why = f"{type(exc).__name__}: {exc}"
+                    why = internal_message(error_id)
                     await self.error("internal_error", f"frame {arrival.frame_id}: {why}")
                 except Exception:
                     return
@@ -204,6 +238,9 @@ async def stream(
         await websocket.send_text(ErrorMessage(code=code, message=message).model_dump_json())
         await websocket.close(close_code)
 
+    if state.lifecycle.draining:
+        await refuse("shutting_down", "the server is shutting down; reconnect shortly", GOING_AWAY)
+        return
     if not state.ready:
         await refuse("not_ready", state.not_ready_reason() or "warming up; retry shortly", TRY_AGAIN_LATER)
         return
@@ -226,20 +263,29 @@ async def stream(
     state.streams += 1
     state.metrics.active_streams.inc()
     conn = _Connection(websocket, state, session)
+    state.lifecycle.add(conn)  # shutdown drains it (close 1001)
     receiver: asyncio.Task[None] | None = None
     try:
         await session.open()
         await conn.hello()
         receiver = asyncio.create_task(conn.receive_loop())
         await conn.process_loop()
+        if conn.inbox.shutdown:
+            await _close(conn, "shutting_down", "the server is shutting down; reconnect shortly", GOING_AWAY)
+        elif conn.inbox.idle:
+            idle = state.settings.stream_idle_timeout_s
+            await _close(
+                conn, "idle_timeout", f"nothing received for {idle:g} s (SKELACT_STREAM_IDLE_TIMEOUT_S)"
+            )
     except WebSocketDisconnect:
         pass
     except Exception as exc:
-        log.exception("stream failed")
+        error_id = report_internal(exc, "WS /stream")
         with contextlib.suppress(Exception):
-            await conn.error("internal_error", f"{type(exc).__name__}: {exc}")
+            await conn.error("internal_error", internal_message(error_id))
             await websocket.close(1011)
     finally:
+        state.lifecycle.discard(conn)
         if receiver is not None:
             receiver.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -247,3 +293,10 @@ async def stream(
         state.streams -= 1
         state.metrics.active_streams.dec()
         await session.close()
+
+
+async def _close(conn: _Connection, code: str, message: str, close_code: int = NORMAL_CLOSURE) -> None:
+    """Tell the client why, then close (it may have gone already)."""
+    with contextlib.suppress(Exception):
+        await conn.error(code, message)
+        await conn.ws.close(close_code, reason=message[:120])

@@ -6,7 +6,6 @@ import { UploadView } from "./upload.js";
 
 let models = [];
 const currentModel = () => $("model").value;
-const currentLabels = () => models.find((m) => m.name === currentModel())?.labels || [];
 
 async function loadModels(retryIn = 2) {
   const select = $("model");
@@ -65,7 +64,7 @@ function setupTabs() {
 setupTabs();
 $("settings").addEventListener("submit", (e) => e.preventDefault());
 const live = new LiveView(currentModel);
-new UploadView(currentModel, currentLabels);
+new UploadView(currentModel);
 $("model").addEventListener("change", () => {
   describeModel();
   live.restart();

@@ -2,14 +2,14 @@
 // All colours keep >= 4.5:1 contrast against the dark background used for text labels.
 const PALETTE = [
   "#4fc3f7", "#ffb74d", "#81c784", "#f06292", "#ba68c8", "#fff176",
-  "#4db6ac", "#ff8a65", "#9fa8da", "#aed581", "#e57373", "#90a4ae",
+  "#4db6ac", "#e57373", "#9fa8da", "#aed581", "#ff8a65", "#90a4ae",
 ];
 
 export function trackColor(trackId) {
   return PALETTE[Math.abs(trackId) % PALETTE.length];
 }
 
-/** Stable colour per label: by index in the model's label list, else by a string hash. */
+/** Colour per label: by index in `labels` (pass the labels in use, so that up to 12 differ), else a hash. */
 export function labelColor(label, labels = []) {
   let i = labels.indexOf(label);
   if (i < 0) {

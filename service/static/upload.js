@@ -4,9 +4,8 @@ import { labelColor, pct } from "./colors.js";
 import { $, el, setStatus } from "./dom.js";
 
 export class UploadView {
-  constructor(getModel, getLabels) {
+  constructor(getModel) {
     this.getModel = getModel;
-    this.getLabels = getLabels;
     $("upload-form").addEventListener("submit", (ev) => {
       ev.preventDefault();
       this.submit();
@@ -36,7 +35,7 @@ export class UploadView {
       const secs = ((performance.now() - t0) / 1000).toFixed(1);
       const n = (result.tracks || []).length;
       setStatus(`Done in ${secs} s: ${n} ${n === 1 ? "person" : "people"} found in ${file.name}.`, "ok");
-      renderResult($("result"), result, this.getLabels());
+      renderResult($("result"), result);
     } catch (err) {
       setStatus(`Recognition failed: ${err.message}`, "error");
     } finally {
@@ -76,10 +75,11 @@ function clipDuration(result) {
 }
 
 /** result: the RecognizeResponse of POST /recognize (service/schemas.py). */
-export function renderResult(root, result, labels = []) {
+export function renderResult(root, result) {
   const tracks = [...(result.tracks || [])].sort((a, b) => b.primary - a.primary || a.track_id - b.track_id);
   const duration = clipDuration(result);
-  const used = [...new Set(tracks.flatMap((t) => (t.segments || []).map((s) => s.label)))];
+  // Colours by order of appearance in this result: distinct for up to 12 labels.
+  const labels = [...new Set(tracks.flatMap((t) => (t.segments || []).map((s) => s.label)))];
   const parts = [
     verdict(result),
     (result.warnings || []).length
@@ -90,9 +90,10 @@ export function renderResult(root, result, labels = []) {
     el(
       "ul",
       { className: "legend", "aria-label": "Colour legend" },
-      used.map((l) =>
+      labels.map((l) =>
         el("li", {}, el("span", { className: "swatch", style: { "--c": labelColor(l, labels) } }), l),
       ),
+      labels.length ? el("li", {}, el("span", { className: "swatch none" }), "no confident action") : null,
     ),
     tracks.length
       ? el("div", { className: "timeline" }, tracks.map((t) => trackRow(t, duration, labels)), axis(duration))

@@ -1,0 +1,273 @@
+"""``python -m bench`` -- the benchmark harness (docs/benchmarks.md).
+
+    python -m bench                      # everything, full settings (~5-10 min on 2 cores)
+    python -m bench classifier           # one section; others already in the results are kept
+    python -m bench pipeline stream --clients 1,2 --fps 15
+    python -m bench --quick              # tiny settings, a smoke run (~1-2 min)
+    python -m bench report               # re-render report.md / plots / docs from results.json
+
+Writes ``results.json``, ``report.md``, ``classifier.png``, ``pipeline.png``, ``streaming.png`` and
+``server.log`` to ``--out`` (default bench/results/) and, when writing there, the results section
+of docs/benchmarks.md. The service runs as its own process (``python -m service serve`` on a free
+loopback port); ``--set SKELACT_X=Y`` configures it and the bare pose loop alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bench.clips import PIPELINE_CLIP, REPO_ROOT, STREAM_CLIP, resolve_clip, trim_clip
+from bench.machine import machine_info
+
+DEFAULT_OUT = REPO_ROOT / "bench" / "results"
+DOCS = REPO_ROOT / "docs" / "benchmarks.md"
+SECTIONS = ("classifier", "pipeline", "stream")
+log = logging.getLogger("bench")
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"{what} must be KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    cores = os.cpu_count() or 1
+    p = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "sections",
+        nargs="*",
+        default=[],
+        metavar="SECTION",
+        help=f"{', '.join(SECTIONS)}, all (default) or report (re-render only)",
+    )
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default bench/results)")
+    p.add_argument(
+        "--docs",
+        dest="docs",
+        action="store_true",
+        default=None,
+        help="update docs/benchmarks.md (default: only when --out is bench/results)",
+    )
+    p.add_argument("--no-docs", dest="docs", action="store_false")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--quick", action="store_true", help="tiny settings for a smoke run (not a benchmark)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SKELACT_X=Y",
+        help="service setting for the server and the bare pose loop (repeatable)",
+    )
+    g = p.add_argument_group("classifier")
+    g.add_argument("--models-dir", type=Path, default=None, help="model zoo (default: the service's)")
+    g.add_argument("--models", default=None, help="comma-separated model folders (default: all)")
+    g.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="PyTorch checkpoint for model NAME (default: searched, see bench/torch_models.py)",
+    )
+    g.add_argument("--batch-sizes", type=_ints, default=[1, 8, 16, 32, 64])
+    g.add_argument("--gpu-batch-sizes", type=_ints, default=[1, 8, 16, 32, 64, 128, 256])
+    g.add_argument(
+        "--threads",
+        type=_ints,
+        default=sorted({1, cores}),
+        help="intra-op threads for both runtimes (default 1 and all cores)",
+    )
+    g.add_argument(
+        "--min-time", type=float, default=1.0, help="seconds per runtime and batch size (at least 3 calls)"
+    )
+    g.add_argument("--no-gpu", action="store_true", help="skip the GPU rows even with a GPU")
+    g = p.add_argument_group("pipeline")
+    g.add_argument("--clip", default=PIPELINE_CLIP, help="clip for the bare loop and POST /recognize")
+    g.add_argument("--clip-seconds", type=float, default=None, help="use only the clip's first seconds")
+    g.add_argument("--repeats", type=int, default=2, help="alternating bare / service runs")
+    g.add_argument("--model", default=None, help="model the server uses (default: its default)")
+    g = p.add_argument_group("stream")
+    g.add_argument("--stream-clip", default=STREAM_CLIP)
+    g.add_argument("--clients", type=_ints, default=[1, 2, 4, 8])
+    g.add_argument("--fps", type=_floats, default=[15.0, 30.0])
+    g.add_argument("--stream-seconds", type=float, default=10.0, help="sending time per scenario")
+    g.add_argument("--drain", type=float, default=5.0, help="max wait for the last reply")
+    g.add_argument(
+        "--ws-deflate",
+        action="store_true",
+        help="negotiate permessage-deflate as browsers do (default: off, JPEGs do not compress)",
+    )
+    return p
+
+
+QUICK = {
+    "batch_sizes": [1, 16],
+    "gpu_batch_sizes": [1, 16, 256],
+    "threads": [1],
+    "min_time": 0.3,
+    "clip_seconds": 2.0,
+    "repeats": 1,
+    "clients": [1, 2],
+    "fps": [15.0],
+    "stream_seconds": 2.0,
+    "drain": 2.0,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    unknown = set(args.sections) - {*SECTIONS, "all", "report"}
+    if unknown:
+        parser.error(f"unknown section(s) {sorted(unknown)}; choose from {[*SECTIONS, 'all', 'report']}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.quick:
+        defaults = parser.parse_args([])
+        for k, v in QUICK.items():
+            if getattr(args, k) == getattr(defaults, k):  # explicit flags win
+                setattr(args, k, v)
+    os.environ.update(_pairs(args.set, "--set"))
+    wanted = set(args.sections) or {"all"}
+    run = set(SECTIONS) if "all" in wanted else wanted & set(SECTIONS)
+    out: Path = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    docs = args.docs if args.docs is not None else out == DEFAULT_OUT.resolve()
+    results = _load(out / "results.json")
+    if run:
+        command = "python -m bench " + " ".join(
+            shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+        )
+        results.update({"machine": machine_info(), "command": command.strip(), "quick": bool(args.quick)})
+        sections = results.setdefault("sections", {})
+        t0 = time.perf_counter()
+        sections.update(run_sections(args, run, out))
+        results["wall_s"] = round(time.perf_counter() - t0, 1)
+        (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    elif not results:
+        parser.error(f"nothing to report: no {out / 'results.json'}")
+    write_report(results, out, plots=not args.no_plots, docs=docs)
+    return 0
+
+
+def run_sections(args: argparse.Namespace, run: set[str], out: Path) -> dict[str, Any]:
+    from bench.pipeline import bare_loop, run_pipeline_bench
+    from bench.server import launch_server
+    from service.settings import Settings
+
+    settings = Settings()
+    models_dir = (args.models_dir or settings.models_dir).resolve()
+    server_env = {"SKELACT_MODELS_DIR": str(models_dir)}
+    if args.model:
+        server_env["SKELACT_DEFAULT_MODEL"] = args.model
+    done: dict[str, Any] = {}
+    frames: list[Any] = []
+    with _clip(args.clip, args.clip_seconds) as clip:
+        if run & {"pipeline", "stream"}:
+            log.info("starting the service (models from %s)", models_dir)
+            with launch_server(server_env, log_path=out / "server.log") as server:
+                log.info("service ready at %s: %s", server.url, server.ready)
+                if "pipeline" in run:
+                    log.info("pipeline: bare loop vs POST /recognize on %s", clip)
+                    done["pipeline"], frames = run_pipeline_bench(
+                        server, clip, settings, args.repeats, args.model
+                    )
+                if "stream" in run:
+                    from bench.streaming import run_stream_bench
+
+                    log.info("stream: clients %s at %s fps", args.clients, args.fps)
+                    done["stream"] = run_stream_bench(
+                        server,
+                        resolve_clip(args.stream_clip),
+                        args.clients,
+                        args.fps,
+                        args.stream_seconds,
+                        args.drain,
+                        args.model,
+                        deflate=args.ws_deflate,
+                    )
+        if "classifier" in run:
+            from bench.classifier import run_classifier_bench
+
+            if not frames:  # real windows need real poses: a few seconds of the clip
+                log.info("classifier: pose on the first frames of %s for real input windows", clip)
+                _, frames = bare_loop(clip, settings, max_frames=90)
+            names = [n for n in (args.models or "").split(",") if n] or None
+            checkpoints = {k: Path(v) for k, v in _pairs(args.checkpoint, "--checkpoint").items()}
+            done["classifier"] = run_classifier_bench(
+                models_dir,
+                frames,
+                names,
+                args.batch_sizes,
+                args.threads,
+                args.min_time,
+                min_calls=3,
+                cache=out / "trt_cache",
+                checkpoints=checkpoints,
+                gpu=False if args.no_gpu else None,
+                gpu_batches=args.gpu_batch_sizes,
+            )
+    return done
+
+
+@contextlib.contextmanager
+def _clip(name: str, seconds: float | None) -> Iterator[Path]:
+    src = resolve_clip(name)
+    if not seconds:
+        yield src
+        return
+    with tempfile.TemporaryDirectory(prefix="skelact-bench-") as tmp:
+        yield trim_clip(src, Path(tmp) / f"{src.stem}-{seconds:g}s.mp4", seconds)
+
+
+def _load(path: Path) -> dict[str, Any]:
+    if path.is_file():
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
+    return {}
+
+
+def write_report(results: dict[str, Any], out: Path, plots: bool = True, docs: bool = False) -> str:
+    from bench.report import render_markdown, update_docs, write_plots
+
+    if plots:
+        write_plots(results, out)
+    md = render_markdown(results)
+    (out / "report.md").write_text("# Benchmark results\n\n" + md)
+    print(md)
+    if docs:
+        try:
+            prefix = os.path.relpath(out, DOCS.parent) + "/"
+        except ValueError:
+            prefix = str(out) + "/"
+        if update_docs(DOCS, render_markdown(results, img_prefix=prefix)):
+            log.info("updated %s", DOCS)
+    return md
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
