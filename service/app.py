@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     security.install(app, settings)  # API keys, CORS, body/time/admission limits (docs/security.md)
     app.include_router(ops.router)
     app.include_router(recognize.router)
+    recognize.document_request_models(app)
     app.include_router(stream.router)
 
     @app.get("/", include_in_schema=False, response_model=None)

@@ -106,13 +106,33 @@ def tune_malloc(arenas: int = 2) -> bool:
     (measured: 800-1050 MB over a 600-stream soak, 550-570 MB with two arenas). Call it before
     threads start; a no-op without glibc.
     """
-    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+    libc = _libc()
+    if "MALLOC_ARENA_MAX" in os.environ or libc is None:
         return False
+    return bool(libc.mallopt(_M_ARENA_MAX, arenas))
+
+
+def release_memory() -> bool:
+    """Give freed heap pages back to the OS (glibc ``malloc_trim``); a no-op elsewhere.
+
+    A stream frees a whole MediaPipe graph when it closes; without this, glibc keeps those pages
+    and the server's resident memory climbs with every connect/disconnect (measured: 370-510 MB
+    vs 190-220 MB for 400 estimator lifecycles on two threads). Blocking for a few ms: run it off
+    the event loop.
+    """
+    libc = _libc()
+    return bool(libc.malloc_trim(0)) if libc is not None else False
+
+
+def _libc() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_ARENA_MAX, arenas))
+        libc.malloc_trim  # noqa: B018  (glibc only)
+        return libc
     except (OSError, AttributeError):
-        return False
+        return None
 
 
 def serve(app: Any, settings: Settings) -> None:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from service.buffer import WindowSpecView, window_view
 from service.errors import ServiceError
 from service.overlay import OverlayPerson, OverlayWriter, draw
-from service.pipeline import ClipOutcome, ClipRecognizer, PoseTrackStage, SourceFrame, TrackSlot
+from service.pipeline import ClipOutcome, ClipRecognizer, PoseTrackStage, SourceFrame, smoothing_config
 from service.registry import LoadedModel
 from service.schemas import (
     ClipResult,
@@ -31,11 +33,14 @@ from service.schemas import (
     VideoInfo,
 )
 from service.skeleton_input import sequence_source
+from service.smoothing import TimelineSegment, timeline
 from service.state import ServiceState
-from service.tracking import select_primary_track
+from service.tracking import select_primary_track, stitch_tracks
 from service.video import VideoDecodeError, VideoReader, probe_video
-from skeleton.clip import ClipDecision, ClipRule, decide
+from skeleton.clip import ClipDecision, ClipRule, decide, window_ends
 from skeleton.manifest import ModelManifest
+from skeleton.preprocess import prepare_window, sequence_to_layout
+from skeleton.types import SkeletonSequence
 
 # Same as training.extract's default: shorter tracks are detector blips, not people.
 MIN_TRACK_FRAMES = 3
@@ -49,6 +54,20 @@ def clip_rule(manifest: ModelManifest) -> ClipRule:
 def decide_clip(manifest: ModelManifest, window_probs: np.ndarray, window_ends: np.ndarray) -> ClipDecision:
     """The offline evaluation's clip decision (``skeleton.clip.decide``) on one track's windows."""
     return decide(window_probs, window_ends, clip_rule(manifest))
+
+
+@dataclass
+class FinalTrack:
+    """One person of a finished clip (possibly several online tracks joined)."""
+
+    track_id: int
+    members: tuple[int, ...]
+    first_seen: float
+    last_seen: float
+    frames: int
+    window_ends: np.ndarray  # (W,)
+    window_probs: np.ndarray  # (W, K)
+    segments: list[TimelineSegment]
 
 
 class VideoSource:
@@ -170,7 +189,8 @@ class ClipService:
             )
         video = info.model_copy(update={"frames": outcome.frames_decoded})
         t0 = time.perf_counter()
-        response = self._encode(model, outcome, "video", video, top_k, stride, warnings)
+        final, primary = await self._final_tracks(model, outcome, stride)
+        response = self._encode(model, outcome, final, primary, "video", video, top_k, stride, warnings)
         if overlay_path is not None:
             await loop.run_in_executor(
                 self.state.io_pool,
@@ -203,7 +223,8 @@ class ClipService:
                 frames(), stage
             )
         t0 = time.perf_counter()
-        response = self._encode(model, outcome, "skeleton", None, top_k, stride, [])
+        final, primary = await self._final_tracks(model, outcome, stride)
+        response = self._encode(model, outcome, final, primary, "skeleton", None, top_k, stride, [])
         response.stats.stage_ms.encode = round((time.perf_counter() - t0) * 1e3, 3)
         self._observe(outcome, response)
         return response
@@ -217,10 +238,67 @@ class ClipService:
             per = ms / 1e3 if name in ("encode", "classify") else ms / 1e3 / n
             m.observe_stage(name, per, "clip")
 
+    async def _final_tracks(
+        self, model: LoadedModel, outcome: ClipOutcome, stride: int | None
+    ) -> tuple[list[FinalTrack], int | None]:
+        """The clip's people as the offline extraction sees them: blips dropped, fragments of one
+        person stitched, the primary chosen. A stitched person's windows are recomputed over the
+        joined sequence; everyone else keeps the windows classified during the pass."""
+        history = outcome.history
+        sequences = history.sequences(min_frames=MIN_TRACK_FRAMES)
+        if not sequences:
+            return [], None
+        if self.state.settings.stitch_tracks:
+            joined, members = stitch_tracks(sequences)
+        else:
+            joined, members = dict(sequences), {i: (i,) for i in sequences}
+        ids = sorted(joined)
+        idx = select_primary_track(
+            [joined[i] for i in ids],
+            frame_height=float(outcome.height) or None,
+            clip_frames=len(history),
+            frame_width=float(outcome.width) or None,
+        )
+        primary = None if idx is None else ids[idx]
+        smoothing = smoothing_config(self.state.settings)
+        view = window_view(model.manifest.input, stride or self.state.settings.stride)
+        out = []
+        for tid in ids:
+            seq, parts = joined[tid], tuple(members[tid])
+            seen = np.isfinite(seq.image[:, :, :2]).all(axis=(1, 2))
+            t_seen = seq.timestamps[seen]
+            slot = outcome.tracks.slot(tid) if len(parts) == 1 else None
+            if slot is not None:
+                ends = np.asarray(slot.window_ends, np.float64)
+                probs = np.stack(slot.window_probs) if slot.window_probs else np.zeros((0, len(model.labels)))
+                segments = list(slot.timeline.segments)
+            else:
+                ends, probs = await self._classify_sequence(model, seq, seen, outcome.height, view)
+                segments = timeline(model.labels, smoothing, ends, probs, view.seconds, float(t_seen[-1]))
+            out.append(
+                FinalTrack(
+                    tid, parts, float(t_seen[0]), float(t_seen[-1]), int(seen.sum()), ends, probs, segments
+                )
+            )
+        return out, primary
+
+    @staticmethod
+    async def _classify_sequence(
+        model: LoadedModel, seq: SkeletonSequence, seen: np.ndarray, height: int, view: WindowSpecView
+    ) -> tuple[np.ndarray, np.ndarray]:
+        spec = model.manifest.input
+        joints = sequence_to_layout(seq, spec, float(height))
+        t = seq.timestamps
+        ends = window_ends(float(t[seen][0]), float(t[seen][-1]), view.seconds, view.hop_s)
+        windows = np.stack([prepare_window(t, joints, spec, float(e)) for e in ends])
+        return ends, (await model.batcher.submit(windows)).probs
+
     def _encode(
         self,
         model: LoadedModel,
         outcome: ClipOutcome,
+        final: list[FinalTrack],
+        primary: int | None,
         source: str,
         video: VideoInfo | None,
         top_k: int | None,
@@ -229,26 +307,14 @@ class ClipService:
     ) -> RecognizeResponse:
         k = top_k or self.state.settings.top_k
         labels = model.labels
-        history = outcome.history
-        sequences = history.sequences(min_frames=MIN_TRACK_FRAMES)
-        primary = (
-            select_primary_track(
-                sequences, frame_height=float(outcome.height) or None, clip_frames=len(history)
-            )
-            if sequences
-            else None
-        )
         tracks: list[TrackResult] = []
         clip: ClipResult | None = None
-        for tid in sequences:
-            slot = outcome.tracks.slot(tid)
-            if slot is None:
-                continue
-            tracks.append(self._track_result(slot, labels, k, tid == primary, history.frames_seen(tid)))
-            if tid == primary and slot.window_probs:
-                d = decide_clip(model.manifest, np.stack(slot.window_probs), np.asarray(slot.window_ends))
+        for ft in final:
+            tracks.append(self._track_result(ft, labels, k, ft.track_id == primary))
+            if ft.track_id == primary and len(ft.window_probs):
+                d = decide_clip(model.manifest, ft.window_probs, ft.window_ends)
                 clip = ClipResult(
-                    track_id=tid,
+                    track_id=ft.track_id,
                     label=labels[d.label],
                     confidence=round(d.confidence, 4),
                     top=_top(labels, d.probs, k),
@@ -256,7 +322,7 @@ class ClipService:
                     fall_time=None if d.fall_time is None else round(d.fall_time, 4),
                     fall_probability=round(d.fall_probability, 4),
                 )
-        if not sequences:
+        if not final:
             warnings.append("nobody was detected: check that people are fully visible and well lit")
         c = outcome.clock.as_ms()
         return RecognizeResponse(
@@ -281,16 +347,16 @@ class ClipService:
         )
 
     @staticmethod
-    def _track_result(slot: TrackSlot, labels: list[str], k: int, primary: bool, frames: int) -> TrackResult:
-        buf = slot.buffer
-        mean = np.mean(np.stack(slot.window_probs), axis=0) if slot.window_probs else None
+    def _track_result(ft: FinalTrack, labels: list[str], k: int, primary: bool) -> TrackResult:
+        mean = ft.window_probs.mean(axis=0) if len(ft.window_probs) else None
         return TrackResult(
-            track_id=slot.track_id,
+            track_id=ft.track_id,
+            members=list(ft.members),
             primary=primary,
-            first_seen=round(buf.first_seen or 0.0, 4),
-            last_seen=round(buf.last_seen or 0.0, 4),
-            frames=frames,
-            windows=len(slot.window_probs),
+            first_seen=round(ft.first_seen, 4),
+            last_seen=round(ft.last_seen, 4),
+            frames=ft.frames,
+            windows=len(ft.window_probs),
             segments=[
                 Segment(
                     start=round(sg.start, 4),
@@ -298,7 +364,7 @@ class ClipService:
                     label=sg.label,
                     confidence=round(sg.confidence, 4),
                 )
-                for sg in slot.timeline.segments
+                for sg in ft.segments
             ],
             top=_top(labels, mean, k) if mean is not None else [],
         )
@@ -321,6 +387,7 @@ def render_overlay(
 ) -> None:
     """Decode the video again and draw every frame's people with their label at that time."""
     segs = {t.track_id: t.segments for t in response.tracks}
+    person = {m: t.track_id for t in response.tracks for m in (t.members or [t.track_id])}
     primary = response.primary_track_id
     reader = VideoReader(video, max_side=max_side, allow_truncated=True)
     writer: OverlayWriter | None = None
@@ -330,15 +397,14 @@ def render_overlay(
                 writer = OverlayWriter(out, reader.info.fps or 25.0, (frame.width, frame.height))
             drawn = []
             for p in people:
-                if p.track_id not in segs:
+                tid = person.get(p.track_id)
+                if tid is None:
                     continue
-                hit = _label_at(segs[p.track_id], frame.timestamp_s)
-                caption = f"#{p.track_id} " + (f"{hit[0]} {hit[1]:.2f}" if hit else "…")
+                hit = _label_at(segs[tid], frame.timestamp_s)
+                caption = f"#{tid} " + (f"{hit[0]} {hit[1]:.2f}" if hit else "…")
                 lm = np.concatenate([p.pose.image[:, :2], p.pose.visibility[:, None]], axis=1)
                 b = p.pose.box
-                drawn.append(
-                    OverlayPerson(p.track_id, lm, (b.x0, b.y0, b.x1, b.y1), caption, p.track_id == primary)
-                )
+                drawn.append(OverlayPerson(tid, lm, (b.x0, b.y0, b.x1, b.y1), caption, tid == primary))
             header = f"{model.name}  t={frame.timestamp_s:5.2f}s"
             if response.clip is not None:
                 header += f"  clip: {response.clip.label}"

@@ -112,6 +112,9 @@ class Segment(BaseModel):
 
 class TrackResult(BaseModel):
     track_id: int
+    members: list[int] = Field(
+        default_factory=list, description="online track ids joined into this person (left and re-entered)"
+    )
     primary: bool
     first_seen: float
     last_seen: float

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
         description="run pose in threads of this process, or in spawned worker processes "
         "(bench/pose_threads.py measures which scales on a machine)",
     )
+    stitch_tracks: bool = Field(
+        default=True,
+        description="POST /recognize: join track fragments of one person (as training.extract does)",
+    )
     min_pose_visibility: float = Field(
         default=0.0, ge=0, le=1, description="drop a person whose mean landmark visibility is lower"
     )

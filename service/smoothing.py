@@ -132,3 +132,21 @@ class TimelineBuilder:
         conf = float(np.mean(o.scores)) if o.scores else 0.0
         self.segments.append(TimelineSegment(o.start, max(time, o.start), o.label, conf))
         self._open = None
+
+
+def timeline(
+    labels: list[str],
+    config: SmoothingConfig,
+    ends: np.ndarray,
+    probs: np.ndarray,
+    window_seconds: float,
+    last_seen: float,
+) -> list[TimelineSegment]:
+    """Segments of a whole track's windows at once (a label found in the first window dates from
+    that window's start), as the clip pipeline builds them window by window."""
+    smoother = LabelSmoother(labels, config)
+    builder = TimelineBuilder()
+    for i, (end, p) in enumerate(zip(ends, probs, strict=True)):
+        state = smoother.update(p, float(end))
+        builder.add(state, segment_start=float(end) - window_seconds if i == 0 else None)
+    return builder.finish(last_seen)

@@ -206,3 +206,25 @@ def test_recognize_before_ready_is_503(zoo: Path) -> None:
         assert c.get("/health/live").status_code == 200
         r = c.post("/recognize", json={"frames": [{"timestamp": 0}]})
         assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready"
+
+
+def test_a_person_who_leaves_and_returns_is_one_track(client: TestClient) -> None:
+    """The tracker closes a track after a second unseen; /recognize joins the fragments again."""
+    wait_ready(client)
+    base = np.linspace(0, 1, 33 * 3, dtype=np.float32).reshape(33, 3)
+    frames = []
+    for i in range(80):  # 4 s at 20 fps, nobody in view from 1.0 s to 2.5 s
+        t = i * 0.05
+        people = []
+        if t < 1.0 or t >= 2.5:
+            image = (base * [120, 300, 50] + [260 + 5 * np.sin(t), 100, 0]).tolist()
+            world = (base - 0.5).tolist()
+            people.append({"image": image, "world": world})
+        frames.append({"timestamp": t, "people": people})
+    r = client.post("/recognize", json={"width": 640, "height": 480, "frames": frames})
+    assert r.status_code == 200, r.text
+    res = RecognizeResponse.model_validate(r.json())
+    assert len(res.tracks) == 1 and res.tracks[0].members == [1, 2], res.tracks
+    person = res.tracks[0]
+    assert person.primary and person.frames == 50 and person.first_seen == 0 and person.last_seen == 3.95
+    assert res.clip is not None and res.clip.track_id == person.track_id

@@ -388,6 +388,7 @@ def test_slow_request_times_out_and_frees_its_slot(client: TestClient, tmp_path:
     finally:
         settings.request_timeout_s = old
     assert _error(r)[:2] == (503, "timeout") and took < 10, (r.text, took)
+    assert 'skelact_recognize_requests_total{outcome="cancelled"}' in client.get("/metrics").text
     # the clip slots were released: as many clips as allowed run again at once
     slots = client.app.state.service.clip_slots  # type: ignore[attr-defined]
     deadline = time.monotonic() + 10

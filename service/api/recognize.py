@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
@@ -44,6 +44,28 @@ _OPENAPI_BODY: dict[str, Any] = {
         },
     },
 }
+
+
+def document_request_models(app: FastAPI) -> None:
+    """Put SkeletonSequenceIn (and the models it nests) into the OpenAPI components.
+
+    ``_OPENAPI_BODY`` refers to it by ``$ref``, but FastAPI only emits components for models used
+    as route parameters: without this the published schema has a dangling reference (/docs
+    cannot show the JSON body and schema-driven clients and fuzzers cannot generate it).
+    """
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original()
+            body = SkeletonSequenceIn.model_json_schema(ref_template="#/components/schemas/{model}")
+            nested = body.pop("$defs", {})
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(
+                {**nested, "SkeletonSequenceIn": body}
+            )
+        return app.openapi_schema or original()
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _too_large(size: int, limit: int) -> ServiceError:
@@ -196,6 +218,9 @@ async def recognize(
         raise
     except Exception:
         outcome = "internal_error"
+        raise
+    except asyncio.CancelledError:  # the request timed out (service.limits) or the server stops
+        outcome = "cancelled"
         raise
     finally:
         state.metrics.requests.labels(outcome=outcome).inc()

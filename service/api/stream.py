@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from service.api.deps import StateDep
 from service.errors import ServiceError, internal_message, report_internal
-from service.lifecycle import GOING_AWAY
+from service.lifecycle import GOING_AWAY, release_memory
 from service.limits import StreamGuard
 from service.schemas import ConfigMessage, ErrorMessage, HelloMessage, SkeletonFrameMessage
 from service.state import ServiceState
@@ -293,6 +293,9 @@ async def stream(
         state.streams -= 1
         state.metrics.active_streams.dec()
         await session.close()
+        with contextlib.suppress(RuntimeError):  # the pool is gone when the server has stopped
+            # the estimator's graph was just freed: hand its pages back (service.lifecycle)
+            await asyncio.get_running_loop().run_in_executor(state.io_pool, release_memory)
 
 
 async def _close(conn: _Connection, code: str, message: str, close_code: int = NORMAL_CLOSURE) -> None:
