@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from models import PRESETS, available, build_model, count_flops, count_params
-from models.stgcn import InputFeatures
+from models.blocks import STGCNBlock, UnitGCN
+from models.stgcn import InputFeatures, STGCNClassifier
 from skeleton.layouts import KINECT_20, get_layout
 from skeleton.preprocess import prepare_clip
 from tests.model_helpers import utd_file
@@ -50,11 +51,17 @@ def test_cost_ordering_and_flops() -> None:
 
 
 def test_adjacency_is_the_spatial_partition() -> None:
-    m = build_model("stgcn", 5, "kinect20")
-    gcn = m.blocks[0].gcn
+    def first_gcn(arch: str) -> UnitGCN:
+        model = build_model(arch, 5, "kinect20")
+        assert isinstance(model, STGCNClassifier)
+        block = model.blocks[0]
+        assert isinstance(block, STGCNBlock)
+        return block.gcn
+
+    gcn = first_gcn("stgcn")
     np.testing.assert_allclose(gcn.A.numpy(), KINECT_20.spatial_partition())
     assert isinstance(gcn.importance, torch.nn.Parameter)  # ST-GCN edge-importance weighting
-    pp = build_model("stgcnpp", 5, "kinect20").blocks[0].gcn
+    pp = first_gcn("stgcnpp")
     assert isinstance(pp.A, torch.nn.Parameter) and pp.importance is None  # ST-GCN++ learnt 'init' graph
 
 

@@ -109,3 +109,27 @@ def test_short_training_run_loss_falls(tmp_path: Path) -> None:
     assert saved["params"] > 0 and saved["flops"] > 0 and len(saved["confusion_matrix"]) == 27
     m2 = train(cfg, tmp_path / "b", data, log=lambda _: None, max_train=96, plots=False)
     assert [h["train_loss"] for h in m2["history"]] == losses, "seeded training is deterministic"
+
+
+def test_upfall_window_labels_around_the_fall() -> None:
+    """Windows holding the detected fall get the fall class; before: standing; settled: laying."""
+    from training.upfall import LAYING, STANDING, clip_window_ends, load_upfall, window_label
+
+    require_cache("Activity3/Trial1Cam1.npz")
+    cfg = load_config(REPO_ROOT / "configs" / "upfall-stgcnpp-lite-t1.yaml")
+    cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"cameras": [1]})})
+    clip = next(c for c in load_upfall(UPFALL_CACHE, cfg, [1]) if c.activity == 3)
+    assert clip.fall_time is not None
+    seconds, margin = cfg.input.window.seconds, cfg.dataset.fall_margin_s
+    ends = clip_window_ends(clip, cfg, hop_s=0.125, lead_in=0.5)
+    labels = [window_label(clip, float(e), cfg) for e in ends]
+    for end, label in zip(ends, labels, strict=True):
+        inside = end - seconds + margin <= clip.fall_time <= end - margin
+        assert (label == clip.label) == inside
+        if end < clip.fall_time - cfg.dataset.pre_fall_gap_s:
+            assert label == STANDING
+        if end - seconds > clip.fall_time + cfg.dataset.post_fall_gap_s:
+            assert label == LAYING
+    assert labels.count(clip.label) >= 8 and None in labels
+    walking = next(c for c in load_upfall(UPFALL_CACHE, cfg, [1]) if c.activity == 6)
+    assert {window_label(walking, float(e), cfg) for e in clip_window_ends(walking, cfg)} == {5}
