@@ -37,7 +37,10 @@ def test_utd_reader_reads_all_861_files() -> None:
 def test_upfall_reader_and_fall_moment() -> None:
     from training.upfall import ACTIVITIES, detect_fall_time, load_upfall
 
-    require_cache("Activity11/Trial2Cam2.npz")
+    for a in range(1, 12):
+        for t in (1, 2):
+            for c in (1, 2):
+                require_cache(f"Activity{a}", f"Trial{t}Cam{c}.npz")
     cfg = load_config(REPO_ROOT / "configs" / "upfall-stgcnpp-lite.yaml")
     clips = load_upfall(UPFALL_CACHE, cfg, [1, 2])
     assert len(clips) == 44 and len(ACTIVITIES) == 11
