@@ -20,14 +20,14 @@ def utd_file(action: int, subject: int, trial: int) -> Path:
 
 def require_cache(*relative: str) -> Path:
     """A file of the UP-Fall MediaPipe skeleton cache; a fresh clone has none, so the missing clip is
-    extracted on demand with the real CLI (``python -m training.extract``, the service's pose code)."""
+    extracted on demand (all clips, once) with the real CLI (``python -m training.extract``, the service's pose code)."""
     path = UPFALL_CACHE.joinpath(*relative)
     if not path.exists():
         videos = require_data("upfall")
-        pattern = str(Path(*relative).with_suffix(".mp4"))
+        # One resumable run over all 44 clips (several tests need the whole set).
         subprocess.run(
             [sys.executable, "-m", "training.extract", "--videos", str(videos), "--out", str(UPFALL_CACHE),
-             "--pattern", pattern, "--max-people", "2"],
+             "--max-people", "2"],
             cwd=REPO_ROOT, check=True,
         )
     if not path.exists():
