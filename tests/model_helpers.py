@@ -20,7 +20,8 @@ def utd_file(action: int, subject: int, trial: int) -> Path:
 
 def require_cache(*relative: str) -> Path:
     """A file of the UP-Fall MediaPipe skeleton cache; a fresh clone has none, so the missing clip is
-    extracted on demand (all clips, once) with the real CLI (``python -m training.extract``, the service's pose code)."""
+    extracted on demand (all clips, once) with the real CLI (``python -m training.extract``, the
+    service's pose code)."""
     path = UPFALL_CACHE.joinpath(*relative)
     if not path.exists():
         videos = require_data("upfall")
