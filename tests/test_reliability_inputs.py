@@ -335,6 +335,27 @@ def test_ws_bad_input_corpus_keeps_the_stream_serving(client: TestClient, real_j
     assert "skelact_active_streams 0.0" in client.get("/metrics").text
 
 
+def test_ws_timestamp_jumps_do_not_stall_the_stream(client: TestClient) -> None:
+    """A track's buffer cuts windows over gaps: a jump of 10^6 s must end the track, not make
+    millions of windows (client-numbered tracks, then the server's tracker)."""
+    person = {"image": PTS, "world": WORLD}
+    with client.websocket_connect("/stream") as ws:
+        assert ws.receive_json()["type"] == "hello"
+        for people, times in (
+            ([{"id": 7, **person}], (0.0, 0.1, 1e6, 1e6 + 0.1)),
+            ([person], (2e6, 2e6 + 0.1, 3e9)),
+        ):
+            fills = []
+            for ts in times:
+                t0 = time.monotonic()
+                ws.send_json({"type": "skeleton", "timestamp": ts, "people": people})
+                frame = _until(ws, "frame")
+                assert time.monotonic() - t0 < 5, ts
+                fills.append(frame["tracks"][0]["window_fill"])
+            # after each jump the person is a new track whose window starts filling from zero
+            assert fills[1] > 0 and fills[2] == 0.0, fills
+
+
 def test_ws_connect_with_a_model_path_is_refused(client: TestClient) -> None:
     from starlette.websockets import WebSocketDisconnect
 

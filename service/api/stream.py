@@ -91,8 +91,7 @@ class _Connection:
     def _offer(self, arrival: Arrival) -> None:
         box = self.inbox
         if box.pending is not None:
-            box.dropped += 1
-            self.state.metrics.frames_dropped.inc()
+            self._drop()
         box.pending = arrival
         box.wake.set()
 
