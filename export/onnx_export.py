@@ -51,6 +51,9 @@ class Parity:
     top1_agreement: float
 
 
+CHECKPOINT_SHIP_BYTES = 10 << 20
+
+
 def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int = OPSET) -> None:
     """Export with a named dynamic batch axis; the graph is saved as one self-contained file.
 
@@ -203,6 +206,10 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, data_root: Path, repo_roo
     (out_dir / "metrics.json").write_text(json.dumps(full, indent=1))
     for png in sorted(checkpoint.parent.glob("*.png")):
         shutil.copy2(png, out_dir / png.name)
+    # The PyTorch weights travel with the model (the benchmark's eager baseline in a fresh clone),
+    # unless they are too big for the repository; the service never loads them.
+    if checkpoint.stat().st_size <= CHECKPOINT_SHIP_BYTES:
+        shutil.copy2(checkpoint, out_dir / "checkpoint.pt")
     for prefix, run_dir in (extra_plots or {}).items():
         for png in sorted(run_dir.glob("*.png")):
             shutil.copy2(png, out_dir / f"{prefix}-{png.name}")

@@ -140,11 +140,21 @@ def build_pose_bundle(out: Path) -> Path:
     return out
 
 
+_VERIFIED_BUNDLES: dict[Path, tuple[int, int]] = {}  # path -> (mtime_ns, size) when last verified
+
+
 def ensure_pose_bundle() -> Path:
-    """Path of the bundle, building it on first use (checked by zip integrity, not trusted blindly)."""
+    """Path of the bundle, building it on first use (checked by zip integrity, not trusted blindly).
+
+    The CRC check reads the whole 9 MB bundle; it runs again only when the file changed, so that
+    opening a stream's estimator does not pay for it each time.
+    """
     path = pose_bundle_path()
     with _BUNDLE_LOCK:
         if path.exists():
+            stat = path.stat()
+            if _VERIFIED_BUNDLES.get(path) == (stat.st_mtime_ns, stat.st_size):
+                return path
             try:
                 with zipfile.ZipFile(path) as zf:
                     names = set(zf.namelist())
@@ -152,9 +162,11 @@ def ensure_pose_bundle() -> Path:
                         "pose_detector.tflite",
                         "pose_landmarks_detector.tflite",
                     }:
+                        _VERIFIED_BUNDLES[path] = (stat.st_mtime_ns, stat.st_size)
                         return path
             except zipfile.BadZipFile:
                 pass
+        _VERIFIED_BUNDLES.pop(path, None)
         return build_pose_bundle(path)
 
 

@@ -158,7 +158,7 @@ class ClipService:
             self.state.io_pool, check_video, path, filename, s.max_video_seconds, s.max_frame_side
         )
         async with self.state.clip_slots:
-            stage = await loop.run_in_executor(self.state.pose_pool, self.state.new_pose_stage)
+            stage = await self.state.take_pose_stage()
             try:
                 source = await loop.run_in_executor(
                     self.state.io_pool, VideoSource, path, s.pose_max_side, s.max_video_seconds

@@ -69,6 +69,13 @@ class Settings(BaseSettings):
         description="run pose in threads of this process, or in spawned worker processes "
         "(bench/pose_threads.py measures which scales on a machine)",
     )
+    pose_spares: int = Field(
+        default=1,
+        ge=0,
+        le=16,
+        description="pose estimators built ahead, so a new stream or clip starts without waiting "
+        "for MediaPipe's graph (~0.3-0.5 s each)",
+    )
     stitch_tracks: bool = Field(
         default=True,
         description="POST /recognize: join track fragments of one person (as training.extract does)",

@@ -88,6 +88,9 @@ class ServiceState:
     lifecycle: Lifecycle = field(default_factory=Lifecycle)  # open streams, draining on shutdown
     _ready_event: asyncio.Event | None = None
     _clip_slots: asyncio.Semaphore | None = None
+    _pose_slots: asyncio.Semaphore | None = None
+    _spare_stages: list[PoseTrackStage] = field(default_factory=list)
+    _refill: asyncio.Future[None] | None = None
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -105,6 +108,14 @@ class ServiceState:
         return self._clip_slots
 
     @property
+    def pose_slots(self) -> asyncio.Semaphore:
+        """One per pose worker. A stream takes one *before* it picks its newest frame, so a frame
+        never waits in the executor's queue while newer ones arrive (they replace it instead)."""
+        if self._pose_slots is None:
+            self._pose_slots = asyncio.Semaphore(self.settings.pose_workers)
+        return self._pose_slots
+
+    @property
     def ready_event(self) -> asyncio.Event:
         if self._ready_event is None:
             self._ready_event = asyncio.Event()
@@ -119,6 +130,32 @@ class ServiceState:
 
     def new_pose_stage(self) -> PoseTrackStage:
         return PoseTrackStage(self.settings, self.new_estimator())
+
+    async def take_pose_stage(self) -> PoseTrackStage:
+        """A never-used pose stage for one stream or clip: a pre-built spare when there is one
+        (starting a MediaPipe graph takes ~0.3-0.5 s), replaced in the background. Stages are not
+        reused: the landmarker's tracking state would carry one client's people into another's."""
+        stage = self._spare_stages.pop() if self._spare_stages else None
+        if stage is None:
+            stage = await asyncio.get_running_loop().run_in_executor(self.pose_pool, self.new_pose_stage)
+        self._refill_spares()
+        return stage
+
+    def _refill_spares(self) -> None:
+        if self._refill is not None and not self._refill.done():
+            return
+        if len(self._spare_stages) >= self.settings.pose_spares or self.lifecycle.draining:
+            return
+
+        async def refill() -> None:
+            loop = asyncio.get_running_loop()
+            try:
+                while len(self._spare_stages) < self.settings.pose_spares and not self.lifecycle.draining:
+                    self._spare_stages.append(await loop.run_in_executor(self.io_pool, self.new_pose_stage))
+            except Exception:  # the next take builds its own stage and reports the error
+                log.exception("building a spare pose estimator failed")
+
+        self._refill = asyncio.ensure_future(refill())
 
     def warm_pose(self) -> str:
         """Build the pose model bundle and run one frame (in every worker), so requests start fast."""
@@ -150,6 +187,8 @@ class ServiceState:
                 self.pose_error = f"{type(exc).__name__}: {exc}"
             for m in self.registry.models.values():
                 m.batcher.start()
+            if not self.pose_error:
+                self._refill_spares()
             self.warnings = self._warnings()
             strict_failure = self.settings.strict_models and bool(self.registry.failed)
             self.ready = bool(self.registry.models) and not self.pose_error and not strict_failure
@@ -199,6 +238,11 @@ class ServiceState:
         return ""
 
     async def close(self) -> None:
+        if self._refill is not None:
+            self._refill.cancel()
+            await asyncio.gather(self._refill, return_exceptions=True)
+        while self._spare_stages:
+            self._spare_stages.pop().close()
         await self.registry.close()
         self.pose_pool.shutdown(wait=False, cancel_futures=True)
         if self.pose_procs is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -58,7 +58,7 @@ class StreamSession:
         metrics: Metrics,
         stride: int | None = None,
         top: int | None = None,
-        stage_factory: Callable[[], PoseTrackStage] | None = None,
+        stage_factory: Callable[[], Awaitable[PoseTrackStage]] | None = None,
     ) -> None:
         self.settings = settings
         self.pose_pool = pose_pool
@@ -68,17 +68,21 @@ class StreamSession:
         self.model = model
         self.tracks = TrackSet(model, smoothing_config(settings), self.stride, keep_history=False)
         self.stage: PoseTrackStage | None = None
-        self.stage_factory: Callable[[], PoseTrackStage] = stage_factory or (lambda: PoseTrackStage(settings))
+        self.stage_factory = stage_factory or self._new_stage
         self.started = time.perf_counter()
         self._last_t = -1.0
         self._client_seen: dict[int, float] = {}
         self._reopened: list[tuple[int, LabelEvent]] = []  # end events of tracks that came back
         self._tracks_gauge = 0
 
+    async def _new_stage(self) -> PoseTrackStage:
+        """Build a stage off the event loop (loading MediaPipe's graph takes a while)."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self.pose_pool, PoseTrackStage, self.settings
+        )
+
     async def open(self) -> None:
-        """Create the pose estimator off the event loop (loading MediaPipe's graph takes a while)."""
-        loop = asyncio.get_running_loop()
-        self.stage = await loop.run_in_executor(self.pose_pool, self.stage_factory)
+        self.stage = await self.stage_factory()
 
     async def close(self) -> None:
         self.metrics.active_tracks.dec(self._tracks_gauge)

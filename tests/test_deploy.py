@@ -485,9 +485,10 @@ def _stage_image_layout(dockerfile: Any, stage_name: str, root: Path) -> tuple[P
     return work, env
 
 
-def _get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+def _get(url: str, timeout: float = 5.0, api_key: str | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url, headers={"X-API-Key": api_key} if api_key else {})
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
             return r.status, r.read().decode(errors="replace")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(errors="replace")
@@ -517,6 +518,8 @@ def test_image_entrypoint_starts_the_service_on_the_host(
             "HOME": str(tmp_path / "home"),
             "SKELACT_HOST": "127.0.0.1",  # the image binds 0.0.0.0; keep the test off the network
             "SKELACT_PORT": str(port),
+            # keys on: the probe must still pass (it sends the first key; liveness needs none)
+            "SKELACT_API_KEYS": "probe-key-1,other-key",
         }
     )
     exe = shutil.which(command[0], path=env["PATH"])
@@ -551,16 +554,21 @@ def test_image_entrypoint_starts_the_service_on_the_host(
         check = dockerfile.stage(stage_name).last("HEALTHCHECK")
         check_cmd = cd.exec_form(check.value.split("CMD", 1)[1].strip())
         check_cmd[1] = str(tmp_path / "rootfs" / check_cmd[1].lstrip("/"))
-        ready, body = _get(f"http://127.0.0.1:{port}/health/ready", timeout=30)
-        result = subprocess.run(
-            [shutil.which(check_cmd[0], path=env["PATH"]) or check_cmd[0], *check_cmd[1:]],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert ready in (200, 503), body
-        assert (result.returncode == 0) == (ready == 200), (ready, body, result.stderr)
+        assert _get(f"http://127.0.0.1:{port}/health/ready", timeout=30)[0] == 401
+        ready, body = 0, ""
+        while time.monotonic() < deadline and ready != 200:
+            ready, body = _get(f"http://127.0.0.1:{port}/health/ready", timeout=30, api_key="probe-key-1")
+            time.sleep(0.5)
+        assert ready == 200, body
+
+        def probe(environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+            exe = shutil.which(check_cmd[0], path=env["PATH"]) or check_cmd[0]
+            cmd = [exe, *check_cmd[1:]]
+            return subprocess.run(cmd, env=environ, capture_output=True, text=True, timeout=60)
+
+        assert probe(env).returncode == 0
+        keyless = probe({k: v for k, v in env.items() if k != "SKELACT_API_KEYS"})
+        assert keyless.returncode == 1 and "401" in keyless.stderr
     finally:
         proc.send_signal(signal.SIGTERM)  # what `docker stop` sends
         try:

@@ -53,7 +53,7 @@ def test_export_parity_and_manifest(exported: Path) -> None:
     assert m.onnx.fp16_file == "model_fp16.onnx" and m.onnx.fp16_max_abs_error is not None
     proto = onnx.load(str(exported / "model.onnx"))
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
-    for name in ("metrics.json", "curves.png", "confusion.png"):
+    for name in ("metrics.json", "curves.png", "confusion.png", "checkpoint.pt"):
         assert (exported / name).is_file()
     # Round trip: the manifest re-validates from its JSON unchanged.
     again = type(m).model_validate_json(m.model_dump_json())
@@ -73,6 +73,22 @@ def test_onnx_matches_torch_on_real_windows(exported: Path) -> None:
         ref = ck.model(torch.from_numpy(windows)).numpy()
     got = ort_logits(exported / "model.onnx", windows, batch_size=7)  # odd batches: dynamic axis
     assert compare(ref, got).rel_error <= 1e-4
+
+
+def test_reevaluation_keeps_metrics_and_persists_the_clip_rule(exported: Path, tmp_path: Path) -> None:
+    """``python -m training.evaluate`` on a finished run: same test accuracy (same weights, same
+    data), and a new clip rule lands in the checkpoint that export reads."""
+    from training.checkpoint import load_checkpoint
+    from training.evaluate import main as evaluate_main
+
+    run = tmp_path / "run"
+    shutil.copytree(exported.parent.parent / "run", run)
+    before = json.loads((run / "metrics.json").read_text())
+    data = str(require_data())
+    assert evaluate_main(["--run", str(run), "--data-dir", data, "--min-fall-windows", "3"]) == 0
+    after = json.loads((run / "metrics.json").read_text())
+    assert after["top1"] == before["top1"] and after["history"] == before["history"]
+    assert load_checkpoint(run / "checkpoint.pt").config.clip_rule.min_fall_windows == 3
 
 
 def test_sha_mismatch_is_refused(exported: Path, tmp_path: Path) -> None:
@@ -95,6 +111,18 @@ def test_shipped_model_reproduces_its_metrics(model_dir: Path) -> None:
     assert (model_dir / "model.onnx").stat().st_size < 10 * 2**20
     assert all((model_dir / f).is_file() for f in ("metrics.json", "curves.png"))
     sess = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    # The shipped PyTorch weights are the ones the ONNX file was exported from (the benchmark's
+    # eager baseline), and the clip rule is the one the config records.
+    import torch
+
+    from training.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(model_dir / "checkpoint.pt")
+    probe = np.random.default_rng(0).normal(size=(4, *m.onnx.input_shape[1:])).astype(np.float32)
+    with torch.no_grad():
+        ref = ck.model(torch.from_numpy(probe)).numpy()
+    assert np.abs(sess.run(None, {"skeleton": probe})[0] - ref).max() < 1e-4
+    assert ck.config.clip_rule.fall_threshold == m.clip_rule.fall_threshold
     if m.name.startswith("utd-mhad"):
         from skeleton.preprocess import prepare_clip
         from training.utd_mhad import load_utd_mhad

@@ -90,6 +90,9 @@ def test_bundle_cache_dir_is_configurable(tmp_path: Path, monkeypatch: pytest.Mo
     assert "mediapipe-0.10" in str(path)
     mtime = path.stat().st_mtime_ns
     assert ensure_pose_bundle().stat().st_mtime_ns == mtime  # reused, not rebuilt
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])  # truncated after it was verified once
+    assert ensure_pose_bundle().read_bytes() == good  # the change is noticed: rebuilt
 
 
 def test_tasks_finds_standing_person(tasks: PoseEstimator, standing_frames: list[Frame]) -> None:

@@ -325,6 +325,43 @@ def test_stalled_body_gets_408_while_extra_clips_get_busy(server: Server) -> Non
     assert server.http.get("/health/ready").status_code == 200
 
 
+@pytest.mark.timeout(120)
+def test_a_client_that_hangs_up_cancels_its_recognition(server: Server) -> None:
+    """A 45 s clip is about a minute of pose work here; the client hangs up after 2 s. The only
+    clip slot must be free again within seconds, not after the clip."""
+    video = require_data("upfall", "Activity6", "Trial1Cam1.mp4")
+    request = httpx.Request(
+        "POST",
+        f"http://127.0.0.1:{server.port}/recognize",
+        files={"file": (video.name, video.read_bytes(), "video/mp4")},
+    )
+    body = request.read()
+    head = "".join(f"{k}: {v}\r\n" for k, v in request.headers.items() if k.lower() != "host")
+    metric = 'skelact_recognize_requests_total{outcome="client_disconnected"}'
+    before = _metric_or_zero(server, metric)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+        client.sendall(f"POST /recognize HTTP/1.1\r\nHost: x\r\n{head}\r\n".encode() + body)
+        time.sleep(2.0)
+        busy = server.http.post("/recognize", json={"frames": [{"timestamp": 0}]})
+        assert busy.status_code == 503, busy.text  # the clip holds the only slot
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 20:
+        r = server.http.post("/recognize", json={"frames": [{"timestamp": 0}]})
+        if r.status_code == 200:
+            break
+        time.sleep(0.2)
+    assert r.status_code == 200, r.text
+    assert time.monotonic() - t0 < 20
+    assert _metric_or_zero(server, metric) == before + 1
+
+
+def _metric_or_zero(server: Server, name: str) -> float:
+    try:
+        return server.metric(name)
+    except AssertionError:
+        return 0.0
+
+
 @pytest.mark.timeout(60)
 def test_protocol_level_oversize_and_idle_streams_are_closed(server: Server) -> None:
     with connect(server.ws_url, open_timeout=30, max_size=None) as ws:

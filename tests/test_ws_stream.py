@@ -195,3 +195,25 @@ def test_two_streams_in_parallel(client: TestClient, frames: tuple[list[bytes], 
         t.join(120)
     assert sorted(results) == [0, 1] and all(len(v) == 8 for v in results.values())
     assert all(r.tracks for v in results.values() for r in v[2:])
+
+
+def test_streams_start_on_a_prebuilt_pose_stage_and_share_the_pose_slots(
+    client: TestClient, frames: tuple[list[bytes], float]
+) -> None:
+    """A connecting stream takes the spare stage built at start-up (no MediaPipe graph build on
+    the connect path); a fresh spare replaces it; the spare is never one a stream used before."""
+    state = client.app.state.service  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while len(state._spare_stages) < state.settings.pose_spares and time.monotonic() < deadline:
+        time.sleep(0.05)
+    spare = state._spare_stages[-1]
+    with client.websocket_connect("/stream") as ws:
+        HelloMessage.model_validate(ws.receive_json())
+        ws.send_bytes(frames[0][0])
+        assert _frame(ws).tracks
+        deadline = time.monotonic() + 30
+        while len(state._spare_stages) < state.settings.pose_spares and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert state._spare_stages and spare not in state._spare_stages  # taken, and replaced
+    # every pose slot is free again once the stream is done
+    assert state.pose_slots._value == state.settings.pose_workers

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -180,45 +184,71 @@ def find_videos(root: Path, patterns: Sequence[str]) -> list[Path]:
     return sorted(found)
 
 
+def extract_to_cache(video: Path, rel: str, out: Path, extract_options: dict[str, Any]) -> str:
+    """Extract one video and write its cache file atomically; returns the log line."""
+    t0 = time.perf_counter()
+    clip = extract_video(video, name=rel, **extract_options)
+    save_clip(clip, out)
+    ms = 1000 * (time.perf_counter() - t0) / max(clip.num_frames, 1)
+    tracks = len(clip.tracks)
+    return f"{rel}: {clip.num_frames} frames, {tracks} tracks, primary={clip.primary}, {ms:.1f} ms/frame"
+
+
 def run(
     videos_root: Path,
     out_root: Path,
     patterns: Sequence[str] = DEFAULT_PATTERNS,
     force: bool = False,
+    jobs: int = 1,
     **extract_options: Any,
 ) -> tuple[list[Path], list[Path], list[tuple[Path, str]]]:
-    """Extract every matching video; returns (written, skipped, failed with reasons)."""
+    """Extract every matching video; returns (written, skipped, failed with reasons).
+
+    ``jobs`` > 1 extracts that many videos at once in worker processes (MediaPipe's CPU path
+    uses about one core per video, so this is how extraction uses a multi-core machine).
+    """
     videos = find_videos(videos_root, patterns)
     written: list[Path] = []
     skipped: list[Path] = []
     failed: list[tuple[Path, str]] = []
-    bar = tqdm(videos, unit="video", disable=not sys.stderr.isatty() and not extract_options.get("progress"))
-    for video in bar:
+    todo: list[tuple[Path, str, Path]] = []
+    for video in videos:
         out = cache_path_for(video, videos_root, out_root)
-        rel = str(video.relative_to(videos_root.absolute()))
-        bar.set_postfix_str(rel)
         if out.exists() and not force:
             skipped.append(out)
-            continue
-        t0 = time.perf_counter()
-        try:
-            clip = extract_video(video, name=rel, **extract_options)
-        except DecodeError as exc:
-            log.error("skipping %s: %s", rel, exc.reason)
-            failed.append((video, exc.reason))
-            continue
-        save_clip(clip, out)
-        written.append(out)
-        dt = time.perf_counter() - t0
-        log.info(
-            "%s: %d frames, %d tracks, primary=%s, %.1f ms/frame",
-            rel,
-            clip.num_frames,
-            len(clip.tracks),
-            clip.primary,
-            1000 * dt / max(clip.num_frames, 1),
-        )
+        else:
+            todo.append((video, str(video.relative_to(videos_root.absolute())), out))
+    show = sys.stderr.isatty() or bool(extract_options.get("progress"))
+    if jobs > 1:
+        extract_options = {**extract_options, "progress": False}
+    # Spawned (not forked) workers: MediaPipe's threads do not survive a fork.
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) if jobs > 1 else None
+    try:
+        if pool is None:
+            results = ((item, _guarded(partial(extract_to_cache, *item, extract_options))) for item in todo)
+        else:
+            futures = {pool.submit(extract_to_cache, *item, extract_options): item for item in todo}
+            results = ((futures[f], _guarded(f.result)) for f in as_completed(futures))
+        bar = tqdm(results, total=len(todo), unit="video", disable=not show)
+        for (video, rel, out), (line, error) in bar:
+            if error is not None:
+                log.error("skipping %s: %s", rel, error)
+                failed.append((video, error))
+            else:
+                written.append(out)
+                log.info("%s", line)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return written, skipped, failed
+
+
+def _guarded(get: Callable[[], str]) -> tuple[str, str | None]:
+    """(log line, None) or ("", reason) when the video could not be decoded."""
+    try:
+        return get(), None
+    except DecodeError as exc:
+        return "", exc.reason
 
 
 def retrack_cache(out_root: Path, min_track_frames: int = 3, stitch: bool = True) -> int:
@@ -257,6 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="no pose pass: re-run tracking/stitching/primary on the .npz files already in --out",
     )
     parser.add_argument("--force", action="store_true", help="re-extract files that already exist")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help=f"videos extracted at once (this machine: {os.cpu_count()} cores)"
+    )
     parser.add_argument("--progress", action="store_true", help="show progress bars even without a terminal")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -275,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out,
         patterns=args.pattern or DEFAULT_PATTERNS,
         force=args.force,
+        jobs=max(1, args.jobs),
         kind=args.kind,
         max_people=args.max_people,
         max_side=args.max_side,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request, Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
@@ -96,6 +97,37 @@ async def _read_json(request: Request, limit: int) -> SkeletonSequenceIn:
         ) from None
 
 
+class ClientDisconnected(Exception):
+    """The client hung up before its recognition finished; the work was cancelled."""
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[RecognizeResponse]) -> RecognizeResponse:
+    """Await ``work`` but cancel it as soon as the client disconnects.
+
+    A clip costs seconds of pose time per second of video; a client that gave up (closed tab,
+    timeout on its side) must not keep a clip slot busy. Called once the body has been read, so
+    the next ASGI message can only be ``http.disconnect``.
+    """
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+    if not task.done() or task.cancelled():
+        await asyncio.gather(task, return_exceptions=True)
+        raise ClientDisconnected
+    return task.result()
+
+
 def _save_upload(upload: UploadFile, suffix: str) -> Path:
     fd, name = tempfile.mkstemp(suffix=suffix, prefix="skelact-upload-")
     with open(fd, "wb") as out:
@@ -162,7 +194,9 @@ async def _recognize_upload(
     if overlay:
         rid, overlay_path = state.results.new(".webm")
     try:
-        response = await ClipService(state).video(path, filename, model, top_k, stride, overlay_path)
+        response = await _unless_disconnected(
+            request, ClipService(state).video(path, filename, model, top_k, stride, overlay_path)
+        )
     finally:
         path.unlink(missing_ok=True)
     if overlay:
@@ -188,7 +222,7 @@ async def recognize(
     top_k: TopK = None,
     stride: Stride = None,
     overlay: Annotated[bool, Query(description="also render an annotated video (overlay_url)")] = False,
-) -> RecognizeResponse:
+) -> RecognizeResponse | Response:
     """Recognise the actions in a clip: per-track timelines, the primary person and the clip label.
 
     Send ``multipart/form-data`` with the video in the field ``file``, or ``application/json``
@@ -216,6 +250,9 @@ async def recognize(
     except ServiceError as exc:
         outcome = exc.code
         raise
+    except ClientDisconnected:
+        outcome = "client_disconnected"
+        return Response(status_code=499)  # nobody reads it; nginx's code for "client closed request"
     except Exception:
         outcome = "internal_error"
         raise

@@ -181,9 +181,18 @@ class _Connection:
                 if box.closed:
                     return
                 continue
-            arrival, box.pending = box.pending, None
+            slots = self.state.pose_slots
+            await slots.acquire()  # wait for a pose worker first: meanwhile newer frames replace this one
+            slot_held = True
             try:
-                reply = await self.session.process(arrival, (box.received, box.processed + 1, box.dropped))
+                if box.pending is None:  # a config message, or the client left, while we waited
+                    box.wake.set()  # look at the inbox again
+                    continue
+                arrival, box.pending = box.pending, None
+                counters = (box.received, box.processed + 1, box.dropped)
+                reply = await self.session.process(arrival, counters)
+                slots.release()
+                slot_held = False
                 box.processed += 1
                 await self.send(reply.model_dump_json())
             except DecodeError as exc:
@@ -206,6 +215,9 @@ class _Connection:
                     await self.error("internal_error", f"frame {arrival.frame_id}: {why}")
                 except Exception:
                     return
+            finally:
+                if slot_held:
+                    slots.release()
             if box.pending is not None:
                 box.wake.set()
 
@@ -257,7 +269,7 @@ async def stream(
         await refuse(exc.code, f"{exc.message} ({exc.hint})", POLICY_VIOLATION)
         return
     session = StreamSession(
-        loaded, state.settings, state.pose_pool, state.metrics, stride, top_k, state.new_pose_stage
+        loaded, state.settings, state.pose_pool, state.metrics, stride, top_k, state.take_pose_stage
     )
     state.streams += 1
     state.metrics.active_streams.inc()
