@@ -69,6 +69,13 @@ class Settings(BaseSettings):
         description="run pose in threads of this process, or in spawned worker processes "
         "(bench/pose_threads.py measures which scales on a machine)",
     )
+    stream_pose_lanes: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="frames of one WebSocket stream in pose at once, each on its own estimator "
+        "(capped by SKELACT_POSE_WORKERS): a single stream can use several cores",
+    )
     pose_spares: int = Field(
         default=1,
         ge=0,

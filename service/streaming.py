@@ -18,6 +18,7 @@ import numpy as np
 from service.buffer import Window
 from service.metrics import Metrics
 from service.pipeline import PoseTrackStage, TrackedFrame, TrackSet, smoothing_config, stack
+from service.pose import PoseEstimator
 from service.registry import LoadedModel
 from service.schemas import EventOut, FrameMessage, FrameTimings, LabelScore, SkeletonFrameIn, TrackState
 from service.settings import Settings
@@ -25,6 +26,7 @@ from service.skeleton_input import frame_people
 from service.smoothing import LabelEvent
 from service.tracking import TrackedPerson
 from service.video import decode_image
+from skeleton.types import PersonPose
 
 # Same as the tracker's default max_missed_s.
 CLIENT_TRACK_TIMEOUT_S = 1.0
@@ -71,6 +73,8 @@ class StreamSession:
         self.stage_factory = stage_factory or self._new_stage
         self.started = time.perf_counter()
         self._last_t = -1.0
+        self._last_stamp = -1.0
+        self._lane_stages: list[PoseTrackStage] = []  # estimators of pose lanes 1.. (lane 0: stage)
         self._client_seen: dict[int, float] = {}
         self._reopened: list[tuple[int, LabelEvent]] = []  # end events of tracks that came back
         self._tracks_gauge = 0
@@ -87,8 +91,9 @@ class StreamSession:
     async def close(self) -> None:
         self.metrics.active_tracks.dec(self._tracks_gauge)
         self._tracks_gauge = 0
-        if self.stage is not None:
-            stage, self.stage = self.stage, None
+        stages = [*([self.stage] if self.stage is not None else []), *self._lane_stages]
+        self.stage, self._lane_stages = None, []
+        for stage in stages:
             await asyncio.get_running_loop().run_in_executor(self.pose_pool, stage.close)
 
     def switch_model(self, model: LoadedModel) -> list[tuple[int, LabelEvent]]:
@@ -132,15 +137,55 @@ class StreamSession:
         t = max(received_at - self.started, self._last_t + 1e-3)
         return t
 
-    async def process(self, arrival: Arrival, counters: tuple[int, int, int]) -> FrameMessage:
-        """Run one frame through the pipeline; ``counters`` = (received, processed, dropped)."""
+    @property
+    def lanes(self) -> int:
+        """Frames of this stream that may be in pose at once (``SKELACT_STREAM_POSE_LANES``,
+        at most one per pose worker). Each lane has its own MediaPipe estimator, fed every
+        lanes-th frame; tracking, classification and replies stay in frame order."""
+        return max(1, min(self.settings.stream_pose_lanes, self.settings.pose_workers))
+
+    def stamp(self, arrival: Arrival) -> float:
+        """Stream time of a frame, strictly increasing; call in arrival order, when it is taken."""
+        if arrival.skeleton is not None:
+            ts = max(arrival.skeleton.timestamp, self._last_stamp + 1e-3)
+        else:
+            ts = max(arrival.received_at - self.started, self._last_stamp + 1e-3)
+        self._last_stamp = ts
+        return ts
+
+    async def pose(self, arrival: Arrival, ts: float, lane: int = 0) -> Posed | None:
+        """Decode + pose of an image frame on pose lane ``lane`` (None for a skeleton frame)."""
+        if arrival.image is None:
+            return None
+        estimator = await self._lane_estimator(lane)
+        return await asyncio.get_running_loop().run_in_executor(
+            self.pose_pool, _decode_pose, estimator, arrival.image, ts, self.settings.pose_max_side
+        )
+
+    async def _lane_estimator(self, lane: int) -> PoseEstimator:
+        assert self.stage is not None and self.stage.estimator is not None, "open() first"
+        if lane == 0:
+            return self.stage.estimator
+        while len(self._lane_stages) < lane:  # built on first use: one stream alone on a server
+            self._lane_stages.append(await self.stage_factory())
+        estimator = self._lane_stages[lane - 1].estimator
+        assert estimator is not None
+        return estimator
+
+    async def finish(
+        self,
+        arrival: Arrival,
+        ts: float,
+        posed: Posed | None,
+        counters: tuple[int, int, int],
+        t_start: float,
+    ) -> FrameMessage:
+        """Tracking, windows, classification and the reply of a frame; call in frame order."""
         assert self.stage is not None, "open() first"
-        loop = asyncio.get_running_loop()
-        t_start = time.perf_counter()
         stage = self.stage
+        decode_s = pose_s = 0.0
         if arrival.skeleton is not None:
             sk = arrival.skeleton
-            ts = max(sk.timestamp, self._last_t + 1e-3)
             people, poses, width, height = frame_people(sk, self.model.manifest.input.coordinates)
             if people is None and not poses and self._client_seen:
                 people = ()  # an empty frame of a client that numbers its own tracks
@@ -150,14 +195,11 @@ class StreamSession:
                 assert poses is not None
                 self._end_after_gap(stage, ts, arrival.frame_id)
                 tracked = stage.track(poses, ts, arrival.frame_id, width, height)
-            decode_s = 0.0
         else:
-            assert arrival.image is not None
-            ts = self._stream_time(arrival.received_at)
+            assert posed is not None
             self._end_after_gap(stage, ts, arrival.frame_id)
-            tracked, decode_s = await loop.run_in_executor(
-                self.pose_pool, _decode_pose_track, stage, arrival.image, ts, arrival.frame_id
-            )
+            tracked = stage.track(posed.poses, ts, arrival.frame_id, posed.width, posed.height)
+            decode_s, pose_s = posed.decode_s, posed.pose_s
         self._last_t = tracked.timestamp
         outcome = self.tracks.observe(tracked)
         events, self._reopened = self._reopened, []
@@ -169,7 +211,9 @@ class StreamSession:
             classify_s = res.infer_ms / 1e3 + res.wait_ms / 1e3
             events.extend(self.tracks.apply(outcome.windows, res.probs))
         self._update_gauges()
-        msg = self._encode(tracked, events, counters, decode_s, classify_s, t_start, arrival.received_at)
+        msg = self._encode(
+            tracked, events, counters, decode_s, pose_s, classify_s, t_start, arrival.received_at
+        )
         self._observe(msg, outcome.windows)
         return msg
 
@@ -179,6 +223,7 @@ class StreamSession:
         events: list[tuple[int, LabelEvent]],
         counters: tuple[int, int, int],
         decode_s: float,
+        pose_s: float,
         classify_s: float,
         t_start: float,
         received_at: float,
@@ -215,7 +260,7 @@ class StreamSession:
             ],
             timings_ms=FrameTimings(
                 decode=_ms(decode_s),
-                pose=_ms(tracked.pose_s),
+                pose=_ms(pose_s),
                 track=_ms(tracked.track_s),
                 classify=_ms(classify_s),
                 total=_ms(total),
@@ -245,13 +290,23 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1e3, 3)
 
 
-def _decode_pose_track(
-    stage: PoseTrackStage, data: bytes, ts: float, frame_id: int
-) -> tuple[TrackedFrame, float]:
+@dataclass(frozen=True, slots=True)
+class Posed:
+    """A frame after decode and pose, before tracking (what a pose lane hands on)."""
+
+    width: int
+    height: int
+    poses: tuple[PersonPose, ...]
+    decode_s: float
+    pose_s: float
+
+
+def _decode_pose(estimator: PoseEstimator, data: bytes, ts: float, max_side: int | None) -> Posed:
     t0 = time.perf_counter()
-    rgb = decode_image(data, stage.settings.pose_max_side)
-    decode_s = time.perf_counter() - t0
-    return stage.process(rgb, ts, frame_id), decode_s
+    rgb = decode_image(data, max_side)
+    t1 = time.perf_counter()
+    poses = estimator.estimate(rgb, ts)
+    return Posed(rgb.shape[1], rgb.shape[0], poses, t1 - t0, time.perf_counter() - t1)
 
 
 FrameHandler = Callable[[Arrival], None]

@@ -217,3 +217,43 @@ def test_streams_start_on_a_prebuilt_pose_stage_and_share_the_pose_slots(
         assert state._spare_stages and spare not in state._spare_stages  # taken, and replaced
     # every pose slot is free again once the stream is done
     assert state.pose_slots._value == state.settings.pose_workers
+
+
+def test_pose_lanes_alternate_estimators_and_keep_one_track(
+    client: TestClient, frames: tuple[list[bytes], float]
+) -> None:
+    """Two frames of one stream in pose at once, each on its own estimator (two cores for one
+    stream); tracking afterwards in frame order keeps the person on one track."""
+    import asyncio
+
+    from service.streaming import Arrival, StreamSession
+
+    state = client.app.state.service  # type: ignore[attr-defined]
+    model = state.registry.get("linear")
+    jpegs, fps = frames
+
+    async def run() -> list[FrameMessage]:
+        session = StreamSession(model, state.settings, state.pose_pool, state.metrics,
+                                stage_factory=state.take_pose_stage)
+        await session.open()
+        assert session.lanes == 2
+        replies = []
+        try:
+            for i in range(0, 12, 2):
+                pair = [Arrival(i + k, session.started + (i + k) / fps, image=jpegs[i + k]) for k in (0, 1)]
+                stamps = [session.stamp(a) for a in pair]
+                posed = await asyncio.gather(*(session.pose(a, t, lane) for lane, (a, t) in
+                                               enumerate(zip(pair, stamps, strict=True))))
+                for a, t, p in zip(pair, stamps, posed, strict=True):
+                    replies.append(await session.finish(a, t, p, (i + 2, len(replies) + 1, 0), 0.0))
+            assert len(session._lane_stages) == 1  # lane 1 got its own estimator
+            assert session._lane_stages[0].estimator is not session.stage.estimator
+        finally:
+            await session.close()
+        return replies
+
+    replies = client.portal.call(run)  # type: ignore[union-attr]
+    assert [r.frame_id for r in replies] == list(range(12))
+    assert all(b.timestamp > a.timestamp for a, b in pairwise(replies))
+    assert all(len(r.tracks) == 1 for r in replies)
+    assert len({r.tracks[0].track_id for r in replies}) == 1

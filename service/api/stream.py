@@ -169,57 +169,101 @@ class _Connection:
             await self.error("invalid_json", f"text messages must be JSON: {exc}")
 
     async def process_loop(self) -> None:
+        """Take the newest frame whenever a pose lane and a pose worker are free.
+
+        Up to ``session.lanes`` frames of this stream are in pose at once (a lone stream uses
+        several cores); each frame then waits for the one before it, so tracking, windows and
+        replies stay in order. The pose slot is taken *before* the frame: while the server is
+        busy, newer frames replace the pending one instead of queueing behind it.
+        """
         box = self.inbox
-        while True:
-            await box.wake.wait()
-            box.wake.clear()
-            if box.shutdown:
-                return
-            while box.configs:
-                await self._apply_config(box.configs.pop(0))
-            if box.pending is None:
-                if box.closed:
+        lanes: asyncio.Queue[int] = asyncio.Queue()
+        for lane in range(self.session.lanes):
+            lanes.put_nowait(lane)
+        slots = self.state.pose_slots
+        previous: asyncio.Task[bool] | None = None
+        try:
+            while True:
+                await box.wake.wait()
+                box.wake.clear()
+                if box.shutdown or (previous is not None and previous.done() and not previous.result()):
                     return
-                continue
-            slots = self.state.pose_slots
-            await slots.acquire()  # wait for a pose worker first: meanwhile newer frames replace this one
-            slot_held = True
-            try:
-                if box.pending is None:  # a config message, or the client left, while we waited
-                    box.wake.set()  # look at the inbox again
+                if box.configs:
+                    if previous is not None and not await previous:  # switch between frames
+                        return
+                    while box.configs:
+                        await self._apply_config(box.configs.pop(0))
+                if box.pending is None:
+                    if box.closed:
+                        return
+                    continue
+                lane = await lanes.get()
+                await slots.acquire()
+                if box.pending is None or box.shutdown:  # taken by nobody: look at the inbox again
+                    slots.release()
+                    lanes.put_nowait(lane)
+                    box.wake.set()
                     continue
                 arrival, box.pending = box.pending, None
-                counters = (box.received, box.processed + 1, box.dropped)
-                reply = await self.session.process(arrival, counters)
-                slots.release()
-                slot_held = False
-                box.processed += 1
-                await self.send(reply.model_dump_json())
-            except DecodeError as exc:
-                await self.error("undecodable_image", f"frame {arrival.frame_id}: {exc.reason}")
-            except ServiceError as exc:
-                await self.error(
-                    exc.code,
-                    f"frame {arrival.frame_id}: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""),
-                )
-                if not exc.recoverable:
-                    return
-            except WebSocketDisconnect:
-                return
-            except Exception as exc:  # one bad frame must not end the stream
-                if box.closed:
-                    return
-                error_id = report_internal(exc, f"WS /stream frame {arrival.frame_id}")
-                try:
-                    why = internal_message(error_id)
-                    await self.error("internal_error", f"frame {arrival.frame_id}: {why}")
-                except Exception:
-                    return
-            finally:
-                if slot_held:
-                    slots.release()
-            if box.pending is not None:
-                box.wake.set()
+                ts = self.session.stamp(arrival)
+                previous = asyncio.ensure_future(self._frame(arrival, ts, lane, lanes, previous))
+                previous.add_done_callback(lambda _: box.wake.set())  # a failed frame ends the loop
+                box.wake.set()  # another lane may take the next frame at once
+        finally:
+            if previous is not None:  # finish (and reply to) the frames in flight
+                await asyncio.gather(previous, return_exceptions=True)
+
+    async def _frame(
+        self,
+        arrival: Arrival,
+        ts: float,
+        lane: int,
+        lanes: asyncio.Queue[int],
+        before: asyncio.Task[bool] | None,
+    ) -> bool:
+        """One frame: pose on its lane, then (after the frame before) the rest. False: end the stream."""
+        box = self.inbox
+        t_start = time.perf_counter()
+        posed = None
+        failure: BaseException | None = None
+        try:
+            posed = await self.session.pose(arrival, ts, lane)
+        except Exception as exc:  # reported in order, below
+            failure = exc
+        finally:
+            self.state.pose_slots.release()
+            lanes.put_nowait(lane)
+            box.wake.set()
+        if before is not None and not await before:
+            return False
+        try:
+            if failure is not None:
+                raise failure
+            counters = (box.received, box.processed + 1, box.dropped)
+            reply = await self.session.finish(arrival, ts, posed, counters, t_start)
+            box.processed += 1
+            await self.send(reply.model_dump_json())
+        except DecodeError as exc:
+            await self.error("undecodable_image", f"frame {arrival.frame_id}: {exc.reason}")
+        except ServiceError as exc:
+            await self.error(
+                exc.code,
+                f"frame {arrival.frame_id}: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""),
+            )
+            if not exc.recoverable:
+                return False
+        except WebSocketDisconnect:
+            return False
+        except Exception as exc:  # one bad frame must not end the stream
+            if box.closed:
+                return False
+            error_id = report_internal(exc, f"WS /stream frame {arrival.frame_id}")
+            try:
+                why = internal_message(error_id)
+                await self.error("internal_error", f"frame {arrival.frame_id}: {why}")
+            except Exception:
+                return False
+        return True
 
     async def _apply_config(self, cfg: ConfigMessage) -> None:
         if cfg.model is None or cfg.model == self.session.model.name:
