@@ -257,3 +257,22 @@ def test_pose_lanes_alternate_estimators_and_keep_one_track(
     assert all(b.timestamp > a.timestamp for a, b in pairwise(replies))
     assert all(len(r.tracks) == 1 for r in replies)
     assert len({r.tracks[0].track_id for r in replies}) == 1
+
+
+def test_extra_lanes_only_when_the_server_has_spare_workers() -> None:
+    import asyncio
+
+    from service.api.stream import _Lanes
+
+    async def run() -> list[int]:
+        lanes = _Lanes(2)
+        first = await lanes.take(extra=False)
+        waiter = asyncio.ensure_future(lanes.take(extra=False))  # lane 1 is free but not allowed
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+        lanes.give_back(first)
+        second = await asyncio.wait_for(waiter, 1)
+        third = await lanes.take(extra=True)  # many workers free: lane 1 may be used
+        return [first, second, third]
+
+    assert asyncio.run(run()) == [0, 0, 1]

@@ -52,6 +52,28 @@ class _Inbox:
     dropped: int = 0
 
 
+class _Lanes:
+    """Pose lanes of one stream (lane 0 is the stream's own estimator, the others extra ones)."""
+
+    def __init__(self, count: int) -> None:
+        self.free = list(range(count))
+        self.freed = asyncio.Event()
+
+    async def take(self, extra: bool) -> int:
+        """The lowest free lane; lanes above 0 only when ``extra``."""
+        while True:
+            usable = [lane for lane in self.free if extra or lane == 0]
+            if usable:
+                self.free.remove(min(usable))
+                return min(usable)
+            self.freed.clear()
+            await self.freed.wait()
+
+    def give_back(self, lane: int) -> None:
+        self.free.append(lane)
+        self.freed.set()
+
+
 class _Connection:
     def __init__(self, ws: WebSocket, state: ServiceState, session: StreamSession) -> None:
         self.ws = ws
@@ -177,9 +199,7 @@ class _Connection:
         busy, newer frames replace the pending one instead of queueing behind it.
         """
         box = self.inbox
-        lanes: asyncio.Queue[int] = asyncio.Queue()
-        for lane in range(self.session.lanes):
-            lanes.put_nowait(lane)
+        lanes = _Lanes(self.session.lanes)
         slots = self.state.pose_slots
         previous: asyncio.Task[bool] | None = None
         try:
@@ -197,11 +217,13 @@ class _Connection:
                     if box.closed:
                         return
                     continue
-                lane = await lanes.get()
+                # more lanes only while fewer streams than pose workers are open: with more, the
+                # cores are busy anyway and every extra lane would hold another estimator in memory
+                lane = await lanes.take(self.state.streams < self.state.settings.pose_workers)
                 await slots.acquire()
                 if box.pending is None or box.shutdown:  # taken by nobody: look at the inbox again
                     slots.release()
-                    lanes.put_nowait(lane)
+                    lanes.give_back(lane)
                     box.wake.set()
                     continue
                 arrival, box.pending = box.pending, None
@@ -218,7 +240,7 @@ class _Connection:
         arrival: Arrival,
         ts: float,
         lane: int,
-        lanes: asyncio.Queue[int],
+        lanes: _Lanes,
         before: asyncio.Task[bool] | None,
     ) -> bool:
         """One frame: pose on its lane, then (after the frame before) the rest. False: end the stream."""
@@ -232,7 +254,7 @@ class _Connection:
             failure = exc
         finally:
             self.state.pose_slots.release()
-            lanes.put_nowait(lane)
+            lanes.give_back(lane)
             box.wake.set()
         if before is not None and not await before:
             return False
