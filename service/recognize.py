@@ -23,7 +23,6 @@ from service.pipeline import ClipOutcome, ClipRecognizer, PoseTrackStage, Source
 from service.registry import LoadedModel
 from service.schemas import (
     ClipResult,
-    LabelScore,
     ProcessingStats,
     RecognizeResponse,
     Segment,
@@ -31,6 +30,7 @@ from service.schemas import (
     StageTimes,
     TrackResult,
     VideoInfo,
+    top_scores,
 )
 from service.skeleton_input import sequence_source
 from service.smoothing import TimelineSegment, timeline
@@ -92,11 +92,6 @@ class VideoSource:
 
     def close(self) -> None:
         self.reader.close()
-
-
-def _top(labels: list[str], probs: np.ndarray, k: int) -> list[LabelScore]:
-    idx = np.argsort(-probs)[:k]
-    return [LabelScore(label=labels[i], score=round(float(probs[i]), 4)) for i in idx]
 
 
 def _too_long(what: str, max_seconds: float) -> ServiceError:
@@ -317,7 +312,7 @@ class ClipService:
                     track_id=ft.track_id,
                     label=labels[d.label],
                     confidence=round(d.confidence, 4),
-                    top=_top(labels, d.probs, k),
+                    top=top_scores(labels, d.probs, k),
                     fall=d.fall,
                     fall_time=None if d.fall_time is None else round(d.fall_time, 4),
                     fall_probability=round(d.fall_probability, 4),
@@ -366,7 +361,7 @@ class ClipService:
                 )
                 for sg in ft.segments
             ],
-            top=_top(labels, mean, k) if mean is not None else [],
+            top=top_scores(labels, mean, k),
         )
 
 

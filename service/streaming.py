@@ -20,7 +20,7 @@ from service.metrics import Metrics
 from service.pipeline import PoseTrackStage, TrackedFrame, TrackSet, smoothing_config, stack
 from service.pose import PoseEstimator
 from service.registry import LoadedModel
-from service.schemas import EventOut, FrameMessage, FrameTimings, LabelScore, SkeletonFrameIn, TrackState
+from service.schemas import EventOut, FrameMessage, FrameTimings, SkeletonFrameIn, TrackState, top_scores
 from service.settings import Settings
 from service.skeleton_input import frame_people
 from service.smoothing import LabelEvent
@@ -40,13 +40,6 @@ class Arrival:
     received_at: float  # time.perf_counter()
     image: bytes | None = None
     skeleton: SkeletonFrameIn | None = None
-
-
-def top_k(labels: list[str], probs: np.ndarray | None, k: int) -> list[LabelScore]:
-    if probs is None:
-        return []
-    idx = np.argsort(-probs)[:k]
-    return [LabelScore(label=labels[i], score=round(float(probs[i]), 4)) for i in idx]
 
 
 class StreamSession:
@@ -134,8 +127,7 @@ class StreamSession:
                 self._reopened.extend((t, e) for e in self.tracks.finish(slot, ts))
 
     def _stream_time(self, received_at: float) -> float:
-        t = max(received_at - self.started, self._last_t + 1e-3)
-        return t
+        return max(received_at - self.started, self._last_stamp + 1e-3)
 
     @property
     def lanes(self) -> int:
@@ -149,7 +141,7 @@ class StreamSession:
         if arrival.skeleton is not None:
             ts = max(arrival.skeleton.timestamp, self._last_stamp + 1e-3)
         else:
-            ts = max(arrival.received_at - self.started, self._last_stamp + 1e-3)
+            ts = self._stream_time(arrival.received_at)
         self._last_stamp = ts
         return ts
 
@@ -242,7 +234,7 @@ class StreamSession:
                     landmarks=np.round(lm.astype(np.float64), 2).tolist(),
                     label=st.label if st is not None else None,
                     confidence=round(st.confidence, 4) if st is not None else 0.0,
-                    top=top_k(labels, st.probs if st is not None else None, self.top),
+                    top=top_scores(labels, st.probs if st is not None else None, self.top),
                     window_fill=round(slot.buffer.fill, 3) if slot is not None else 0.0,
                 )
             )
