@@ -2,7 +2,10 @@
 
 A request waits at most ``deadline_s`` for others to join (or until ``max_batch`` windows are
 queued); the batch then runs on the batcher's own worker thread, so the event loop never blocks
-and GPU/CPU calls are made one at a time in the order they were batched.
+and GPU/CPU calls are made one at a time in the order they were batched. The deadline is only
+waited while two or more producers (open streams, clips being processed) use the model: alone,
+nobody can join the batch, and waiting would only add latency to every window. What is already
+queued still rides along in either case.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -61,6 +64,27 @@ class MicroBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"classify-{name}")
         self._task: asyncio.Task[None] | None = None
         self._batches = 0
+        self._producers = 0
+
+    def add_producer(self) -> None:
+        """A caller that will submit again and again (a stream, a clip) starts using this model."""
+        self._producers += 1
+
+    def remove_producer(self) -> None:
+        self._producers = max(0, self._producers - 1)
+
+    @contextlib.contextmanager
+    def producing(self) -> Iterator[None]:
+        """``add_producer`` for the duration of a block."""
+        self.add_producer()
+        try:
+            yield
+        finally:
+            self.remove_producer()
+
+    @property
+    def producers(self) -> int:
+        return self._producers
 
     @property
     def batches(self) -> int:
@@ -113,7 +137,7 @@ class MicroBatcher:
             first = await self._queue.get()
             group = [first]
             size = first.windows.shape[0]
-            until = loop.time() + self.deadline_s
+            until = loop.time() + (self.deadline_s if self._producers > 1 else 0.0)
             while size < self.max_batch:
                 timeout = until - loop.time()
                 try:

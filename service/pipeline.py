@@ -360,6 +360,10 @@ class ClipRecognizer:
         self.keep_frames = keep_frames
 
     async def run(self, source: Iterator[SourceFrame], stage: PoseTrackStage | None) -> ClipOutcome:
+        with self.model.batcher.producing():
+            return await self._run(source, stage)
+
+    async def _run(self, source: Iterator[SourceFrame], stage: PoseTrackStage | None) -> ClipOutcome:
         loop = asyncio.get_running_loop()
         t_start = time.perf_counter()
         tracks = TrackSet(self.model, smoothing_config(self.settings), self.stride, keep_history=True)

@@ -61,6 +61,8 @@ class StreamSession:
         self.stride = stride or settings.stride
         self.top = top or settings.top_k
         self.model = model
+        model.batcher.add_producer()  # until close(): other streams' windows may wait for ours
+        self._producing = True
         self.tracks = TrackSet(model, smoothing_config(settings), self.stride, keep_history=False)
         self.stage: PoseTrackStage | None = None
         self.stage_factory = stage_factory or self._new_stage
@@ -82,6 +84,9 @@ class StreamSession:
         self.stage = await self.stage_factory()
 
     async def close(self) -> None:
+        if self._producing:
+            self.model.batcher.remove_producer()
+            self._producing = False
         self.metrics.active_tracks.dec(self._tracks_gauge)
         self._tracks_gauge = 0
         stages = [*([self.stage] if self.stage is not None else []), *self._lane_stages]
@@ -93,6 +98,9 @@ class StreamSession:
         """Use another model from now on; open labels end, buffers restart (new window geometry)."""
         now = self._stream_time(time.perf_counter())
         events = [(s.track_id, e) for s in self.tracks.slots.values() for e in self.tracks.finish(s, now)]
+        if self._producing:
+            self.model.batcher.remove_producer()
+            model.batcher.add_producer()
         self.model = model
         self.tracks = TrackSet(model, smoothing_config(self.settings), self.stride, keep_history=False)
         return events

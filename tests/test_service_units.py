@@ -142,6 +142,8 @@ def test_micro_batcher_merges_concurrent_windows(tmp_path: Path) -> None:
 
     async def run() -> list[np.ndarray]:
         batcher = MicroBatcher(clf, max_batch=64, deadline_s=0.02, observer=lambda n, _: sizes.append(n))
+        batcher.add_producer()
+        batcher.add_producer()
         try:
             results = await asyncio.gather(*(batcher.submit(x) for x in inputs))
             big = await batcher.submit(rng.normal(size=(150, 3, 32, 33)).astype(np.float32))
@@ -155,6 +157,30 @@ def test_micro_batcher_merges_concurrent_windows(tmp_path: Path) -> None:
     assert max(sizes) <= 64
     for x, p in zip(inputs, out, strict=True):
         np.testing.assert_allclose(p, clf.predict(x), atol=1e-6)
+
+
+def test_micro_batcher_waits_for_partners_only_when_there_can_be_some(tmp_path: Path) -> None:
+    """With one producer (a lone stream) a window runs at once; with two, it waits the deadline
+    for the other's windows."""
+    folder = write_linear_model(tmp_path / "m", ["a", "b"])
+    clf = OnnxClassifier(folder, load_manifest(folder), ["cpu"])
+    x = np.random.default_rng(3).normal(size=(1, 3, 32, 33)).astype(np.float32)
+
+    async def run() -> tuple[float, float]:
+        batcher = MicroBatcher(clf, max_batch=64, deadline_s=0.4)
+        try:
+            with batcher.producing():
+                alone = (await batcher.submit(x)).wait_ms
+                with batcher.producing():
+                    assert batcher.producers == 2
+                    shared = (await batcher.submit(x)).wait_ms
+            assert batcher.producers == 0
+            return alone, shared
+        finally:
+            await batcher.close()
+
+    alone, shared = asyncio.run(run())
+    assert alone < 200 and shared >= 390, (alone, shared)
 
 
 def test_skeleton_json_becomes_person_poses() -> None:
