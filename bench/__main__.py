@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.clips import PIPELINE_CLIP, REPO_ROOT, STREAM_CLIP, resolve_clip, trim_clip
-from bench.machine import machine_info
+from bench.machine import cpu_jiffies, machine_info, steal_percent
 
 DEFAULT_OUT = REPO_ROOT / "bench" / "results"
 DOCS = REPO_ROOT / "docs" / "benchmarks.md"
@@ -164,9 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         results.update({"machine": machine_info(), "command": command.strip(), "quick": bool(args.quick)})
         sections = results.setdefault("sections", {})
-        t0 = time.perf_counter()
+        t0, jiffies = time.perf_counter(), cpu_jiffies()
         sections.update(run_sections(args, run, out))
         results["wall_s"] = round(time.perf_counter() - t0, 1)
+        results["cpu_steal_percent"] = steal_percent(jiffies, cpu_jiffies())
         (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     elif not results:
         parser.error(f"nothing to report: no {out / 'results.json'}")
@@ -209,6 +210,7 @@ def run_sections(args: argparse.Namespace, run: set[str], out: Path) -> dict[str
                         args.drain,
                         args.model,
                         deflate=args.ws_deflate,
+                        settings=settings,
                     )
         if "classifier" in run:
             from bench.classifier import run_classifier_bench

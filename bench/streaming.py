@@ -26,6 +26,7 @@ import numpy as np
 from bench.clips import clip_info, jpeg_frames
 from bench.machine import load_average, machine_info
 from bench.server import MetricKey, ResourceSampler, ServerHandle, metric_delta
+from service.settings import Settings
 
 CLIENTS = (1, 2, 4, 8)
 RATES = (15.0, 30.0)
@@ -259,6 +260,37 @@ def _server_side(before: dict[MetricKey, float], after: dict[MetricKey, float]) 
     }
 
 
+def bare_frames(frames: list[bytes], fps: float, settings: Settings) -> dict[str, Any]:
+    """The single client's frames through decode + pose in one thread, nothing else: what the
+    single-stream latency is compared with (same JPEGs, same estimator settings as the server)."""
+    from service.pose import create_pose_estimator
+    from service.video import decode_image
+
+    est = create_pose_estimator(settings.pose_kind, max_people=settings.max_people, **settings.pose_options())
+    decode, pose = [], []
+    try:
+        for i, jpg in enumerate(frames):
+            t0 = time.perf_counter()
+            rgb = decode_image(jpg, settings.pose_max_side)
+            t1 = time.perf_counter()
+            est.estimate(rgb, i / fps)
+            decode.append(t1 - t0)
+            pose.append(time.perf_counter() - t1)
+    finally:
+        est.close()
+    total = 1e3 * (np.asarray(decode) + np.asarray(pose))
+    return {
+        "frames": len(frames),
+        "fps": fps,
+        "decode_ms": round(1e3 * float(np.mean(decode)), 2),
+        "pose_ms": round(1e3 * float(np.mean(pose)), 2),
+        "ms_per_frame": round(float(total.mean()), 2),
+        "p50_ms": round(float(np.percentile(total, 50)), 1),
+        "p95_ms": round(float(np.percentile(total, 95)), 1),
+        "max_ms": round(float(total.max()), 1),
+    }
+
+
 def run_stream_bench(
     server: ServerHandle,
     clip: Path,
@@ -270,10 +302,15 @@ def run_stream_bench(
     open_timeout_s: float = 120.0,
     pause_s: float = 1.0,
     deflate: bool = False,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """The ``stream`` section: one scenario per (rate, clients)."""
+    """The ``stream`` section: the bare loop on the single client's frames, then one scenario per
+    (rate, clients)."""
     max_frames = round(max(rates) * seconds)
     frames = jpeg_frames(clip, max_frames + CLIENT_OFFSET_FRAMES * (max(clients) - 1))
+    low = min(rates)
+    bare_frames(frames[:2], low, settings or Settings())  # process-wide MediaPipe start-up, untimed
+    bare = bare_frames(frames[: round(low * seconds)], low, settings or Settings())
     section: dict[str, Any] = {
         "machine": machine_info(),
         "clip": clip_info(clip),
@@ -283,6 +320,7 @@ def run_stream_bench(
         "ws_deflate": deflate,
         "server_pose": server.ready.get("pose", ""),
         "server_models": server.ready.get("models", {}),
+        "bare": bare,
         "scenarios": [],
     }
     for fps in rates:
