@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--clip-seconds", type=float, default=None, help="use only the clip's first seconds")
     g.add_argument("--repeats", type=int, default=2, help="alternating bare / service runs")
     g.add_argument("--model", default=None, help="model the server uses (default: its default)")
+    g.add_argument(
+        "--clip-lanes",
+        type=int,
+        default=2,
+        help="also time POST /recognize on a second server with SKELACT_CLIP_POSE_LANES=N (<= 1: skip)",
+    )
     g = p.add_argument_group("stream")
     g.add_argument("--stream-clip", default=STREAM_CLIP)
     g.add_argument("--clients", type=_ints, default=[1, 2, 4, 8])
@@ -176,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_sections(args: argparse.Namespace, run: set[str], out: Path) -> dict[str, Any]:
-    from bench.pipeline import bare_loop, run_pipeline_bench
+    from bench.pipeline import bare_loop, run_lanes_rows, run_pipeline_bench
     from bench.server import launch_server
     from service.settings import Settings
 
@@ -212,6 +218,14 @@ def run_sections(args: argparse.Namespace, run: set[str], out: Path) -> dict[str
                         deflate=args.ws_deflate,
                         settings=settings,
                     )
+        lanes = args.clip_lanes
+        if "pipeline" in run and lanes > 1 and int(os.environ.get("SKELACT_CLIP_POSE_LANES", "1")) != lanes:
+            lanes_env = {**server_env, "SKELACT_CLIP_POSE_LANES": str(lanes)}
+            log.info("pipeline: POST /recognize with %d pose lanes per clip (a second server)", lanes)
+            with launch_server(lanes_env, log_path=out / "server-lanes.log") as server:
+                done["pipeline"]["lanes"] = run_lanes_rows(
+                    server, clip, settings, lanes, args.repeats, args.model
+                )
         if "classifier" in run:
             from bench.classifier import run_classifier_bench
 

@@ -110,6 +110,7 @@ def recognize_once(server: ServerHandle, clip: Path, model: str | None = None) -
         "model": body["model"],
         "provider": body["provider"],
         "clip_label": (body.get("clip") or {}).get("label"),
+        "pose_lanes": stats.get("pose_lanes", 1),
         **sampler.result,
     }
 
@@ -153,6 +154,34 @@ def run_pipeline_bench(
         "load_average": [load_before, load_average()],
     }
     return section, frames
+
+
+def run_lanes_rows(
+    server: ServerHandle,
+    clip: Path,
+    settings: Settings,
+    lanes: int,
+    repeats: int = 2,
+    model: str | None = None,
+) -> dict[str, Any]:
+    """``POST /recognize`` on a server whose clips use ``lanes`` pose estimators at once, alternated
+    with the same bare loop as the main rows (its own runs: the machine's load drifts)."""
+    recognize_once(server, clip, model)  # warm-up, not timed
+    bare_runs, service_runs = [], []
+    for _ in range(max(1, repeats)):
+        bare_runs.append(bare_loop(clip, settings)[0])
+        service_runs.append(recognize_once(server, clip, model))
+    bare = min(bare_runs, key=lambda r: r["wall_s"])
+    svc = min(service_runs, key=lambda r: r["wall_s"])
+    return {
+        "lanes": lanes,
+        "server_lanes": svc["pose_lanes"],
+        "bare_runs": bare_runs,
+        "service_runs": service_runs,
+        "bare": bare,
+        "service": svc,
+        "speedup": round(bare["wall_s"] / svc["wall_s"], 4),
+    }
 
 
 def _spread(values: list[float]) -> float:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -25,6 +27,8 @@ from service.settings import Settings
 from service.smoothing import LabelEvent, LabelSmoother, SmoothedState, SmoothingConfig, TimelineBuilder
 from service.tracking import TrackedPerson, Tracker, TrackHistory, TrackUpdate
 from skeleton.types import PersonPose
+
+T = TypeVar("T")
 
 __all__ = [
     "ClipOutcome",
@@ -298,6 +302,7 @@ class ClipOutcome:
     history: TrackHistory
     width: int
     height: int
+    pose_lanes: int = 1  # estimators the frames were spread over
 
 
 async def prefetch(
@@ -340,8 +345,20 @@ async def prefetch(
             await loop.run_in_executor(executor, close)
 
 
+def _timed_estimate(
+    estimator: PoseEstimator, rgb: np.ndarray, timestamp: float
+) -> tuple[tuple[PersonPose, ...], float]:
+    t0 = time.perf_counter()
+    return estimator.estimate(rgb, timestamp), time.perf_counter() - t0
+
+
 class ClipRecognizer:
-    """Runs one clip through the pipeline with the stages overlapping."""
+    """Runs one clip through the pipeline with the stages overlapping.
+
+    ``extra_estimators``: pose lanes beyond the stage's own estimator. Frame i goes to lane
+    i mod lanes, so several frames are in pose at once; tracking and windows still see the
+    frames in order.
+    """
 
     def __init__(
         self,
@@ -351,6 +368,7 @@ class ClipRecognizer:
         io_pool: Executor,
         stride: int | None = None,
         keep_frames: bool = False,
+        extra_estimators: Sequence[PoseEstimator] = (),
     ) -> None:
         self.model = model
         self.settings = settings
@@ -358,6 +376,7 @@ class ClipRecognizer:
         self.io_pool = io_pool
         self.stride = stride or settings.stride
         self.keep_frames = keep_frames
+        self.extra_estimators = tuple(extra_estimators)
 
     async def run(self, source: Iterator[SourceFrame], stage: PoseTrackStage | None) -> ClipOutcome:
         with self.model.batcher.producing():
@@ -379,10 +398,47 @@ class ClipRecognizer:
                 task = loop.create_task(self.model.batcher.submit(stack(windows)))
                 pending.append((windows, task))
 
+        def consume(src: SourceFrame, tracked: TrackedFrame) -> None:
+            nonlocal processed, width, height, last_time
+            processed += 1
+            width, height = src.width, src.height
+            history.add(tracked.update)
+            clock.pose += tracked.pose_s
+            clock.track += tracked.track_s
+            last_time = src.timestamp
+            if self.keep_frames:
+                frame_people.append((src.timestamp, tracked.people))
+            outcome = tracks.observe(tracked)
+            clock.buffer += outcome.buffer_s
+            submit(list(outcome.windows))
+
+        lanes = (stage.estimator, *self.extra_estimators) if stage is not None and stage.estimator else ()
+        in_pose: deque[tuple[SourceFrame, asyncio.Future[tuple[tuple[PersonPose, ...], float]]]] = deque()
+        on_pool: list[Future[Any]] = []
+
+        def on_pose_pool(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+            on_pool[:] = [f for f in on_pool if not f.done()]
+            job = self.pose_pool.submit(fn, *args)
+            on_pool.append(job)
+            return asyncio.wrap_future(job)
+
+        async def oldest_posed() -> None:
+            src, future = in_pose.popleft()
+            poses, pose_s = await future
+            assert stage is not None
+            t = stage.track(poses, src.timestamp, src.index, src.width, src.height)
+            consume(src, replace(t, pose_s=pose_s))
+
         try:
             async for src in prefetch(source, self.io_pool):
                 decoded += 1
                 clock.decode += src.decode_s
+                if len(lanes) > 1 and src.rgb is not None:
+                    lane = lanes[(decoded - 1) % len(lanes)]
+                    in_pose.append((src, on_pose_pool(_timed_estimate, lane, src.rgb, src.timestamp)))
+                    if len(in_pose) == len(lanes):  # every lane busy: the oldest frame goes on first
+                        await oldest_posed()
+                    continue
                 if src.people is not None:
                     tracked = TrackedFrame(src.index, src.timestamp, src.width, src.height, src.people, ())
                 elif src.poses is not None:
@@ -390,20 +446,10 @@ class ClipRecognizer:
                     tracked = stage.track(src.poses, src.timestamp, src.index, src.width, src.height)
                 else:
                     assert stage is not None and src.rgb is not None
-                    tracked = await loop.run_in_executor(
-                        self.pose_pool, stage.process, src.rgb, src.timestamp, src.index
-                    )
-                processed += 1
-                width, height = src.width, src.height
-                history.add(tracked.update)
-                clock.pose += tracked.pose_s
-                clock.track += tracked.track_s
-                last_time = src.timestamp
-                if self.keep_frames:
-                    frame_people.append((src.timestamp, tracked.people))
-                outcome = tracks.observe(tracked)
-                clock.buffer += outcome.buffer_s
-                submit(list(outcome.windows))
+                    tracked = await on_pose_pool(stage.process, src.rgb, src.timestamp, src.index)
+                consume(src, tracked)
+            while in_pose:
+                await oldest_posed()
             t0 = time.perf_counter()
             submit(tracks.flush())
             clock.buffer += time.perf_counter() - t0
@@ -411,6 +457,11 @@ class ClipRecognizer:
         finally:
             for _, t in pending:
                 t.cancel()
+            for _, future in in_pose:
+                future.cancel()
+            busy = [f for f in on_pool if not f.done()]
+            if busy:  # a cancelled request: the caller closes the estimators next, never mid-frame
+                await asyncio.wait([asyncio.wrap_future(f) for f in busy])
         batch_ids: set[int] = set()
         infer: dict[int, float] = {}
         for (windows, _), res in zip(pending, results, strict=True):
@@ -434,4 +485,5 @@ class ClipRecognizer:
             history,
             width,
             height,
+            max(1, len(lanes)),
         )

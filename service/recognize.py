@@ -153,7 +153,8 @@ class ClipService:
             self.state.io_pool, check_video, path, filename, s.max_video_seconds, s.max_frame_side
         )
         async with self.state.clip_slots:
-            stage = await self.state.take_pose_stage()
+            lanes = max(1, min(s.clip_pose_lanes, s.pose_workers))
+            stage, *extra = await asyncio.gather(*(self.state.take_pose_stage() for _ in range(lanes)))
             try:
                 source = await loop.run_in_executor(
                     self.state.io_pool, VideoSource, path, s.pose_max_side, s.max_video_seconds
@@ -165,6 +166,7 @@ class ClipService:
                     self.state.io_pool,
                     stride,
                     keep_frames=overlay_path is not None,
+                    extra_estimators=[e.estimator for e in extra if e.estimator is not None],
                 )
                 try:
                     outcome = await rec.run(source, stage)
@@ -176,7 +178,8 @@ class ClipService:
                         "re-encode the video (e.g. ffmpeg -i in.x -c:v libx264 out.mp4)",
                     ) from None
             finally:
-                await loop.run_in_executor(self.state.pose_pool, stage.close)
+                for done in (stage, *extra):
+                    await loop.run_in_executor(self.state.pose_pool, done.close)
         warnings = []
         if info.frames and outcome.frames_decoded < 0.9 * info.frames - 1:
             warnings.append(
@@ -336,6 +339,7 @@ class ClipService:
                 batches=len(outcome.batch_ids),
                 wall_s=round(outcome.wall_s, 3),
                 fps_processed=round(outcome.frames_processed / max(outcome.wall_s, 1e-9), 2),
+                pose_lanes=outcome.pose_lanes,
                 stage_ms=StageTimes(**c),
             ),
             warnings=warnings,

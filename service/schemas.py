@@ -163,6 +163,7 @@ class ProcessingStats(BaseModel):
     batches: int = Field(description="classifier calls these windows were part of")
     wall_s: float
     fps_processed: float = Field(description="frames_processed / wall_s")
+    pose_lanes: int = Field(1, description="estimators the frames ran on at once (SKELACT_CLIP_POSE_LANES)")
     stage_ms: StageTimes
 
 

@@ -76,6 +76,15 @@ class Settings(BaseSettings):
         description="frames of one WebSocket stream in pose at once, each on its own estimator "
         "(capped by SKELACT_POSE_WORKERS): a single stream can use several cores",
     )
+    clip_pose_lanes: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="frames of one POST /recognize clip in pose at once, each lane with its own "
+        "estimator fed every lanes-th frame (capped by SKELACT_POSE_WORKERS). 1 keeps the poses "
+        "identical to offline extraction (training.extract); 2 runs a clip ~1.5-2x faster on two "
+        "cores with slightly different landmarks (docs/benchmarks.md)",
+    )
     pose_spares: int = Field(
         default=1,
         ge=0,

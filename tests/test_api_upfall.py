@@ -44,6 +44,35 @@ def test_fall_clip_with_bystander_is_a_fall_of_the_actor(client: TestClient, mod
     assert any(s.label.startswith("falling") for s in primary.segments), primary.segments
 
 
+def test_clip_pose_lanes_give_the_same_answer(client: TestClient, model: str) -> None:
+    """SKELACT_CLIP_POSE_LANES=2: the frames of one clip alternate between two estimators (two
+    cores busy). Landmarks differ slightly from one estimator's; the answer must not."""
+    clip = require_data("upfall", "Activity1", "Trial1Cam2.mp4")
+
+    def recognize(c: TestClient) -> RecognizeResponse:
+        with clip.open("rb") as f:
+            r = c.post(f"/recognize?model={model}", files={"file": (clip.name, f, "video/mp4")})
+        assert r.status_code == 200, r.text
+        return RecognizeResponse.model_validate(r.json())
+
+    one = recognize(client)
+    settings = Settings(
+        models_dir=MODEL_ZOO, default_model=model, providers=["cpu"], pose_workers=2, clip_pose_lanes=2
+    )
+    with TestClient(create_app(settings)) as lanes_client:
+        wait_ready(lanes_client)
+        two = recognize(lanes_client)
+    assert one.stats.pose_lanes == 1 and two.stats.pose_lanes == 2
+    assert two.stats.frames_processed == two.stats.frames_decoded == one.stats.frames_processed
+    assert one.clip is not None and two.clip is not None
+    expected = ("falling forward using hands", True)
+    assert (two.clip.label, two.clip.fall) == (one.clip.label, one.clip.fall) == expected
+    p1, p2 = (next(t for t in r.tracks if t.primary) for r in (one, two))
+    assert abs(p2.frames - p1.frames) <= 0.05 * p1.frames
+    assert p2.top[0].label == p1.top[0].label, (p1.top, p2.top)
+    assert abs(p2.top[0].score - p1.top[0].score) < 0.1, (p1.top, p2.top)
+
+
 def test_walking_clip_over_http(
     client: TestClient, model: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

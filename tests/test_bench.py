@@ -59,6 +59,7 @@ def test_bench_harness_end_to_end(tmp_path: Path) -> None:
     from bench.__main__ import main
     from bench.clips import PIPELINE_CLIP, STREAM_CLIP
     from bench.report import DOCS_END, DOCS_START, evaluate, update_docs
+    from service.settings import Settings
 
     require_data(PIPELINE_CLIP)
     require_data(STREAM_CLIP)
@@ -92,6 +93,9 @@ def test_bench_harness_end_to_end(tmp_path: Path) -> None:
     assert pipe["bare"]["pose_ms"] > 0 and pipe["service"]["stage_ms_per_frame"]["pose"] > 0
     assert pipe["service"]["model"] == "bench-smoke" and pipe["service"]["server_cpu_percent"] > 0
     assert np.isfinite(pipe["overhead"])
+    lanes = pipe["lanes"]  # the second server, two estimators per clip
+    assert lanes["lanes"] == 2 and lanes["service"]["frames"] == pipe["service"]["frames"]
+    assert lanes["server_lanes"] == min(2, Settings().pose_workers) and lanes["speedup"] > 0
 
     bare = sections["stream"]["bare"]  # the single client's frames through decode + pose alone
     assert bare["frames"] == 15 and bare["pose_ms"] > 0 and bare["p95_ms"] >= bare["p50_ms"] > 0
