@@ -177,6 +177,7 @@ def cache_pose_settings(cache_dir: Path) -> dict[str, object]:
         out["pose_min_detection_confidence"] = float(est["min_detection_confidence"])
     out["pose_tiles"] = bool(est.get("tiles"))
     out["pose_upscale_min_side"] = int(est.get("upscale_min_side", 0) or 0)
+    out["pose_spare_slot"] = bool(est.get("spare_slot", True))  # caches older than the option had one
     return out
 
 

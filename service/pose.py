@@ -326,6 +326,11 @@ class TasksPoseEstimator:
     removed here (`nms_poses`). ``upscale_min_side``: frames whose shorter side is below this are
     enlarged first (does not help detection, whose input is a fixed 224x224 letterbox; kept for
     experiments). ``tiles``: see `TileSpec` -- what does help small people.
+
+    ``spare_slot``: keep one ROI slot more than ``max_people`` (below). Without it, once
+    ``max_people`` people are tracked MediaPipe skips its detector and the landmark pass of a
+    duplicate ROI: with ``max_people=1`` a frame costs ~20 ms instead of ~35-45 ms here, with a
+    tight tail, but whoever is tracked first keeps the slot until they leave (single-person apps).
     """
 
     name = "mediapipe-tasks-pose-full"
@@ -340,6 +345,7 @@ class TasksPoseEstimator:
         tiles: TileSpec | None = None,
         dedupe_iou: float = 0.6,
         dedupe_keypoint_distance: float = 0.15,
+        spare_slot: bool = True,
     ) -> None:
         if max_people < 1:
             raise ValueError("max_people must be >= 1")
@@ -351,19 +357,21 @@ class TasksPoseEstimator:
         self.tiles = tiles
         self.dedupe_iou = float(dedupe_iou)
         self.dedupe_keypoint_distance = float(dedupe_keypoint_distance)
+        self.spare_slot = bool(spare_slot)
         self._bundle = ensure_pose_bundle()
         # One ROI slot more than people reported: with a high min_tracking_confidence a person can
         # briefly hold two ROIs, and with every slot full MediaPipe stops running the detector,
         # so nobody new is found (UP-Fall Cam2, max_people=2: the bystander was never detected).
         # Created up front so a broken MediaPipe install fails here, not on the first frame.
         self._full: Any = None
+        spare = int(self.spare_slot)
         if tiles is None or tiles.full_frame or tiles.max_frame_side is not None:
-            self._full = self._new_landmarker(self.max_people + 1)
+            self._full = self._new_landmarker(self.max_people + spare)
         self._tile_landmarkers: list[Any] = []
         if tiles is not None:
             per_tile = min(self.max_people, tiles.poses_per_tile or self.max_people)
             self._tile_landmarkers = [
-                self._new_landmarker(per_tile + 1) for _ in range(tiles.cols * tiles.rows)
+                self._new_landmarker(per_tile + spare) for _ in range(tiles.cols * tiles.rows)
             ]
         self._clock = _Clock()
         self._closed = False
@@ -404,6 +412,7 @@ class TasksPoseEstimator:
             },
             "dedupe_iou": self.dedupe_iou,
             "dedupe_keypoint_distance": self.dedupe_keypoint_distance,
+            "spare_slot": self.spare_slot,
             "mediapipe": _mediapipe_version(),
         }
 
@@ -427,7 +436,7 @@ class TasksPoseEstimator:
         found: list[PersonPose] = []
         if not tiled or (self.tiles is not None and self.tiles.full_frame):
             if self._full is None:
-                self._full = self._new_landmarker(self.max_people + 1)
+                self._full = self._new_landmarker(self.max_people + int(self.spare_slot))
             found = self._run(self._full, frame, ms, (0, 0), factor, width, height)
         if tiled and self.tiles is not None:
             windows = self.tiles.windows(frame.shape[1], frame.shape[0])
