@@ -128,9 +128,17 @@ def test_errors_are_recoverable_and_config_switches_model(
         assert ws.receive_json()["code"] == "unknown_model"
         ws.send_bytes(jpegs[0])  # still open and serving
         assert _frame(ws).received == 2
+        registry = client.app.state.service.registry  # type: ignore[attr-defined]
+        linear, other = registry.get("linear").batcher, registry.get("other").batcher
+        assert (linear.producers, other.producers) == (1, 0)  # this stream feeds the linear model
         ws.send_json({"type": "config", "model": "other"})
         hello = HelloMessage.model_validate(ws.receive_json())
         assert hello.model == "other" and hello.labels == ["a", "b"] and hello.window.length == 16
+        assert (linear.producers, other.producers) == (0, 1)
+    deadline = time.monotonic() + 10
+    while other.producers and time.monotonic() < deadline:  # the server closes the session after
+        time.sleep(0.05)
+    assert (linear.producers, other.producers) == (0, 0)
 
 
 def test_skeleton_frames_with_client_track_ids(client: TestClient) -> None:
