@@ -29,13 +29,22 @@ def client(model: str) -> Iterator[TestClient]:
         yield c
 
 
-def test_fall_clip_with_bystander_is_a_fall_of_the_actor(client: TestClient, model: str) -> None:
+def _recognize_bystander_clip(c: TestClient, model: str) -> RecognizeResponse:
     """Activity1/Trial1Cam2: the actor falls forward while a bystander sits in view."""
     clip = require_data("upfall", "Activity1", "Trial1Cam2.mp4")
     with clip.open("rb") as f:
-        r = client.post(f"/recognize?model={model}", files={"file": (clip.name, f, "video/mp4")})
+        r = c.post(f"/recognize?model={model}", files={"file": (clip.name, f, "video/mp4")})
     assert r.status_code == 200, r.text
-    res = RecognizeResponse.model_validate(r.json())
+    return RecognizeResponse.model_validate(r.json())
+
+
+@pytest.fixture(scope="module")
+def bystander_clip(client: TestClient, model: str) -> RecognizeResponse:
+    return _recognize_bystander_clip(client, model)
+
+
+def test_fall_clip_with_bystander_is_a_fall_of_the_actor(bystander_clip: RecognizeResponse) -> None:
+    res = bystander_clip
     assert res.clip is not None and res.clip.fall, res.clip
     assert res.clip.label == "falling forward using hands", res.clip
     primary = next(t for t in res.tracks if t.primary)
@@ -44,24 +53,16 @@ def test_fall_clip_with_bystander_is_a_fall_of_the_actor(client: TestClient, mod
     assert any(s.label.startswith("falling") for s in primary.segments), primary.segments
 
 
-def test_clip_pose_lanes_give_the_same_answer(client: TestClient, model: str) -> None:
+def test_clip_pose_lanes_give_the_same_answer(bystander_clip: RecognizeResponse, model: str) -> None:
     """SKELACT_CLIP_POSE_LANES=2: the frames of one clip alternate between two estimators (two
     cores busy). Landmarks differ slightly from one estimator's; the answer must not."""
-    clip = require_data("upfall", "Activity1", "Trial1Cam2.mp4")
-
-    def recognize(c: TestClient) -> RecognizeResponse:
-        with clip.open("rb") as f:
-            r = c.post(f"/recognize?model={model}", files={"file": (clip.name, f, "video/mp4")})
-        assert r.status_code == 200, r.text
-        return RecognizeResponse.model_validate(r.json())
-
-    one = recognize(client)
+    one = bystander_clip
     settings = Settings(
         models_dir=MODEL_ZOO, default_model=model, providers=["cpu"], pose_workers=2, clip_pose_lanes=2
     )
     with TestClient(create_app(settings)) as lanes_client:
         wait_ready(lanes_client)
-        two = recognize(lanes_client)
+        two = _recognize_bystander_clip(lanes_client, model)
     assert one.stats.pose_lanes == 1 and two.stats.pose_lanes == 2
     assert two.stats.frames_processed == two.stats.frames_decoded == one.stats.frames_processed
     assert one.clip is not None and two.clip is not None
