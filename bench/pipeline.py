@@ -32,11 +32,11 @@ def bare_loop(
     clip: Path, settings: Settings, max_frames: int | None = None
 ) -> tuple[dict[str, Any], list[PoseFrame]]:
     """Decode + pose every frame of ``clip`` in one thread; timings and the top person's pose per frame."""
-    from service.pose import create_pose_estimator
+    from service.pose import pose_estimator_for
     from service.video import VideoReader
 
     t0 = time.perf_counter()
-    est = create_pose_estimator(settings.pose_kind, max_people=settings.max_people, **settings.pose_options())
+    est = pose_estimator_for(settings)
     create_s = time.perf_counter() - t0
     decode_s = pose_s = 0.0
     frames: list[PoseFrame] = []
@@ -120,18 +120,8 @@ def run_pipeline_bench(
 ) -> tuple[dict[str, Any], list[PoseFrame]]:
     """The ``pipeline`` section; also the poses of the bare loop (real classifier input)."""
     info = clip_info(clip)
-    bare_runs: list[dict[str, Any]] = []
-    service_runs: list[dict[str, Any]] = []
-    frames: list[PoseFrame] = []
     load_before = load_average()
-    # Warm-up, not timed: the process-wide first estimator (libraries, ~seconds) here, and in the
-    # server the first upload and pool threads; the timed runs then see only per-clip costs.
-    _, frames = bare_loop(clip, settings, max_frames=2)
-    recognize_once(server, clip, model)
-    for _ in range(max(1, repeats)):
-        run, frames = bare_loop(clip, settings)
-        bare_runs.append(run)
-        service_runs.append(recognize_once(server, clip, model))
+    bare_runs, service_runs, frames = _alternate(server, clip, settings, repeats, model)
     bare = min(bare_runs, key=lambda r: r["wall_s"])
     svc = min(service_runs, key=lambda r: r["wall_s"])
     duration = float(info["duration_s"]) or bare["frames"] / 18.0
@@ -166,11 +156,7 @@ def run_lanes_rows(
 ) -> dict[str, Any]:
     """``POST /recognize`` on a server whose clips use ``lanes`` pose estimators at once, alternated
     with the same bare loop as the main rows (its own runs: the machine's load drifts)."""
-    recognize_once(server, clip, model)  # warm-up, not timed
-    bare_runs, service_runs = [], []
-    for _ in range(max(1, repeats)):
-        bare_runs.append(bare_loop(clip, settings)[0])
-        service_runs.append(recognize_once(server, clip, model))
+    bare_runs, service_runs, _ = _alternate(server, clip, settings, repeats, model)
     bare = min(bare_runs, key=lambda r: r["wall_s"])
     svc = min(service_runs, key=lambda r: r["wall_s"])
     return {
@@ -182,6 +168,23 @@ def run_lanes_rows(
         "service": svc,
         "speedup": round(bare["wall_s"] / svc["wall_s"], 4),
     }
+
+
+def _alternate(
+    server: ServerHandle, clip: Path, settings: Settings, repeats: int, model: str | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[PoseFrame]]:
+    """``repeats`` bare loops and ``POST /recognize`` calls, alternating (load changes hit both);
+    also the last bare loop's poses."""
+    # Warm-up, not timed: the process-wide first estimator (libraries, ~seconds) here, and in the
+    # server the first upload and pool threads; the timed runs then see only per-clip costs.
+    _, frames = bare_loop(clip, settings, max_frames=2)
+    recognize_once(server, clip, model)
+    bare_runs, service_runs = [], []
+    for _ in range(max(1, repeats)):
+        run, frames = bare_loop(clip, settings)
+        bare_runs.append(run)
+        service_runs.append(recognize_once(server, clip, model))
+    return bare_runs, service_runs, frames
 
 
 def _spread(values: list[float]) -> float:

@@ -263,10 +263,10 @@ def _server_side(before: dict[MetricKey, float], after: dict[MetricKey, float]) 
 def bare_frames(frames: list[bytes], fps: float, settings: Settings) -> dict[str, Any]:
     """The single client's frames through decode + pose in one thread, nothing else: what the
     single-stream latency is compared with (same JPEGs, same estimator settings as the server)."""
-    from service.pose import create_pose_estimator
+    from service.pose import pose_estimator_for
     from service.video import decode_image
 
-    est = create_pose_estimator(settings.pose_kind, max_people=settings.max_people, **settings.pose_options())
+    est = pose_estimator_for(settings)
     decode, pose = [], []
     try:
         for i, jpg in enumerate(frames):

@@ -21,7 +21,7 @@ import numpy as np
 
 from service.batching import BatchResult
 from service.buffer import TrackBuffer, Window
-from service.pose import PoseEstimator, create_pose_estimator
+from service.pose import PoseEstimator, pose_estimator_for
 from service.registry import LoadedModel
 from service.settings import Settings
 from service.smoothing import LabelEvent, LabelSmoother, SmoothedState, SmoothingConfig, TimelineBuilder
@@ -91,9 +91,7 @@ class PoseTrackStage:
         self.settings = settings
         self.estimator = estimator
         if estimator is None and pose:
-            self.estimator = create_pose_estimator(
-                settings.pose_kind, max_people=settings.max_people, **settings.pose_options()
-            )
+            self.estimator = pose_estimator_for(settings)
         self.tracker = Tracker()
         self._closed = False
 

@@ -21,11 +21,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from skeleton.types import MEDIAPIPE_JOINTS, BoundingBox, PersonPose
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 __all__ = [
     "LegacyPoseEstimator",
@@ -574,3 +577,9 @@ def create_pose_estimator(kind: str = "tasks", max_people: int = 4, **options: A
     if kind == "legacy":
         return LegacyPoseEstimator(max_people=max_people, **options)
     raise ValueError(f"unknown pose estimator kind {kind!r}; choose one of {ESTIMATOR_KINDS}")
+
+
+def pose_estimator_for(settings: Settings) -> PoseEstimator:
+    """The estimator the service builds from its settings (kind, people, options), in this process."""
+    s = settings
+    return create_pose_estimator(s.pose_kind, max_people=s.max_people, **s.pose_options())

@@ -23,7 +23,7 @@ from service.errors import ServiceError
 from service.lifecycle import Lifecycle
 from service.metrics import Metrics
 from service.pipeline import PoseTrackStage
-from service.pose import PoseEstimator, create_pose_estimator
+from service.pose import PoseEstimator, pose_estimator_for
 from service.pose_workers import PoseWorkerPool
 from service.registry import ModelRegistry
 from service.settings import Settings
@@ -126,7 +126,7 @@ class ServiceState:
         s = self.settings
         if self.pose_procs is not None:
             return self.pose_procs.open(s.pose_kind, s.max_people, s.pose_options())
-        return create_pose_estimator(s.pose_kind, max_people=s.max_people, **s.pose_options())
+        return pose_estimator_for(s)
 
     def new_pose_stage(self) -> PoseTrackStage:
         return PoseTrackStage(self.settings, self.new_estimator())
