@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
 
 import numpy as np
 
@@ -27,8 +26,6 @@ from service.settings import Settings
 from service.smoothing import LabelEvent, LabelSmoother, SmoothedState, SmoothingConfig, TimelineBuilder
 from service.tracking import TrackedPerson, Tracker, TrackHistory, TrackUpdate
 from skeleton.types import PersonPose
-
-T = TypeVar("T")
 
 __all__ = [
     "ClipOutcome",
@@ -99,24 +96,6 @@ class PoseTrackStage:
     def tracking_only(cls, settings: Settings) -> PoseTrackStage:
         """For clients that send skeletons: no pose estimator is loaded."""
         return cls(settings, pose=False)
-
-    def process(self, rgb: np.ndarray, timestamp: float, index: int) -> TrackedFrame:
-        if self.estimator is None:
-            raise RuntimeError("this stage was built for skeleton input only")
-        t0 = time.perf_counter()
-        poses = self.estimator.estimate(rgb, timestamp)
-        t1 = time.perf_counter()
-        frame = self.track(poses, timestamp, index, rgb.shape[1], rgb.shape[0])
-        return TrackedFrame(
-            frame.index,
-            frame.timestamp,
-            frame.width,
-            frame.height,
-            frame.people,
-            frame.closed,
-            t1 - t0,
-            frame.track_s,
-        )
 
     def track(
         self, poses: tuple[PersonPose, ...], timestamp: float, index: int, width: int, height: int
@@ -411,18 +390,18 @@ class ClipRecognizer:
             submit(list(outcome.windows))
 
         lanes = (stage.estimator, *self.extra_estimators) if stage is not None and stage.estimator else ()
-        in_pose: deque[tuple[SourceFrame, asyncio.Future[tuple[tuple[PersonPose, ...], float]]]] = deque()
-        on_pool: list[Future[Any]] = []
+        # frames in pose, oldest first; a frame leaves only once its pose job is done, so a cancelled
+        # request can wait here for the jobs still running before its estimators are closed
+        in_pose: deque[tuple[SourceFrame, Future[tuple[tuple[PersonPose, ...], float]]]] = deque()
 
-        def on_pose_pool(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-            on_pool[:] = [f for f in on_pool if not f.done()]
-            job = self.pose_pool.submit(fn, *args)
-            on_pool.append(job)
-            return asyncio.wrap_future(job)
+        def pose_on_lane(lane: PoseEstimator, src: SourceFrame) -> None:
+            assert src.rgb is not None
+            in_pose.append((src, self.pose_pool.submit(_timed_estimate, lane, src.rgb, src.timestamp)))
 
         async def oldest_posed() -> None:
-            src, future = in_pose.popleft()
-            poses, pose_s = await future
+            src, job = in_pose[0]
+            poses, pose_s = await asyncio.wrap_future(job)
+            in_pose.popleft()
             assert stage is not None
             t = stage.track(poses, src.timestamp, src.index, src.width, src.height)
             consume(src, replace(t, pose_s=pose_s))
@@ -431,20 +410,18 @@ class ClipRecognizer:
             async for src in prefetch(source, self.io_pool):
                 decoded += 1
                 clock.decode += src.decode_s
-                if len(lanes) > 1 and src.rgb is not None:
-                    lane = lanes[(decoded - 1) % len(lanes)]
-                    in_pose.append((src, on_pose_pool(_timed_estimate, lane, src.rgb, src.timestamp)))
+                if src.rgb is not None:
+                    if not lanes:
+                        raise RuntimeError("this stage was built for skeleton input only")
+                    pose_on_lane(lanes[(decoded - 1) % len(lanes)], src)
                     if len(in_pose) == len(lanes):  # every lane busy: the oldest frame goes on first
                         await oldest_posed()
                     continue
                 if src.people is not None:
                     tracked = TrackedFrame(src.index, src.timestamp, src.width, src.height, src.people, ())
-                elif src.poses is not None:
-                    assert stage is not None
-                    tracked = stage.track(src.poses, src.timestamp, src.index, src.width, src.height)
                 else:
-                    assert stage is not None and src.rgb is not None
-                    tracked = await on_pose_pool(stage.process, src.rgb, src.timestamp, src.index)
+                    assert stage is not None and src.poses is not None
+                    tracked = stage.track(src.poses, src.timestamp, src.index, src.width, src.height)
                 consume(src, tracked)
             while in_pose:
                 await oldest_posed()
@@ -455,11 +432,9 @@ class ClipRecognizer:
         finally:
             for _, t in pending:
                 t.cancel()
-            for _, future in in_pose:
-                future.cancel()
-            busy = [f for f in on_pool if not f.done()]
-            if busy:  # a cancelled request: the caller closes the estimators next, never mid-frame
-                await asyncio.wait([asyncio.wrap_future(f) for f in busy])
+            busy = [job for _, job in in_pose if not job.cancel()]  # running ones cannot be cancelled
+            if busy:  # the caller closes the estimators next, never mid-frame
+                await asyncio.wait([asyncio.wrap_future(job) for job in busy])
         batch_ids: set[int] = set()
         infer: dict[int, float] = {}
         for (windows, _), res in zip(pending, results, strict=True):

@@ -367,26 +367,24 @@ class TasksPoseEstimator:
         # so nobody new is found (UP-Fall Cam2, max_people=2: the bystander was never detected).
         # Created up front so a broken MediaPipe install fails here, not on the first frame.
         self._full: Any = None
-        spare = int(self.spare_slot)
         if tiles is None or tiles.full_frame or tiles.max_frame_side is not None:
-            self._full = self._new_landmarker(self.max_people + spare)
+            self._full = self._new_landmarker(self.max_people)
         self._tile_landmarkers: list[Any] = []
         if tiles is not None:
             per_tile = min(self.max_people, tiles.poses_per_tile or self.max_people)
-            self._tile_landmarkers = [
-                self._new_landmarker(per_tile + spare) for _ in range(tiles.cols * tiles.rows)
-            ]
+            self._tile_landmarkers = [self._new_landmarker(per_tile) for _ in range(tiles.cols * tiles.rows)]
         self._clock = _Clock()
         self._closed = False
         self.last_raw_count = 0  # poses before duplicate removal in the latest frame (diagnostics)
 
-    def _new_landmarker(self, num_poses: int) -> Any:
+    def _new_landmarker(self, people: int) -> Any:
+        """A VIDEO-mode landmarker for ``people`` (plus the spare ROI slot when ``spare_slot``)."""
         from mediapipe.tasks.python import BaseOptions, vision
 
         options = vision.PoseLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(self._bundle)),
             running_mode=vision.RunningMode.VIDEO,
-            num_poses=num_poses,
+            num_poses=people + int(self.spare_slot),
             min_pose_detection_confidence=self.min_detection_confidence,
             min_pose_presence_confidence=self.min_presence_confidence,
             min_tracking_confidence=self.min_tracking_confidence,
@@ -439,7 +437,7 @@ class TasksPoseEstimator:
         found: list[PersonPose] = []
         if not tiled or (self.tiles is not None and self.tiles.full_frame):
             if self._full is None:
-                self._full = self._new_landmarker(self.max_people + int(self.spare_slot))
+                self._full = self._new_landmarker(self.max_people)
             found = self._run(self._full, frame, ms, (0, 0), factor, width, height)
         if tiled and self.tiles is not None:
             windows = self.tiles.windows(frame.shape[1], frame.shape[0])
