@@ -5,7 +5,7 @@ serve: setup-service
 	.venv/bin/python -m service serve
 
 test: setup-dev lint
-	.venv/bin/python -m pytest -q --durations=15
+	.venv/bin/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 lint: setup-dev
 	.venv/bin/ruff check .

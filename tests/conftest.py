@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -36,13 +37,35 @@ def gpu_available() -> bool:
 
 def _nvidia_smi_ok() -> bool:
     import shutil
-    import subprocess
 
     exe = shutil.which("nvidia-smi")
     return exe is not None and subprocess.run([exe], capture_output=True).returncode == 0
 
 
+_extraction: subprocess.Popen[bytes] | None = None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """When the run includes tests that read the skeleton cache, start extracting its missing clips
+    now (one pytest-xdist worker gets the lock; the others go on)."""
+    global _extraction
+    if any(item.get_closest_marker("skeleton_cache") is not None for item in session.items):
+        from tests.model_helpers import start_cache_extraction
+
+        _extraction = start_cache_extraction()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _extraction is not None and _extraction.poll() is None:  # e.g. a run of a few unrelated tests
+        _extraction.terminate()
+        _extraction.wait(30)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Files with tests that read the skeleton cache go last (a stable sort keeps the order within
+    # and between files), so the background extraction has the rest of the suite to finish in.
+    late = {item.path for item in items if item.get_closest_marker("skeleton_cache") is not None}
+    items.sort(key=lambda item: item.path in late)
     if gpu_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs an NVIDIA GPU (CUDA/TensorRT)")

@@ -75,11 +75,12 @@ def test_utd_canonical_axes_on_real_frames() -> None:
         assert (joints[:, k("hip_center"), 2] > 1.0).all(), "z is the distance from the camera"
 
 
+@pytest.mark.skeleton_cache
 def test_mediapipe_to_kinect_on_real_pose() -> None:
-    """A real MediaPipe track (UP-Fall 'standing', frontal camera) converted to kinect20."""
+    """A real MediaPipe track (UP-Fall 'jumping', frontal camera) converted to kinect20."""
     from training.skeleton_cache import load_clip
 
-    clip = load_clip(require_cache("Activity7/Trial1Cam1.npz"))
+    clip = load_clip(require_cache("Activity10/Trial2Cam1.npz"))
     track = clip.primary_track
     assert track is not None
     spec = InputSpec(layout="kinect20", coordinates="world", window=WindowSpec(length=32, fps=16, stride=4),

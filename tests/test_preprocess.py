@@ -68,6 +68,7 @@ def test_normalisation_is_invariant_to_camera_yaw_and_distance() -> None:
     np.testing.assert_allclose(prepare_clip(moved, UTD_SPEC), prepare_clip(joints, UTD_SPEC), atol=1e-4)
 
 
+@pytest.mark.skeleton_cache
 def test_prepare_window_on_real_mediapipe_track_with_gaps() -> None:
     from training.skeleton_cache import load_clip
 
