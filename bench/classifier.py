@@ -2,9 +2,9 @@
 
 Same model, same real input windows (cut by the service's ``TrackBuffer`` from MediaPipe poses of
 a real clip), same thread count for both runtimes (``torch.set_num_threads`` = ORT intra-op
-threads), both ending in a softmax. Each batch size is timed in interleaved rounds (ORT, PyTorch,
-ORT, PyTorch...) so that a change in background load hits both columns alike; the statistic is
-the median call time. With an NVIDIA GPU the CUDA and TensorRT providers (and PyTorch on CUDA,
+threads), both ending in a softmax. Each batch size is timed in six interleaved rounds (ORT,
+PyTorch, ORT, PyTorch...), so that a burst of background load hits both columns alike; the
+statistic is the median call time. With an NVIDIA GPU the CUDA and TensorRT providers (and PyTorch on CUDA,
 when the installed torch has it) add rows, with larger batches.
 """
 
@@ -77,16 +77,29 @@ def real_windows(spec: InputSpec, frames: Sequence[PoseFrame], count: int) -> tu
     return np.ascontiguousarray(np.concatenate([stack] * reps)[:count]), len(wins)
 
 
-def time_calls(
-    fn: Callable[[], object], budget_s: float, min_calls: int, max_calls: int = 2000
-) -> list[float]:
-    """Call ``fn`` until ``budget_s`` has passed and at least ``min_calls`` were made; seconds per call."""
-    out: list[float] = []
-    t_end = time.perf_counter() + budget_s
-    while len(out) < max_calls and (len(out) < min_calls or time.perf_counter() < t_end):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
+ROUNDS = 6
+SETTLE_S = 0.05
+
+
+def time_interleaved(
+    calls: Sequence[Callable[[], object]], budget_s: float, min_calls: int, rounds: int = ROUNDS
+) -> list[list[float]]:
+    """Seconds per call for each of ``calls``, timed in ``rounds`` interleaved rounds of
+    ``budget_s / rounds`` each (at least ``min_calls`` calls in all), so that a burst of background
+    load -- on this shared VM the second core is sometimes taken for a second or two -- lands in
+    few rounds of each. Not call by call: a runtime's worker threads keep spinning for a moment
+    after a call and would slow the other's multi-threaded calls; a short pause lets them settle."""
+    out: list[list[float]] = [[] for _ in calls]
+    per_round_calls = max(1, -(-min_calls // rounds))
+    for _ in range(rounds):
+        for fn, times in zip(calls, out, strict=True):
+            time.sleep(SETTLE_S)
+            t_end = time.perf_counter() + budget_s / rounds
+            start = len(times)
+            while len(times) - start < per_round_calls or time.perf_counter() < t_end:
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
     return out
 
 
@@ -155,7 +168,6 @@ def bench_model(
     threads_list: Sequence[int],
     budget_s: float,
     min_calls: int,
-    rounds: int,
     gpu: bool,
     cache: Path,
     checkpoint: Path | None = None,
@@ -200,7 +212,7 @@ def bench_model(
                 runners.append(("pytorch", bind))
             torch.set_num_threads(threads)
             rows += _measure(
-                manifest.name, "cpu", threads, runners, windows, batches, budget_s, min_calls, rounds
+                manifest.name, "cpu", threads, runners, windows, batches, budget_s, min_calls
             )
         if gpu:
             rows += _gpu_rows(
@@ -211,7 +223,6 @@ def bench_model(
                 all_batches,
                 budget_s,
                 min_calls,
-                rounds,
                 cache,
                 info["notes"],
             )
@@ -234,7 +245,6 @@ def _measure(
     batches: Sequence[int],
     budget_s: float,
     min_calls: int,
-    rounds: int,
 ) -> list[Row]:
     rows = []
     for b in batches:
@@ -243,11 +253,8 @@ def _measure(
         for _, call in calls:  # warm-up: first-call allocations, thread pools, engine builds
             for _ in range(2):
                 call()
-        times: dict[str, list[float]] = {name: [] for name, _ in calls}
-        per_round = budget_s / max(rounds, 1)
-        for _ in range(max(rounds, 1)):
-            for name, call in calls:
-                times[name] += time_calls(call, per_round, max(1, -(-min_calls // rounds)))
+        times = dict(zip((n for n, _ in calls), time_interleaved([c for _, c in calls], budget_s, min_calls),
+                         strict=True))
         for name, _ in calls:
             rows.append(_row(model, name, device, threads, b, times[name]))
         log.info(
@@ -269,7 +276,6 @@ def _gpu_rows(
     batches: Sequence[int],
     budget_s: float,
     min_calls: int,
-    rounds: int,
     cache: Path,
     notes: list[str],
 ) -> list[Row]:
@@ -289,7 +295,7 @@ def _gpu_rows(
         runners: list[tuple[str, Callable[[np.ndarray], Callable[[], object]]]] = [
             ("onnxruntime", _ort_bind(rt))
         ]
-        rows += _measure(manifest.name, provider, 0, runners, windows, batches, budget_s, min_calls, rounds)
+        rows += _measure(manifest.name, provider, 0, runners, windows, batches, budget_s, min_calls)
     if rebuilt.module is not None and torch.cuda.is_available():
         bind, _ = _torch_runner(rebuilt.module, "cuda")
 
@@ -304,7 +310,7 @@ def _gpu_rows(
             return run
 
         rows += _measure(
-            manifest.name, "cuda", 0, [("pytorch", synced)], windows, batches, budget_s, min_calls, rounds
+            manifest.name, "cuda", 0, [("pytorch", synced)], windows, batches, budget_s, min_calls
         )
     elif rebuilt.module is not None:
         notes.append("PyTorch on CUDA: this torch build has no CUDA (install the CUDA wheel for GPU rows)")
@@ -319,7 +325,6 @@ def run_classifier_bench(
     threads_list: Sequence[int] = (1,),
     budget_s: float = 1.0,
     min_calls: int = 3,
-    rounds: int = 2,
     cache: Path | None = None,
     checkpoints: dict[str, Path] | None = None,
     gpu: bool | None = None,
@@ -356,7 +361,6 @@ def run_classifier_bench(
                 threads_list,
                 budget_s,
                 min_calls,
-                rounds,
                 gpu,
                 cache or Path("/tmp/skelact-bench-trt"),
                 ck,
