@@ -51,7 +51,7 @@ def schemas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         )
     )
     with asgi.get_client(app) as client:  # starts the app's lifespan (schemathesis keeps it running)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while client.get("/health/ready").status_code != 200:
             assert time.monotonic() < deadline, "the app did not become ready"
             time.sleep(0.1)
@@ -94,7 +94,7 @@ def _fuzz(op: Any, name: str, mode: GenerationMode, examples: int, stats: Counte
     fuzz()
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)  # ~14 s alone here; CI runners are 5-6x slower, and share their cores
 def test_fuzz_the_http_api_from_its_openapi_schema(schemas: dict[str, Any]) -> None:
     published = schemas["published"]
     operations = {f"{r.ok().method.upper()} {r.ok().path}": r.ok() for r in published.get_all_operations()}

@@ -99,7 +99,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         )
     srv = Server(proc, port, log)
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180  # start-up took 31 s on a CI runner
         while True:
             assert proc.poll() is None, f"server exited:\n{srv.tail()}"
             try:
