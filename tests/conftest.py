@@ -56,9 +56,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    if _extraction is not None and _extraction.poll() is None:  # e.g. a run of a few unrelated tests
-        _extraction.terminate()
-        _extraction.wait(30)
+    """This worker is done (or the run was stopped): its extraction must not outlive it."""
+    if _extraction is not None:
+        from tests.model_helpers import stop_cache_extraction
+
+        stop_cache_extraction(_extraction)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

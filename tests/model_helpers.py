@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -50,9 +51,10 @@ def _cache_complete() -> bool:
 
 
 def start_cache_extraction() -> subprocess.Popen[bytes] | None:
-    """Start extracting the missing test clips in the background (pytest session start), so the
+    """Start extracting the missing test clips in the background (once collection is done), so the
     tests that read them, scheduled last (conftest), find them ready instead of waiting for all of
-    it. The child holds the extraction lock until it exits; ``require_cache`` waits on that lock."""
+    it. The child (its own process group, with its pool workers) holds the extraction lock until it
+    exits; ``require_cache`` waits on that lock."""
     videos = data_root() / "upfall"
     if _cache_complete() or not videos.is_dir():
         return None
@@ -63,7 +65,16 @@ def start_cache_extraction() -> subprocess.Popen[bytes] | None:
             return None
         with (UPFALL_CACHE / "extract.log").open("wb") as log:
             return subprocess.Popen(_extract_command(videos, _jobs()), cwd=REPO_ROOT, stdout=log,
-                                    stderr=subprocess.STDOUT, pass_fds=(lock.fileno(),))
+                                    stderr=subprocess.STDOUT, pass_fds=(lock.fileno(),),
+                                    start_new_session=True)
+
+
+def stop_cache_extraction(proc: subprocess.Popen[bytes]) -> None:
+    """End a background extraction still running (its finished clips stay; ``require_cache``
+    extracts the rest if a test still needs them)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
 
 
 def require_cache(*relative: str) -> Path:
