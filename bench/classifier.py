@@ -82,21 +82,29 @@ SETTLE_S = 0.05
 
 
 def time_interleaved(
-    calls: Sequence[Callable[[], object]], budget_s: float, min_calls: int, rounds: int = ROUNDS
+    calls: Sequence[Callable[[], object]],
+    budget_s: float,
+    min_calls: int,
+    rounds: int = ROUNDS,
+    max_calls: int = 2000,
 ) -> list[list[float]]:
     """Seconds per call for each of ``calls``, timed in ``rounds`` interleaved rounds of
-    ``budget_s / rounds`` each (at least ``min_calls`` calls in all), so that a burst of background
-    load -- on this shared VM the second core is sometimes taken for a second or two -- lands in
-    few rounds of each. Not call by call: a runtime's worker threads keep spinning for a moment
-    after a call and would slow the other's multi-threaded calls; a short pause lets them settle."""
+    ``budget_s / rounds`` each (at least ``min_calls``, at most about ``max_calls`` calls in all),
+    so that a burst of background load -- on this shared VM the second core is sometimes taken
+    for a second or two -- lands in few rounds of each. Not call by call: a runtime's worker
+    threads keep spinning for a moment after a call and would slow the other's multi-threaded
+    calls; a short pause lets them settle."""
     out: list[list[float]] = [[] for _ in calls]
     per_round_calls = max(1, -(-min_calls // rounds))
+    round_cap = max(per_round_calls, max_calls // rounds)
     for _ in range(rounds):
         for fn, times in zip(calls, out, strict=True):
             time.sleep(SETTLE_S)
             t_end = time.perf_counter() + budget_s / rounds
             start = len(times)
-            while len(times) - start < per_round_calls or time.perf_counter() < t_end:
+            while len(times) - start < per_round_calls or (
+                len(times) - start < round_cap and time.perf_counter() < t_end
+            ):
                 t0 = time.perf_counter()
                 fn()
                 times.append(time.perf_counter() - t0)

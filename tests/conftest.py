@@ -45,11 +45,15 @@ def _nvidia_smi_ok() -> bool:
 _extraction: subprocess.Popen[bytes] | None = None
 
 
+def _reads_skeleton_cache(item: pytest.Item) -> bool:
+    return item.get_closest_marker("skeleton_cache") is not None
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """When the run includes tests that read the skeleton cache, start extracting its missing clips
     now (one pytest-xdist worker gets the lock; the others go on)."""
     global _extraction
-    if any(item.get_closest_marker("skeleton_cache") is not None for item in session.items):
+    if any(_reads_skeleton_cache(item) for item in session.items):
         from tests.model_helpers import start_cache_extraction
 
         _extraction = start_cache_extraction()
@@ -66,7 +70,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Files with tests that read the skeleton cache go last (a stable sort keeps the order within
     # and between files), so the background extraction has the rest of the suite to finish in.
-    late = {item.path for item in items if item.get_closest_marker("skeleton_cache") is not None}
+    late = {item.path for item in items if _reads_skeleton_cache(item)}
     items.sort(key=lambda item: item.path in late)
     if gpu_available():
         return

@@ -80,7 +80,7 @@ def stop_cache_extraction(proc: subprocess.Popen[bytes]) -> None:
 def require_cache(*relative: str) -> Path:
     """A file of the UP-Fall MediaPipe skeleton cache; a fresh clone has none, so the test clips are
     extracted with the real CLI (``python -m training.extract``, the service's pose code): started
-    in the background when the session starts, finished here (one video per core) if needed."""
+    in the background once collection is done, finished here (one video per core) if needed."""
     path = UPFALL_CACHE.joinpath(*relative)
     if not path.exists():
         videos = require_data("upfall")
