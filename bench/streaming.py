@@ -257,16 +257,18 @@ def _server_side(before: dict[MetricKey, float], after: dict[MetricKey, float]) 
         "mean_batch": round(windows / batches, 3) if batches else None,
         "multi_window_batches": int(batches - singles),
         "frames_dropped": int(metric_delta(before, after, "skelact_frames_dropped_total")),
+        "solo_frames": int(metric_delta(before, after, "skelact_solo_pose_frames_total")),
     }
 
 
-def bare_frames(frames: list[bytes], fps: float, settings: Settings) -> dict[str, Any]:
+def bare_frames(frames: list[bytes], fps: float, settings: Settings, threads: int = 1) -> dict[str, Any]:
     """The single client's frames through decode + pose in one thread, nothing else: what the
-    single-stream latency is compared with (same JPEGs, same estimator settings as the server)."""
+    single-stream latency is compared with (same JPEGs, same estimator settings as the server).
+    ``threads`` > 1: the estimator a solo stream uses (its model calls on that many threads)."""
     from service.pose import pose_estimator_for
     from service.video import decode_image
 
-    est = pose_estimator_for(settings)
+    est = pose_estimator_for(settings, threads)
     decode, pose = [], []
     try:
         for i, jpg in enumerate(frames):
@@ -282,6 +284,7 @@ def bare_frames(frames: list[bytes], fps: float, settings: Settings) -> dict[str
     return {
         "frames": len(frames),
         "fps": fps,
+        "threads": threads,
         "decode_ms": round(1e3 * float(np.mean(decode)), 2),
         "pose_ms": round(1e3 * float(np.mean(pose)), 2),
         "ms_per_frame": round(float(total.mean()), 2),
@@ -309,8 +312,13 @@ def run_stream_bench(
     max_frames = round(max(rates) * seconds)
     frames = jpeg_frames(clip, max_frames + CLIENT_OFFSET_FRAMES * (max(clients) - 1))
     low = min(rates)
-    bare_frames(frames[:2], low, settings or Settings())  # process-wide MediaPipe start-up, untimed
-    bare = bare_frames(frames[: round(low * seconds)], low, settings or Settings())
+    settings = settings or Settings()
+    bare_frames(frames[:2], low, settings)  # process-wide MediaPipe start-up, untimed
+    bare = bare_frames(frames[: round(low * seconds)], low, settings)
+    solo_threads = settings.solo_threads  # the estimator of a stream alone on the server
+    bare_solo = None
+    if solo_threads > 1:
+        bare_solo = bare_frames(frames[: round(low * seconds)], low, settings, solo_threads)
     section: dict[str, Any] = {
         "machine": machine_info(),
         "clip": clip_info(clip),
@@ -321,6 +329,7 @@ def run_stream_bench(
         "server_pose": server.ready.get("pose", ""),
         "server_models": server.ready.get("models", {}),
         "bare": bare,
+        "bare_solo": bare_solo,
         "scenarios": [],
     }
     for fps in rates:

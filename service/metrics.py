@@ -46,6 +46,11 @@ class Metrics:
         self.frames_dropped = Counter(
             "skelact_frames_dropped_total", "stream frames dropped because a newer one arrived", registry=r
         )
+        self.solo_frames = Counter(
+            "skelact_solo_pose_frames_total",
+            "stream frames posed solo: one call on every pose core (SKELACT_SOLO_POSE_THREADS)",
+            registry=r,
+        )
         self.windows = Counter("skelact_windows_total", "model windows classified", ["model"], registry=r)
         self.batch_size = Histogram(
             "skelact_batch_size",

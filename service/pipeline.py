@@ -21,6 +21,7 @@ import numpy as np
 from service.batching import BatchResult
 from service.buffer import TrackBuffer, Window
 from service.pose import PoseEstimator, pose_estimator_for
+from service.pose_slots import PoseSlots
 from service.registry import LoadedModel
 from service.settings import Settings
 from service.smoothing import LabelEvent, LabelSmoother, SmoothedState, SmoothingConfig, TimelineBuilder
@@ -334,7 +335,8 @@ class ClipRecognizer:
 
     ``extra_estimators``: pose lanes beyond the stage's own estimator. Frame i goes to lane
     i mod lanes, so several frames are in pose at once; tracking and windows still see the
-    frames in order.
+    frames in order. ``slots``: the server's pose slots (service.pose_slots); each frame's pose
+    call holds one, so a clip never poses beside a stream's solo frame.
     """
 
     def __init__(
@@ -346,6 +348,7 @@ class ClipRecognizer:
         stride: int | None = None,
         keep_frames: bool = False,
         extra_estimators: Sequence[PoseEstimator] = (),
+        slots: PoseSlots | None = None,
     ) -> None:
         self.model = model
         self.settings = settings
@@ -354,6 +357,7 @@ class ClipRecognizer:
         self.stride = stride or settings.stride
         self.keep_frames = keep_frames
         self.extra_estimators = tuple(extra_estimators)
+        self.slots = slots
 
     async def run(self, source: Iterator[SourceFrame], stage: PoseTrackStage | None) -> ClipOutcome:
         with self.model.batcher.producing():
@@ -394,9 +398,15 @@ class ClipRecognizer:
         # request can wait here for the jobs still running before its estimators are closed
         in_pose: deque[tuple[SourceFrame, Future[tuple[tuple[PersonPose, ...], float]]]] = deque()
 
-        def pose_on_lane(lane: PoseEstimator, src: SourceFrame) -> None:
+        async def pose_on_lane(lane: PoseEstimator, src: SourceFrame) -> None:
             assert src.rgb is not None
-            in_pose.append((src, self.pose_pool.submit(_timed_estimate, lane, src.rgb, src.timestamp)))
+            slots = self.slots
+            if slots is not None:
+                await slots.take()
+            job = self.pose_pool.submit(_timed_estimate, lane, src.rgb, src.timestamp)
+            if slots is not None:  # given back when the call ends (or is cancelled before it runs)
+                job.add_done_callback(lambda _: loop.call_soon_threadsafe(slots.give))
+            in_pose.append((src, job))
 
         async def oldest_posed() -> None:
             src, job = in_pose[0]
@@ -413,7 +423,7 @@ class ClipRecognizer:
                 if src.rgb is not None:
                     if not lanes:
                         raise RuntimeError("this stage was built for skeleton input only")
-                    pose_on_lane(lanes[(decoded - 1) % len(lanes)], src)
+                    await pose_on_lane(lanes[(decoded - 1) % len(lanes)], src)
                     if len(in_pose) == len(lanes):  # every lane busy: the oldest frame goes on first
                         await oldest_posed()
                     continue

@@ -319,6 +319,24 @@ class TileSpec:
         return out
 
 
+def _landmarker_options_class(threads: int) -> Any:
+    """``PoseLandmarkerOptions``, or a subclass that sets XNNPACK's thread count: the Python API
+    exposes no such option, but its graph options proto (``Acceleration.xnnpack``) has one."""
+    from mediapipe.tasks.python import vision
+
+    if threads == 1:
+        return vision.PoseLandmarkerOptions
+
+    @dataclass
+    class ThreadedPoseLandmarkerOptions(vision.PoseLandmarkerOptions):
+        def to_pb2(self) -> Any:
+            proto = super().to_pb2()
+            proto.base_options.acceleration.xnnpack.num_threads = threads
+            return proto
+
+    return ThreadedPoseLandmarkerOptions
+
+
 class TasksPoseEstimator:
     """Multi-person MediaPipe Tasks PoseLandmarker (VIDEO mode) from the offline bundle.
 
@@ -334,6 +352,11 @@ class TasksPoseEstimator:
     ``max_people`` people are tracked MediaPipe skips its detector and the landmark pass of a
     duplicate ROI: with ``max_people=1`` a frame costs ~20 ms instead of ~35-45 ms here, with a
     tight tail, but whoever is tracked first keeps the slot until they leave (single-person apps).
+
+    ``threads``: XNNPACK threads inside each model call. 2 on two cores cuts a frame ~1.3x with
+    bitwise the same landmarks, but XNNPACK's workers spin while they wait: two such estimators
+    (or one beside any other pose work) on the same cores run ~20x slower. Give an estimator
+    more than one thread only while it has the cores to itself (`service.api.stream`).
     """
 
     name = "mediapipe-tasks-pose-full"
@@ -349,9 +372,13 @@ class TasksPoseEstimator:
         dedupe_iou: float = 0.6,
         dedupe_keypoint_distance: float = 0.15,
         spare_slot: bool = True,
+        threads: int = 1,
     ) -> None:
         if max_people < 1:
             raise ValueError("max_people must be >= 1")
+        if threads < 1:
+            raise ValueError("threads must be >= 1")
+        self.threads = int(threads)
         self.max_people = int(max_people)
         self.min_detection_confidence = float(min_detection_confidence)
         self.min_presence_confidence = float(min_presence_confidence)
@@ -381,7 +408,7 @@ class TasksPoseEstimator:
         """A VIDEO-mode landmarker for ``people`` (plus the spare ROI slot when ``spare_slot``)."""
         from mediapipe.tasks.python import BaseOptions, vision
 
-        options = vision.PoseLandmarkerOptions(
+        options = _landmarker_options_class(self.threads)(
             base_options=BaseOptions(model_asset_path=str(self._bundle)),
             running_mode=vision.RunningMode.VIDEO,
             num_poses=people + int(self.spare_slot),
@@ -393,7 +420,7 @@ class TasksPoseEstimator:
         return vision.PoseLandmarker.create_from_options(options)
 
     def config(self) -> dict[str, Any]:
-        """Settings that change the output (stored with extracted skeletons)."""
+        """Settings that change the output (stored with extracted skeletons; not ``threads``)."""
         return {
             "name": self.name,
             "max_people": self.max_people,
@@ -577,7 +604,9 @@ def create_pose_estimator(kind: str = "tasks", max_people: int = 4, **options: A
     raise ValueError(f"unknown pose estimator kind {kind!r}; choose one of {ESTIMATOR_KINDS}")
 
 
-def pose_estimator_for(settings: Settings) -> PoseEstimator:
-    """The estimator the service builds from its settings (kind, people, options), in this process."""
+def pose_estimator_for(settings: Settings, threads: int = 1) -> PoseEstimator:
+    """The estimator the service builds from its settings (kind, people, options), in this process;
+    ``threads`` > 1: a Tasks estimator with that many XNNPACK threads (`TasksPoseEstimator`)."""
     s = settings
-    return create_pose_estimator(s.pose_kind, max_people=s.max_people, **s.pose_options())
+    options = s.pose_options() | ({"threads": threads} if threads > 1 else {})
+    return create_pose_estimator(s.pose_kind, max_people=s.max_people, **options)

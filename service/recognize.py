@@ -152,7 +152,7 @@ class ClipService:
         info = await loop.run_in_executor(
             self.state.io_pool, check_video, path, filename, s.max_video_seconds, s.max_frame_side
         )
-        async with self.state.clip_slots:
+        async with self.state.clip_slots, self.state.clip_in_pose():
             lanes = max(1, min(s.clip_pose_lanes, s.pose_workers))
             stage, *extra = await asyncio.gather(*(self.state.take_pose_stage() for _ in range(lanes)))
             try:
@@ -167,6 +167,7 @@ class ClipService:
                     stride,
                     keep_frames=overlay_path is not None,
                     extra_estimators=[e.estimator for e in extra if e.estimator is not None],
+                    slots=self.state.pose_slots,
                 )
                 try:
                     outcome = await rec.run(source, stage)

@@ -6,6 +6,7 @@ Built by the app's lifespan (and by the offline CLI, which runs the same pipelin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -13,6 +14,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,7 @@ from service.lifecycle import Lifecycle
 from service.metrics import Metrics
 from service.pipeline import PoseTrackStage
 from service.pose import PoseEstimator, pose_estimator_for
+from service.pose_slots import PoseSlots
 from service.pose_workers import PoseWorkerPool
 from service.registry import ModelRegistry
 from service.settings import Settings
@@ -88,8 +91,9 @@ class ServiceState:
     lifecycle: Lifecycle = field(default_factory=Lifecycle)  # open streams, draining on shutdown
     _ready_event: asyncio.Event | None = None
     _clip_slots: asyncio.Semaphore | None = None
-    _pose_slots: asyncio.Semaphore | None = None
-    _spare_stages: list[PoseTrackStage] = field(default_factory=list)
+    _pose_slots: PoseSlots | None = None
+    clips_in_pose: int = 0  # clips between taking their estimators and finishing their frames
+    _spare_stages: dict[int, list[PoseTrackStage]] = field(default_factory=dict)  # by thread count
     _refill: asyncio.Future[None] | None = None
 
     def __post_init__(self) -> None:
@@ -108,12 +112,28 @@ class ServiceState:
         return self._clip_slots
 
     @property
-    def pose_slots(self) -> asyncio.Semaphore:
-        """One per pose worker. A stream takes one *before* it picks its newest frame, so a frame
-        never waits in the executor's queue while newer ones arrive (they replace it instead)."""
+    def pose_slots(self) -> PoseSlots:
+        """One per pose worker (service.pose_slots). A stream takes its slots *before* it picks its
+        newest frame, so a frame never waits in the executor's queue while newer ones arrive
+        (they replace it instead)."""
         if self._pose_slots is None:
-            self._pose_slots = asyncio.Semaphore(self.settings.pose_workers)
+            self._pose_slots = PoseSlots(self.settings.pose_workers)
         return self._pose_slots
+
+    def stream_is_alone(self) -> bool:
+        """One open stream and no clip in pose: that stream's frames may use every pose core
+        (``Settings.solo_threads``), one frame at a time, holding every pose slot."""
+        return self.streams == 1 and self.clips_in_pose == 0
+
+    @contextlib.asynccontextmanager
+    async def clip_in_pose(self) -> AsyncIterator[None]:
+        """A clip's pose work: streams stop posing solo from here on (the clip's frames take one
+        pose slot each, so none runs beside a solo frame still in pose)."""
+        self.clips_in_pose += 1
+        try:
+            yield
+        finally:
+            self.clips_in_pose -= 1
 
     @property
     def ready_event(self) -> asyncio.Event:
@@ -121,37 +141,66 @@ class ServiceState:
             self._ready_event = asyncio.Event()
         return self._ready_event
 
-    def new_estimator(self) -> PoseEstimator:
-        """A pose estimator for one stream or clip, in this process or in a worker process."""
+    def new_estimator(self, threads: int = 1) -> PoseEstimator:
+        """A pose estimator for one stream or clip, in this process or in a worker process;
+        ``threads`` > 1 only for solo work, which holds every pose slot (service.pose_slots)."""
         s = self.settings
         if self.pose_procs is not None:
-            return self.pose_procs.open(s.pose_kind, s.max_people, s.pose_options())
-        return pose_estimator_for(s)
+            options = s.pose_options() | ({"threads": threads} if threads > 1 else {})
+            return self.pose_procs.open(s.pose_kind, s.max_people, options)
+        return pose_estimator_for(s, threads)
 
-    def new_pose_stage(self) -> PoseTrackStage:
-        return PoseTrackStage(self.settings, self.new_estimator())
+    def new_pose_stage(self, threads: int = 1) -> PoseTrackStage:
+        return PoseTrackStage(self.settings, self.new_estimator(threads))
 
-    async def take_pose_stage(self) -> PoseTrackStage:
-        """A never-used pose stage for one stream or clip: a pre-built spare when there is one
-        (starting a MediaPipe graph takes ~0.3-0.5 s), replaced in the background. Stages are not
-        reused: the landmarker's tracking state would carry one client's people into another's."""
-        stage = self._spare_stages.pop() if self._spare_stages else None
+    def _spares_wanted(self) -> dict[int, int]:
+        """``pose_spares`` single-threaded stages, and one for solo work when that is on."""
+        s = self.settings
+        wanted = {1: s.pose_spares}
+        if s.solo_threads > 1 and s.pose_spares:
+            wanted[s.solo_threads] = 1
+        return wanted
+
+    async def take_pose_stage(self, threads: int = 1) -> PoseTrackStage:
+        """A never-used pose stage for one stream or clip (``threads``: see `new_estimator`): a
+        pre-built spare when there is one (starting a MediaPipe graph takes ~0.1-0.5 s), replaced
+        in the background once no stream is open (`refill_spares`). Stages are not reused: the
+        landmarker's tracking state would carry one client's people into another's."""
+        spares = self._spare_stages.get(threads)
+        stage = spares.pop() if spares else None
         if stage is None:
-            stage = await asyncio.get_running_loop().run_in_executor(self.pose_pool, self.new_pose_stage)
-        self._refill_spares()
+            loop = asyncio.get_running_loop()
+            stage = await loop.run_in_executor(self.pose_pool, self.new_pose_stage, threads)
+        self.refill_spares()
         return stage
 
-    def _refill_spares(self) -> None:
+    def refill_spares(self) -> None:
+        """Build the missing spare stages, but only while no stream is open: building a MediaPipe
+        graph holds the GIL for its whole ~0.12 s, stalling every stream's event loop and replies
+        (clips only lose that time once)."""
         if self._refill is not None and not self._refill.done():
             return
-        if len(self._spare_stages) >= self.settings.pose_spares or self.lifecycle.draining:
+        if self.lifecycle.draining or self.streams:
+            return
+
+        def missing() -> int | None:
+            """The thread count of a spare still to build (None: none, or no longer now)."""
+            if self.lifecycle.draining or self.streams:
+                return None
+            for threads, count in self._spares_wanted().items():
+                if len(self._spare_stages.get(threads, ())) < count:
+                    return threads
+            return None
+
+        if missing() is None:
             return
 
         async def refill() -> None:
             loop = asyncio.get_running_loop()
             try:
-                while len(self._spare_stages) < self.settings.pose_spares and not self.lifecycle.draining:
-                    self._spare_stages.append(await loop.run_in_executor(self.io_pool, self.new_pose_stage))
+                while (threads := missing()) is not None:
+                    stage = await loop.run_in_executor(self.io_pool, self.new_pose_stage, threads)
+                    self._spare_stages.setdefault(threads, []).append(stage)
             except Exception:  # the next take builds its own stage and reports the error
                 log.exception("building a spare pose estimator failed")
 
@@ -188,7 +237,7 @@ class ServiceState:
             for m in self.registry.models.values():
                 m.batcher.start()
             if not self.pose_error:
-                self._refill_spares()
+                self.refill_spares()
             self.warnings = self._warnings()
             strict_failure = self.settings.strict_models and bool(self.registry.failed)
             self.ready = bool(self.registry.models) and not self.pose_error and not strict_failure
@@ -241,8 +290,9 @@ class ServiceState:
         if self._refill is not None:
             self._refill.cancel()
             await asyncio.gather(self._refill, return_exceptions=True)
-        while self._spare_stages:
-            self._spare_stages.pop().close()
+        for spares in self._spare_stages.values():
+            while spares:
+                spares.pop().close()
         await self.registry.close()
         self.pose_pool.shutdown(wait=False, cancel_futures=True)
         if self.pose_procs is not None:

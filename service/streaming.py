@@ -8,6 +8,8 @@ call with the windows of every other stream and clip.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -27,6 +29,8 @@ from service.smoothing import LabelEvent
 from service.tracking import TrackedPerson
 from service.video import decode_image
 from skeleton.types import PersonPose
+
+log = logging.getLogger(__name__)
 
 # Same as the tracker's default max_missed_s.
 CLIENT_TRACK_TIMEOUT_S = 1.0
@@ -54,6 +58,7 @@ class StreamSession:
         stride: int | None = None,
         top: int | None = None,
         stage_factory: Callable[[], Awaitable[PoseTrackStage]] | None = None,
+        solo_factory: Callable[[], Awaitable[PoseTrackStage]] | None = None,
     ) -> None:
         self.settings = settings
         self.pose_pool = pose_pool
@@ -70,6 +75,9 @@ class StreamSession:
         self._last_t = -1.0
         self._last_stamp = -1.0
         self._lane_stages: list[PoseTrackStage] = []  # estimators of pose lanes 1.. (lane 0: stage)
+        # the estimator for frames run alone on every pose core (None: that mode is off)
+        self.solo_factory = solo_factory
+        self._solo_stage: asyncio.Future[PoseTrackStage] | None = None
         self._client_seen: dict[int, float] = {}
         self._reopened: list[tuple[int, LabelEvent]] = []  # end events of tracks that came back
         self._tracks_gauge = 0
@@ -91,6 +99,10 @@ class StreamSession:
         self._tracks_gauge = 0
         stages = [*([self.stage] if self.stage is not None else []), *self._lane_stages]
         self.stage, self._lane_stages = None, []
+        if self._solo_stage is not None:
+            solo, self._solo_stage = self._solo_stage, None
+            with contextlib.suppress(Exception):  # a failed build was logged when it failed
+                stages.append(await solo)
         for stage in stages:
             await asyncio.get_running_loop().run_in_executor(self.pose_pool, stage.close)
 
@@ -153,11 +165,42 @@ class StreamSession:
         self._last_stamp = ts
         return ts
 
-    async def pose(self, arrival: Arrival, ts: float, lane: int = 0) -> Posed | None:
-        """Decode + pose of an image frame on pose lane ``lane`` (None for a skeleton frame)."""
+    async def open_solo(self) -> None:
+        """Get the estimator for solo frames (one call on every pose core) now, before the first
+        frame: when no spare is left it is built, and a graph build holds the GIL
+        (`ServiceState.refill_spares`), which would stall a frame later."""
+        if self.solo_factory is not None and self._solo_stage is None:
+            self._start_solo_build()
+            assert self._solo_stage is not None
+            await asyncio.wait([self._solo_stage])
+
+    def solo_ready(self) -> bool:
+        """Whether the estimator for solo frames is here; starts getting it on the first ask, so
+        the frames meanwhile use the lanes."""
+        if self.solo_factory is None:
+            return False
+        if self._solo_stage is None:
+            self._start_solo_build()
+        built = self._solo_stage
+        return built is not None and built.done() and not built.cancelled() and built.exception() is None
+
+    def _start_solo_build(self) -> None:
+        assert self.solo_factory is not None
+        self._solo_stage = asyncio.ensure_future(self.solo_factory())
+        self._solo_stage.add_done_callback(_log_failed_build)
+
+    async def pose(self, arrival: Arrival, ts: float, lane: int = 0, solo: bool = False) -> Posed | None:
+        """Decode + pose of an image frame on pose lane ``lane``, or with ``solo`` on the estimator
+        whose calls use every pose core (`solo_ready`; the caller holds every pose slot). None for
+        a skeleton frame."""
         if arrival.image is None:
             return None
-        estimator = await self._lane_estimator(lane)
+        if solo:
+            assert self._solo_stage is not None and self._solo_stage.done(), "solo_ready() first"
+            estimator = self._solo_stage.result().estimator
+            assert estimator is not None
+        else:
+            estimator = await self._lane_estimator(lane)
         return await asyncio.get_running_loop().run_in_executor(
             self.pose_pool, _decode_pose, estimator, arrival.image, ts, self.settings.pose_max_side
         )
@@ -284,6 +327,12 @@ class StreamSession:
         for ev in msg.events:
             if ev.type == "start":
                 m.events.labels(model=self.model.name, label=ev.label).inc()
+
+
+def _log_failed_build(built: asyncio.Future[PoseTrackStage]) -> None:
+    """The stream keeps its lanes; say why it cannot pose solo."""
+    if not built.cancelled() and built.exception() is not None:
+        log.error("building the solo pose estimator failed", exc_info=built.exception())
 
 
 def _ms(seconds: float) -> float:

@@ -105,6 +105,12 @@ def test_bench_harness_end_to_end(tmp_path: Path) -> None:
     assert scen["unanswered"] == 0  # the last frame is always answered within the drain time
     assert scen["latency_ms"]["p95"] > 0 and scen["server_latency_ms"]["p50"] > 0
     assert scen["server"]["server_rss_peak_mib"] > 50 and scen["server"]["stage_ms_mean"]["pose"] > 0
+    solo = sections["stream"]["bare_solo"]  # the bare loop on the estimator of a stream alone
+    if Settings().solo_threads > 1:  # two or more cores: the solo client posed on all of them
+        assert solo["threads"] == Settings().solo_threads and solo["frames"] == 15
+        assert 1 <= scen["server"]["solo_frames"] <= scen["replies"]
+    else:
+        assert solo is None and scen["server"]["solo_frames"] == 0
 
     report = (out / "report.md").read_text()
     targets = evaluate(sections)

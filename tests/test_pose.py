@@ -201,3 +201,29 @@ def test_without_the_spare_slot_one_person_costs_one_landmark_pass() -> None:
     assert max(raw_spare) >= 2  # the default landmarks a second ROI (duplicate or bystander)
     assert max(raw_lean) <= 1  # one slot, one landmark pass per frame
     assert sum(found_lean) >= sum(found_spare) - 2 and sum(found_lean) >= 0.9 * len(frames)
+
+
+def test_more_threads_give_bitwise_the_same_people() -> None:
+    """``threads=2`` (XNNPACK threads per model call, used for a stream alone on the server)
+    changes only the speed: the same people with the same landmarks, to the bit, frame by frame
+    (walking clip: frames with a duplicate ROI and the detector re-run are among these)."""
+    frames = _frames("upfall", "Activity6", "Trial1Cam1.mp4", start=0, count=24)
+
+    def run(threads: int) -> tuple[list[tuple[PersonPose, ...]], dict[str, object]]:
+        est = create_pose_estimator("tasks", max_people=4, threads=threads)
+        try:
+            return [est.estimate(f.rgb, f.timestamp_s) for f in frames], est.config()  # type: ignore[attr-defined]
+        finally:
+            est.close()
+
+    one, cfg_one = run(1)
+    two, cfg_two = run(2)
+    assert cfg_one == cfg_two  # the thread count is not an output-changing setting
+    assert sum(len(people) for people in one) >= len(frames)
+    for a, b in zip(one, two, strict=True):
+        assert len(a) == len(b)
+        for p, q in zip(a, b, strict=True):
+            assert np.array_equal(p.image, q.image) and np.array_equal(p.visibility, q.visibility)
+            assert p.world is not None and q.world is not None and np.array_equal(p.world, q.world)
+    with pytest.raises(ValueError, match="threads"):
+        create_pose_estimator("tasks", threads=0)

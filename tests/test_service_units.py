@@ -49,6 +49,18 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         Settings()
 
 
+def test_solo_threads_follow_the_pose_workers() -> None:
+    """Auto: one thread per pose worker (a lone frame holds every slot), at most 4; never more
+    than the workers; off (1) for the legacy estimator, which has no thread option."""
+    assert Settings(pose_workers=2).solo_threads == 2
+    assert Settings(pose_workers=16).solo_threads == 4
+    assert Settings(pose_workers=1).solo_threads == 1
+    assert Settings(pose_workers=8, solo_pose_threads=6).solo_threads == 6
+    assert Settings(pose_workers=2, solo_pose_threads=6).solo_threads == 2
+    assert Settings(pose_workers=4, solo_pose_threads=1).solo_threads == 1
+    assert Settings(pose_workers=4, pose_kind="legacy").solo_threads == 1
+
+
 def test_buffer_cuts_windows_on_the_model_clock_like_offline_preprocess(tmp_path: Path) -> None:
     """Windows every stride/fps seconds once a window is full; each equals prepare_window offline."""
     manifest = load_manifest(write_linear_model(tmp_path / "m", ["a", "b"], length=16, fps=10, stride=4))

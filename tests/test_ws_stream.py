@@ -4,6 +4,7 @@ and JSON skeleton frames."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from itertools import pairwise
@@ -28,7 +29,12 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     write_linear_model(zoo / "linear", LABELS, length=8, fps=10, stride=2)
     write_linear_model(zoo / "other", ["a", "b"], length=16, fps=15, stride=4, seed=5)
     settings = Settings(
-        models_dir=zoo, default_model="linear", providers=["cpu"], enter_threshold=0.3, exit_threshold=0.2
+        models_dir=zoo,
+        default_model="linear",
+        providers=["cpu"],
+        enter_threshold=0.3,
+        exit_threshold=0.2,
+        pose_workers=2,  # two lanes, or a solo stream's frames on two threads, on any machine
     )
     with TestClient(create_app(settings)) as c:
         wait_ready(c)
@@ -208,23 +214,38 @@ def test_two_streams_in_parallel(client: TestClient, frames: tuple[list[bytes], 
 def test_streams_start_on_a_prebuilt_pose_stage_and_share_the_pose_slots(
     client: TestClient, frames: tuple[list[bytes], float]
 ) -> None:
-    """A connecting stream takes the spare stage built at start-up (no MediaPipe graph build on
-    the connect path); a fresh spare replaces it; the spare is never one a stream used before."""
+    """A connecting stream takes the spare stages built at start-up (no MediaPipe graph build on
+    the connect path): a single-threaded one for its lanes and, alone on the server, the solo one.
+    Fresh spares replace them only once no stream is open: a graph build holds the GIL and would
+    stall the open streams' frames. A spare is never one a stream used before."""
     state = client.app.state.service  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 30
-    while len(state._spare_stages) < state.settings.pose_spares and time.monotonic() < deadline:
-        time.sleep(0.05)
-    spare = state._spare_stages[-1]
+    solo = state.settings.solo_threads
+    wanted = {1: state.settings.pose_spares, solo: 1}
+
+    def spares() -> dict[int, list[object]]:
+        return {threads: list(state._spare_stages.get(threads, [])) for threads in wanted}
+
+    def spares_refilled() -> bool:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if all(len(v) == wanted[k] for k, v in spares().items()):
+                return True
+            time.sleep(0.05)
+        return False
+
+    assert solo == 2 and spares_refilled()
+    before = spares()
     with client.websocket_connect("/stream") as ws:
         HelloMessage.model_validate(ws.receive_json())
         ws.send_bytes(frames[0][0])
         assert _frame(ws).tracks
-        deadline = time.monotonic() + 30
-        while len(state._spare_stages) < state.settings.pose_spares and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert state._spare_stages and spare not in state._spare_stages  # taken, and replaced
+        time.sleep(0.5)
+        assert spares() == {1: [], solo: []}  # both taken, none rebuilt while the stream is open
+    assert spares_refilled()
+    after = spares()
+    assert all(stage not in after[k] for k, v in before.items() for stage in v)
     # every pose slot is free again once the stream is done
-    assert state.pose_slots._value == state.settings.pose_workers
+    assert state.pose_slots.free == state.settings.pose_workers
 
 
 def test_pose_lanes_alternate_estimators_and_keep_one_track(
@@ -284,3 +305,102 @@ def test_extra_lanes_only_when_the_server_has_spare_workers() -> None:
         return [first, second, third]
 
     assert asyncio.run(run()) == [0, 0, 1]
+
+
+def _solo_frames(client: TestClient) -> float:
+    text = client.get("/metrics").text
+    found = re.search(r"^skelact_solo_pose_frames_total (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_a_solo_stream_runs_on_every_pose_core_until_it_has_company(
+    client: TestClient, frames: tuple[list[bytes], float]
+) -> None:
+    """The server's only stream poses its first frame solo: holding every pose slot, on a
+    two-thread estimator (later frames follow `_Pace`, measured times: see the next tests). A clip
+    in pose or a second stream keeps it on its single-threaded lanes; alone again, a new stream
+    starts solo."""
+    state = client.app.state.service  # type: ignore[attr-defined]
+    assert state.settings.solo_threads == 2
+    jpegs, _ = frames
+
+    def send(ws: Any, k: int) -> FrameMessage:
+        ws.send_bytes(jpegs[k])
+        return _frame(ws)
+
+    before = _solo_frames(client)
+    with client.websocket_connect("/stream") as ws:
+        HelloMessage.model_validate(ws.receive_json())
+        assert send(ws, 0).tracks
+        assert _solo_frames(client) == before + 1
+        with client.portal.wrap_async_context_manager(state.clip_in_pose()):  # type: ignore[union-attr]
+            assert state.clips_in_pose == 1
+            assert all(send(ws, k).tracks for k in (1, 2))
+        with client.websocket_connect("/stream") as other:
+            HelloMessage.model_validate(other.receive_json())
+            assert send(ws, 3).tracks and send(other, 4).tracks and send(other, 5).tracks
+        assert _solo_frames(client) == before + 1  # beside a clip or a stream: one thread, one slot
+    with client.websocket_connect("/stream") as ws:
+        HelloMessage.model_validate(ws.receive_json())
+        assert send(ws, 6).tracks
+        assert _solo_frames(client) == before + 2  # alone again
+    assert state.pose_slots.free == state.settings.pose_workers
+
+
+def test_pose_slots_solo_work_waits_for_every_slot() -> None:
+    """A solo call takes every slot, one by one; a cancelled wait holds none."""
+    import asyncio
+
+    from service.pose_slots import PoseSlots
+
+    async def run() -> list[int]:
+        slots = PoseSlots(2)
+        await slots.take(1)  # a stream's frame in pose
+        solo = asyncio.ensure_future(slots.take(2))
+        await asyncio.sleep(0.05)
+        seen = [slots.free, int(solo.done())]  # one taken by the solo call, waiting for the other
+        slots.give(1)
+        await asyncio.wait_for(solo, 1)
+        seen.append(slots.free)
+        slots.give(2)
+        await slots.take(1)
+        late = asyncio.ensure_future(slots.take(2))
+        await asyncio.sleep(0.05)
+        late.cancel()
+        await asyncio.gather(late, return_exceptions=True)
+        seen.append(slots.free)  # the cancelled call gave back the slot it had
+        return seen
+
+    assert asyncio.run(run()) == [0, 0, 0, 1]
+    with pytest.raises(ValueError):
+        asyncio.run(PoseSlots(2).take(3))
+
+
+def test_pace_chooses_solo_frames_only_while_they_pay() -> None:
+    """Solo while the stream leaves the cores idle (pose time < SOLO_MAX_BUSY of the interval) and
+    solo frames are faster than single-threaded ones (a probe every SOLO_PROBE_EVERY frames checks):
+    at 15 fps with 22 ms solo / 30 ms single frames it poses solo; at 30 fps with 25 ms frames, or
+    when other processes make solo frames 70 ms against 40 ms single ones, it does not."""
+    from service.api.stream import SOLO_MAX_BUSY, SOLO_PROBE_EVERY, _Pace
+
+    def run(fps: float, solo_s: float, single_s: float, frames: int = 400) -> tuple[_Pace, list[bool]]:
+        pace, chosen = _Pace(), []
+        for i in range(frames):
+            pace.arrived(i / fps)
+            solo = pace.wants_solo()
+            chosen.append(solo)
+            pace.posed(solo_s if solo else single_s, solo)
+        return pace, chosen
+
+    assert _Pace().wants_solo()  # nothing measured yet: start solo
+    _, quiet = run(15, 0.022, 0.030)
+    assert quiet[:SOLO_PROBE_EVERY] == [True] * SOLO_PROBE_EVERY
+    assert quiet.count(False) == len(quiet) // (SOLO_PROBE_EVERY + 1)  # one probe per round
+    _, fast = run(30, 0.025, 0.035)
+    assert not any(fast[1:])  # 25 ms is more than 70 % of 33 ms: the lanes from the second frame
+    pace, contended = run(15, 0.070, 0.040)
+    late = contended[2 * SOLO_PROBE_EVERY :]
+    assert 0 < late.count(True) <= len(late) / SOLO_PROBE_EVERY  # solo only as a probe
+    assert pace.solo_s is not None and pace.single_s is not None and pace.solo_s > pace.single_s
+    _, edge = run(10, 0.99 * SOLO_MAX_BUSY / 10, 1.0)
+    assert all(edge[:SOLO_PROBE_EVERY])

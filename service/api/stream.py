@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -52,6 +53,59 @@ class _Inbox:
     dropped: int = 0
 
 
+# A solo stream runs its frames one at a time on every pose core only while that leaves the
+# cores idle most of the time (pose time < this share of the frame interval): a frame that
+# waits for the one before it loses what the extra threads won, and at 30 fps on two cores two
+# single-threaded frames at once (the lanes) keep up better.
+SOLO_MAX_BUSY = 0.7
+# Solo frames are only worth it while faster than single-threaded ones: with other busy processes
+# on the cores, XNNPACK's waiting threads spin and a solo frame takes 2x longer (p95 6x). So every
+# this-many frames one runs the other way, to compare.
+SOLO_PROBE_EVERY = 50
+_SOLO_WEIGHT = 0.1  # of the newest sample in the moving averages
+_SINGLE_WEIGHT = 0.25  # single-threaded frames are rare while solo: each counts more
+
+
+@dataclass
+class _Pace:
+    """A stream's frame interval and decode + pose times (solo and single-threaded), as moving
+    averages: whether its next frame should pose solo."""
+
+    interval_s: float | None = None
+    solo_s: float | None = None
+    single_s: float | None = None
+    since_single: int = 0  # solo frames since the last single-threaded one
+    since_solo: int = 0  # single-threaded frames since the last solo one
+    _last_arrival: float | None = None
+
+    def arrived(self, at: float) -> None:
+        if self._last_arrival is not None:
+            self.interval_s = _moving_average(self.interval_s, at - self._last_arrival, _SOLO_WEIGHT)
+        self._last_arrival = at
+
+    def posed(self, seconds: float, solo: bool) -> None:
+        if solo:
+            self.solo_s = _moving_average(self.solo_s, seconds, _SOLO_WEIGHT)
+            self.since_single, self.since_solo = self.since_single + 1, 0
+        else:
+            self.single_s = _moving_average(self.single_s, seconds, _SINGLE_WEIGHT)
+            self.since_single, self.since_solo = 0, self.since_solo + 1
+
+    def wants_solo(self) -> bool:
+        """Solo from the first frame; single-threaded while too fast a stream for one frame at a
+        time, and while solo frames are not the faster ones; each way probed now and then."""
+        known = [t for t in (self.solo_s, self.single_s) if t is not None]
+        if self.interval_s is not None and known and min(known) >= SOLO_MAX_BUSY * self.interval_s:
+            return False
+        if self.solo_s is not None and self.single_s is not None and self.solo_s >= self.single_s:
+            return self.since_solo >= SOLO_PROBE_EVERY
+        return self.since_single < SOLO_PROBE_EVERY
+
+
+def _moving_average(average: float | None, sample: float, weight: float) -> float:
+    return sample if average is None else average + weight * (sample - average)
+
+
 class _Lanes:
     """Pose lanes of one stream (lane 0 is the stream's own estimator, the others extra ones)."""
 
@@ -80,6 +134,7 @@ class _Connection:
         self.state = state
         self.session = session
         self.inbox = _Inbox()
+        self.pace = _Pace()
         self.guard = StreamGuard(state.settings)
         self._send_lock = asyncio.Lock()
 
@@ -146,6 +201,7 @@ class _Connection:
                     if bad is not None:
                         await self.error(*bad)
                         continue
+                    self.pace.arrived(now)
                     self._offer(Arrival(frame_id, now, image=data))
                 elif text is not None:
                     bad = over_rate or guard.check_text(text)
@@ -193,14 +249,16 @@ class _Connection:
     async def process_loop(self) -> None:
         """Take the newest frame whenever a pose lane and a pose worker are free.
 
-        Up to ``session.lanes`` frames of this stream are in pose at once (a lone stream uses
-        several cores); each frame then waits for the one before it, so tracking, windows and
-        replies stay in order. The pose slot is taken *before* the frame: while the server is
-        busy, newer frames replace the pending one instead of queueing behind it.
+        Up to ``session.lanes`` frames of this stream are in pose at once (a stream beside fewer
+        streams than pose workers uses several cores); each frame then waits for the one before
+        it, so tracking, windows and replies stay in order. The pose slot is taken *before* the
+        frame: while the server is busy, newer frames replace the pending one instead of queueing
+        behind it. A stream that is the server's only pose work (`ServiceState.stream_is_alone`)
+        takes every slot and runs one frame at a time on all cores (lower latency per frame).
         """
         box = self.inbox
         lanes = _Lanes(self.session.lanes)
-        slots = self.state.pose_slots
+        workers = self.state.settings.pose_workers
         previous: asyncio.Task[bool] | None = None
         try:
             while True:
@@ -219,16 +277,21 @@ class _Connection:
                     continue
                 # more lanes only while fewer streams than pose workers are open: with more, the
                 # cores are busy anyway and every extra lane would hold another estimator in memory
-                lane = await lanes.take(self.state.streams < self.state.settings.pose_workers)
-                await slots.acquire()
+                lane = await lanes.take(self.state.streams < workers)
+                solo = self._alone() and self.session.solo_ready()
+                slots = workers if solo else 1
+                await self.state.pose_slots.take(slots)
+                if solo and not self._alone():  # a clip or another stream came while we waited
+                    self.state.pose_slots.give(slots - 1)
+                    solo, slots = False, 1
                 if box.pending is None or box.shutdown:  # taken by nobody: look at the inbox again
-                    slots.release()
+                    self.state.pose_slots.give(slots)
                     lanes.give_back(lane)
                     box.wake.set()
                     continue
                 arrival, box.pending = box.pending, None
                 ts = self.session.stamp(arrival)
-                previous = asyncio.ensure_future(self._frame(arrival, ts, lane, lanes, previous))
+                previous = asyncio.ensure_future(self._frame(arrival, ts, lane, lanes, previous, slots, solo))
                 previous.add_done_callback(lambda _: box.wake.set())  # a failed frame ends the loop
                 box.wake.set()  # another lane may take the next frame at once
         finally:
@@ -242,18 +305,25 @@ class _Connection:
         lane: int,
         lanes: _Lanes,
         before: asyncio.Task[bool] | None,
+        slots: int = 1,
+        solo: bool = False,
     ) -> bool:
-        """One frame: pose on its lane, then (after the frame before) the rest. False: end the stream."""
+        """One frame: pose on its lane (or alone on every core), then (after the frame before)
+        the rest. False: end the stream."""
         box = self.inbox
         t_start = time.perf_counter()
         posed = None
         failure: BaseException | None = None
         try:
-            posed = await self.session.pose(arrival, ts, lane)
+            posed = await self.session.pose(arrival, ts, lane, solo)
+            if posed is not None:
+                self.pace.posed(posed.decode_s + posed.pose_s, solo)
         except Exception as exc:  # reported in order, below
             failure = exc
         finally:
-            self.state.pose_slots.release()
+            self.state.pose_slots.give(slots)
+            if solo:
+                self.state.metrics.solo_frames.inc()
             lanes.give_back(lane)
             box.wake.set()
         if before is not None and not await before:
@@ -286,6 +356,14 @@ class _Connection:
             except Exception:
                 return False
         return True
+
+    def _alone(self) -> bool:
+        """This stream is the server's only pose work, its next frame is an image and its pace
+        says solo (`_Pace.wants_solo`)."""
+        pending = self.inbox.pending
+        if pending is None or pending.image is None or not self.pace.wants_solo():
+            return False
+        return self.state.stream_is_alone()
 
     async def _apply_config(self, cfg: ConfigMessage) -> None:
         if cfg.model is None or cfg.model == self.session.model.name:
@@ -334,8 +412,16 @@ async def stream(
     except ServiceError as exc:
         await refuse(exc.code, f"{exc.message} ({exc.hint})", POLICY_VIOLATION)
         return
+    solo = state.settings.solo_threads
     session = StreamSession(
-        loaded, state.settings, state.pose_pool, state.metrics, stride, top_k, state.take_pose_stage
+        loaded,
+        state.settings,
+        state.pose_pool,
+        state.metrics,
+        stride,
+        top_k,
+        state.take_pose_stage,
+        functools.partial(state.take_pose_stage, solo) if solo > 1 else None,
     )
     state.streams += 1
     state.metrics.active_streams.inc()
@@ -344,6 +430,8 @@ async def stream(
     receiver: asyncio.Task[None] | None = None
     try:
         await session.open()
+        if state.stream_is_alone():
+            await session.open_solo()
         await conn.hello()
         receiver = asyncio.create_task(conn.receive_loop())
         await conn.process_loop()
@@ -369,6 +457,7 @@ async def stream(
                 await receiver
         state.streams -= 1
         state.metrics.active_streams.dec()
+        state.refill_spares()  # when that was the last stream: build spares now, stalling no one
         await session.close()
         with contextlib.suppress(RuntimeError):  # the pool is gone when the server has stopped
             # the estimator's graph was just freed: hand its pages back (service.lifecycle)
