@@ -59,9 +59,11 @@ class _Inbox:
 # single-threaded frames at once (the lanes) keep up better.
 SOLO_MAX_BUSY = 0.7
 # Solo frames are only worth it while faster than single-threaded ones: with other busy processes
-# on the cores, XNNPACK's waiting threads spin and a solo frame takes 2x longer (p95 6x). So every
-# this-many frames one runs the other way, to compare.
+# on the cores, XNNPACK's waiting threads spin and a solo frame takes 1.7x a single-threaded one
+# (p95 6x). So every this-many frames one runs the other way, to compare; as one probe frame is a
+# noisy sample (frames differ by 1.5x in cost), solo ends only when this much slower.
 SOLO_PROBE_EVERY = 50
+SOLO_GIVE_UP_RATIO = 1.4
 _SOLO_WEIGHT = 0.1  # of the newest sample in the moving averages
 _SINGLE_WEIGHT = 0.25  # single-threaded frames are rare while solo: each counts more
 
@@ -93,11 +95,13 @@ class _Pace:
 
     def wants_solo(self) -> bool:
         """Solo from the first frame; single-threaded while too fast a stream for one frame at a
-        time, and while solo frames are not the faster ones; each way probed now and then."""
+        time, and while solo frames are clearly slower (SOLO_GIVE_UP_RATIO); each way probed now
+        and then."""
         known = [t for t in (self.solo_s, self.single_s) if t is not None]
         if self.interval_s is not None and known and min(known) >= SOLO_MAX_BUSY * self.interval_s:
             return False
-        if self.solo_s is not None and self.single_s is not None and self.solo_s >= self.single_s:
+        solo, single = self.solo_s, self.single_s
+        if solo is not None and single is not None and solo >= SOLO_GIVE_UP_RATIO * single:
             return self.since_solo >= SOLO_PROBE_EVERY
         return self.since_single < SOLO_PROBE_EVERY
 
