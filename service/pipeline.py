@@ -10,9 +10,10 @@ windows overlap pose of frame n); ``StreamSession`` runs them frame by frame for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
 
@@ -330,6 +331,12 @@ def _timed_estimate(
     return estimator.estimate(rgb, timestamp), time.perf_counter() - t0
 
 
+def _on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
+    """Run ``callback`` on ``loop`` from any thread; nothing once the loop is closed (shutdown)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback)
+
+
 class ClipRecognizer:
     """Runs one clip through the pipeline with the stages overlapping.
 
@@ -405,7 +412,7 @@ class ClipRecognizer:
                 await slots.take()
             job = self.pose_pool.submit(_timed_estimate, lane, src.rgb, src.timestamp)
             if slots is not None:  # given back when the call ends (or is cancelled before it runs)
-                job.add_done_callback(lambda _: loop.call_soon_threadsafe(slots.give))
+                job.add_done_callback(lambda _: _on_loop(loop, slots.give))
             in_pose.append((src, job))
 
         async def oldest_posed() -> None:
