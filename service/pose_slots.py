@@ -1,7 +1,7 @@
 """Pose slots: who may run pose, and on how many cores.
 
 One slot per pose worker. A single-threaded pose call holds one; a call whose model runs on every
-core (a solo stream's or clip's estimator, ``SKELACT_SOLO_POSE_THREADS``) holds all of them.
+core (a solo stream's estimator, ``SKELACT_SOLO_POSE_THREADS``) holds all of them.
 XNNPACK's worker threads spin while they wait, so a multi-threaded call that shares its cores
 with any other pose call runs ~20x slower (service.pose.TasksPoseEstimator): every pose call of
 a stream or a clip takes its slots here first.
