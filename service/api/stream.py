@@ -282,10 +282,10 @@ class _Connection:
                 # more lanes only while fewer streams than pose workers are open: with more, the
                 # cores are busy anyway and every extra lane would hold another estimator in memory
                 lane = await lanes.take(self.state.streams < workers)
-                solo = self._alone() and self.session.solo_ready()
+                solo = self._may_pose_solo() and self.session.solo_ready()
                 slots = workers if solo else 1
                 await self.state.pose_slots.take(slots)
-                if solo and not self._alone():  # a clip or another stream came while we waited
+                if solo and not self._may_pose_solo():  # a clip or another stream came while we waited
                     self.state.pose_slots.give(slots - 1)
                     solo, slots = False, 1
                 if box.pending is None or box.shutdown:  # taken by nobody: look at the inbox again
@@ -361,7 +361,7 @@ class _Connection:
                 return False
         return True
 
-    def _alone(self) -> bool:
+    def _may_pose_solo(self) -> bool:
         """This stream is the server's only pose work, its next frame is an image and its pace
         says solo (`_Pace.wants_solo`)."""
         pending = self.inbox.pending
