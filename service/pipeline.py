@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -287,13 +288,29 @@ class ClipOutcome:
 async def prefetch(
     source: Iterator[SourceFrame], executor: Executor, depth: int = 4
 ) -> AsyncIterator[SourceFrame]:
-    """Pull frames from a blocking iterator on ``executor``, ``depth`` frames ahead of the consumer."""
+    """Pull frames from a blocking iterator on ``executor``, ``depth`` frames ahead of the consumer.
+
+    The source is closed under the same lock as each pull: a cancelled request (a timeout) stops
+    waiting for the pull in flight, and closing a video capture while a thread reads from it
+    crashes the process (seen in the suite: a segfault in OpenCV's read).
+    """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[SourceFrame | BaseException | None] = asyncio.Queue(maxsize=depth)
     sentinel = object()
+    lock = threading.Lock()
+    closed = False
 
     def pull() -> SourceFrame | object:
-        return next(source, sentinel)
+        with lock:
+            return sentinel if closed else next(source, sentinel)
+
+    def close_source() -> None:
+        nonlocal closed
+        with lock:
+            closed = True
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
 
     async def produce() -> None:
         try:
@@ -319,9 +336,7 @@ async def prefetch(
             yield item
     finally:
         task.cancel()
-        close = getattr(source, "close", None)
-        if close is not None:
-            await loop.run_in_executor(executor, close)
+        await loop.run_in_executor(executor, close_source)
 
 
 def _timed_estimate(

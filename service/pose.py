@@ -402,6 +402,9 @@ class TasksPoseEstimator:
             self._tile_landmarkers = [self._new_landmarker(per_tile) for _ in range(tiles.cols * tiles.rows)]
         self._clock = _Clock()
         self._closed = False
+        # close() waits for an estimate in flight: a cancelled request closes its estimators
+        # while a pose worker may still be on its last frame
+        self._lock = threading.Lock()
         self.last_raw_count = 0  # poses before duplicate removal in the latest frame (diagnostics)
 
     def _new_landmarker(self, people: int) -> Any:
@@ -445,8 +448,12 @@ class TasksPoseEstimator:
         }
 
     def estimate(self, frame_rgb: np.ndarray, timestamp_s: float) -> tuple[PersonPose, ...]:
-        if self._closed:
-            raise RuntimeError("estimator is closed")
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("estimator is closed")
+            return self._estimate(frame_rgb, timestamp_s)
+
+    def _estimate(self, frame_rgb: np.ndarray, timestamp_s: float) -> tuple[PersonPose, ...]:
         import cv2
 
         frame = _check_frame(frame_rgb)
@@ -507,13 +514,14 @@ class TasksPoseEstimator:
         return people
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._full is not None:
-            self._full.close()
-        for lmk in self._tile_landmarkers:
-            lmk.close()
+        with self._lock:  # after a frame still in pose, never under it (MediaPipe would crash)
+            if self._closed:
+                return
+            self._closed = True
+            if self._full is not None:
+                self._full.close()
+            for lmk in self._tile_landmarkers:
+                lmk.close()
 
 
 # --------------------------------------------------------------------------- legacy estimator
@@ -547,6 +555,7 @@ class LegacyPoseEstimator:
         )
         self._clock = _Clock()
         self._closed = False
+        self._lock = threading.Lock()  # see TasksPoseEstimator
 
     def config(self) -> dict[str, Any]:
         return {
@@ -559,8 +568,12 @@ class LegacyPoseEstimator:
         }
 
     def estimate(self, frame_rgb: np.ndarray, timestamp_s: float) -> tuple[PersonPose, ...]:
-        if self._closed:
-            raise RuntimeError("estimator is closed")
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("estimator is closed")
+            return self._estimate(frame_rgb, timestamp_s)
+
+    def _estimate(self, frame_rgb: np.ndarray, timestamp_s: float) -> tuple[PersonPose, ...]:
         frame = _check_frame(frame_rgb)
         self._clock(timestamp_s)  # the legacy graph keeps its own clock; validate for parity
         result = self._pose.process(frame)
@@ -574,9 +587,10 @@ class LegacyPoseEstimator:
         return (make_person_pose(xyz, world, vis, width, height),)
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._pose.close()
+        with self._lock:  # as TasksPoseEstimator.close
+            if not self._closed:
+                self._closed = True
+                self._pose.close()
 
 
 # --------------------------------------------------------------------------- factory

@@ -238,6 +238,8 @@ class ServiceState:
                 m.batcher.start()
             if not self.pose_error:
                 self.refill_spares()
+                if self._refill is not None:  # ready with the spares built: a build later stalls streams
+                    await asyncio.gather(self._refill, return_exceptions=True)
             self.warnings = self._warnings()
             strict_failure = self.settings.strict_models and bool(self.registry.failed)
             self.ready = bool(self.registry.models) and not self.pose_error and not strict_failure

@@ -377,12 +377,12 @@ def test_pose_slots_solo_work_waits_for_every_slot() -> None:
 
 
 def test_pace_chooses_solo_frames_only_while_they_pay() -> None:
-    """Solo while the stream leaves the cores idle (pose time < SOLO_MAX_BUSY of the interval) and
+    """Solo while the stream leaves the cores idle (pose time < MAX_BUSY_ONE_AT_A_TIME of the interval) and
     solo frames are faster than single-threaded ones (a probe every SOLO_PROBE_EVERY frames checks):
     at 15 fps with 22 ms solo / 30 ms single frames it poses solo (also at 33 ms solo, within a
     single probe's noise); at 30 fps with 25 ms frames, or when other processes make solo frames
     70 ms against 40 ms single ones, it does not."""
-    from service.api.stream import SOLO_GIVE_UP_RATIO, SOLO_MAX_BUSY, SOLO_PROBE_EVERY, _Pace
+    from service.api.stream import MAX_BUSY_ONE_AT_A_TIME, SOLO_GIVE_UP_RATIO, SOLO_PROBE_EVERY, _Pace
 
     def run(fps: float, solo_s: float, single_s: float, frames: int = 400) -> tuple[_Pace, list[bool]]:
         pace, chosen = _Pace(), []
@@ -399,11 +399,12 @@ def test_pace_chooses_solo_frames_only_while_they_pay() -> None:
     assert quiet.count(False) == len(quiet) // (SOLO_PROBE_EVERY + 1)  # one probe per round
     _, noisy = run(15, 0.99 * SOLO_GIVE_UP_RATIO * 0.030, 0.030)
     assert noisy == quiet
-    _, fast = run(30, 0.025, 0.035)
+    pace, fast = run(30, 0.025, 0.035)
     assert not any(fast[1:])  # 25 ms is more than 70 % of 33 ms: the lanes from the second frame
+    assert pace.busy() and not run(15, 0.022, 0.030)[0].busy()  # only a busy stream uses lane 2+
     pace, contended = run(15, 0.070, 0.040)
     late = contended[2 * SOLO_PROBE_EVERY :]
     assert 0 < late.count(True) <= len(late) / SOLO_PROBE_EVERY  # solo only as a probe
     assert pace.solo_s is not None and pace.single_s is not None and pace.solo_s > pace.single_s
-    _, edge = run(10, 0.99 * SOLO_MAX_BUSY / 10, 1.0)
+    _, edge = run(10, 0.99 * MAX_BUSY_ONE_AT_A_TIME / 10, 1.0)
     assert all(edge[:SOLO_PROBE_EVERY])

@@ -53,11 +53,12 @@ class _Inbox:
     dropped: int = 0
 
 
-# A solo stream runs its frames one at a time on every pose core only while that leaves the
-# cores idle most of the time (pose time < this share of the frame interval): a frame that
-# waits for the one before it loses what the extra threads won, and at 30 fps on two cores two
-# single-threaded frames at once (the lanes) keep up better.
-SOLO_MAX_BUSY = 0.7
+# A stream runs its frames one at a time (solo, or on its first lane) while that leaves the cores
+# idle most of the time: pose time < this share of the frame interval. Beyond it a frame would
+# wait for the one before it, and two single-threaded frames at once (the lanes) keep up better,
+# e.g. at 30 fps on two cores. Below it no second lane is used: its estimator would have to be
+# built mid-stream, and a graph build holds the GIL (`ServiceState.refill_spares`).
+MAX_BUSY_ONE_AT_A_TIME = 0.7
 # Solo frames are only worth it while faster than single-threaded ones: with other busy processes
 # on the cores, XNNPACK's waiting threads spin and a solo frame takes 1.7x a single-threaded one
 # (p95 6x). So every this-many frames one runs the other way, to compare; as one probe frame is a
@@ -93,12 +94,19 @@ class _Pace:
             self.single_s = _moving_average(self.single_s, seconds, _SINGLE_WEIGHT)
             self.since_single, self.since_solo = 0, self.since_solo + 1
 
+    def busy(self) -> bool:
+        """Too fast a stream for one frame at a time (`MAX_BUSY_ONE_AT_A_TIME`); False until
+        measured."""
+        known = [t for t in (self.solo_s, self.single_s) if t is not None]
+        if self.interval_s is None or not known:
+            return False
+        return min(known) >= MAX_BUSY_ONE_AT_A_TIME * self.interval_s
+
     def wants_solo(self) -> bool:
         """Solo from the first frame; single-threaded while too fast a stream for one frame at a
         time, and while solo frames are clearly slower (SOLO_GIVE_UP_RATIO); each way probed now
         and then."""
-        known = [t for t in (self.solo_s, self.single_s) if t is not None]
-        if self.interval_s is not None and known and min(known) >= SOLO_MAX_BUSY * self.interval_s:
+        if self.busy():
             return False
         solo, single = self.solo_s, self.single_s
         if solo is not None and single is not None and solo >= SOLO_GIVE_UP_RATIO * single:
@@ -279,9 +287,10 @@ class _Connection:
                     if box.closed:
                         return
                     continue
-                # more lanes only while fewer streams than pose workers are open: with more, the
-                # cores are busy anyway and every extra lane would hold another estimator in memory
-                lane = await lanes.take(self.state.streams < workers)
+                # more lanes only while fewer streams than pose workers are open (with more, the
+                # cores are busy anyway and every extra lane would hold another estimator in
+                # memory), and only for a stream too fast for one frame at a time
+                lane = await lanes.take(self.state.streams < workers and self.pace.busy())
                 solo = self._may_pose_solo() and self.session.solo_ready()
                 slots = workers if solo else 1
                 await self.state.pose_slots.take(slots)
