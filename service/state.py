@@ -174,6 +174,12 @@ class ServiceState:
         self.refill_spares()
         return stage
 
+    async def wait_for_refill(self) -> None:
+        """Let a spare being built finish (one build at most once a stream is open): a stream that
+        connects now waits before its hello instead of stalling on its first frames."""
+        if self._refill is not None and not self._refill.done():
+            await asyncio.wait([self._refill])
+
     def refill_spares(self) -> None:
         """Build the missing spare stages, but only while no stream is open: building a MediaPipe
         graph holds the GIL for its whole ~0.12 s, stalling every stream's event loop and replies

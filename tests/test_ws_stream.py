@@ -62,12 +62,12 @@ def test_stream_real_clip_frame_by_frame(client: TestClient, frames: tuple[list[
         assert (hello.window.length, hello.window.fps, hello.window.stride) == (8, 10, 2)
         replies = []
         t0 = time.monotonic()
-        for i, jpg in enumerate(jpegs[:16]):
+        for i, jpg in enumerate(jpegs[:18]):  # 18 frames at 18 fps span 0.94 s: the 0.8 s window fills
             # pace at the clip's frame rate (the server stamps binary frames on arrival)
             time.sleep(max(0.0, t0 + i / fps - time.monotonic()))
             ws.send_bytes(jpg)
             replies.append(_frame(ws))
-    assert [r.frame_id for r in replies] == list(range(16))
+    assert [r.frame_id for r in replies] == list(range(18))
     assert all(r.dropped == 0 and r.processed == r.frame_id + 1 == r.received for r in replies)
     assert all(b.timestamp > a.timestamp for a, b in pairwise(replies))
     last = replies[-1]

@@ -442,6 +442,7 @@ async def stream(
     state.lifecycle.add(conn)  # shutdown drains it (close 1001)
     receiver: asyncio.Task[None] | None = None
     try:
+        await state.wait_for_refill()
         await session.open()
         if state.stream_is_alone():
             await session.open_solo()
