@@ -337,7 +337,35 @@ def _landmarker_options_class(threads: int) -> Any:
     return ThreadedPoseLandmarkerOptions
 
 
-class TasksPoseEstimator:
+class _ClosesAfterFrame:
+    """``estimate`` and ``close`` under one lock: a cancelled request closes its estimators while a
+    pose worker may still be on its last frame, and MediaPipe crashes when its graph closes under
+    a running call. Subclasses implement ``_estimate`` and ``_release``."""
+
+    def __init__(self) -> None:
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def estimate(self, frame_rgb: np.ndarray, timestamp_s: float) -> tuple[PersonPose, ...]:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("estimator is closed")
+            return self._estimate(frame_rgb, timestamp_s)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._release()
+
+    def _estimate(self, frame_rgb: np.ndarray, timestamp_s: float) -> tuple[PersonPose, ...]:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
+
+class TasksPoseEstimator(_ClosesAfterFrame):
     """Multi-person MediaPipe Tasks PoseLandmarker (VIDEO mode) from the offline bundle.
 
     ``min_tracking_confidence`` is, in the Tasks graph, the IoU above which a fresh detection is
@@ -374,6 +402,7 @@ class TasksPoseEstimator:
         spare_slot: bool = True,
         threads: int = 1,
     ) -> None:
+        super().__init__()
         if max_people < 1:
             raise ValueError("max_people must be >= 1")
         if threads < 1:
@@ -401,10 +430,6 @@ class TasksPoseEstimator:
             per_tile = min(self.max_people, tiles.poses_per_tile or self.max_people)
             self._tile_landmarkers = [self._new_landmarker(per_tile) for _ in range(tiles.cols * tiles.rows)]
         self._clock = _Clock()
-        self._closed = False
-        # close() waits for an estimate in flight: a cancelled request closes its estimators
-        # while a pose worker may still be on its last frame
-        self._lock = threading.Lock()
         self.last_raw_count = 0  # poses before duplicate removal in the latest frame (diagnostics)
 
     def _new_landmarker(self, people: int) -> Any:
@@ -446,12 +471,6 @@ class TasksPoseEstimator:
             "spare_slot": self.spare_slot,
             "mediapipe": _mediapipe_version(),
         }
-
-    def estimate(self, frame_rgb: np.ndarray, timestamp_s: float) -> tuple[PersonPose, ...]:
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("estimator is closed")
-            return self._estimate(frame_rgb, timestamp_s)
 
     def _estimate(self, frame_rgb: np.ndarray, timestamp_s: float) -> tuple[PersonPose, ...]:
         import cv2
@@ -513,21 +532,17 @@ class TasksPoseEstimator:
             people.append(make_person_pose(xyz, world, vis, width, height, float(vis.mean()) * inside))
         return people
 
-    def close(self) -> None:
-        with self._lock:  # after a frame still in pose, never under it (MediaPipe would crash)
-            if self._closed:
-                return
-            self._closed = True
-            if self._full is not None:
-                self._full.close()
-            for lmk in self._tile_landmarkers:
-                lmk.close()
+    def _release(self) -> None:
+        if self._full is not None:
+            self._full.close()
+        for lmk in self._tile_landmarkers:
+            lmk.close()
 
 
 # --------------------------------------------------------------------------- legacy estimator
 
 
-class LegacyPoseEstimator:
+class LegacyPoseEstimator(_ClosesAfterFrame):
     """Single-person ``mp.solutions.pose`` (model_complexity=1): the fallback when Tasks fails."""
 
     name = "mediapipe-legacy-pose-full"
@@ -541,6 +556,7 @@ class LegacyPoseEstimator:
     ) -> None:
         import mediapipe as mp
 
+        super().__init__()
         self.max_people = 1  # the legacy graph tracks exactly one person
         self.min_detection_confidence = float(min_detection_confidence)
         self.min_tracking_confidence = float(min_tracking_confidence)
@@ -554,8 +570,6 @@ class LegacyPoseEstimator:
             min_tracking_confidence=min_tracking_confidence,
         )
         self._clock = _Clock()
-        self._closed = False
-        self._lock = threading.Lock()  # see TasksPoseEstimator
 
     def config(self) -> dict[str, Any]:
         return {
@@ -566,12 +580,6 @@ class LegacyPoseEstimator:
             "smooth_landmarks": self.smooth_landmarks,
             "mediapipe": _mediapipe_version(),
         }
-
-    def estimate(self, frame_rgb: np.ndarray, timestamp_s: float) -> tuple[PersonPose, ...]:
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("estimator is closed")
-            return self._estimate(frame_rgb, timestamp_s)
 
     def _estimate(self, frame_rgb: np.ndarray, timestamp_s: float) -> tuple[PersonPose, ...]:
         frame = _check_frame(frame_rgb)
@@ -586,11 +594,8 @@ class LegacyPoseEstimator:
             world = np.array([(w.x, w.y, w.z) for w in result.pose_world_landmarks.landmark], np.float32)
         return (make_person_pose(xyz, world, vis, width, height),)
 
-    def close(self) -> None:
-        with self._lock:  # as TasksPoseEstimator.close
-            if not self._closed:
-                self._closed = True
-                self._pose.close()
+    def _release(self) -> None:
+        self._pose.close()
 
 
 # --------------------------------------------------------------------------- factory
@@ -622,5 +627,4 @@ def pose_estimator_for(settings: Settings, threads: int = 1) -> PoseEstimator:
     """The estimator the service builds from its settings (kind, people, options), in this process;
     ``threads`` > 1: a Tasks estimator with that many XNNPACK threads (`TasksPoseEstimator`)."""
     s = settings
-    options = s.pose_options() | ({"threads": threads} if threads > 1 else {})
-    return create_pose_estimator(s.pose_kind, max_people=s.max_people, **options)
+    return create_pose_estimator(s.pose_kind, max_people=s.max_people, **s.pose_options(threads))

@@ -184,8 +184,9 @@ class Settings(BaseSettings):
             raise ValueError("name at least one provider, e.g. SKELACT_PROVIDERS=cpu")
         return v
 
-    def pose_options(self) -> dict[str, object]:
-        """Keyword options for ``service.pose.create_pose_estimator`` (beyond kind and max_people)."""
+    def pose_options(self, threads: int = 1) -> dict[str, object]:
+        """Keyword options for ``service.pose.create_pose_estimator`` (beyond kind and max_people);
+        ``threads`` > 1: a solo estimator's XNNPACK threads (Tasks only, see `solo_threads`)."""
         if self.pose_kind == "legacy":
             return {"min_detection_confidence": self.pose_min_detection_confidence}
         return {
@@ -193,6 +194,7 @@ class Settings(BaseSettings):
             "upscale_min_side": self.pose_upscale_min_side,
             "min_detection_confidence": self.pose_min_detection_confidence,
             "spare_slot": self.pose_spare_slot,
+            **({"threads": threads} if threads > 1 else {}),
         }
 
     @property

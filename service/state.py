@@ -146,8 +146,7 @@ class ServiceState:
         ``threads`` > 1 only for solo work, which holds every pose slot (service.pose_slots)."""
         s = self.settings
         if self.pose_procs is not None:
-            options = s.pose_options() | ({"threads": threads} if threads > 1 else {})
-            return self.pose_procs.open(s.pose_kind, s.max_people, options)
+            return self.pose_procs.open(s.pose_kind, s.max_people, s.pose_options(threads))
         return pose_estimator_for(s, threads)
 
     def new_pose_stage(self, threads: int = 1) -> PoseTrackStage:
@@ -185,8 +184,6 @@ class ServiceState:
         graph holds the GIL for its whole ~0.12 s, stalling every stream's event loop and replies
         (clips only lose that time once)."""
         if self._refill is not None and not self._refill.done():
-            return
-        if self.lifecycle.draining or self.streams:
             return
 
         def missing() -> int | None:
@@ -244,8 +241,7 @@ class ServiceState:
                 m.batcher.start()
             if not self.pose_error:
                 self.refill_spares()
-                if self._refill is not None:  # ready with the spares built: a build later stalls streams
-                    await asyncio.gather(self._refill, return_exceptions=True)
+                await self.wait_for_refill()  # ready with the spares built: a build later stalls streams
             self.warnings = self._warnings()
             strict_failure = self.settings.strict_models and bool(self.registry.failed)
             self.ready = bool(self.registry.models) and not self.pose_error and not strict_failure
