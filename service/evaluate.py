@@ -178,6 +178,7 @@ def cache_pose_settings(cache_dir: Path) -> dict[str, object]:
     out["pose_tiles"] = bool(est.get("tiles"))
     out["pose_upscale_min_side"] = int(est.get("upscale_min_side", 0) or 0)
     out["pose_spare_slot"] = bool(est.get("spare_slot", True))  # caches older than the option had one
+    out["pose_association"] = str(est.get("association", "mediapipe"))  # as the spare slot
     return out
 
 

@@ -2,9 +2,10 @@
 
 Two implementations behind one `PoseEstimator` protocol:
 
-* `TasksPoseEstimator` -- multi-person MediaPipe Tasks ``PoseLandmarker`` (VIDEO mode), run fully
-  offline from a ``.task`` bundle that is built on first use from the model files shipped inside
-  the installed mediapipe wheel (nothing is downloaded). Optional tiling finds small people.
+* `TasksPoseEstimator` -- multi-person MediaPipe Tasks pose landmarker (VIDEO mode; its two model
+  graphs with the ROI choice in Python, `service.pose_graph`), run fully offline from a ``.task``
+  bundle that is built on first use from the model files shipped inside the installed mediapipe
+  wheel (nothing is downloaded). Optional tiling finds small people.
 * `LegacyPoseEstimator` -- single-person ``mp.solutions.pose`` (fallback).
 
 An estimator instance belongs to one stream or clip: VIDEO mode tracks people between calls and
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from service.pose_graph import ASSOCIATIONS, PoseGraph
 from skeleton.types import MEDIAPIPE_JOINTS, BoundingBox, PersonPose
 
 if TYPE_CHECKING:
@@ -319,24 +321,6 @@ class TileSpec:
         return out
 
 
-def _landmarker_options_class(threads: int) -> Any:
-    """``PoseLandmarkerOptions``, or a subclass that sets XNNPACK's thread count: the Python API
-    exposes no such option, but its graph options proto (``Acceleration.xnnpack``) has one."""
-    from mediapipe.tasks.python import vision
-
-    if threads == 1:
-        return vision.PoseLandmarkerOptions
-
-    @dataclass
-    class ThreadedPoseLandmarkerOptions(vision.PoseLandmarkerOptions):
-        def to_pb2(self) -> Any:
-            proto = super().to_pb2()
-            proto.base_options.acceleration.xnnpack.num_threads = threads
-            return proto
-
-    return ThreadedPoseLandmarkerOptions
-
-
 class _ClosesAfterFrame:
     """``estimate`` and ``close`` under one lock: a cancelled request closes its estimators while a
     pose worker may still be on its last frame, and MediaPipe crashes when its graph closes under
@@ -385,6 +369,10 @@ class TasksPoseEstimator(_ClosesAfterFrame):
     bitwise the same landmarks, but XNNPACK's workers spin while they wait: two such estimators
     (or one beside any other pose work) on the same cores run ~20x slower. Give an estimator
     more than one thread only while it has the cores to itself (`service.api.stream`).
+
+    ``association``: how fresh detections join tracked people (`service.pose_graph`):
+    ``"mediapipe"`` reproduces the Tasks ``PoseLandmarker`` to the bit; ``"one-to-one"`` gives a
+    tracked person at most one detection, so no duplicate ROI is landmarked.
     """
 
     name = "mediapipe-tasks-pose-full"
@@ -401,10 +389,14 @@ class TasksPoseEstimator(_ClosesAfterFrame):
         dedupe_keypoint_distance: float = 0.15,
         spare_slot: bool = True,
         threads: int = 1,
+        association: str = "one-to-one",
     ) -> None:
         super().__init__()
         if max_people < 1:
             raise ValueError("max_people must be >= 1")
+        if association not in ASSOCIATIONS:
+            raise ValueError(f"unknown association {association!r}; choose one of {ASSOCIATIONS}")
+        self.association = association
         if threads < 1:
             raise ValueError("threads must be >= 1")
         self.threads = int(threads)
@@ -432,20 +424,17 @@ class TasksPoseEstimator(_ClosesAfterFrame):
         self._clock = _Clock()
         self.last_raw_count = 0  # poses before duplicate removal in the latest frame (diagnostics)
 
-    def _new_landmarker(self, people: int) -> Any:
+    def _new_landmarker(self, people: int) -> PoseGraph:
         """A VIDEO-mode landmarker for ``people`` (plus the spare ROI slot when ``spare_slot``)."""
-        from mediapipe.tasks.python import BaseOptions, vision
-
-        options = _landmarker_options_class(self.threads)(
-            base_options=BaseOptions(model_asset_path=str(self._bundle)),
-            running_mode=vision.RunningMode.VIDEO,
+        return PoseGraph(
+            self._bundle,
             num_poses=people + int(self.spare_slot),
-            min_pose_detection_confidence=self.min_detection_confidence,
-            min_pose_presence_confidence=self.min_presence_confidence,
+            min_detection_confidence=self.min_detection_confidence,
+            min_presence_confidence=self.min_presence_confidence,
             min_tracking_confidence=self.min_tracking_confidence,
-            output_segmentation_masks=False,
+            association=self.association,
+            threads=self.threads,
         )
-        return vision.PoseLandmarker.create_from_options(options)
 
     def config(self) -> dict[str, Any]:
         """Settings that change the output (stored with extracted skeletons; not ``threads``)."""
@@ -470,6 +459,8 @@ class TasksPoseEstimator(_ClosesAfterFrame):
             "dedupe_keypoint_distance": self.dedupe_keypoint_distance,
             "spare_slot": self.spare_slot,
             "mediapipe": _mediapipe_version(),
+            # MediaPipe's own rule is what every stored skeleton before this option was made with
+            **({} if self.association == "mediapipe" else {"association": self.association}),
         }
 
     def _estimate(self, frame_rgb: np.ndarray, timestamp_s: float) -> tuple[PersonPose, ...]:
@@ -504,7 +495,7 @@ class TasksPoseEstimator(_ClosesAfterFrame):
 
     @staticmethod
     def _run(
-        landmarker: Any,
+        landmarker: PoseGraph,
         image: np.ndarray,
         ms: int,
         offset: tuple[int, int],
@@ -513,21 +504,15 @@ class TasksPoseEstimator(_ClosesAfterFrame):
         height: int,
     ) -> list[PersonPose]:
         """Run one landmarker on ``image`` (a crop at ``offset`` of the frame scaled by ``factor``)."""
-        import mediapipe as mp
-
-        result = landmarker.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB, data=image), ms)
         ih, iw = image.shape[:2]
         people = []
-        for i, landmarks in enumerate(result.pose_landmarks):
-            xyz, vis = _landmarks_array(landmarks)
+        for found in landmarker.process(image, ms):
+            xyz, vis, world = found.landmarks.copy(), found.visibility, found.world
             inside = float(np.mean((xyz[:, 0] >= 0) & (xyz[:, 0] <= 1) & (xyz[:, 1] >= 0) & (xyz[:, 1] <= 1)))
             # crop-normalised -> frame-normalised coordinates
             xyz[:, 0] = (xyz[:, 0] * iw + offset[0]) / (factor * width)
             xyz[:, 1] = (xyz[:, 1] * ih + offset[1]) / (factor * height)
             xyz[:, 2] = xyz[:, 2] * iw / (factor * width)
-            world = None
-            if i < len(result.pose_world_landmarks):
-                world = np.array([(w.x, w.y, w.z) for w in result.pose_world_landmarks[i]], np.float32)
             # a skeleton cut by a tile edge scores lower than the same person seen whole
             people.append(make_person_pose(xyz, world, vis, width, height, float(vis.mean()) * inside))
         return people

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
         "frame and new people are found at once; false with SKELACT_MAX_PEOPLE=1: ~2x faster "
         "frames with a tight tail, but the first person tracked keeps the slot (single-user apps)",
     )
+    pose_association: Literal["mediapipe", "one-to-one"] = Field(
+        default="one-to-one",
+        description="how fresh detections join tracked people: MediaPipe's IoU rule, or one "
+        "detection per tracked person (no duplicate landmark passes; service/pose_graph.py)",
+    )
     pose_tiles: bool = Field(
         default=False, description="also run pose on overlapping tiles (finds small people; ~2-4x slower)"
     )
@@ -194,6 +199,7 @@ class Settings(BaseSettings):
             "upscale_min_side": self.pose_upscale_min_side,
             "min_detection_confidence": self.pose_min_detection_confidence,
             "spare_slot": self.pose_spare_slot,
+            "association": self.pose_association,
             **({"threads": threads} if threads > 1 else {}),
         }
 
