@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from service.pose_graph import ASSOCIATIONS, PoseGraph
+from service.pose_graph import PoseGraph, landmark_arrays
 from skeleton.types import MEDIAPIPE_JOINTS, BoundingBox, PersonPose
 
 if TYPE_CHECKING:
@@ -181,13 +181,6 @@ def bundle_sha256(path: Path | None = None) -> str:
 
 
 # --------------------------------------------------------------------------- conversion helpers
-
-
-def _landmarks_array(landmarks: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """(33, 3) raw x, y, z and (33,) visibility from a MediaPipe landmark list."""
-    xyz = np.array([(lm.x, lm.y, lm.z) for lm in landmarks], np.float32)
-    vis = np.array([lm.visibility if lm.visibility is not None else 0.0 for lm in landmarks], np.float32)
-    return xyz, np.clip(np.nan_to_num(vis, nan=0.0), 0.0, 1.0)
 
 
 def _box_from_image(image: np.ndarray, width: int, height: int) -> BoundingBox:
@@ -394,9 +387,7 @@ class TasksPoseEstimator(_ClosesAfterFrame):
         super().__init__()
         if max_people < 1:
             raise ValueError("max_people must be >= 1")
-        if association not in ASSOCIATIONS:
-            raise ValueError(f"unknown association {association!r}; choose one of {ASSOCIATIONS}")
-        self.association = association
+        self.association = association  # checked by PoseGraph, built below
         if threads < 1:
             raise ValueError("threads must be >= 1")
         self.threads = int(threads)
@@ -573,7 +564,7 @@ class LegacyPoseEstimator(_ClosesAfterFrame):
         if result.pose_landmarks is None:
             return ()
         height, width = frame.shape[:2]
-        xyz, vis = _landmarks_array(result.pose_landmarks.landmark)
+        xyz, vis = landmark_arrays(result.pose_landmarks.landmark)
         world = None
         if result.pose_world_landmarks is not None:
             world = np.array([(w.x, w.y, w.z) for w in result.pose_world_landmarks.landmark], np.float32)

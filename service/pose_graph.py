@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ASSOCIATIONS", "MATCH_IOU", "GraphPose", "PoseGraph", "Roi", "select_rois"]
+__all__ = ["ASSOCIATIONS", "MATCH_IOU", "GraphPose", "PoseGraph", "Roi", "landmark_arrays", "select_rois"]
 
 ASSOCIATIONS = ("mediapipe", "one-to-one")
 MATCH_IOU = 0.5  # MediaPipe's default min_tracking_confidence: below it, not the same person
@@ -255,7 +255,6 @@ class PoseGraph:
         self._tracked_packet: Any = None
         self._tracked: list[Roi] = []
         self.last_landmark_passes = 0  # ROIs given a landmark pass in the latest frame
-        self.last_detected = False  # whether the latest frame ran the detector
 
     def process(self, frame_rgb: np.ndarray, ms: int) -> list[GraphPose]:
         import mediapipe as mp
@@ -266,8 +265,8 @@ class PoseGraph:
         image = packet_creator.create_image(mp.Image(image_format=mp.ImageFormat.SRGB, data=frame_rgb))
         detected_packet: Any = None
         detected: list[Roi] = []
-        self.last_detected = len(self._tracked) < self.num_poses
-        if self.last_detected:
+        n_tracked = len(self._tracked)
+        if n_tracked < self.num_poses:  # MediaPipe's rule: detect while a slot is free
             whole = rect_pb2.NormalizedRect(x_center=0.5, y_center=0.5, width=1.0, height=1.0, rotation=0.0)
             out = self._detector.process(
                 {"image_in": image.at(us), "norm_rect_in": packet_creator.create_proto(whole).at(us)}
@@ -280,20 +279,15 @@ class PoseGraph:
             )
         )
         self.last_landmark_passes = len(chosen)
-        if not self._tracked and not detected:
+        if not n_tracked and not detected:
             self._tracked_packet, self._tracked = None, []
             return []
         # both inputs need a packet: a missing side repeats the other, masked out
-        n_tracked = len(self._tracked)
         tracked_packet = self._tracked_packet if n_tracked else detected_packet
         detected_input = detected_packet if detected else tracked_packet
-        if n_tracked:
-            mask = [i in chosen for i in range(n_tracked)]
-            mask += (
-                [n_tracked + j in chosen for j in range(len(detected))] if detected else [False] * n_tracked
-            )
-        else:
-            mask = [j in chosen for j in range(len(detected))] + [False] * len(detected)
+        mask = [k in chosen for k in range(n_tracked + len(detected))]
+        if not (n_tracked and detected):
+            mask += [False] * len(mask)
         out = self._landmarks.process(
             {
                 "image_in": image.at(us),
@@ -327,14 +321,19 @@ def _poses(landmarks_packet: Any, world_packet: Any) -> list[GraphPose]:
     worlds = [] if world_packet.is_empty() else packet_getter.get_proto_list(world_packet)
     poses = []
     for i, lms in enumerate(packet_getter.get_proto_list(landmarks_packet)):
-        xyz = np.array([(lm.x, lm.y, lm.z) for lm in lms.landmark], np.float32)
-        vis = np.array(
-            [lm.visibility if lm.HasField("visibility") else 0.0 for lm in lms.landmark], np.float32
-        )
+        xyz, vis = landmark_arrays(lms.landmark)
         world = (
             np.array([(w.x, w.y, w.z) for w in worlds[i].landmark], np.float32)
             if i < len(worlds)
             else np.full((len(xyz), 3), np.nan, np.float32)
         )
-        poses.append(GraphPose(xyz, np.clip(np.nan_to_num(vis, nan=0.0), 0.0, 1.0), world))
+        poses.append(GraphPose(xyz, vis, world))
     return poses
+
+
+def landmark_arrays(landmarks: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3) raw x, y, z and (N,) visibility in [0, 1] from MediaPipe landmark protos (an unset
+    visibility reads 0)."""
+    xyz = np.array([(lm.x, lm.y, lm.z) for lm in landmarks], np.float32)
+    vis = np.array([lm.visibility for lm in landmarks], np.float32)
+    return xyz, np.clip(np.nan_to_num(vis, nan=0.0), 0.0, 1.0)
