@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -72,6 +73,15 @@ class TrackerConfig:
     # this many body sizes (box's longer side) still match. A fall changes a person's box and pose
     # so much in one frame that the first pass rejects it; this keeps the falling person's id.
     max_jump: float = 1.0
+    # A track seen in fewer than ``confirm_hits`` frames is tentative: only the strict first pass
+    # continues it, and it closes after more than ``tentative_max_misses`` updates in a row
+    # without a match (counted in updates, not seconds, so it means the same at any analysed
+    # frame rate). A detector blip is seen once or twice; when it could wait a full
+    # ``max_missed_s`` for anyone nearby, a 2-frame phantom in mid-frame took the id of the actor
+    # re-entering 0.44 s later and became the start of a real track (UP-Fall
+    # Activity6/Trial2Cam1, docs/pose_notes.md), whose fill-in read as a fall.
+    confirm_hits: int = 3
+    tentative_max_misses: int = 2
     velocity_smoothing: float = 0.5  # EMA weight of the newest velocity estimate
     max_prediction_s: float = 0.5  # extrapolate at most this far (avoid runaway predictions)
 
@@ -83,6 +93,7 @@ class _Track:
     last_seen: float
     first_seen: float
     hits: int = 1
+    misses: int = 0  # updates in a row without a match
     velocity: np.ndarray | None = None  # (33, 2) px/s of image x, y
 
     def predicted_xy(self, t: float, horizon: float) -> np.ndarray:
@@ -113,9 +124,9 @@ class Tracker:
     are counted in time; a track unseen for more than ``max_missed_s`` is closed and freed.
     """
 
-    def __init__(self, config: TrackerConfig | None = None, **overrides: float) -> None:
+    def __init__(self, config: TrackerConfig | None = None, **overrides: Any) -> None:
         base = config or TrackerConfig()
-        self.config = TrackerConfig(**{**_asdict(base), **overrides}) if overrides else base
+        self.config = replace(base, **overrides) if overrides else base
         self._tracks: dict[int, _Track] = {}
         self._ids = itertools.count(1)
         self._last_t: float | None = None
@@ -146,6 +157,9 @@ class Tracker:
             pairs = [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if cost[r, c] <= cfg.max_cost]
         pairs += self._second_pass(track_list, poses, pairs, t)
         matched_dets = {c for _, c in pairs}
+        matched_tracks = {r for r, _ in pairs}
+        for i, track in enumerate(track_list):
+            track.misses = 0 if i in matched_tracks else track.misses + 1
         out: list[TrackedPerson] = []
         for r, c in pairs:
             track = track_list[r]
@@ -156,17 +170,28 @@ class Tracker:
                 track = _Track(next(self._ids), pose, t, t)
                 self._tracks[track.track_id] = track
                 out.append(TrackedPerson(track.track_id, pose))
-        closed = tuple(tid for tid, tr in self._tracks.items() if t - tr.last_seen > cfg.max_missed_s + 1e-9)
+        closed = tuple(tid for tid, tr in self._tracks.items() if self._expired(tr, t))
         for tid in closed:
             del self._tracks[tid]
         out.sort(key=lambda p: p.track_id)
         return TrackUpdate(t, tuple(out), closed)
 
+    def _expired(self, track: _Track, t: float) -> bool:
+        """Unseen for longer than its kind of track may wait (tentative tracks wait less)."""
+        cfg = self.config
+        if track.hits < cfg.confirm_hits and track.misses > cfg.tentative_max_misses:
+            return True
+        return t - track.last_seen > cfg.max_missed_s + 1e-9
+
     def _second_pass(
         self, tracks: list[_Track], poses: Sequence[PersonPose], pairs: list[tuple[int, int]], t: float
     ) -> list[tuple[int, int]]:
         """Match leftovers by hip-centre distance relative to the track's body size."""
-        free_tracks = [i for i in range(len(tracks)) if i not in {r for r, _ in pairs}]
+        matched = {r for r, _ in pairs}
+        free_tracks = [
+            i for i in range(len(tracks))
+            if i not in matched and tracks[i].hits >= self.config.confirm_hits
+        ]
         free_dets = [j for j in range(len(poses)) if j not in {c for _, c in pairs}]
         if not free_tracks or not free_dets:
             return []
@@ -246,10 +271,6 @@ class TrackHistory:
             poses = [seen.get(i) for i in range(len(self.timestamps))]
             out[tid] = SkeletonSequence.from_poses(self.timestamps, poses)
         return out
-
-
-def _asdict(cfg: TrackerConfig) -> dict[str, float]:
-    return {name: getattr(cfg, name) for name in cfg.__dataclass_fields__}
 
 
 # --------------------------------------------------------------------------- primary person

@@ -69,6 +69,12 @@ def test_cli_writes_mirrored_cache_and_resumes(
     assert after.primary_track is not None and before.primary_track is not None
     np.testing.assert_array_equal(after.primary_track.image, before.primary_track.image)
 
+    # the cache records the ROI association; --association picks MediaPipe's own rule (no key)
+    assert before.estimator["association"] == "one-to-one"
+    assert main(_args(videos, out, "--force", "--association", "mediapipe")) == 0
+    assert "extracted 2, skipped 0" in capsys.readouterr().out
+    assert "association" not in load_clip(out / "solo" / "tai_chi.npz").estimator
+
 
 def test_cli_reports_undecodable_videos(
     videos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -61,7 +61,9 @@ def test_two_people_crossing_keep_their_ids() -> None:
 def test_brief_miss_keeps_id_and_long_miss_closes() -> None:
     tracker = Tracker(max_missed_s=0.5)
     (tid,) = tracker.update([_person(300, 240)], 0.0).track_ids
-    for k in range(1, 10):  # 0.3 s unseen while moving at constant velocity
+    for k in (1, 2):  # seen 3 times: a confirmed track (a blip would close after 3 misses)
+        assert tracker.update([_person(300, 240)], k / 30).track_ids == (tid,)
+    for k in range(3, 10):  # 0.23 s unseen
         assert tracker.update([], k / 30).tracks == ()
     assert tracker.update([_person(300, 240)], 10 / 30).track_ids == (tid,)
     closed: list[int] = []
@@ -86,6 +88,32 @@ def test_falling_person_keeps_id() -> None:
         (tid,) = tracker.update([_person(320, 250)], k / 18).track_ids
     (after,) = tracker.update([_person(300, 330, lying=True)], 5 / 18).track_ids
     assert after == tid
+
+
+def test_a_blip_does_not_take_the_next_person_seen_nearby() -> None:
+    """A 2-frame detection (the UP-Fall Activity6/Trial2Cam1 phantom) must not hand its id to the
+    next person who shows up near it; a track seen 3 times still waits for its person."""
+
+    def ids(seen_frames: int, gap_frames: int, **config: float) -> tuple[int, int, tuple[int, ...]]:
+        tracker = Tracker(**config)
+        closed: list[int] = []
+        (first,) = tracker.update([_person(300, 250)], 0.0).track_ids
+        for k in range(1, seen_frames):
+            tracker.update([_person(300, 250)], k / 18)
+        for k in range(seen_frames, seen_frames + gap_frames):  # nobody in view
+            closed += tracker.update([], k / 18).closed
+        # 0.8 body heights away: no box overlap, but within the lenient pass's one body size
+        (later,) = tracker.update([_person(450, 300)], (seen_frames + gap_frames) / 18).track_ids
+        return first, later, tuple(closed)
+
+    blip, newcomer, closed = ids(2, 7)  # 0.39 s after the blip: closed at its third miss
+    assert blip != newcomer and closed == (blip,)
+    blip, newcomer, _ = ids(2, 2)  # still waiting, but the lenient pass is not for blips
+    assert blip != newcomer
+    old = {"confirm_hits": 1}  # every track confirmed: the rule before, the blip takes the newcomer
+    assert len(set(ids(2, 7, **old)[:2])) == 1 and len(set(ids(2, 2, **old)[:2])) == 1
+    confirmed, same, _ = ids(3, 7)
+    assert confirmed == same
 
 
 def test_history_builds_nan_padded_sequences() -> None:

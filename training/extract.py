@@ -27,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from service.pose import create_pose_estimator, nms_poses, pose_from_pixels
+from service.pose_graph import ASSOCIATIONS
 from service.tracking import Tracker, TrackerConfig, TrackHistory, select_primary_track, stitch_tracks
 from service.video import DecodeError, VideoReader
 from training.skeleton_cache import ClipSkeletons, cache_path_for, iter_cache, load_clip, save_clip
@@ -278,6 +279,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--tiles", action="store_true", help="also run pose on overlapping tiles (small people)"
     )
+    parser.add_argument(
+        "--association",
+        choices=ASSOCIATIONS,
+        default=None,
+        help="tasks estimator: how detections join tracked people (default: the service's, one-to-one)",
+    )
     parser.add_argument("--min-track-frames", type=int, default=3, help="drop tracks seen in fewer frames")
     parser.add_argument("--stride", type=int, default=1, help="analyse every N-th frame only")
     parser.add_argument("--no-stitch", action="store_true", help="keep the online tracker's fragments apart")
@@ -303,6 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.videos is None or not args.videos.is_dir():
         parser.error(f"--videos {args.videos} is not a folder")
     options: dict[str, Any] = {"tiles": True} if args.tiles else {}
+    if args.association is not None:
+        options["association"] = args.association
     written, skipped, failed = run(
         args.videos,
         args.out,
