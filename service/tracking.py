@@ -76,9 +76,9 @@ class TrackerConfig:
     # A track seen in fewer than ``confirm_hits`` frames is tentative: only the strict first pass
     # continues it, and it closes after more than ``tentative_max_misses`` updates in a row
     # without a match (counted in updates, not seconds, so it means the same at any analysed
-    # frame rate). A detector blip is seen once or twice; when it could wait a full
-    # ``max_missed_s`` for anyone nearby, a 2-frame phantom in mid-frame took the id of the actor
-    # re-entering 0.44 s later and became the start of a real track (UP-Fall
+    # frame rate). A blip is seen once or twice; when it could wait a full ``max_missed_s`` for
+    # anyone nearby, a passer-by seen for 2 frames behind a glass wall took the id of the actor
+    # re-entering 0.44 s later and became the start of the actor's track (UP-Fall
     # Activity6/Trial2Cam1, docs/pose_notes.md), whose fill-in read as a fall.
     confirm_hits: int = 3
     tentative_max_misses: int = 2

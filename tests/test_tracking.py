@@ -91,8 +91,8 @@ def test_falling_person_keeps_id() -> None:
 
 
 def test_a_blip_does_not_take_the_next_person_seen_nearby() -> None:
-    """A 2-frame detection (the UP-Fall Activity6/Trial2Cam1 phantom) must not hand its id to the
-    next person who shows up near it; a track seen 3 times still waits for its person."""
+    """A 2-frame detection (the passer-by behind the glass in UP-Fall Activity6/Trial2Cam1) must
+    not hand its id to the next person who shows up near it; a track seen 3 times still waits."""
 
     def ids(seen_frames: int, gap_frames: int, **config: float) -> tuple[int, int, tuple[int, ...]]:
         tracker = Tracker(**config)
