@@ -64,6 +64,11 @@ class Metrics:
         )
         self.active_streams = Gauge("skelact_active_streams", "open WebSocket streams", registry=r)
         self.active_tracks = Gauge("skelact_active_tracks", "people tracked in open streams", registry=r)
+        self.pose_spares_missing = Gauge(
+            "skelact_pose_spares_missing",
+            "pre-built pose estimators still to build (they are built only while no stream is open)",
+            registry=r,
+        )
         self.requests = Counter(
             "skelact_recognize_requests_total", "POST /recognize by outcome", ["outcome"], registry=r
         )

@@ -104,6 +104,7 @@ class ServiceState:
         self.pose_pool = ThreadPoolExecutor(threads, thread_name_prefix="pose")
         self.io_pool = ThreadPoolExecutor(max(4, s.max_concurrent_clips * 2), thread_name_prefix="io")
         self.results = ResultStore(s.results_dir, s.results_keep)
+        self._count_missing_spares()
 
     @property
     def clip_slots(self) -> asyncio.Semaphore:
@@ -160,6 +161,19 @@ class ServiceState:
             wanted[s.solo_threads] = 1
         return wanted
 
+    def _missing_spares(self) -> dict[int, int]:
+        """Spare stages still to build, by thread count."""
+        short = {
+            threads: count - len(self._spare_stages.get(threads, ()))
+            for threads, count in self._spares_wanted().items()
+        }
+        return {threads: n for threads, n in short.items() if n > 0}
+
+    def _count_missing_spares(self) -> None:
+        """Publish how many spares are still to build: memory readings and capacity checks
+        should wait for 0 (a refill runs in the background once the last stream closes)."""
+        self.metrics.pose_spares_missing.set(sum(self._missing_spares().values()))
+
     async def take_pose_stage(self, threads: int = 1) -> PoseTrackStage:
         """A never-used pose stage for one stream or clip (``threads``: see `new_estimator`): a
         pre-built spare when there is one (starting a MediaPipe graph takes ~0.1-0.5 s), replaced
@@ -167,6 +181,7 @@ class ServiceState:
         landmarker's tracking state would carry one client's people into another's."""
         spares = self._spare_stages.get(threads)
         stage = spares.pop() if spares else None
+        self._count_missing_spares()
         if stage is None:
             loop = asyncio.get_running_loop()
             stage = await loop.run_in_executor(self.pose_pool, self.new_pose_stage, threads)
@@ -190,10 +205,7 @@ class ServiceState:
             """The thread count of a spare still to build (None: none, or no longer now)."""
             if self.lifecycle.draining or self.streams:
                 return None
-            for threads, count in self._spares_wanted().items():
-                if len(self._spare_stages.get(threads, ())) < count:
-                    return threads
-            return None
+            return next(iter(self._missing_spares()), None)
 
         if missing() is None:
             return
@@ -204,6 +216,7 @@ class ServiceState:
                 while (threads := missing()) is not None:
                     stage = await loop.run_in_executor(self.io_pool, self.new_pose_stage, threads)
                     self._spare_stages.setdefault(threads, []).append(stage)
+                    self._count_missing_spares()
             except Exception:  # the next take builds its own stage and reports the error
                 log.exception("building a spare pose estimator failed")
 
