@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from service.pose_graph import PoseGraph, landmark_arrays
+from service.pose_graph import PoseGraph, landmark_arrays, landmark_xyz
 from skeleton.types import MEDIAPIPE_JOINTS, BoundingBox, PersonPose
 
 if TYPE_CHECKING:
@@ -567,7 +567,7 @@ class LegacyPoseEstimator(_ClosesAfterFrame):
         xyz, vis = landmark_arrays(result.pose_landmarks.landmark)
         world = None
         if result.pose_world_landmarks is not None:
-            world = np.array([(w.x, w.y, w.z) for w in result.pose_world_landmarks.landmark], np.float32)
+            world = landmark_xyz(result.pose_world_landmarks.landmark)
         return (make_person_pose(xyz, world, vis, width, height),)
 
     def _release(self) -> None:

@@ -26,13 +26,24 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
-__all__ = ["ASSOCIATIONS", "MATCH_IOU", "GraphPose", "PoseGraph", "Roi", "landmark_arrays", "select_rois"]
+__all__ = [
+    "ASSOCIATIONS",
+    "MATCH_IOU",
+    "Association",
+    "GraphPose",
+    "PoseGraph",
+    "Roi",
+    "landmark_arrays",
+    "landmark_xyz",
+    "select_rois",
+]
 
-ASSOCIATIONS = ("mediapipe", "one-to-one")
+Association = Literal["mediapipe", "one-to-one"]
+ASSOCIATIONS: tuple[str, ...] = get_args(Association)
 MATCH_IOU = 0.5  # MediaPipe's default min_tracking_confidence: below it, not the same person
 
 _DETECTOR_FILE = "pose_detector.tflite"
@@ -323,7 +334,7 @@ def _poses(landmarks_packet: Any, world_packet: Any) -> list[GraphPose]:
     for i, lms in enumerate(packet_getter.get_proto_list(landmarks_packet)):
         xyz, vis = landmark_arrays(lms.landmark)
         world = (
-            np.array([(w.x, w.y, w.z) for w in worlds[i].landmark], np.float32)
+            landmark_xyz(worlds[i].landmark)
             if i < len(worlds)
             else np.full((len(xyz), 3), np.nan, np.float32)
         )
@@ -331,9 +342,13 @@ def _poses(landmarks_packet: Any, world_packet: Any) -> list[GraphPose]:
     return poses
 
 
+def landmark_xyz(landmarks: Sequence[Any]) -> np.ndarray:
+    """(N, 3) float32 x, y, z of MediaPipe landmark protos (image or world landmarks)."""
+    return np.array([(lm.x, lm.y, lm.z) for lm in landmarks], np.float32)
+
+
 def landmark_arrays(landmarks: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     """(N, 3) raw x, y, z and (N,) visibility in [0, 1] from MediaPipe landmark protos (an unset
     visibility reads 0)."""
-    xyz = np.array([(lm.x, lm.y, lm.z) for lm in landmarks], np.float32)
     vis = np.array([lm.visibility for lm in landmarks], np.float32)
-    return xyz, np.clip(np.nan_to_num(vis, nan=0.0), 0.0, 1.0)
+    return landmark_xyz(landmarks), np.clip(np.nan_to_num(vis, nan=0.0), 0.0, 1.0)

@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.pose_graph import Association
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 ProviderName = Literal["tensorrt", "cuda", "cpu"]
@@ -62,7 +64,7 @@ class Settings(BaseSettings):
         "frame and new people are found at once; false with SKELACT_MAX_PEOPLE=1: ~2x faster "
         "frames with a tight tail, but the first person tracked keeps the slot (single-user apps)",
     )
-    pose_association: Literal["mediapipe", "one-to-one"] = Field(
+    pose_association: Association = Field(
         default="one-to-one",
         description="how fresh detections join tracked people: MediaPipe's IoU rule, or one "
         "detection per tracked person (no duplicate landmark passes; service/pose_graph.py)",

@@ -192,7 +192,8 @@ class Tracker:
             i for i in range(len(tracks))
             if i not in matched and tracks[i].hits >= self.config.confirm_hits
         ]
-        free_dets = [j for j in range(len(poses)) if j not in {c for _, c in pairs}]
+        taken = {c for _, c in pairs}
+        free_dets = [j for j in range(len(poses)) if j not in taken]
         if not free_tracks or not free_dets:
             return []
         cost = np.full((len(free_tracks), len(free_dets)), np.inf)

@@ -143,14 +143,19 @@ def _rss_mb(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20
 
 
-def _wait_freed(server: Server, timeout: float = 15.0) -> tuple[float, float]:
+def _wait_for_zero(server: Server, *names: str, timeout: float = 15.0) -> tuple[float, ...]:
+    """Poll the metrics ``names`` until all are 0 or ``timeout`` passes; their last values."""
     deadline = time.monotonic() + timeout
     while True:
-        streams = server.metric("skelact_active_streams")
-        tracks = server.metric("skelact_active_tracks")
-        if (streams, tracks) == (0, 0) or time.monotonic() > deadline:
-            return streams, tracks
+        values = tuple(server.metric(name) for name in names)
+        if not any(values) or time.monotonic() > deadline:
+            return values
         time.sleep(0.1)
+
+
+def _wait_freed(server: Server, timeout: float = 15.0) -> tuple[float, ...]:
+    """(open streams, tracked people) once both are 0, or as they are after ``timeout``."""
+    return _wait_for_zero(server, "skelact_active_streams", "skelact_active_tracks", timeout=timeout)
 
 
 def _cycle(server: Server, jpeg: bytes, polite: bool) -> None:
@@ -191,10 +196,8 @@ def test_soak_connect_stream_disconnect_cycles(server: Server, small_frames: lis
         and the spare estimators taken by the streams are built again: a reading taken while they
         were still building (a slow or shared host) looked like 100 MB of growth later."""
         assert _wait_freed(server) == (0, 0)
-        deadline = time.monotonic() + 30
-        while server.metric("skelact_pose_spares_missing") != 0 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert server.metric("skelact_pose_spares_missing") == 0, "spare estimators were not rebuilt"
+        missing = _wait_for_zero(server, "skelact_pose_spares_missing", timeout=30)
+        assert missing == (0,), "spare estimators were not rebuilt"
         time.sleep(0.5)
         return round(_rss_mb(pid), 1)
 
