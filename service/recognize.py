@@ -248,7 +248,8 @@ class ClipService:
         if not sequences:
             return [], None
         if self.state.settings.stitch_tracks:
-            joined, members = stitch_tracks(sequences)
+            size = (outcome.width, outcome.height) if outcome.width and outcome.height else None
+            joined, members = stitch_tracks(sequences, frame_size=size)
         else:
             joined, members = dict(sequences), {i: (i,) for i in sequences}
         ids = sorted(joined)

@@ -28,12 +28,22 @@ __all__ = [
     "primary_track_scores",
     "select_primary_track",
     "stitch_tracks",
+    "touches_border",
 ]
 
 # Shoulders, elbows, wrists, hips, knees, ankles: the joints that move with the body; face and
 # finger landmarks are noisy and would add jitter to both matching and motion energy.
 BODY_JOINTS = (11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
 TORSO_JOINTS = (11, 12, 23, 24)
+
+
+# A pose whose landmarks come within this fraction of the frame's width (height) of its left or
+# right (top or bottom) border is at the border: entering or leaving the view. The walker of
+# UP-Fall Activity6 Cam1 enters with its box 11-26 px from the left of 640 px; people seen
+# through the glass wall mid-image are 160 px or more from every border.
+EDGE_MARGIN = 0.05
+# how long a track must have been unseen before the border rule applies (TrackerConfig)
+BORDER_GAP_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +92,21 @@ class TrackerConfig:
     # Activity6/Trial2Cam1, docs/pose_notes.md), whose fill-in read as a fall.
     confirm_hits: int = 3
     tentative_max_misses: int = 2
+    # ... and only with a detection whose torso (shoulder centre to hip centre) is within this
+    # factor of its own. MediaPipe's first skeletons of a person entering the view can be
+    # misplaced: the walker re-entering UP-Fall Activity6/Trial1Cam1 was two frames of a small
+    # skeleton above his shoulder (torso 54-75 px), then the right one (131 px, hip 134 px
+    # lower), and that drop read as a fall. Confirmed tracks are not gated: a falling person's
+    # torso foreshortens to 8 px and grows back (UP-Fall Cam2 falls).
+    tentative_max_scale: float = 2.0
+    # People enter and leave the view across its border. After a track has been unseen for more
+    # than ``border_gap_s``, it continues only with a detection that agrees with its last pose on
+    # being at the border (``EDGE_MARGIN``; needs the frame size in ``update``): one who left is
+    # not the one who appears mid-image, and one who appears at the border is entering. With
+    # two clip pose lanes, the walker of UP-Fall Activity6/Trial1Cam1 re-entering at the left
+    # border took over, 0.39 s later, the track of a passer-by seen mid-image behind the glass
+    # wall (first-pass cost 0.68 after velocity extrapolation), and the join read as a fall.
+    border_gap_s: float = BORDER_GAP_S
     velocity_smoothing: float = 0.5  # EMA weight of the newest velocity estimate
     max_prediction_s: float = 0.5  # extrapolate at most this far (avoid runaway predictions)
 
@@ -108,6 +133,23 @@ def _centre(xy: np.ndarray) -> np.ndarray:
     """Hip centre (landmarks 23, 24), or the mean of all points if the hips are not finite."""
     hips = xy[[23, 24]].astype(np.float64).mean(axis=0)
     return hips if np.isfinite(hips).all() else np.nanmean(xy.astype(np.float64), axis=0)
+
+
+def touches_border(xy: np.ndarray, frame_size: tuple[float, float], margin: float = EDGE_MARGIN) -> bool:
+    """Whether a pose's image landmarks (33, 2) reach the frame's border (or beyond it)."""
+    width, height = frame_size
+    pts = xy[np.isfinite(xy).all(axis=1)]
+    if not len(pts):
+        return False
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    mx, my = margin * width, margin * height
+    return bool(lo[0] <= mx or lo[1] <= my or hi[0] >= width - mx or hi[1] >= height - my)
+
+
+def _torso_length(image: np.ndarray) -> float:
+    """Shoulder centre to hip centre in pixels."""
+    xy = image[list(TORSO_JOINTS), :2].astype(np.float64)
+    return float(np.linalg.norm(xy[:2].mean(axis=0) - xy[2:].mean(axis=0)))
 
 
 def _box_of(xy: np.ndarray, mask: np.ndarray) -> BoundingBox:
@@ -143,19 +185,24 @@ class Tracker:
         self._last_t = None
         return closed
 
-    def update(self, poses: Sequence[PersonPose], timestamp_s: float) -> TrackUpdate:
+    def update(
+        self, poses: Sequence[PersonPose], timestamp_s: float, frame_size: tuple[float, float] | None = None
+    ) -> TrackUpdate:
+        """Match this frame's poses to tracks. ``frame_size`` (width, height) of the analysed frame
+        turns on the border rule (``TrackerConfig.border_gap_s``)."""
         cfg = self.config
         t = float(timestamp_s)
         if self._last_t is not None and t < self._last_t:
             t = self._last_t  # tolerate clock jitter; never predict backwards
         self._last_t = t
         track_list = list(self._tracks.values())
+        allowed = self._allowed_pairs(track_list, poses, t, frame_size)
         pairs: list[tuple[int, int]] = []
         if track_list and poses:
-            cost = self._cost_matrix(track_list, poses, t)
-            rows, cols = linear_sum_assignment(cost)
+            cost = np.where(allowed, self._cost_matrix(track_list, poses, t), np.inf)
+            rows, cols = linear_sum_assignment(np.minimum(cost, 1e6))
             pairs = [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if cost[r, c] <= cfg.max_cost]
-        pairs += self._second_pass(track_list, poses, pairs, t)
+        pairs += self._second_pass(track_list, poses, pairs, t, allowed)
         matched_dets = {c for _, c in pairs}
         matched_tracks = {r for r, _ in pairs}
         for i, track in enumerate(track_list):
@@ -183,8 +230,40 @@ class Tracker:
             return True
         return t - track.last_seen > cfg.max_missed_s + 1e-9
 
+    def _allowed_pairs(
+        self,
+        tracks: list[_Track],
+        poses: Sequence[PersonPose],
+        t: float,
+        frame_size: tuple[float, float] | None,
+    ) -> np.ndarray:
+        """(tracks, poses) bool: the pairs the tentative tracks' size gate and the border rule allow."""
+        allowed = np.ones((len(tracks), len(poses)), bool)
+        if not tracks or not poses:
+            return allowed
+        cfg = self.config
+        tentative = np.array([tr.hits < cfg.confirm_hits for tr in tracks])
+        if tentative.any():
+            pose_torso = np.array([_torso_length(p.image) for p in poses])
+            for i in np.flatnonzero(tentative):
+                ratio = pose_torso / max(_torso_length(tracks[i].pose.image), 1e-6)
+                allowed[i] &= (ratio <= cfg.tentative_max_scale) & (ratio >= 1.0 / cfg.tentative_max_scale)
+        if frame_size is None:
+            return allowed
+        gone = np.array([t - tr.last_seen > cfg.border_gap_s for tr in tracks])
+        if gone.any():
+            track_at = np.array([touches_border(tr.pose.image[:, :2], frame_size) for tr in tracks])
+            pose_at = np.array([touches_border(p.image[:, :2], frame_size) for p in poses])
+            allowed[gone] = track_at[gone, None] == pose_at[None, :]
+        return allowed
+
     def _second_pass(
-        self, tracks: list[_Track], poses: Sequence[PersonPose], pairs: list[tuple[int, int]], t: float
+        self,
+        tracks: list[_Track],
+        poses: Sequence[PersonPose],
+        pairs: list[tuple[int, int]],
+        t: float,
+        allowed: np.ndarray,
     ) -> list[tuple[int, int]]:
         """Match leftovers by hip-centre distance relative to the track's body size."""
         matched = {r for r, _ in pairs}
@@ -202,8 +281,9 @@ class Tracker:
             pred = tr.predicted_xy(t, self.config.max_prediction_s)
             size = max(tr.pose.box.height, tr.pose.box.width, 1.0)
             for b, j in enumerate(free_dets):
-                jump = float(np.linalg.norm(_centre(pred) - _centre(poses[j].image[:, :2])))
-                cost[a, b] = jump / size
+                if allowed[i, j]:
+                    jump = float(np.linalg.norm(_centre(pred) - _centre(poses[j].image[:, :2])))
+                    cost[a, b] = jump / size
         ok = np.isfinite(cost) & (cost <= self.config.max_jump)
         if not ok.any():
             return []
@@ -379,17 +459,28 @@ def stitch_tracks(
     max_jump: float = 0.5,
     max_speed: float = 1.0,
     max_overlap_s: float = 0.15,
+    frame_size: tuple[float, float] | None = None,
+    border_gap_s: float = BORDER_GAP_S,
 ) -> tuple[dict[int, SkeletonSequence], dict[int, tuple[int, ...]]]:
     """Offline: join tracks of one person that the online tracker split (left the frame, re-found).
 
     Track B may continue track A when B starts at most ``max_gap_s`` after A ends (overlapping by
     at most ``max_overlap_s``, e.g. one frame of a double detection) and B's first hip centre is
-    within ``max_jump + max_speed * gap`` body heights of A's last one. The pair nearest in space
-    and time is joined first, until no pair qualifies. Returns (first id ->
-    joined sequence, first id -> member ids). All sequences share one time axis (as
+    within ``max_jump + max_speed * gap`` body heights of A's last one. With ``frame_size``
+    (width, height), the tracker's border rule holds across gaps over ``border_gap_s``: A's last
+    pose and B's first must agree on being at the frame's border (one who left is not the one who
+    appears mid-image; one who appears at the border is entering). A short track that another
+    track took over on the same person is joined to nothing (`_handover_fragments`).
+    The pair nearest in space and time is joined first, until no pair qualifies. Returns (first
+    id -> joined sequence, first id -> member ids). All sequences share one time axis (as
     `TrackHistory.sequences` gives them).
     """
     merged = {i: seq for i, seq in tracks.items() if _seen(seq).any()}
+    fragments = _handover_fragments(merged)
+
+    def at_border(seq: SkeletonSequence, k: int) -> bool:
+        return touches_border(seq.image[k, :, :2], frame_size) if frame_size is not None else False
+
     chains: dict[int, list[int]] = {i: [i] for i in merged}
     while True:
         best: tuple[float, int, int] | None = None
@@ -402,10 +493,14 @@ def stitch_tracks(
                 b_seen = _seen(b_seq)
                 b0 = int(np.flatnonzero(b_seen)[0])
                 gap = float(b_seq.timestamps[b0] - a_seq.timestamps[a1])
-                if a == b or gap > max_gap_s or gap < -max_overlap_s or b0 <= int(np.flatnonzero(a_seen)[0]):
+                if a == b or a in fragments or b in fragments:
+                    continue
+                if gap > max_gap_s or gap < -max_overlap_s or b0 <= int(np.flatnonzero(a_seen)[0]):
                     continue
                 if (a_seen & b_seen).sum() * 2 > b_seen.sum():
                     continue  # mostly simultaneous: two people, not one
+                if gap > border_gap_s and at_border(a_seq, a1) != at_border(b_seq, b0):
+                    continue  # one left the view and another appeared inside it, or the reverse
                 jump = float(np.linalg.norm(_hip(b_seq, b0) - a_hip)) / height
                 if jump > max_jump + max_speed * max(gap, 0.0):
                     continue
@@ -422,6 +517,42 @@ def stitch_tracks(
         merged[a] = SkeletonSequence(a_seq.timestamps, image, world, vis)
         chains[a] += chains.pop(b)
     return merged, {i: tuple(c) for i, c in chains.items()}
+
+
+# A track seen in at most this many frames that another track, overlapping it on screen, takes
+# over while it is still seen is a duplicate that the pose estimator replaced.
+HANDOVER_FRAMES = 5
+
+
+def _handover_fragments(tracks: Mapping[int, SkeletonSequence]) -> set[int]:
+    """Short tracks that another track replaced on the same person: not joined by stitching.
+
+    MediaPipe can follow a person entering the view with a badly placed ROI for a few frames,
+    then detect them properly: two tracks, both at the person, for a frame. In UP-Fall
+    Activity6/Trial1Cam1 the walker re-entering at 10.5 s was two frames of a small skeleton
+    above his shoulder (hip 140 px too high) before the right one; joined into his track, that
+    jump read as a fall (window fall probability 0.74).
+    """
+    out = set()
+    for b, b_seq in tracks.items():
+        b_idx = np.flatnonzero(_seen(b_seq))
+        if len(b_idx) > HANDOVER_FRAMES:
+            continue
+        last = int(b_idx[-1])
+        box = _landmark_box(b_seq.image[last])
+        for c, c_seq in tracks.items():
+            c_idx = np.flatnonzero(_seen(c_seq))
+            if c == b or not (b_idx[0] < c_idx[0] <= last < c_idx[-1]):
+                continue
+            if box.iou(_landmark_box(c_seq.image[last])) > 0.1:
+                out.add(b)
+                break
+    return out
+
+
+def _landmark_box(image: np.ndarray) -> BoundingBox:
+    xy = image[:, :2]
+    return _box_of(xy, np.isfinite(xy).all(axis=1))
 
 
 def _seen(seq: SkeletonSequence) -> np.ndarray:

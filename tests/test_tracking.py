@@ -14,6 +14,7 @@ from service.tracking import (
     primary_track_scores,
     select_primary_track,
     stitch_tracks,
+    touches_border,
 )
 from skeleton.types import MEDIAPIPE_JOINTS, BoundingBox, PersonPose, SkeletonSequence
 from training.extract import extract_video
@@ -114,6 +115,86 @@ def test_a_blip_does_not_take_the_next_person_seen_nearby() -> None:
     assert len(set(ids(2, 7, **old)[:2])) == 1 and len(set(ids(2, 2, **old)[:2])) == 1
     confirmed, same, _ = ids(3, 7)
     assert confirmed == same
+
+
+FRAME = (640.0, 480.0)
+
+
+def test_touches_border() -> None:
+    assert touches_border(_person(40, 250).image[:, :2], FRAME)  # box reaches x < 32 px
+    assert touches_border(_person(320, 420).image[:, :2], FRAME)  # legs below the frame
+    assert not touches_border(_person(320, 250).image[:, :2], FRAME)
+    assert not touches_border(_person(150, 250).image[:, :2], FRAME)
+
+
+def _after_gap(last: tuple[float, float], gap_frames: int, then: tuple[float, float], frame: bool) -> bool:
+    """Whether the person seen at ``then`` after ``gap_frames`` empty frames (18 fps) keeps the id
+    of the one last seen at ``last`` (seen 5 frames, standing still)."""
+    tracker = Tracker()
+    size = FRAME if frame else None
+    for k in range(5):
+        (tid,) = tracker.update([_person(*last)], k / 18, size).track_ids
+    for k in range(5, 5 + gap_frames):
+        tracker.update([], k / 18, size)
+    (later,) = tracker.update([_person(*then)], (5 + gap_frames) / 18, size).track_ids
+    return later == tid
+
+
+def test_people_enter_and_leave_across_the_border() -> None:
+    """After a gap, someone at the border is entering and someone mid-image did not come in from
+    outside: neither continues a track that was last seen the other way (UP-Fall
+    Activity6/Trial1Cam1: a passer-by behind the glass, seen mid-image, and the walker
+    re-entering at the left border 0.39 s later). Without the frame size (the rule off) the
+    lenient pass joins each of these pairs."""
+    mid, border, also_border = (150, 250), (60, 270), (30, 260)
+    for last, then in ((mid, border), (border, mid)):
+        assert _after_gap(last, 7, then, frame=False)
+        assert not _after_gap(last, 7, then, frame=True)
+    assert _after_gap(border, 7, also_border, frame=True)  # left and came back at the border
+    assert _after_gap(mid, 2, border, frame=True)  # missed for 0.11 s only: the same person
+
+
+def test_stitch_keeps_the_border_rule() -> None:
+    t = np.arange(60) / 10.0
+    # a walker leaves at the left border (frame 19); 1 s later someone shows up mid-image, and
+    # 2 s later someone enters at the left border
+    first = _seq(t, [_person(200 - 8 * i, 300) if i < 20 else None for i in range(60)])
+    inside = _seq(t, [_person(150, 290) if 30 <= i < 34 else None for i in range(60)])
+    entering = _seq(t, [_person(20 + 10 * (i - 40), 300) if i >= 40 else None for i in range(60)])
+    assert stitch_tracks({1: first, 2: inside})[1] == {1: (1, 2)}  # no frame size: the rule is off
+    _, members = stitch_tracks({1: first, 2: inside, 3: entering}, frame_size=FRAME)
+    assert members == {1: (1, 3), 2: (2,)}
+
+
+def test_stitch_skips_a_fragment_another_track_took_over() -> None:
+    """UP-Fall Activity6/Trial1Cam1: the walker re-entering was first a small, misplaced skeleton
+    for 3 frames, then the right one (both seen in the third frame). Only the right one continues
+    his track; the fragment stays a track of its own."""
+    t = np.arange(60) / 10.0
+    first = _seq(t, [_person(200 - 8 * i, 300) if i < 20 else None for i in range(60)])
+    fragment = _seq(t, [_person(30, 250, h=150) if 35 <= i <= 37 else None for i in range(60)])
+    back = _seq(t, [_person(35 + 8 * (i - 37), 300, h=250) if i >= 37 else None for i in range(60)])
+    assert stitch_tracks({1: first, 2: fragment, 3: back})[1] == {1: (1, 3), 2: (2,)}
+    # the same three frames with no other track on them are a re-entry like any other
+    assert stitch_tracks({1: first, 2: fragment})[1] == {1: (1, 2)}
+
+
+def test_a_new_track_continues_only_with_someone_its_size() -> None:
+    """UP-Fall Activity6/Trial1Cam1, two pose lanes: two frames of a misplaced, small skeleton of
+    the walker entering, then the right one (torso 2.4x) on the same track, a drop that read as a
+    fall. A tentative track is not continued by a detection of another size; a confirmed one is
+    (a falling person's torso foreshortens and grows back)."""
+
+    def same_id(seen: int, h_after: float, **config: float) -> bool:
+        tracker = Tracker(**config)
+        for k in range(seen):
+            (tid,) = tracker.update([_person(300, 250, h=100)], k / 18).track_ids
+        (after,) = tracker.update([_person(305, 260, h=h_after)], seen / 18).track_ids
+        return after == tid
+
+    assert not same_id(2, 250) and not same_id(2, 40)
+    assert same_id(2, 250, tentative_max_scale=float("inf"))  # the gate is what separates them
+    assert same_id(2, 150) and same_id(5, 250) and same_id(5, 40)
 
 
 def test_history_builds_nan_padded_sequences() -> None:

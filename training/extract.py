@@ -76,7 +76,7 @@ def extract_video(
                 break
             width, height = frame.width, frame.height
             poses = estimator.estimate(frame.rgb, frame.timestamp_s)
-            history.add(tracker.update(poses, frame.timestamp_s))
+            history.add(tracker.update(poses, frame.timestamp_s, (width, height)))
         config = estimator.config() if hasattr(estimator, "config") else {"name": estimator.name}
     finally:
         estimator.close()
@@ -116,7 +116,8 @@ def finish_clip(
     sequences = history.sequences(min_frames=min_track_frames)
     members: dict[int, tuple[int, ...]] = {i: (i,) for i in sequences}
     if stitch:
-        sequences, members = stitch_tracks(sequences)
+        size = (width, height) if width and height else None
+        sequences, members = stitch_tracks(sequences, frame_size=size)
     ids = tuple(sorted(sequences))
     tracks = [sequences[i] for i in ids]
     primary = select_primary_track(
@@ -162,7 +163,7 @@ def retrack_clip(
             for seq in clip.tracks
             if np.isfinite(seq.image[k, :, :2]).all()
         ]
-        history.add(tracker.update(nms_poses(people, iou, kpt), float(t)))
+        history.add(tracker.update(nms_poses(people, iou, kpt), float(t), (clip.width, clip.height)))
     return finish_clip(
         history,
         tracker.config,
