@@ -12,6 +12,10 @@ convolution. The conv bias turns into a per-(channel, joint) term ``b_k · colsu
 adjacency's columns do not sum to one), added as a constant. On the shipped ST-GCN++ lite models
 ONNX Runtime (CPU, batch 16) runs ~15 % faster; PyTorch itself gains nothing from it, so the
 checkpoint and training keep the PYSKL form and only the export sees this one.
+
+The multi-scale temporal convolution (``models.blocks.MSTCN``) opens five of its branches with a
+1x1 conv + BatchNorm + ReLU on the same input; ``SharedEntryMSTCN`` runs them as one convolution
+and splits its output: another 5-7 % at batch 16 on one thread (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from models.blocks import UnitGCN
+from models.blocks import MSTCN, UnitGCN
 
 
 class AggregateFirstGCN(nn.Module):
@@ -60,11 +64,65 @@ class AggregateFirstGCN(nn.Module):
         return self.act(y)
 
 
+def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """Weight and bias of ``bn(conv(x))`` as one convolution (eval-mode statistics)."""
+    mean, var = bn.running_mean, bn.running_var
+    assert mean is not None and var is not None, "BatchNorm tracks running statistics"
+    with torch.no_grad():
+        scale = bn.weight / torch.sqrt(var + bn.eps)
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(mean)
+        return conv.weight * scale[:, None, None, None], (bias - mean) * scale + bn.bias
+
+
+class SharedEntryMSTCN(nn.Module):
+    """``MSTCN`` in eval mode with the 1x1 convolutions that open its branches run as one.
+
+    Five of the six branches start with a 1x1 conv + BatchNorm + ReLU on the same input; one
+    convolution to all their channels (BatchNorm folded), one ReLU and a split is the same
+    map, with one pass over the input instead of five.
+    """
+
+    def __init__(self, tcn: MSTCN) -> None:
+        super().__init__()
+        if tcn.training:
+            raise ValueError("fuse an eval-mode model: BatchNorm uses its running statistics")
+        opened = [b for b in tcn.branches if isinstance(b, nn.Sequential) and len(b) == 4]
+        rest = [b for b in tcn.branches if not (isinstance(b, nn.Sequential) and len(b) == 4)]
+        if [*opened, *rest] != list(tcn.branches):
+            raise ValueError("expected the opened branches first (models.blocks.MSTCN)")
+        folded = []
+        for conv, bn, *_ in opened:
+            pointwise = isinstance(conv, nn.Conv2d) and conv.kernel_size == conv.stride == (1, 1)
+            if not (pointwise and isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
+                raise ValueError(f"a branch opens with {conv} and {bn}, not a 1x1 conv and a BatchNorm")
+            folded.append(_fold_bn(conv, bn))
+        weight = torch.cat([w for w, _ in folded])
+        self.entry = nn.Conv2d(weight.shape[1], weight.shape[0], 1)
+        with torch.no_grad():
+            self.entry.weight.copy_(weight)
+            self.entry.bias.copy_(torch.cat([bias for _, bias in folded]))  # type: ignore[union-attr]
+        self.widths = [int(w.shape[0]) for w, _ in folded]
+        self.act = nn.ReLU()
+        self.tails = nn.ModuleList([b[3] for b in opened])
+        self.rest = nn.ModuleList(rest)
+        self.transform = tcn.transform
+        self.bn = tcn.bn
+
+    def forward(self, x: Tensor) -> Tensor:
+        opened = torch.split(self.act(self.entry(x)), self.widths, dim=1)
+        y = torch.cat([tail(z) for tail, z in zip(self.tails, opened, strict=True)]
+                      + [branch(x) for branch in self.rest], dim=1)
+        return self.bn(self.transform(y))
+
+
 def fuse_for_inference(model: nn.Module) -> nn.Module:
-    """An eval-mode copy of ``model`` with every ``UnitGCN`` replaced; ``model`` is left as it is."""
+    """An eval-mode copy of ``model`` with every ``UnitGCN`` and ``MSTCN`` rewritten; ``model`` is
+    left as it is."""
     fused = copy.deepcopy(model).eval()
     for parent in list(fused.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, UnitGCN):
                 setattr(parent, name, AggregateFirstGCN(child))
+            elif isinstance(child, MSTCN):
+                setattr(parent, name, SharedEntryMSTCN(child))
     return fused

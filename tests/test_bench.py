@@ -129,3 +129,15 @@ def test_bench_harness_end_to_end(tmp_path: Path) -> None:
     text = doc.read_text()
     assert text.startswith("# Head") and text.rstrip().endswith("Tail") and "PREVIOUS-RESULTS" not in text
     assert "### Targets" in text
+
+
+def test_onnx_ab_compares_a_zoo_model_with_its_fresh_export(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m bench.onnx_ab <model dir>`: the shipped graph against today's export of its checkpoint."""
+    from bench.onnx_ab import main
+
+    assert main([str(REPO_ROOT / "model_zoo" / "upfall-stgcnpp-lite"), "--rounds", "2", "--round-s", "0.05",
+                 "--batch", "2"]) == 0
+    out = capsys.readouterr().out
+    diff = float(out.split("largest output difference ")[1].split()[0])
+    assert diff < 1e-3  # the zoo's model.onnx is the current export of its checkpoint
+    assert "B/A" in out and out.count("rounds (ms):") == 2

@@ -1,4 +1,5 @@
-"""The inference rewrite of the graph convolution (export/fuse.py) on real UTD-MHAD windows."""
+"""The inference rewrites (export/fuse.py) of the graph convolution and the multi-scale temporal
+convolution, on real UTD-MHAD windows."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from export.fuse import AggregateFirstGCN, fuse_for_inference
+from export.fuse import AggregateFirstGCN, SharedEntryMSTCN, fuse_for_inference
 from models import PRESETS, build_model
-from models.blocks import UnitGCN
+from models.blocks import MSTCN, UnitGCN
 from skeleton.preprocess import prepare_clip
 from tests.conftest import REPO_ROOT
 from tests.model_helpers import utd_file
@@ -48,25 +49,29 @@ def _trained_looking(arch: str) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("arch", sorted(PRESETS))
-def test_each_rewritten_graph_convolution_matches(arch: str, real_batch: torch.Tensor) -> None:
+def test_each_rewritten_unit_matches(arch: str, real_batch: torch.Tensor) -> None:
     """Unit by unit, on the activations the real windows produce (a deep random network's logits
     hardly depend on its input, so the units are compared, and whole trained models below)."""
     model = _trained_looking(arch)
     inputs: dict[str, torch.Tensor] = {}
-    units = {name: m for name, m in model.named_modules() if isinstance(m, UnitGCN)}
+    rewrites = {UnitGCN: AggregateFirstGCN, MSTCN: SharedEntryMSTCN}
+    units = {name: m for name, m in model.named_modules() if type(m) in rewrites}
     hooks = [m.register_forward_hook(lambda mod, args, out, n=n: inputs.__setitem__(n, args[0]))
              for n, m in units.items()]
     with torch.no_grad():
         model(real_batch)
         for name, unit in units.items():
-            ref, got = unit(inputs[name]), AggregateFirstGCN(unit)(inputs[name])
+            ref, got = unit(inputs[name]), rewrites[type(unit)](unit)(inputs[name])
             assert ref.std() > 0.05  # an activation that varies: a real comparison
             torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
     for h in hooks:
         h.remove()
     fused = fuse_for_inference(model)
-    assert not any(isinstance(m, UnitGCN) for m in fused.modules())
-    assert sum(isinstance(m, AggregateFirstGCN) for m in fused.modules()) == len(units) > 0
+    for original, rewritten in rewrites.items():
+        count = sum(isinstance(m, original) for m in units.values())
+        assert not any(isinstance(m, original) for m in fused.modules())
+        assert sum(isinstance(m, rewritten) for m in fused.modules()) == count
+    assert sum(isinstance(m, AggregateFirstGCN) for m in fused.modules()) > 0
     assert any(isinstance(m, UnitGCN) for m in model.modules())  # the original is left alone
     with torch.no_grad():
         torch.testing.assert_close(fused(real_batch), model(real_batch), rtol=1e-4, atol=1e-4)
@@ -86,8 +91,11 @@ def test_shipped_checkpoints_fuse_exactly(name: str, real_batch: torch.Tensor) -
 def test_fusing_a_training_model_is_refused() -> None:
     model = build_model("stgcnpp_lite", 27, "kinect20").train()
     gcn = next(m for m in model.modules() if isinstance(m, UnitGCN))
+    tcn = next(m for m in model.modules() if isinstance(m, MSTCN))
     with pytest.raises(ValueError, match="eval-mode"):
         AggregateFirstGCN(gcn)
+    with pytest.raises(ValueError, match="eval-mode"):
+        SharedEntryMSTCN(tcn)
 
 
 def test_exported_graph_has_no_einsum_in_the_blocks(tmp_path: Path, real_batch: torch.Tensor) -> None:
@@ -101,6 +109,7 @@ def test_exported_graph_has_no_einsum_in_the_blocks(tmp_path: Path, real_batch: 
     ops = [n for n in onnx.load(str(path)).graph.node if n.name.startswith("/blocks")]
     assert ops and not any(n.op_type == "Einsum" for n in ops)
     assert sum(n.op_type == "MatMul" for n in ops) == 6  # one per graph convolution
+    assert sum(n.op_type == "Split" for n in ops) == 6  # one shared branch entry per temporal unit
     with torch.no_grad():
         ref = model(real_batch).numpy()
     np.testing.assert_allclose(ort_logits(path, real_batch.numpy()), ref, rtol=1e-4, atol=1e-4)
