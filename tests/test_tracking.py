@@ -154,6 +154,30 @@ def test_people_enter_and_leave_across_the_border() -> None:
     assert _after_gap(mid, 2, border, frame=True)  # missed for 0.11 s only: the same person
 
 
+def test_the_service_tracks_with_the_frame_size() -> None:
+    """The stage streams and clips use passes the frame's size on, so the border rule is on there."""
+    from service.pipeline import PoseTrackStage
+    from service.settings import Settings
+
+    def ids(width: int, height: int) -> tuple[int, int]:
+        stage = PoseTrackStage.tracking_only(Settings())
+
+        def seen(k: int, *people: PersonPose) -> list[int]:
+            return [p.track_id for p in stage.track(people, k / 18, k, width, height).people]
+
+        for k in range(5):
+            (first,) = seen(k, _person(150, 250))
+        for k in range(5, 12):
+            seen(k)
+        (later,) = seen(12, _person(60, 270))
+        return first, later
+
+    first, later = ids(640, 480)
+    assert first != later
+    first, later = ids(0, 0)  # no frame size known: the rule is off
+    assert first == later
+
+
 def test_stitch_keeps_the_border_rule() -> None:
     t = np.arange(60) / 10.0
     # a walker leaves at the left border (frame 19); 1 s later someone shows up mid-image, and
