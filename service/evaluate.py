@@ -7,7 +7,9 @@
 server: ``training.extract.extract_video`` (pose + tracking + primary person, as the training
 cache was made), then the primary track's windows through ``skeleton.preprocess`` and ONNX
 Runtime, then ``skeleton.clip.decide``. ``both`` runs the two and compares clip by clip.
-Clips are processed one at a time (a single process; each takes seconds of CPU).
+``--via online`` is what a stream sees: every online track (no stitching, no primary choice, no
+blip filter), each track's windows, and whether any window of any track reaches the clip rule's
+fall threshold (a fall alarm). Clips run ``--jobs`` at a time (threads; each takes seconds of CPU).
 """
 
 from __future__ import annotations
@@ -24,12 +26,16 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from service.settings import REPO_ROOT, Settings
 from skeleton.clip import window_ends
 from skeleton.manifest import ModelManifest, load_manifest
+
+if TYPE_CHECKING:
+    from training.skeleton_cache import ClipSkeletons
 
 _CLIP = re.compile(r"Activity(\d+)/Trial(\d+)Cam(\d+)\.mp4$")
 
@@ -58,6 +64,8 @@ class ClipOutcomeRow:
     http_s: float | None = None
     offline_s: float | None = None
     max_prob_diff: float | None = None
+    online_tracks: int | None = None  # online tracks (stream view)
+    online_fall_peak: float | None = None  # highest window fall probability over those tracks
 
 
 def data_root() -> Path:
@@ -137,29 +145,46 @@ class OfflineEvaluator:
 
         return softmax(np.asarray(logits, np.float32)), ends
 
-    def run(self, case: ClipCase) -> tuple[str | None, float | None, np.ndarray | None]:
-        from service.recognize import decide_clip
+    def extract(self, case: ClipCase, **options: Any) -> ClipSkeletons:
+        """``training.extract.extract_video`` with the service's pose settings."""
         from training.extract import extract_video
-        from training.skeleton_cache import load_clip
 
         s = self.settings
+        return extract_video(
+            case.path,
+            kind=s.pose_kind,
+            max_people=s.max_people,
+            max_side=s.pose_max_side,
+            estimator_options=s.pose_options(),
+            **options,
+        )
+
+    def run(self, case: ClipCase) -> tuple[str | None, float | None, np.ndarray | None]:
+        from service.recognize import decide_clip
+        from training.skeleton_cache import load_clip
+
         cached = self.cache_dir / f"{case.name}.npz" if self.cache_dir is not None else None
-        if cached is not None and cached.is_file():
-            clip = load_clip(cached)  # the skeletons the model was trained and evaluated on
-        else:
-            clip = extract_video(
-                case.path,
-                kind=s.pose_kind,
-                max_people=s.max_people,
-                max_side=s.pose_max_side,
-                estimator_options=s.pose_options(),
-            )
+        # from the cache: the skeletons the model was trained and evaluated on
+        clip = load_clip(cached) if cached is not None and cached.is_file() else self.extract(case)
         if clip.primary is None:
             return None, None, None
         seq = clip.tracks[clip.primary]
         probs, ends = self.probs(clip.timestamps, seq.image, seq.world, seq.visibility, clip.height)
         d = decide_clip(self.manifest, probs, ends)
         return self.manifest.labels[d.label], d.confidence, d.probs
+
+    def online(self, case: ClipCase) -> tuple[int, float]:
+        """(online tracks, highest window fall probability over them): the stream's view of a clip."""
+        from service.recognize import clip_rule
+        from skeleton.clip import fall_probability
+
+        clip = self.extract(case, min_track_frames=1, stitch=False)
+        rule = clip_rule(self.manifest)
+        peak = 0.0
+        for seq in clip.tracks:
+            probs, _ = self.probs(clip.timestamps, seq.image, seq.world, seq.visibility, clip.height)
+            peak = max(peak, float(fall_probability(probs, rule).max()))
+        return len(clip.tracks), peak
 
 
 def cache_pose_settings(cache_dir: Path) -> dict[str, object]:
@@ -258,11 +283,23 @@ class EvaluationReport:
     offline_accuracy: float | None = None
     agreement: float | None = None
     max_prob_diff: float | None = None
+    fall_threshold: float | None = None
+    online_alarms_on_falls: str | None = None  # "alarmed / fall clips"
+    online_alarms_on_others: str | None = None  # "alarmed / other clips"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
     def print(self) -> None:
+        if self.via == "online":
+            print(f"\n{'clip':28s} {'truth':28s} tracks fall peak")
+            for r in self.rows:
+                print(f"{r.clip:28s} {r.truth:28s} {r.online_tracks!s:6s} {r.online_fall_peak}")
+            print(
+                f"fall alarms (a window >= {self.fall_threshold}): fall clips "
+                f"{self.online_alarms_on_falls}, other clips {self.online_alarms_on_others}"
+            )
+            return
         print(f"\n{'clip':28s} {'truth':28s} {'http':28s} {'offline':28s} agree")
         for r in self.rows:
             agree = "" if r.http is None or r.offline is None else ("yes" if r.http == r.offline else "NO")
@@ -295,6 +332,9 @@ def evaluate(
     rows = [ClipOutcomeRow(c.name, c.truth) for c in cases]
     offline_probs: dict[str, np.ndarray | None] = {}
     print(f"model {model_name}: {len(cases)} clips, via {via}", file=sys.stderr)
+    if via == "online":
+        off = OfflineEvaluator(model_dir, settings)
+        return _evaluate_online(off, model_name, cases, rows, jobs, progress)
     if via in ("offline", "both"):
         off = OfflineEvaluator(model_dir, settings, cache_dir)
 
@@ -337,6 +377,36 @@ def evaluate(
     return report
 
 
+def _evaluate_online(
+    off: OfflineEvaluator,
+    model_name: str,
+    cases: list[ClipCase],
+    rows: list[ClipOutcomeRow],
+    jobs: int,
+    progress: Path | None,
+) -> EvaluationReport:
+    from service.recognize import clip_rule
+
+    def run(pair: tuple[ClipCase, ClipOutcomeRow]) -> None:
+        case, row = pair
+        row.online_tracks, peak = off.online(case)
+        row.online_fall_peak = round(peak, 4)
+        print(f"online  {case.name}: {row.online_tracks} tracks, fall peak {peak:.3f}", file=sys.stderr)
+        _save_progress(progress, model_name, "online", rows)
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        list(pool.map(run, zip(cases, rows, strict=True)))
+    rule = clip_rule(off.manifest)
+    falls = {off.manifest.labels[k] for k in rule.fall_classes}
+    alarmed = [r.online_fall_peak is not None and r.online_fall_peak >= rule.fall_threshold for r in rows]
+    on_falls = [a for a, r in zip(alarmed, rows, strict=True) if r.truth in falls]
+    on_others = [a for a, r in zip(alarmed, rows, strict=True) if r.truth not in falls]
+    report = EvaluationReport(model_name, "online", rows, fall_threshold=rule.fall_threshold)
+    report.online_alarms_on_falls = f"{sum(on_falls)}/{len(on_falls)}"
+    report.online_alarms_on_others = f"{sum(on_others)}/{len(on_others)}"
+    return report
+
+
 def _save_progress(path: Path | None, model: str, via: str, rows: list[ClipOutcomeRow]) -> None:
     if path is not None:
         path.write_text(EvaluationReport(model, via, rows).to_json())
@@ -357,7 +427,7 @@ def select_cases(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--via", choices=("http", "offline", "both"), default="both")
+    parser.add_argument("--via", choices=("http", "offline", "both", "online"), default="both")
     parser.add_argument("--model", default=None, help="model folder name under SKELACT_MODELS_DIR")
     parser.add_argument("--url", default=None, help="a running service (default: start one on loopback)")
     parser.add_argument("--clips", default=None, help="comma-separated, e.g. Activity1/Trial1Cam1,...")

@@ -24,6 +24,16 @@ from skeleton.types import BoundingBox, PersonPose
 CLIPS = (("Activity9/Trial1Cam1", 20), ("Activity1/Trial1Cam2", 40))
 
 
+def _trimmed_cases(data: Path, out: Path, labels: list[str]) -> list[ClipCase]:
+    """4 s of each of CLIPS, as evaluation cases."""
+    cases = []
+    for c, start in CLIPS:
+        a = int(c.split("/")[0][len("Activity") :])
+        clip = trim_video(data / f"{c}.mp4", out / f"a{a}.mp4", start=start, frames=72)
+        cases.append(ClipCase(a, 1, int(c[-1]), clip, labels[a - 1]))
+    return cases
+
+
 def test_window_protocol_matches_the_buffer(tmp_path: Path) -> None:
     """The offline window ends are the ones TrackBuffer emits incrementally (gaps included)."""
     spec = load_manifest(write_linear_model(tmp_path / "m", ["a", "b"], length=20, fps=9, stride=3)).input
@@ -61,12 +71,24 @@ def test_http_equals_offline_on_upfall_clips(tmp_path: Path) -> None:
         labels = [f"activity{i}" for i in range(1, 12)]
         write_linear_model(tmp_path / "zoo" / model, labels, length=36, fps=18, stride=9)
         settings = Settings(models_dir=tmp_path / "zoo", providers=["cpu"])
-    cases = []
-    for c, start in CLIPS:
-        a = int(c.split("/")[0][len("Activity") :])
-        clip = trim_video(data / f"{c}.mp4", tmp_path / f"a{a}.mp4", start=start, frames=72)
-        cases.append(ClipCase(a, 1, int(c[-1]), clip, labels[a - 1]))
-    report = evaluate(settings, model, cases, via="both", jobs=2)
+    report = evaluate(settings, model, _trimmed_cases(data, tmp_path, labels), via="both", jobs=2)
     assert report.agreement == 1.0, report.rows
     assert report.max_prob_diff is not None and report.max_prob_diff < 1e-3  # responses round to 4 digits
     assert report.http_accuracy == report.offline_accuracy
+
+
+@pytest.mark.slow
+def test_online_view_counts_fall_alarms_per_clip(tmp_path: Path) -> None:
+    """``--via online``: every online track of a clip is scored; a fall clip raises an alarm and a
+    clip of someone picking up an object does not (shipped UP-Fall model, 4 s of each clip)."""
+    data = require_data("upfall")
+    model = upfall_model_name()
+    assert model is not None, "the shipped UP-Fall model is part of the repository"
+    settings = Settings(models_dir=MODEL_ZOO, providers=["cpu"], max_people=2)
+    labels = load_manifest(MODEL_ZOO / model).labels
+    report = evaluate(settings, model, _trimmed_cases(data, tmp_path, labels), via="online", jobs=2)
+    picking, fall = report.rows
+    assert fall.online_tracks is not None and fall.online_tracks >= 2  # the seated bystander too
+    assert fall.online_fall_peak is not None and picking.online_fall_peak is not None
+    assert fall.online_fall_peak >= 0.6 > picking.online_fall_peak
+    assert (report.online_alarms_on_falls, report.online_alarms_on_others) == ("1/1", "0/1")
