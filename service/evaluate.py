@@ -113,12 +113,15 @@ class OfflineEvaluator:
     """No server, no service pipeline: skeletons (from the training cache, or extracted with
     ``training.extract``) + shared preprocessing + ONNX Runtime + clip rule."""
 
-    def __init__(self, model_dir: Path, settings: Settings, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self, model_dir: Path, settings: Settings, cache_dir: Path | None = None, lanes: int = 1
+    ) -> None:
         import onnxruntime as ort
 
         self.manifest = load_manifest(model_dir)
         self.settings = settings
         self.cache_dir = cache_dir
+        self.lanes = lanes  # estimators alternating frames when skeletons are extracted here
         self.session = ort.InferenceSession(
             str(model_dir / self.manifest.onnx.file), providers=["CPUExecutionProvider"]
         )
@@ -156,6 +159,7 @@ class OfflineEvaluator:
             max_people=s.max_people,
             max_side=s.pose_max_side,
             estimator_options=s.pose_options(),
+            lanes=self.lanes,
             **options,
         )
 
@@ -325,18 +329,20 @@ def evaluate(
     jobs: int = 1,
     cache_dir: Path | None = None,
     progress: Path | None = None,
+    lanes: int = 1,
 ) -> EvaluationReport:
-    """Run the clips through the chosen paths and compare them (``progress``: JSON rewritten per clip)."""
+    """Run the clips through the chosen paths and compare them (``progress``: JSON rewritten per clip;
+    ``lanes``: estimators alternating frames where skeletons are extracted here)."""
     model_dir = settings.models_dir / model_name
     manifest = load_manifest(model_dir)
     rows = [ClipOutcomeRow(c.name, c.truth) for c in cases]
     offline_probs: dict[str, np.ndarray | None] = {}
     print(f"model {model_name}: {len(cases)} clips, via {via}", file=sys.stderr)
     if via == "online":
-        off = OfflineEvaluator(model_dir, settings)
+        off = OfflineEvaluator(model_dir, settings, lanes=lanes)
         return _evaluate_online(off, model_name, cases, rows, jobs, progress)
     if via in ("offline", "both"):
-        off = OfflineEvaluator(model_dir, settings, cache_dir)
+        off = OfflineEvaluator(model_dir, settings, cache_dir, lanes)
 
         def run_offline(pair: tuple[ClipCase, ClipOutcomeRow]) -> None:
             case, row = pair
@@ -441,6 +447,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="offline: skeleton cache of training.extract (clips missing there are extracted)",
     )
     parser.add_argument("--no-cache", action="store_true", help="offline: always re-extract skeletons")
+    parser.add_argument(
+        "--lanes",
+        type=int,
+        default=1,
+        help="offline (extracting) and online: estimators alternating frames, as /recognize with "
+        "SKELACT_CLIP_POSE_LANES and a stream's pose lanes (default 1, as training)",
+    )
     args = parser.parse_args(argv)
     cache_dir = None if args.no_cache or not args.cache.is_dir() else args.cache
     settings = Settings()
@@ -459,7 +472,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cases = select_cases(settings, model_name, args.clips, args.limit)
     if not cases:
         parser.error("no clips selected")
-    report = evaluate(settings, model_name, cases, args.via, args.url, args.jobs, cache_dir, args.json)
+    report = evaluate(
+        settings, model_name, cases, args.via, args.url, args.jobs, cache_dir, args.json, lanes=args.lanes
+    )
     report.print()
     if args.json:
         args.json.write_text(report.to_json())

@@ -50,18 +50,24 @@ def extract_video(
     stride: int = 1,
     stitch: bool = True,
     max_frames: int | None = None,
+    lanes: int = 1,
 ) -> ClipSkeletons:
     """Decode, estimate poses, track, and pick the primary person of one video.
 
     Tracks seen in fewer than ``min_track_frames`` frames (detector blips) are dropped; with
     ``stitch`` the fragments of one person are joined (`service.tracking.stitch_tracks`).
     ``stride`` > 1 analyses every stride-th frame only, ``max_frames`` stops after that many
-    analysed frames (quick looks, tests).
+    analysed frames (quick looks, tests). ``lanes`` > 1 alternates that many estimators (analysed
+    frame i on estimator i mod lanes), as ``/recognize`` with ``SKELACT_CLIP_POSE_LANES`` and a
+    stream's pose lanes do; training uses one.
     """
-    if stride < 1:
-        raise ValueError("stride must be >= 1")
+    if stride < 1 or lanes < 1:
+        raise ValueError("stride and lanes must be >= 1")
     reader = VideoReader(video, max_side=max_side)
-    estimator = create_pose_estimator(kind, max_people=max_people, **(estimator_options or {}))
+    estimators = [
+        create_pose_estimator(kind, max_people=max_people, **(estimator_options or {})) for _ in range(lanes)
+    ]
+    estimator = estimators[0]
     tracker = Tracker(tracker_config)
     history = TrackHistory()
     width = height = 0
@@ -75,11 +81,12 @@ def extract_video(
             if max_frames is not None and len(history) >= max_frames:
                 break
             width, height = frame.width, frame.height
-            poses = estimator.estimate(frame.rgb, frame.timestamp_s)
+            poses = estimators[len(history) % lanes].estimate(frame.rgb, frame.timestamp_s)
             history.add(tracker.update(poses, frame.timestamp_s, (width, height)))
         config = estimator.config() if hasattr(estimator, "config") else {"name": estimator.name}
     finally:
-        estimator.close()
+        for est in estimators:
+            est.close()
         reader.close()
     return finish_clip(
         history,
