@@ -35,9 +35,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 LABELS = ["stand", "walk", "fall", "sit"]
-SOAK_CYCLES = 120
+SOAK_CYCLES = 160
 WARMUP_CYCLES = 40  # of the SOAK_CYCLES; memory growth is measured over the rest
 MAX_RSS_GROWTH_MB = 50.0
+# One idle RSS reading of the server swings by up to ~50 MB either way from the next (MediaPipe
+# graphs built and freed, memory handed back unevenly; 2026-11-30, three of six runs: 509 -> 531 -> 566,
+# 559 -> 558 -> 591, 577 -> 589 -> 526 MB). A leak raises every later reading, so growth is the
+# lower of the last two readings (80 and 120 cycles after the baseline) minus the baseline.
 IDLE_TIMEOUT_S = 3.0
 
 
@@ -170,7 +174,7 @@ def _cycle(server: Server, jpeg: bytes, polite: bool) -> None:
 
 @pytest.mark.timeout(300)
 def test_soak_connect_stream_disconnect_cycles(server: Server, small_frames: list[bytes]) -> None:
-    """120 cycles from two clients at once; half hang up while their frame is still in pose."""
+    """160 cycles from two clients at once; half hang up while their frame is still in pose."""
     import threading
 
     pid = server.proc.pid
@@ -212,11 +216,12 @@ def test_soak_connect_stream_disconnect_cycles(server: Server, small_frames: lis
         samples.append((done + 40, idle_rss()))
     elapsed = time.monotonic() - t0
     streams, tracks = _wait_freed(server)
-    baseline, final = samples[0][1], samples[-1][1]
+    baseline, final = samples[0][1], min(rss for _, rss in samples[-2:])
     growth = final - baseline
     print(
         f"\nsoak: {samples[-1][0]} cycles (2 clients, {WARMUP_CYCLES} warm-up) in {elapsed:.1f} s; "
-        f"idle server RSS {baseline:.1f} MB -> {final:.1f} MB (growth {growth:+.1f} MB); samples {samples}"
+        f"idle server RSS {baseline:.1f} MB -> {final:.1f} MB (lower of the last two; "
+        f"growth {growth:+.1f} MB); samples {samples}"
     )
     assert (streams, tracks) == (0, 0), "a stream or its tracks were not freed"
     assert growth < MAX_RSS_GROWTH_MB, samples
