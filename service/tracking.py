@@ -3,7 +3,8 @@
 The pose estimator returns people in arbitrary order each frame; action models need one
 person's skeleton over time. `Tracker` matches detections to tracks with the Hungarian
 algorithm on a cost mixing box IoU and normalised keypoint distance, after a constant-velocity
-prediction of each track, and keeps a track alive through brief misses.
+prediction of each track, and keeps a track alive through brief misses. Given the frame size,
+it also knows that people enter and leave across the frame's border (``border_gap_s``).
 """
 
 from __future__ import annotations
