@@ -107,7 +107,7 @@ class PoseTrackStage:
         floor = self.settings.min_pose_visibility
         if floor > 0:
             poses = tuple(p for p in poses if float(p.visibility.mean()) >= floor)
-        upd = self.tracker.update(poses, timestamp, (width, height) if width and height else None)
+        upd = self.tracker.update(poses, timestamp, (width, height))
         return TrackedFrame(
             index, upd.timestamp_s, width, height, upd.tracks, upd.closed, 0.0, time.perf_counter() - t0
         )

@@ -248,8 +248,7 @@ class ClipService:
         if not sequences:
             return [], None
         if self.state.settings.stitch_tracks:
-            size = (outcome.width, outcome.height) if outcome.width and outcome.height else None
-            joined, members = stitch_tracks(sequences, frame_size=size)
+            joined, members = stitch_tracks(sequences, frame_size=(outcome.width, outcome.height))
         else:
             joined, members = dict(sequences), {i: (i,) for i in sequences}
         ids = sorted(joined)

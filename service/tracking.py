@@ -139,18 +139,20 @@ def _centre(xy: np.ndarray) -> np.ndarray:
 def touches_border(xy: np.ndarray, frame_size: tuple[float, float], margin: float = EDGE_MARGIN) -> bool:
     """Whether a pose's image landmarks (33, 2) reach the frame's border (or beyond it)."""
     width, height = frame_size
-    pts = xy[np.isfinite(xy).all(axis=1)]
-    if not len(pts):
-        return False
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    box = _landmark_box(xy)
     mx, my = margin * width, margin * height
-    return bool(lo[0] <= mx or lo[1] <= my or hi[0] >= width - mx or hi[1] >= height - my)
+    return bool(box.x0 <= mx or box.y0 <= my or box.x1 >= width - mx or box.y1 >= height - my)
 
 
-def _torso_length(image: np.ndarray) -> float:
-    """Shoulder centre to hip centre in pixels."""
-    xy = image[list(TORSO_JOINTS), :2].astype(np.float64)
-    return float(np.linalg.norm(xy[:2].mean(axis=0) - xy[2:].mean(axis=0)))
+def _known_size(frame_size: tuple[float, float] | None) -> tuple[float, float] | None:
+    """The frame size, or None when it is unknown (not given, or a zero side)."""
+    return frame_size if frame_size is not None and all(frame_size) else None
+
+
+def _torso_length(image: np.ndarray) -> np.ndarray:
+    """Shoulder centre to hip centre in pixels, for landmarks (..., 33, C): one value per pose."""
+    torso = image[..., TORSO_JOINTS, :2].astype(np.float64)
+    return np.linalg.norm(torso[..., :2, :].mean(axis=-2) - torso[..., 2:, :].mean(axis=-2), axis=-1)
 
 
 def _box_of(xy: np.ndarray, mask: np.ndarray) -> BoundingBox:
@@ -190,7 +192,8 @@ class Tracker:
         self, poses: Sequence[PersonPose], timestamp_s: float, frame_size: tuple[float, float] | None = None
     ) -> TrackUpdate:
         """Match this frame's poses to tracks. ``frame_size`` (width, height) of the analysed frame
-        turns on the border rule (``TrackerConfig.border_gap_s``)."""
+        turns on the border rule (``TrackerConfig.border_gap_s``); None or a zero side: unknown."""
+        frame_size = _known_size(frame_size)
         cfg = self.config
         t = float(timestamp_s)
         if self._last_t is not None and t < self._last_t:
@@ -245,9 +248,9 @@ class Tracker:
         cfg = self.config
         tentative = np.array([tr.hits < cfg.confirm_hits for tr in tracks])
         if tentative.any():
-            pose_torso = np.array([_torso_length(p.image) for p in poses])
+            pose_torso = _torso_length(np.stack([p.image for p in poses]))
             for i in np.flatnonzero(tentative):
-                ratio = pose_torso / max(_torso_length(tracks[i].pose.image), 1e-6)
+                ratio = pose_torso / max(float(_torso_length(tracks[i].pose.image)), 1e-6)
                 allowed[i] &= (ratio <= cfg.tentative_max_scale) & (ratio >= 1.0 / cfg.tentative_max_scale)
         if frame_size is None:
             return allowed
@@ -376,12 +379,9 @@ MOTION_HORIZON_S = 0.5
 
 def _body_height(image: np.ndarray) -> np.ndarray:
     """(T,) per-frame shoulder-to-ankle-ish extent in pixels: a size that survives lying down."""
-    torso = image[:, TORSO_JOINTS, :2]
-    shoulders = torso[:, :2].mean(axis=1)
-    hips = torso[:, 2:].mean(axis=1)
     # torso length x ~3 approximates body height and, unlike the box, does not shrink with
     # the person's posture in the image (sitting, bending)
-    return np.linalg.norm(shoulders - hips, axis=1) * 3.0
+    return _torso_length(image) * 3.0
 
 
 def _motion(t: np.ndarray, body: np.ndarray, height: float) -> float:
@@ -478,6 +478,7 @@ def stitch_tracks(
     """
     merged = {i: seq for i, seq in tracks.items() if _seen(seq).any()}
     fragments = _handover_fragments(merged)
+    frame_size = _known_size(frame_size)
 
     def at_border(seq: SkeletonSequence, k: int) -> bool:
         return touches_border(seq.image[k, :, :2], frame_size) if frame_size is not None else False
@@ -534,24 +535,24 @@ def _handover_fragments(tracks: Mapping[int, SkeletonSequence]) -> set[int]:
     above his shoulder (hip 140 px too high) before the right one; joined into his track, that
     jump read as a fall (window fall probability 0.74).
     """
+    seen = {i: np.flatnonzero(_seen(seq)) for i, seq in tracks.items()}
     out = set()
-    for b, b_seq in tracks.items():
-        b_idx = np.flatnonzero(_seen(b_seq))
+    for b, b_idx in seen.items():
         if len(b_idx) > HANDOVER_FRAMES:
             continue
         last = int(b_idx[-1])
-        box = _landmark_box(b_seq.image[last])
-        for c, c_seq in tracks.items():
-            c_idx = np.flatnonzero(_seen(c_seq))
+        box = _landmark_box(tracks[b].image[last])
+        for c, c_idx in seen.items():
             if c == b or not (b_idx[0] < c_idx[0] <= last < c_idx[-1]):
                 continue
-            if box.iou(_landmark_box(c_seq.image[last])) > 0.1:
+            if box.iou(_landmark_box(tracks[c].image[last])) > 0.1:
                 out.add(b)
                 break
     return out
 
 
 def _landmark_box(image: np.ndarray) -> BoundingBox:
+    """Box of a pose's finite image landmarks (33, >= 2)."""
     xy = image[:, :2]
     return _box_of(xy, np.isfinite(xy).all(axis=1))
 

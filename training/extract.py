@@ -123,8 +123,7 @@ def finish_clip(
     sequences = history.sequences(min_frames=min_track_frames)
     members: dict[int, tuple[int, ...]] = {i: (i,) for i in sequences}
     if stitch:
-        size = (width, height) if width and height else None
-        sequences, members = stitch_tracks(sequences, frame_size=size)
+        sequences, members = stitch_tracks(sequences, frame_size=(width, height))
     ids = tuple(sorted(sequences))
     tracks = [sequences[i] for i in ids]
     primary = select_primary_track(
