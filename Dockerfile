@@ -6,6 +6,7 @@
 #                TensorRT 10 runtime libraries, onnxruntime-gpu, MediaPipe, FastAPI. No torch.
 #   service-cpu  the same service on plain Ubuntu, for hosts without an NVIDIA GPU.
 #   export       torch + TensorRT: `python -m export ...`, builds TensorRT engines for the host's GPU.
+#   bench        the export image + the benchmark harness: `python -m bench` with the GPU rows.
 #
 # onnxruntime-gpu 1.31.x (PyPI) is built with CUDA 13.0 and cuDNN 9 and its TensorRT provider links
 # TensorRT 10 (libnvinfer.so.10), so the GPU base is CUDA 13.0 + cuDNN 9 (host driver >= 580).
@@ -84,6 +85,24 @@ COPY --chown=10001:10001 model_zoo/ /models/
 USER 10001:10001
 ENTRYPOINT ["python", "-m", "export"]
 CMD ["tensorrt", "--models-dir", "/models"]
+
+# The benchmark harness on a GPU host (docs/deployment.md, "Benchmarks"): the export image (torch on
+# CUDA, TensorRT, onnxruntime-gpu, the service) + bench/ and its HTTP / WebSocket clients. Real clips
+# come from a mounted data folder, results go to a mounted one: docker compose --profile bench run --rm bench
+FROM export AS bench
+USER 0
+COPY requirements/constraints.txt requirements/service.txt requirements/train.txt requirements/bench.txt requirements/
+RUN /opt/venv/bin/pip install -r requirements/bench.txt \
+    && /opt/venv/bin/pip check \
+    && rm -rf requirements
+ENV SKELACT_DATA_DIR=/data \
+    SKELACT_BENCH_OUT=/results \
+    MPLCONFIGDIR=/tmp/matplotlib
+COPY --chown=10001:10001 configs/ /app/configs/
+COPY --chown=10001:10001 bench/ /app/bench/
+USER 10001:10001
+ENTRYPOINT ["python", "-m", "bench"]
+CMD []
 
 # The service without a GPU: ONNX Runtime's CPU provider.
 FROM ${BASE_IMAGE} AS service-cpu

@@ -7,9 +7,10 @@
     python -m bench report               # re-render report.md / plots / docs from results.json
 
 Writes ``results.json``, ``report.md``, ``classifier.png``, ``pipeline.png``, ``streaming.png`` and
-``server.log`` to ``--out`` (default bench/results/) and, when writing there, the results section
-of docs/benchmarks.md. The service runs as its own process (``python -m service serve`` on a free
-loopback port); ``--set SKELACT_X=Y`` configures it and the bare pose loop alike.
+``server.log`` to ``--out`` (default ``$SKELACT_BENCH_OUT``, else bench/results/) and, when writing to
+bench/results/, the results section of docs/benchmarks.md. The service runs as its own process
+(``python -m service serve`` on a free loopback port); ``--set SKELACT_X=Y`` configures it and the
+bare pose loop alike.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from typing import Any
 from bench.clips import PIPELINE_CLIP, REPO_ROOT, STREAM_CLIP, resolve_clip, trim_clip
 from bench.machine import cpu_jiffies, machine_info, steal_percent
 
-DEFAULT_OUT = REPO_ROOT / "bench" / "results"
+REPO_OUT = REPO_ROOT / "bench" / "results"
+# The bench image points this at its mounted results folder (docs/deployment.md).
+OUT_ENV = "SKELACT_BENCH_OUT"
 DOCS = REPO_ROOT / "docs" / "benchmarks.md"
 SECTIONS = ("classifier", "pipeline", "stream")
 log = logging.getLogger("bench")
@@ -66,13 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECTION",
         help=f"{', '.join(SECTIONS)}, all (default) or report (re-render only)",
     )
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default bench/results)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(os.environ.get(OUT_ENV) or REPO_OUT),
+        help=f"results folder (default ${OUT_ENV}, else bench/results)",
+    )
     p.add_argument(
         "--docs",
         dest="docs",
         action="store_true",
         default=None,
-        help="update docs/benchmarks.md (default: only when --out is bench/results)",
+        help="update docs/benchmarks.md (default: only when --out is the repository's bench/results)",
     )
     p.add_argument("--no-docs", dest="docs", action="store_false")
     p.add_argument("--no-plots", action="store_true")
@@ -162,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     run = set(SECTIONS) if "all" in wanted else wanted & set(SECTIONS)
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    docs = args.docs if args.docs is not None else out == DEFAULT_OUT.resolve()
+    docs = args.docs if args.docs is not None else out == REPO_OUT.resolve()
     results = _load(out / "results.json")
     if run:
         command = "python -m bench " + " ".join(

@@ -37,9 +37,9 @@ DOCKERFILE = REPO / "Dockerfile"
 HADOLINT_CONFIG = REPO / ".hadolint.yaml"
 NGINX_CONF = REPO / "deploy" / "nginx.conf"
 
-# Requirements files installed into the dev venv (dev.txt pulls in train.txt and service.txt) and
+# Requirements files installed into the dev venv (dev.txt pulls in bench.txt, train.txt and service.txt) and
 # those installed only in the Docker images (pinned, but not installed here).
-VENV_REQUIREMENTS = ("service.txt", "train.txt", "dev.txt")
+VENV_REQUIREMENTS = ("service.txt", "train.txt", "bench.txt", "dev.txt")
 IMAGE_ONLY_REQUIREMENTS = ("tensorrt.txt",)
 
 COMPOSE_FILES = (
@@ -52,6 +52,7 @@ COMPOSE_FILES = (
 COMPOSE_VARIANTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "gpu": (("docker-compose.yml",), ()),
     "gpu+export": (("docker-compose.yml",), ("export",)),
+    "gpu+bench": (("docker-compose.yml",), ("bench",)),
     "cpu": (("docker-compose.yml", "docker-compose.cpu.yml"), ()),
     "scale": (("docker-compose.yml", "docker-compose.scale.yml"), ()),
     "cpu+scale": (("docker-compose.yml", "docker-compose.cpu.yml", "docker-compose.scale.yml"), ()),
@@ -502,6 +503,7 @@ def freeze_constraints() -> str:
     titles = {
         "service.txt": "Service runtime: the service image and everything else (requirements/service.txt)",
         "train.txt": "Training and export: torch, ONNX (requirements/train.txt)",
+        "bench.txt": "Benchmark harness: HTTP / WebSocket clients, process stats (requirements/bench.txt)",
         "dev.txt": "Tests, linters, deployment checks (requirements/dev.txt)",
     }
     for name in VENV_REQUIREMENTS:

@@ -9,7 +9,9 @@
 * the image's base matches the CUDA / TensorRT majors the pinned onnxruntime-gpu was built for;
 * the image's ENTRYPOINT + CMD, run on this host in a copy of the image's file layout (no torch
   importable), starts the service: /health/live answers 200, the HEALTHCHECK agrees with
-  /health/ready, and SIGTERM stops it.
+  /health/ready, and SIGTERM stops it;
+* the bench image's ENTRYPOINT, run the same way on the real clips as Compose mounts them, benchmarks
+  the shipped models (PyTorch from their checkpoints) into the results folder.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import fnmatch
 import http.server
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -298,6 +301,61 @@ def test_export_service(variants: dict[str, dict[str, Any]], dockerfile: Any) ->
     assert export["command"] == ["tensorrt", "--models-dir", "/models"]
     assert {(v["source"], v["target"]) for v in export["volumes"]} == {("models", "/models")}
     assert export["restart"] == "no"
+
+
+def test_bench_service(variants: dict[str, dict[str, Any]], dockerfile: Any) -> None:
+    bench = variants["gpu+bench"]["services"]["bench"]
+    assert bench["profiles"] == ["bench"] and bench["build"]["target"] == "bench"
+    assert _gpu_devices(bench) == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert cd.entrypoint_command(dockerfile, "bench") == ["python", "-m", "bench"]
+    assert bench["restart"] == "no" and bench["user"] == "10001:10001"
+    env = bench["environment"]
+    mounts = {v["target"]: v for v in bench["volumes"]}
+    # the clips: the team's data folder next to the repository, read-only
+    data = mounts[env["SKELACT_DATA_DIR"]]
+    assert data["type"] == "bind" and data["read_only"] is True
+    assert Path(data["source"]) == (REPO.parent / "shared" / "data").resolve()
+    # results, and every cache the run writes, land in the one writable mount
+    results = mounts[env["SKELACT_BENCH_OUT"]]
+    assert results["type"] == "bind" and not results.get("read_only")
+    assert Path(results["source"]) == REPO / "bench" / "results-gpu"
+    assert env["SKELACT_CACHE_DIR"].startswith(env["SKELACT_BENCH_OUT"] + "/")
+    assert "bench/results-gpu/" in (REPO / ".gitignore").read_text()
+    assert variants["gpu+bench"]["services"]["skelact"]["image"] != bench["image"]
+
+
+def test_bench_image_runs_from_its_layout(dockerfile: Any, data_dir: Path, tmp_path: Path) -> None:
+    """The bench image's files are enough: its ENTRYPOINT, in a copy of its layout with the clips
+    where Compose mounts them, benchmarks every shipped model with PyTorch rebuilt from the baked-in
+    checkpoints, writes to $SKELACT_BENCH_OUT and leaves the docs alone (they are not in the image)."""
+    work, image_env = _stage_image_layout(dockerfile, "bench", tmp_path / "rootfs")
+    assert not (work / "docs").exists()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SKELACT_") and k != "PYTHONPATH"}
+    env.update(image_env)
+    env.update({"SKELACT_DATA_DIR": str(data_dir), "HOME": str(tmp_path / "home")})
+    command = cd.entrypoint_command(dockerfile, "bench")
+    exe = shutil.which(command[0], path=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
+    assert exe is not None
+    proc = subprocess.run(
+        [exe, *command[1:], "classifier", "--quick", "--no-plots"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = Path(image_env["SKELACT_BENCH_OUT"])
+    results = json.loads((out / "results.json").read_text())
+    section = results["sections"]["classifier"]
+    assert Path(section["models_dir"]) == Path(image_env["SKELACT_MODELS_DIR"])
+    shipped = sorted(p.parent.name for p in (REPO / "model_zoo").glob("*/manifest.json"))
+    assert sorted(m["folder"] for m in section["models"]) == shipped
+    for model in section["models"]:
+        assert model["torch_weights"] == "checkpoint", model
+        runtimes = {r["runtime"] for r in model["rows"] if r["batch"] == 16}
+        assert runtimes == {"onnxruntime", "pytorch"}, model["rows"]
+    assert (out / "report.md").is_file()
 
 
 def test_cpu_variant(variants: dict[str, dict[str, Any]]) -> None:
