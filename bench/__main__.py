@@ -57,6 +57,21 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
     return out
 
 
+def _writable_or_exit(out: Path) -> None:
+    """Fail before minutes of measuring, not at the end, when the results cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise SystemExit(
+            f"cannot write the results folder {out} ({exc.strerror or exc}) as uid {os.getuid()}: "
+            "pass a writable --out (or SKELACT_BENCH_OUT); in Docker, create the mounted folder and "
+            "run as its owner: mkdir -p bench/results-gpu && SKELACT_BENCH_USER=$(id -u):$(id -g) "
+            "docker compose run --rm bench"
+        ) from exc
+
+
 def build_parser() -> argparse.ArgumentParser:
     cores = os.cpu_count() or 1
     p = argparse.ArgumentParser(
@@ -169,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = set(args.sections) or {"all"}
     run = set(SECTIONS) if "all" in wanted else wanted & set(SECTIONS)
     out: Path = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    _writable_or_exit(out)
     docs = args.docs if args.docs is not None else out == REPO_OUT.resolve()
     results = _load(out / "results.json")
     if run:

@@ -141,3 +141,20 @@ def test_onnx_ab_compares_a_zoo_model_with_its_fresh_export(capsys: pytest.Captu
     diff = float(out.split("largest output difference ")[1].split()[0])
     assert diff < 1e-3  # the zoo's model.onnx is the current export of its checkpoint
     assert "B/A" in out and out.count("rounds (ms):") == 2
+
+
+def test_bench_stops_at_once_when_results_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unwritable results folder (a Docker mount owned by someone else) fails at the start,
+    saying how to fix it; SKELACT_BENCH_OUT is the default --out (the bench image sets it)."""
+    from bench.__main__ import main
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("SKELACT_BENCH_OUT", str(blocker / "results"))
+    with pytest.raises(SystemExit) as exc:
+        main(["classifier", "--quick", "--no-plots"])
+    assert isinstance(exc.value.__cause__, OSError)
+    message = str(exc.value)
+    assert str(blocker / "results") in message and "SKELACT_BENCH_USER=$(id -u):$(id -g)" in message
