@@ -28,8 +28,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.clips import PIPELINE_CLIP, REPO_ROOT, STREAM_CLIP, resolve_clip, trim_clip
+from bench.clips import PIPELINE_CLIP, STREAM_CLIP, resolve_clip, trim_clip
 from bench.machine import cpu_jiffies, machine_info, steal_percent
+from skeleton.paths import REPO_ROOT
 
 REPO_OUT = REPO_ROOT / "bench" / "results"
 # The bench image points this at its mounted results folder (docs/deployment.md).

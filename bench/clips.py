@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from skeleton.paths import data_root
+
 # A short clip with one actor (picking up an object, ~7 s at 18 fps, 640x480) for POST /recognize,
 # and a long one (walking, ~45 s) so that 10 s at 30 fps never repeats a frame.
 PIPELINE_CLIP = "upfall/Activity9/Trial1Cam1.mp4"
 STREAM_CLIP = "upfall/Activity6/Trial1Cam1.mp4"
-
-
-def data_root() -> Path:
-    """``SKELACT_DATA_DIR``, default ``<repo>/../shared/data`` (the team-wide convention)."""
-    return Path(os.environ.get("SKELACT_DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()
 
 
 def resolve_clip(name: str | Path) -> Path:

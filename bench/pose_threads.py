@@ -14,11 +14,10 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from pathlib import Path
 
-CLIP = Path(os.environ.get("SKELACT_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")) / (
-    "upfall/Activity6/Trial1Cam1.mp4"
-)
+from skeleton.paths import data_root
+
+CLIP = data_root() / "upfall/Activity6/Trial1Cam1.mp4"
 
 
 def one_stream(frames: int, start_at: float = 0.0) -> tuple[float, float]:

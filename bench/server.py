@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import psutil
 
-from bench.clips import REPO_ROOT
+from skeleton.paths import REPO_ROOT
 
 MetricKey = tuple[str, tuple[tuple[str, str], ...]]
 

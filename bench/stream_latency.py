@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from service.evaluate import data_root
+from skeleton.paths import data_root
 
 
 def stream(url: str, jpegs: list[bytes], fps: float, out: list[dict[str, object]], model: str | None) -> None:

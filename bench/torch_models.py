@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.clips import REPO_ROOT
 from skeleton.manifest import ModelManifest
+from skeleton.paths import REPO_ROOT
 
 log = logging.getLogger(__name__)
 

@@ -9,16 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _data_root() -> Path:
-    return Path(os.environ.get("SKELACT_DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()
+from skeleton.paths import REPO_ROOT, data_root
 
 
 def _cv_metrics(paths: list[Path]) -> dict[str, Any]:
@@ -55,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = _cv_metrics(args.cv_metrics) if args.cv_metrics else None
         plots = {p.parent.name: p.parent for p in args.cv_metrics}
         try:
-            manifest = export_checkpoint(args.checkpoint, args.out, args.data_dir or _data_root(), REPO_ROOT,
+            manifest = export_checkpoint(args.checkpoint, args.out, args.data_dir or data_root(), REPO_ROOT,
                                          fp16=args.fp16, name=args.name, extra_metrics=extra,
                                          extra_plots=plots)
         except ExportError as exc:

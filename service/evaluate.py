@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from service.settings import REPO_ROOT, Settings
+from service.settings import Settings
 from skeleton.clip import window_ends
 from skeleton.manifest import ModelManifest, load_manifest
+from skeleton.paths import REPO_ROOT, data_root
 
 if TYPE_CHECKING:
     from training.skeleton_cache import ClipSkeletons
@@ -66,12 +67,6 @@ class ClipOutcomeRow:
     max_prob_diff: float | None = None
     online_tracks: int | None = None  # online tracks (stream view)
     online_fall_peak: float | None = None  # highest window fall probability over those tracks
-
-
-def data_root() -> Path:
-    import os
-
-    return Path(os.environ.get("SKELACT_DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()
 
 
 def activity_labels(manifest: ModelManifest) -> dict[int, str]:

@@ -14,8 +14,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.pose_graph import Association
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from skeleton.paths import REPO_ROOT
 
 ProviderName = Literal["tensorrt", "cuda", "cpu"]
 

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from skeleton.paths import REPO_ROOT, data_root
 
-
-def data_root() -> Path:
-    return Path(os.environ.get("SKELACT_DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()
+__all__ = ["REPO_ROOT", "data_root", "gpu_available", "require_data"]
 
 
 def require_data(*relative: str) -> Path:

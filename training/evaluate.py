@@ -18,10 +18,11 @@ from typing import Any
 
 import torch
 
+from skeleton.paths import REPO_ROOT, data_root
 from training.checkpoint import load_checkpoint
 from training.datasets import build_dataset
 from training.plots import plot_run
-from training.train import REPO_ROOT, default_data_root, predict
+from training.train import predict
 
 
 def reevaluate(run: Path, data_root: Path, fall_threshold: float | None = None,
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fall-threshold", type=float, default=None)
     ap.add_argument("--min-fall-windows", type=int, default=None)
     args = ap.parse_args(argv)
-    m = reevaluate(args.run, args.data_dir or default_data_root(), args.fall_threshold, args.min_fall_windows)
+    m = reevaluate(args.run, args.data_dir or data_root(), args.fall_threshold, args.min_fall_windows)
     keys = ("clip_top1", "window_top1", "fall", "top1")
     print(json.dumps({k: m[k] for k in keys if k in m}))
     return 0

@@ -29,16 +29,12 @@ import yaml
 from torch import nn
 
 from models import build_model, count_flops, count_params
+from skeleton.paths import REPO_ROOT, data_root
 from training.config import TrainConfig, load_config
 from training.datasets import ActionDataset, build_dataset
 from training.plots import plot_run
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = "checkpoint.pt"
-
-
-def default_data_root() -> Path:
-    return Path(os.environ.get("SKELACT_DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()
 
 
 def seed_everything(seed: int, threads: int) -> None:
@@ -190,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             fh.write(msg + "\n")
             fh.flush()
 
-        metrics = train(cfg, out, args.data_dir or default_data_root(), log)
+        metrics = train(cfg, out, args.data_dir or data_root(), log)
     summary = {k: metrics[k] for k in ("top1", "clip_top1", "window_top1", "fall", "params", "flops",
                                        "train_seconds") if k in metrics}
     print(json.dumps(summary))
