@@ -86,9 +86,9 @@ USER 10001:10001
 ENTRYPOINT ["python", "-m", "export"]
 CMD ["tensorrt", "--models-dir", "/models"]
 
-# The benchmark harness on a GPU host (docs/deployment.md, "Benchmarks"): the export image (torch on
+# The benchmark harness on a GPU host (docs/deployment.md, section 9): the export image (torch on
 # CUDA, TensorRT, onnxruntime-gpu, the service) + bench/ and its HTTP / WebSocket clients. Real clips
-# come from a mounted data folder, results go to a mounted one: docker compose --profile bench run --rm bench
+# come from a mounted data folder, results go to a mounted one: docker compose run --rm bench
 FROM export AS bench
 USER 0
 COPY requirements/constraints.txt requirements/service.txt requirements/train.txt requirements/bench.txt requirements/
