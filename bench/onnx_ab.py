@@ -6,20 +6,23 @@
 With a model folder, the folder's ``model.onnx`` is compared with its ``checkpoint.pt`` exported
 now by ``export.fuse.fuse_for_inference`` (what ``python -m export onnx`` would write): the way
 to check an export rewrite before re-exporting the zoo. Rounds alternate (A B, B A, ...) and last
-``--round-s`` each, so a change in the host's load hits both; the median of the round medians is
-reported with every round, and the outputs of A and B are compared.
+``--round-s`` each (timed as the classifier section times, ``bench.classifier.time_interleaved``),
+so a change in the host's load hits both; the median of the round medians is reported with every
+round, and the outputs of A and B are compared.
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench.classifier import time_interleaved
 
 
 def _session(path: Path, threads: int) -> Any:
@@ -56,13 +59,9 @@ def compare(a: Path, b: Path, threads: int, batch: int, rounds: int, round_s: fl
     outs = {k: s.run(None, {inp.name: x})[0] for k, s in sessions.items()}
     rounds_ms: dict[str, list[float]] = {"A": [], "B": []}
     for r in range(rounds):
-        for key in ("A", "B") if r % 2 == 0 else ("B", "A"):
-            times: list[float] = []
-            end = time.perf_counter() + round_s
-            while time.perf_counter() < end or len(times) < 3:
-                t0 = time.perf_counter()
-                sessions[key].run(None, {inp.name: x})
-                times.append(time.perf_counter() - t0)
+        order = ("A", "B") if r % 2 == 0 else ("B", "A")
+        calls = [partial(sessions[key].run, None, {inp.name: x}) for key in order]
+        for key, times in zip(order, time_interleaved(calls, round_s, 3, rounds=1), strict=True):
             rounds_ms[key].append(1e3 * float(np.median(times)))
     med = {k: float(np.median(v)) for k, v in rounds_ms.items()}
     return {

@@ -15,9 +15,10 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
+from bench.clips import STREAM_CLIP
 from skeleton.paths import data_root
 
-CLIP = data_root() / "upfall/Activity6/Trial1Cam1.mp4"
+CLIP = data_root() / STREAM_CLIP
 
 
 def one_stream(frames: int, start_at: float = 0.0) -> tuple[float, float]:

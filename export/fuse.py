@@ -24,6 +24,7 @@ import copy
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from models.blocks import MSTCN, UnitGCN
 
@@ -64,16 +65,6 @@ class AggregateFirstGCN(nn.Module):
         return self.act(y)
 
 
-def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
-    """Weight and bias of ``bn(conv(x))`` as one convolution (eval-mode statistics)."""
-    mean, var = bn.running_mean, bn.running_var
-    assert mean is not None and var is not None, "BatchNorm tracks running statistics"
-    with torch.no_grad():
-        scale = bn.weight / torch.sqrt(var + bn.eps)
-        bias = conv.bias if conv.bias is not None else torch.zeros_like(mean)
-        return conv.weight * scale[:, None, None, None], (bias - mean) * scale + bn.bias
-
-
 class SharedEntryMSTCN(nn.Module):
     """``MSTCN`` in eval mode with the 1x1 convolutions that open its branches run as one.
 
@@ -87,15 +78,24 @@ class SharedEntryMSTCN(nn.Module):
         if tcn.training:
             raise ValueError("fuse an eval-mode model: BatchNorm uses its running statistics")
         opened = [b for b in tcn.branches if isinstance(b, nn.Sequential) and len(b) == 4]
-        rest = [b for b in tcn.branches if not (isinstance(b, nn.Sequential) and len(b) == 4)]
+        rest = [b for b in tcn.branches if b not in opened]
         if [*opened, *rest] != list(tcn.branches):
             raise ValueError("expected the opened branches first (models.blocks.MSTCN)")
         folded = []
         for conv, bn, *_ in opened:
-            pointwise = isinstance(conv, nn.Conv2d) and conv.kernel_size == conv.stride == (1, 1)
-            if not (pointwise and isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
+            if not (
+                isinstance(conv, nn.Conv2d)
+                and conv.kernel_size == conv.stride == (1, 1)
+                and isinstance(bn, nn.BatchNorm2d)
+                and bn.running_mean is not None
+                and bn.running_var is not None
+            ):
                 raise ValueError(f"a branch opens with {conv} and {bn}, not a 1x1 conv and a BatchNorm")
-            folded.append(_fold_bn(conv, bn))
+            folded.append(
+                fuse_conv_bn_weights(
+                    conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
+                )
+            )
         weight = torch.cat([w for w, _ in folded])
         self.entry = nn.Conv2d(weight.shape[1], weight.shape[0], 1)
         with torch.no_grad():
