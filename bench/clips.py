@@ -77,8 +77,11 @@ def trim_clip(src: Path, dst: Path, seconds: float) -> Path:
     return dst
 
 
-def jpeg_frames(src: Path, count: int, quality: int = 80, start: int = 0) -> list[bytes]:
-    """``count`` JPEG-encoded frames of ``src`` from frame ``start`` (wrapping around at the end).
+def jpeg_frames(
+    src: Path, count: int, quality: int = 80, start: int = 0, max_side: int | None = None
+) -> list[bytes]:
+    """``count`` JPEG-encoded frames of ``src`` from frame ``start`` (wrapping around at the end),
+    shrunk to ``max_side`` pixels when given.
 
     Encoded once, before any timing starts, as a webcam client would send them.
     """
@@ -94,6 +97,10 @@ def jpeg_frames(src: Path, count: int, quality: int = 80, start: int = 0) -> lis
                     raise ValueError(f"{src}: no decodable frames")
                 frames.extend(all_frames[: count - len(frames)])  # wrap around
                 continue
+            scale = max_side / max(bgr.shape[:2]) if max_side else 1.0
+            if scale < 1:
+                size = (round(bgr.shape[1] * scale), round(bgr.shape[0] * scale))
+                bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
             ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
             if not ok:
                 raise ValueError(f"{src}: frame {index} could not be JPEG-encoded")
