@@ -28,8 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GOING_AWAY = 1001  # RFC 6455: the server is going down
-_M_ARENA_MAX = -8  # glibc mallopt parameters
-_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8  # glibc mallopt parameter
 
 
 class Stoppable(Protocol):
@@ -99,28 +98,21 @@ class GracefulServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def tune_malloc(arenas: int = 2, mmap_threshold: int = 16 << 20) -> bool:
-    """Cap glibc's malloc arenas and fix its mmap threshold (as ``MALLOC_ARENA_MAX`` and
-    ``MALLOC_MMAP_THRESHOLD_`` would), each unless the environment sets it. True if either was set.
+def tune_malloc(arenas: int = 1) -> bool:
+    """Give every thread glibc's main malloc arena (as ``MALLOC_ARENA_MAX=1`` would), unless the
+    environment sets ``MALLOC_ARENA_MAX``. Call it before threads start; a no-op without glibc.
 
-    Arenas: pose, I/O and ONNX Runtime threads each get one by default (8 per core); freed frames
-    and estimator buffers then stay spread over them and resident memory wanders by hundreds of MB
-    (measured: 800-1050 MB over a 600-stream soak, 550-570 MB with two arenas).
-    Threshold: by default every freed mmap'ed block raises it (up to 32 MB, and the automatic trim
-    threshold to twice that), so MediaPipe graph buffers built later come from the heap and stay
-    there; the idle server then swung by 50-75 MB from one reading to the next (528-591 MB over
-    600 streams). Fixed at 16 MB: 441-454 MB, and pose per frame unchanged (36.2 vs 36.5 ms).
-    Call it before threads start; a no-op without glibc.
+    Pose, I/O and ONNX Runtime threads each get an arena by default (8 per core); freed frames
+    and estimator buffers then stay spread over them and resident memory wandered between 800 and
+    1050 MB over a 600-stream soak. ``malloc_trim`` also cannot shrink the top of a thread's arena,
+    so even with two arenas the idle server kept a different amount of freed memory at every
+    reading (up to ~60 MB). With one, what `release_memory` frees is gone: the idle server varies
+    by under 10 MB, and decode + pose on two threads is as fast (docs/security.md, "Memory").
     """
     libc = _libc()
-    if libc is None:
+    if "MALLOC_ARENA_MAX" in os.environ or libc is None:
         return False
-    changed = False
-    if "MALLOC_ARENA_MAX" not in os.environ:
-        changed |= bool(libc.mallopt(_M_ARENA_MAX, arenas))
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        changed |= bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold))
-    return changed
+    return bool(libc.mallopt(_M_ARENA_MAX, arenas))
 
 
 def release_memory() -> bool:

@@ -1,5 +1,5 @@
-"""service.lifecycle: the server process's malloc settings (the live soak in
-tests/test_reliability_live.py checks what they are for: flat idle memory)."""
+"""service.lifecycle: the server process's malloc set-up (the live soak in
+tests/test_reliability_live.py checks what it is for: flat idle memory)."""
 
 from __future__ import annotations
 
@@ -11,47 +11,55 @@ import pytest
 
 from skeleton.paths import REPO_ROOT
 
-# In a fresh process: free a 20 MB block (glibc then raises its mmap threshold to 20 MB unless it
-# is fixed), then count the mmap'ed blocks a 17 MB allocation adds: 1 above a fixed 16 MB
-# threshold, 0 when the heap serves it.
+# In a fresh process: four threads each allocate (a thread's first allocation picks its arena)
+# and hold their block while glibc's malloc_stats prints one "Arena N:" section per arena.
 _PROBE = """
-import ctypes, sys
+import ctypes, sys, threading
 from service.lifecycle import tune_malloc
 
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-        "fordblks", "keepcost")]
-
 libc = ctypes.CDLL("libc.so.6")
-libc.mallinfo2.restype = MallInfo2
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
 tuned = tune_malloc() if sys.argv[1] == "tune" else None
-libc.free(libc.malloc(20 << 20))
-before = libc.mallinfo2().hblks
-block = libc.malloc(17 << 20)
-print(tuned, libc.mallinfo2().hblks - before)
-libc.free(block)
+held = threading.Barrier(5)
+
+def worker():
+    block = libc.malloc(1024)
+    held.wait()
+    held.wait()
+    libc.free(block)
+
+threads = [threading.Thread(target=worker) for _ in range(4)]
+for t in threads:
+    t.start()
+held.wait()
+libc.malloc_stats()
+held.wait()
+for t in threads:
+    t.join()
+print(tuned)
 """
 
 
-def _probe(mode: str, **env: str) -> str:
+def _arenas(mode: str, **env: str) -> tuple[str, int]:
+    """(what tune_malloc returned, arenas in use with four threads allocating)."""
     out = subprocess.run(
         [sys.executable, "-c", _PROBE, mode],
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **env},
+        env={
+            **{k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"},
+            "PYTHONPATH": str(REPO_ROOT),
+            **env,
+        },
         capture_output=True,
         text=True,
         check=True,
     )
-    return out.stdout.strip()
+    return out.stdout.strip(), sum(line.startswith("Arena ") for line in out.stderr.splitlines())
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning")
-def test_tune_malloc_fixes_the_mmap_threshold_unless_the_environment_sets_it() -> None:
-    assert _probe("plain") == "None 0"  # glibc's default: the freed block moved the threshold
-    assert _probe("tune") == "True 1"
-    env = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20)}
-    assert _probe("tune", **env) == "True 0"  # the environment's threshold wins; arenas still capped
-    env["MALLOC_ARENA_MAX"] = "4"
-    assert _probe("tune", **env) == "False 0"  # both set by the environment: nothing to do
+def test_tune_malloc_gives_every_thread_the_main_arena_unless_the_environment_says() -> None:
+    plain = _arenas("plain")
+    assert plain[0] == "None" and plain[1] >= 3, plain  # glibc's default: an arena per thread
+    assert _arenas("tune") == ("True", 1)
+    assert _arenas("tune", MALLOC_ARENA_MAX="2") == ("False", 2)  # the environment wins

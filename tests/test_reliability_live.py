@@ -38,12 +38,12 @@ LABELS = ["stand", "walk", "fall", "sit"]
 SOAK_CYCLES = 160
 WARMUP_CYCLES = 40  # of the SOAK_CYCLES; memory growth is measured over the rest
 MAX_RSS_GROWTH_MB = 30.0
-# An idle reading of the server varies by 5-16 MB (443-454 MB over 600 streams; 446-462 MB beside a
-# training test; 2026-11-30) now that the server fixes malloc's mmap threshold and trims after
-# building spares (docs/security.md, "Memory"); before, one reading swung by up to 75 MB from the
-# next and this test failed in CI at +64 MB (545 -> 599 -> 620 -> 610). A leak raises every later
-# reading, so growth is the lower of the last two readings (80 and 120 cycles after the baseline)
-# minus the baseline.
+# Idle readings of the server stay within ~10 MB of each other (452-463 MB over 600 streams;
+# 453-464 MB beside a training test; 2026-11-30) now that it gives every thread the main malloc
+# arena and trims after rebuilding spares (docs/security.md, "Memory"). Before, one reading swung
+# by up to 75 MB from the next and this test failed in CI at +64 MB (545 -> 599 -> 620 -> 610).
+# A leak raises every later reading, so growth is the lower of the last two readings (80 and 120
+# cycles after the baseline) minus the baseline.
 IDLE_TIMEOUT_S = 3.0
 
 
