@@ -73,11 +73,11 @@ def idle_rss_mb(server: ServerHandle, timeout_s: float = 60.0) -> float:
     return server.rss_bytes() / 2**20
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.idle_memory", description=__doc__.split("\n")[0])
     p.add_argument("--cycles", type=int, default=600, help="connect/stream/disconnect cycles in all")
     p.add_argument("--every", type=int, default=40, help="cycles between readings")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     frames = jpeg_frames(resolve_clip(STREAM_CLIP), 20, start=30, max_side=320)
     env = {"SKELACT_PROVIDERS": "cpu", "SKELACT_POSE_WORKERS": "2"}
     with launch_server(env) as server:
@@ -93,7 +93,8 @@ def main() -> None:
         f"after the first {args.every} cycles: {min(after_warmup):.1f}-{max(after_warmup):.1f} MB "
         f"(range {max(after_warmup) - min(after_warmup):.1f} MB)"
     )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

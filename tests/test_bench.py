@@ -143,6 +143,21 @@ def test_onnx_ab_compares_a_zoo_model_with_its_fresh_export(capsys: pytest.Captu
     assert "B/A" in out and out.count("rounds (ms):") == 2
 
 
+def test_idle_memory_reads_the_idle_server_between_stream_cycles(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m bench.idle_memory`: the real server on the shipped models, real frames, a reading
+    of its idle memory before the cycles and after every ``--every`` of them."""
+    from bench.clips import STREAM_CLIP
+    from bench.idle_memory import main
+
+    require_data(STREAM_CLIP)
+    assert main(["--cycles", "4", "--every", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    readings = [line.split() for line in lines if line.startswith("cycles")]
+    assert [int(r[1]) for r in readings] == [0, 2, 4]
+    assert all(100 < float(r[4]) < 8000 for r in readings), readings  # MB: a server with its models
+    assert lines[-1].startswith("after the first 2 cycles: ")
+
+
 def test_bench_stops_at_once_when_results_cannot_be_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
