@@ -6,7 +6,7 @@ Starts ``python -m service serve`` (shipped models, CPU, two pose workers). Two 
 connect, stream one real 320-px JPEG frame and disconnect, every other time without waiting for
 the reply. After every ``every`` cycles, once the server is idle (no streams or tracks, its spare
 estimators rebuilt), prints its resident memory. A leak shows as a climb; malloc's noise as
-swings. The environment passes through to the server (e.g. ``MALLOC_MMAP_THRESHOLD_``).
+swings. The environment passes through to the server (e.g. ``MALLOC_ARENA_MAX=2`` to compare).
 """
 
 from __future__ import annotations

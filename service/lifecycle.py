@@ -106,8 +106,8 @@ def tune_malloc(arenas: int = 1) -> bool:
     and estimator buffers then stay spread over them and resident memory wandered between 800 and
     1050 MB over a 600-stream soak. ``malloc_trim`` also cannot shrink the top of a thread's arena,
     so even with two arenas the idle server kept a different amount of freed memory at every
-    reading (up to ~60 MB). With one, what `release_memory` frees is gone: the idle server varies
-    by under 10 MB, and decode + pose on two threads is as fast (docs/security.md, "Memory").
+    reading (up to ~60 MB). With one, what `release_memory` frees is gone: idle readings stay
+    within 10-15 MB of each other, and decode + pose is as fast (docs/security.md, "Memory").
     """
     libc = _libc()
     if "MALLOC_ARENA_MAX" in os.environ or libc is None:
