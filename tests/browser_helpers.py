@@ -18,7 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from skeleton.paths import REPO_ROOT
+
 CHROMIUM = Path("/usr/bin/chromium")
 
 

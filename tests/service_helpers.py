@@ -11,9 +11,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from bench.clips import jpeg_frames as bench_jpeg_frames
 from skeleton.manifest import sha256_file
+from skeleton.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 # The shipped models; SKELACT_MODELS_DIR points the tests at another zoo, as it does the service.
 MODEL_ZOO = Path(os.environ.get("SKELACT_MODELS_DIR") or REPO_ROOT / "model_zoo")
 
@@ -99,24 +100,8 @@ def jpeg_frames(src: Path, frames: int, start: int = 0, max_side: int = 640) -> 
     """JPEG-encoded frames of a real clip (as a webcam client would send them) and the clip's fps."""
     cap = cv2.VideoCapture(str(src))
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    out: list[bytes] = []
-    i = 0
-    while len(out) < frames:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        if i >= start:
-            scale = max_side / max(bgr.shape[:2])
-            if scale < 1:
-                bgr = cv2.resize(
-                    bgr,
-                    (round(bgr.shape[1] * scale), round(bgr.shape[0] * scale)),
-                    interpolation=cv2.INTER_AREA,
-                )
-            out.append(cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes())
-        i += 1
     cap.release()
-    return out, fps
+    return bench_jpeg_frames(src, frames, quality=85, start=start, max_side=max_side), fps
 
 
 def wait_ready(client: Any, timeout: float = 120.0) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from skeleton.paths import REPO_ROOT as REPO
 
 
 def _load(name: str, path: Path) -> ModuleType:
