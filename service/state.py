@@ -213,14 +213,12 @@ class ServiceState:
         async def refill() -> None:
             loop = asyncio.get_running_loop()
             try:
-                built = 0
                 while (threads := missing()) is not None:
                     stage = await loop.run_in_executor(self.io_pool, self.new_pose_stage, threads)
                     self._spare_stages.setdefault(threads, []).append(stage)
-                    built += 1
                     self._count_missing_spares()
-                if built:  # a graph build frees its scratch memory: hand those pages back too
-                    await loop.run_in_executor(self.io_pool, release_memory)
+                # a graph build frees its scratch memory: hand those pages back too
+                await loop.run_in_executor(self.io_pool, release_memory)
             except Exception:  # the next take builds its own stage and reports the error
                 log.exception("building a spare pose estimator failed")
 
