@@ -189,8 +189,8 @@ def test_schema_refuses(sets: dict[str, str], field: str) -> None:
             ["terminationGracePeriodSeconds (30)", "drain.preStopSleepSeconds", "config.shutdown_timeout_s"],
         ),
         (
-            {"autoscaling.enabled": "true", "autoscaling.streamsPerPod": "16"},
-            ["autoscaling.streamsPerPod (16)", "config.max_streams (16)"],
+            {"autoscaling.enabled": "true", "autoscaling.streamsPerPod": "8", "config.max_streams": "8"},
+            ["autoscaling.streamsPerPod (8)", "config.max_streams (8)"],
         ),
         ({"autoscaling.enabled": "true", "keda.enabled": "true"}, ["autoscaling.enabled", "keda.enabled"]),
         (
