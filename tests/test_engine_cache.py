@@ -284,3 +284,30 @@ def test_failed_or_fallen_back_session_records_nothing(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         load_or_build(folder, broken, lambda _: True)
     assert list(folder.iterdir()) == []
+
+
+@pytest.mark.gpu
+def test_replicas_build_a_real_engine_once(tmp_path: Path) -> None:
+    """On a GPU: two service processes start at once on one cache root; TensorRT builds once, both
+    run on it, and a third process loads it without recording anything new."""
+    code = ("import logging, sys; logging.basicConfig(level=logging.INFO); from pathlib import Path; "
+            "from service.classifier import OnnxClassifier; from skeleton.manifest import load_manifest; "
+            "d = Path(sys.argv[1]); c = OnnxClassifier(d, load_manifest(d), ['tensorrt', 'cuda', 'cpu'], "
+            "trt_cache_dir=Path(sys.argv[2])); print(c.provider, c.engine_dir)")
+    cache = tmp_path / "engines"
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-c", code, str(SHIPPED[0]), str(cache)], cwd=REPO_ROOT,
+                                text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+
+    outs = [p.communicate(timeout=600) for p in [start(), start()]]
+    assert all(out.split()[0] == "tensorrt" for out, _ in outs), outs
+    assert sum("waiting for" in err for _, err in outs) == 1  # the other one built meanwhile
+    assert not any("removed" in err for _, err in outs)
+    folder = Path(outs[0][0].split()[1])
+    engines = {n: (folder / n).stat().st_mtime_ns for n in complete_files(folder) if n.endswith(".engine")}
+    assert engines
+    out, err = start().communicate(timeout=600)  # a restart loads the engine, builds nothing
+    assert out.split()[0] == "tensorrt" and "removed" not in err
+    assert {n: (folder / n).stat().st_mtime_ns for n in engines} == engines
