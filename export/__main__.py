@@ -1,7 +1,8 @@
 """Export CLI.
 
     python -m export onnx --checkpoint runs/<name>/checkpoint.pt --out model_zoo/<name> [--fp16]
-    python -m export tensorrt --models-dir model_zoo [--workspace-gb N] [--no-fp16]
+    python -m export tensorrt --models-dir model_zoo [--workspace-gb N] [--no-fp16] [--max-batch N]
+                              [--trt-cache-dir DIR] [--dry-run]
 """
 
 from __future__ import annotations
@@ -41,7 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("tensorrt", help="build TensorRT engines for every model (needs an NVIDIA GPU)")
     t.add_argument("--models-dir", type=Path, default=REPO_ROOT / "model_zoo")
     t.add_argument("--workspace-gb", type=float, default=2.0)
-    t.add_argument("--no-fp16", action="store_true", help="fp32 engines (the service default is fp16)")
+    t.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None,
+                   help="FP16 engines (default: the service's SKELACT_TRT_FP16, true)")
+    t.add_argument("--max-batch", type=int,
+                   help="largest batch of the profile (default: SKELACT_BATCH_MAX_SIZE, 64)")
+    t.add_argument("--trt-cache-dir", type=Path,
+                   help="engine cache root (default: SKELACT_TRT_CACHE_DIR, else <model>/trt_cache)")
+    t.add_argument("--dry-run", action="store_true",
+                   help="print each model's engine folder and its complete files; build nothing")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.cmd == "onnx":
@@ -59,10 +67,23 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"name": manifest.name, "out": str(args.out), "onnx": manifest.onnx.model_dump(),
                           "parity": manifest.metrics.get("onnx_parity")}, indent=1))
         return 0
-    from export.tensorrt import TensorRTUnavailable, build_all
+    import dataclasses
 
+    from export.tensorrt import EngineSettings, TensorRTUnavailable, build_all, engine_plan
+
+    service = EngineSettings.of_service()
+    settings = dataclasses.replace(
+        service,
+        fp16=service.fp16 if args.fp16 is None else args.fp16,
+        max_batch=args.max_batch or service.max_batch,
+        cache_dir=args.trt_cache_dir or service.cache_dir,
+    )
+    if args.dry_run:
+        for entry in engine_plan(args.models_dir, settings):
+            print(json.dumps(entry))
+        return 0
     try:
-        reports = build_all(args.models_dir, args.workspace_gb, fp16=not args.no_fp16)
+        reports = build_all(args.models_dir, settings, args.workspace_gb)
     except TensorRTUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -41,9 +41,12 @@ class Settings(BaseSettings):
         description="ONNX Runtime providers to try, in order; unavailable ones are skipped",
     )
     trt_cache_dir: Path | None = Field(
-        default=None, description="TensorRT engine cache (default: <model dir>/trt_cache)"
+        default=None,
+        description="root of the TensorRT engine cache, one folder per model, ONNX digest, precision, "
+        "batch profile and TensorRT/ORT version; safe to share between replicas "
+        "(default: <model dir>/trt_cache)",
     )
-    trt_fp16: bool = True
+    trt_fp16: bool = Field(default=True, description="let TensorRT use FP16 kernels (its own engine folder)")
     ort_threads: int = Field(default=1, ge=0, description="intra-op threads per CPU session (0: all)")
     batch_max_size: int = Field(default=64, ge=1, description="windows per classifier call")
     batch_deadline_ms: float = Field(default=5.0, ge=0, description="wait this long to fill a batch")

@@ -173,12 +173,23 @@ def test_tensorrt_without_gpu_fails_clearly(tmp_path: Path) -> None:
 
 @pytest.mark.gpu
 def test_tensorrt_engines_build(tmp_path: Path) -> None:
-    from export.tensorrt import build_all
+    """The export builds each engine where the service then loads it, without building again."""
+    from export.tensorrt import EngineSettings, build_all, engine_plan
+    from service.classifier import OnnxClassifier
+    from service.engine_cache import complete_files
 
     zoo = tmp_path / "zoo"
-    shutil.copytree(ZOO, zoo)
-    reports = build_all(zoo, workspace_gb=1.0)
+    shutil.copytree(ZOO, zoo, ignore=shutil.ignore_patterns("trt_cache"))
+    settings = EngineSettings(fp16=True, max_batch=64, cache_dir=None)
+    reports = build_all(zoo, settings, workspace_gb=1.0)
     assert len(reports) == len(SHIPPED)
+    plan = {e["model"]: e for e in engine_plan(zoo, settings)}
     for r in reports:
         assert r.engine_files and r.max_abs_error_vs_cpu < 5e-2
+        assert plan[r.model]["engine_dir"] == r.engine_dir
+        assert set(r.engine_files) <= set(plan[r.model]["complete"])
+        recorded = complete_files(Path(r.engine_dir))
+        served = OnnxClassifier(zoo / r.model, load_manifest(zoo / r.model), ["tensorrt", "cuda", "cpu"])
+        assert served.provider == "tensorrt" and str(served.engine_dir) == r.engine_dir
+        assert complete_files(Path(r.engine_dir)) == recorded  # loaded, not rebuilt
     json.dumps([r.__dict__ for r in reports])
