@@ -50,7 +50,7 @@ class ClipSkeletons:
     estimator: dict[str, Any] = field(default_factory=dict)
     tracker: dict[str, Any] = field(default_factory=dict)
     stride: int = 1
-    # track id -> ids of the online tracks joined into it by `service.tracking.stitch_tracks`
+    # track id -> ids of the online tracks joined into it by `perception.tracking.clip_tracks.stitch_tracks`
     track_members: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -4,7 +4,7 @@ Each worker process (spawned: forking a process that already runs MediaPipe thre
 its heap) hosts the estimators of the streams and clips assigned to it; a stream stays on one
 worker because its estimator is stateful (VIDEO-mode tracking). Requests to one worker are
 serialised by a lock; frames travel as pickled arrays (about 1 ms for 640x480), landmarks come
-back as ``PersonPose`` objects. Select with ``SKELACT_POSE_EXECUTOR=process``.
+back as ``PersonPose`` objects. The service selects them with ``SKELACT_POSE_EXECUTOR=process``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from perception.pose.estimator import PoseSpec
 from skeleton.types import PersonPose
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,6 @@ log = logging.getLogger(__name__)
 
 def _worker_main(conn: Connection) -> None:
     """Serve open/estimate/close requests until told to exit (runs in the child process)."""
-    from service.pose import create_pose_estimator
-
     estimators: dict[int, Any] = {}
     while True:
         try:
@@ -38,8 +37,8 @@ def _worker_main(conn: Connection) -> None:
         op = msg[0]
         try:
             if op == "open":
-                _, sid, kind, max_people, options = msg
-                estimators[sid] = create_pose_estimator(kind, max_people=max_people, **options)
+                _, sid, spec = msg
+                estimators[sid] = spec.create()
                 conn.send(("ok", estimators[sid].name))
             elif op == "estimate":
                 _, sid, frame, ts = msg
@@ -114,17 +113,17 @@ class PoseWorkerPool:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
-    def open(self, kind: str, max_people: int, options: dict[str, Any]) -> RemoteEstimator:
+    def open(self, spec: PoseSpec) -> RemoteEstimator:
         with self._lock:
             worker = min(self._workers, key=lambda w: w.sessions)
             worker.sessions += 1
             sid = next(self._ids)
         try:
-            name = worker.call("open", sid, kind, max_people, options)
+            name = worker.call("open", sid, spec)
         except Exception:
             worker.sessions -= 1
             raise
-        return RemoteEstimator(worker, sid, str(name), max_people)
+        return RemoteEstimator(worker, sid, str(name), spec.max_people)
 
     def close(self) -> None:
         for w in self._workers:

@@ -12,7 +12,7 @@ landmark pass and is removed only afterwards (docs/benchmarks.md, "Targets that 
 ``MultiplePoseLandmarksDetectorGraph``) as two graphs, and chooses the ROIs in between:
 
 * ``association="mediapipe"`` -- MediaPipe's own rule, bit for bit (float32 IoU, same order):
-  landmarks are bitwise those of ``vision.PoseLandmarker`` (tests/test_pose_graph.py).
+  landmarks are bitwise those of ``vision.PoseLandmarker`` (tests/perception/test_pose_graph.py).
 * ``association="one-to-one"`` -- each tracked person takes at most one detection (the one it
   overlaps most, IoU > ``MATCH_IOU``), so a detection can neither double a tracked person nor
   swallow two neighbours; only unmatched detections are new people.
@@ -30,6 +30,8 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from perception.pose.bundle import DETECTOR_FILE, LANDMARKS_FILE
+
 __all__ = [
     "ASSOCIATIONS",
     "MATCH_IOU",
@@ -46,8 +48,6 @@ Association = Literal["mediapipe", "one-to-one"]
 ASSOCIATIONS: tuple[str, ...] = get_args(Association)
 MATCH_IOU = 0.5  # MediaPipe's default min_tracking_confidence: below it, not the same person
 
-_DETECTOR_FILE = "pose_detector.tflite"
-_LANDMARKS_FILE = "pose_landmarks_detector.tflite"
 _DETECTOR_GRAPH = "mediapipe.tasks.vision.pose_detector.PoseDetectorGraph"
 _LANDMARKS_GRAPH = "mediapipe.tasks.vision.pose_landmarker.MultiplePoseLandmarksDetectorGraph"
 _F32 = np.float32
@@ -213,7 +213,7 @@ class PoseGraph:
         self.association = association
         self.min_tracking_confidence = float(min_tracking_confidence)
         with zipfile.ZipFile(bundle) as z:
-            detector_model, landmarks_model = z.read(_DETECTOR_FILE), z.read(_LANDMARKS_FILE)
+            detector_model, landmarks_model = z.read(DETECTOR_FILE), z.read(LANDMARKS_FILE)
         self._detector = _Runner(
             _graph_config(
                 _DETECTOR_GRAPH,

@@ -5,10 +5,10 @@
   ``read_timeout_s`` (408: slow clients cannot hold a connection), a response must start within
   ``request_timeout_s`` (503), and ``POST /recognize`` admits at most ``max_concurrent_clips +
   max_queued_clips`` requests at once (503 ``busy`` with Retry-After beyond, before the body is read).
-* ``image_size`` / ``check_image``: the dimensions a JPEG, PNG or WebP header declares, read
-  without decoding, so a frame claiming 60000x60000 pixels is refused before OpenCV allocates it.
-* ``StreamGuard``: per-connection checks of WebSocket messages (size, image format and
-  dimensions, message rate: a token bucket of ``max_stream_fps`` with two seconds of burst).
+* ``StreamGuard``: per-connection checks of WebSocket messages (size, image format and the
+  dimensions its header declares (`service.core.image_headers`), message rate: a token bucket of
+  ``max_stream_fps`` with two seconds of burst).
+* ``check_skeleton_sequence``: skeleton clips that would cost more than a long video (413).
 
 Settings are read on every request, so changing them at run time (tests do) takes effect.
 """
@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
-from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import ServiceError
+from service.core.config import Settings
+from service.core.errors import ServiceError, error_body, too_large
+from service.core.image_headers import image_format, image_size
 from service.schemas import SkeletonSequenceIn, WindowInfo
-from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +34,6 @@ log = logging.getLogger(__name__)
 MULTIPART_SLACK = 1 << 16
 # routes whose requests run the heavy pipeline: admitted up to the clip limits
 HEAVY_ROUTES = frozenset({("POST", "/recognize")})
-
-
-def error_body(code: str, message: str, hint: str = "") -> dict[str, Any]:
-    """The service's one error shape (service/errors.py)."""
-    err: dict[str, Any] = {"code": code, "message": message}
-    if hint:
-        err["hint"] = hint
-    return {"error": err}
-
-
-def _mib(n: float) -> str:
-    return f"{n / 2**20:.1f} MiB"
 
 
 class RequestLimitsMiddleware:
@@ -72,18 +59,19 @@ class RequestLimitsMiddleware:
         limit, knob = self.body_limit(headers)
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
-            await _reply(scope, receive, send, 413, _too_large(int(length), limit, knob))
+            await _reply(scope, receive, send, too_large(int(length), limit, knob))
             return
         heavy = (scope.get("method", ""), scope.get("path", "")) in HEAVY_ROUTES
         if heavy:
             cap = s.max_concurrent_clips + s.max_queued_clips
             if self.in_flight >= cap:
-                body = error_body(
+                busy = ServiceError(
+                    503,
                     "busy",
                     f"{self.in_flight} recognition requests are in progress or waiting (limit {cap})",
                     "retry later; SKELACT_MAX_CONCURRENT_CLIPS and SKELACT_MAX_QUEUED_CLIPS set the limit",
                 )
-                await _reply(scope, receive, send, 503, body, {"Retry-After": "5"})
+                await _reply(scope, receive, send, busy, {"Retry-After": "5"})
                 return
             self.in_flight += 1
         try:
@@ -114,7 +102,7 @@ class RequestLimitsMiddleware:
             if msg["type"] == "http.request":
                 received += len(msg.get("body", b""))
                 if received > limit:
-                    raise ServiceError(413, "too_large", *_too_large_text(received, limit, knob))
+                    raise too_large(received, limit, knob)
                 if not msg.get("more_body", False):
                     body_done = True
             else:
@@ -138,130 +126,20 @@ class RequestLimitsMiddleware:
             log.warning(
                 "%s %s: no response after %g s", scope.get("method"), scope["path"], s.request_timeout_s
             )
-            body = error_body(
+            timeout = ServiceError(
+                503,
                 "timeout",
                 f"the request took longer than {s.request_timeout_s:g} s",
                 "send a shorter clip, or raise SKELACT_REQUEST_TIMEOUT_S",
             )
-            await _reply(scope, receive, send, 503, body)
-
-
-def _too_large_text(size: int, limit: int, knob: str) -> tuple[str, str]:
-    return (
-        f"request body is over {_mib(size)}; the limit is {_mib(limit)}",
-        f"send a shorter or more compressed clip, or raise {knob}",
-    )
-
-
-def _too_large(size: int, limit: int, knob: str) -> dict[str, Any]:
-    return error_body("too_large", *_too_large_text(size, limit, knob))
+            await _reply(scope, receive, send, timeout)
 
 
 async def _reply(
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-    status: int,
-    body: dict[str, Any],
-    headers: dict[str, str] | None = None,
+    scope: Scope, receive: Receive, send: Send, error: ServiceError, headers: dict[str, str] | None = None
 ) -> None:
-    await JSONResponse(body, status_code=status, headers=headers)(scope, receive, send)
-
-
-# ----------------------------------------------------------------------------- image headers
-
-_PNG = b"\x89PNG\r\n\x1a\n"
-# SOF markers: baseline, extended, progressive, lossless, hierarchical, arithmetic
-_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
-
-
-def image_format(data: bytes) -> str | None:
-    if data[:2] == b"\xff\xd8":
-        return "jpeg"
-    if data[:8] == _PNG:
-        return "png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return None
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    i, n = 2, len(data)
-    while i + 4 <= n:
-        if data[i] != 0xFF:
-            return None  # not at a marker: malformed
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # markers without a length
-            i += 2
-            continue
-        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
-            return None
-        (seglen,) = struct.unpack(">H", data[i + 2 : i + 4])
-        if marker in _SOF:
-            if i + 9 > n:
-                return None
-            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
-            return width, height
-        if seglen < 2:
-            return None
-        i += 2 + seglen
-    return None
-
-
-def _webp_size(data: bytes) -> tuple[int, int] | None:
-    chunk = data[12:16]
-    if chunk == b"VP8X" and len(data) >= 30:
-        w = int.from_bytes(data[24:27], "little") + 1
-        h = int.from_bytes(data[27:30], "little") + 1
-        return w, h
-    if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
-        bits = int.from_bytes(data[21:25], "little")
-        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
-        w, h = struct.unpack("<HH", data[26:30])
-        return w & 0x3FFF, h & 0x3FFF
-    return None
-
-
-def image_size(data: bytes) -> tuple[str, int, int] | None:
-    """(format, width, height) from the header of a JPEG, PNG or WebP, without decoding it.
-
-    None when the format is not one of these or the header is malformed (the decoder then gives
-    the precise error).
-    """
-    fmt = image_format(data)
-    size: tuple[int, int] | None = None
-    if fmt == "jpeg":
-        size = _jpeg_size(data)
-    elif fmt == "png" and len(data) >= 24 and data[12:16] == b"IHDR":
-        size = struct.unpack(">II", data[16:24])
-    elif fmt == "webp":
-        size = _webp_size(data)
-    if fmt is None or size is None:
-        return None
-    return fmt, size[0], size[1]
-
-
-def check_image(data: bytes, max_side: int) -> tuple[str, str] | None:
-    """None when the bytes may go to the decoder, else (error code, message) for the client."""
-    if image_format(data) is None:
-        return (
-            "undecodable_image",
-            f"not a JPEG, PNG or WebP image ({len(data)} bytes, starting {data[:8].hex()})",
-        )
-    size = image_size(data)
-    if size is not None:
-        fmt, w, h = size
-        if max(w, h) > max_side:
-            return (
-                "frame_too_large",
-                f"the {fmt} header says {w}x{h} pixels; the limit is {max_side} px per side "
-                "(SKELACT_MAX_FRAME_SIDE): send frames of at most 1280 px",
-            )
-    return None
+    body = error_body(error.code, error.message, error.hint)
+    await JSONResponse(body, status_code=error.status, headers=headers)(scope, receive, send)
 
 
 # ----------------------------------------------------------------------------- WebSocket messages
@@ -286,18 +164,20 @@ class RateLimiter:
 
 
 class StreamGuard:
-    """Checks every message of one WebSocket stream before it costs anything."""
+    """Checks every message of one WebSocket stream before it costs anything; a refused message
+    gets a `ServiceError` (sent on the socket, which stays open)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.rate = RateLimiter(settings.max_stream_fps, 2 * settings.max_stream_fps)
         self._warned_at = -1e9
 
-    def over_rate(self, now: float) -> tuple[str, str] | None:
-        """(code, message) when this message exceeds the stream's rate; None otherwise."""
+    def over_rate(self, now: float) -> ServiceError | None:
+        """The error when this message exceeds the stream's rate; None otherwise."""
         if self.rate.allow(now):
             return None
-        return (
+        return ServiceError(
+            429,
             "rate_limited",
             f"more than {self.settings.max_stream_fps:g} messages per second (SKELACT_MAX_STREAM_FPS): "
             "messages are being dropped; pace the client",
@@ -310,27 +190,45 @@ class StreamGuard:
             return True
         return False
 
-    def check_text(self, text: str) -> tuple[str, str] | None:
+    def check_text(self, text: str) -> ServiceError | None:
         limit = self.settings.max_message_bytes
         size = len(text) if len(text) * 4 <= limit else len(text.encode("utf-8", "replace"))
         if size > limit:
-            return (
+            return ServiceError(
+                413,
                 "message_too_large",
                 f"text message of {size} bytes; the limit is {limit} (SKELACT_MAX_MESSAGE_BYTES)",
             )
         return None
 
-    def check_frame(self, data: bytes, frame_id: int) -> tuple[str, str] | None:
+    def check_frame(self, data: bytes, frame_id: int) -> ServiceError | None:
+        """None when the bytes may go to the decoder: an image format we decode, of a size within
+        the limits (bytes, and pixels per side as its header declares)."""
         limit = self.settings.max_frame_bytes
         if len(data) > limit:
-            return (
+            return ServiceError(
+                413,
                 "frame_too_large",
                 f"frame {frame_id} is {len(data)} bytes, the limit is {limit}; "
                 "send smaller JPEGs (e.g. 640 px wide, quality 80)",
             )
-        bad = check_image(data, self.settings.max_frame_side)
-        if bad is not None:
-            return bad[0], f"frame {frame_id}: {bad[1]}"
+        if image_format(data) is None:
+            return ServiceError(
+                422,
+                "undecodable_image",
+                f"frame {frame_id}: not a JPEG, PNG or WebP image ({len(data)} bytes, starting "
+                f"{data[:8].hex()})",
+            )
+        size = image_size(data)
+        max_side = self.settings.max_frame_side
+        if size is not None and max(size[1:]) > max_side:
+            fmt, w, h = size
+            return ServiceError(
+                413,
+                "frame_too_large",
+                f"frame {frame_id}: the {fmt} header says {w}x{h} pixels; the limit is {max_side} px "
+                "per side (SKELACT_MAX_FRAME_SIDE): send frames of at most 1280 px",
+            )
         return None
 
 

@@ -3,9 +3,8 @@
 Two implementations behind one `PoseEstimator` protocol:
 
 * `TasksPoseEstimator` -- multi-person MediaPipe Tasks pose landmarker (VIDEO mode; its two model
-  graphs with the ROI choice in Python, `service.pose_graph`), run fully offline from a ``.task``
-  bundle that is built on first use from the model files shipped inside the installed mediapipe
-  wheel (nothing is downloaded). Optional tiling finds small people.
+  graphs with the ROI choice in Python, `perception.pose.graph`), run fully offline from the
+  bundle of `perception.pose.bundle` (nothing is downloaded). Optional tiling finds small people.
 * `LegacyPoseEstimator` -- single-person ``mp.solutions.pose`` (fallback).
 
 An estimator instance belongs to one stream or clip: VIDEO mode tracks people between calls and
@@ -14,43 +13,26 @@ needs increasing timestamps (non-increasing ones are nudged forward by 1 ms).
 
 from __future__ import annotations
 
-import hashlib
-import os
 import threading
-import zipfile
-from collections.abc import Sequence
-from dataclasses import dataclass
-from importlib import metadata as importlib_metadata
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from service.pose_graph import PoseGraph, landmark_arrays, landmark_xyz
-from skeleton.types import MEDIAPIPE_JOINTS, BoundingBox, PersonPose
-
-if TYPE_CHECKING:
-    from service.settings import Settings
+from perception.pose.bundle import ensure_pose_bundle, mediapipe_version
+from perception.pose.graph import PoseGraph, landmark_arrays, landmark_xyz
+from perception.pose.person import make_person_pose, nms_poses
+from skeleton.types import PersonPose
 
 __all__ = [
+    "ESTIMATOR_KINDS",
     "LegacyPoseEstimator",
     "PoseEstimator",
+    "PoseSpec",
     "TasksPoseEstimator",
     "TileSpec",
-    "build_pose_bundle",
     "create_pose_estimator",
-    "nms_poses",
-    "pose_bundle_path",
-    "pose_from_pixels",
 ]
-
-# Input normalisation of the two BlazePose models, as in MediaPipe's own legacy graphs:
-# pose_detection_cpu.pbtxt feeds the detector [-1, 1] (mean 127.5, std 127.5);
-# pose_landmark_by_roi_cpu.pbtxt feeds the landmark model [0, 1] (mean 0, std 255).
-DETECTOR_NORM = (127.5, 127.5)
-LANDMARKS_NORM = (0.0, 255.0)
-_BUNDLE_FORMAT = 1  # bump when the bundle recipe changes, so caches rebuild
-_BUNDLE_LOCK = threading.Lock()
 
 
 @runtime_checkable
@@ -69,158 +51,7 @@ class PoseEstimator(Protocol):
         ...
 
 
-# --------------------------------------------------------------------------- model bundle
-
-
-def _mediapipe_dir() -> Path:
-    import mediapipe
-
-    return Path(mediapipe.__file__).resolve().parent
-
-
-def _mediapipe_version() -> str:
-    try:
-        return importlib_metadata.version("mediapipe")
-    except importlib_metadata.PackageNotFoundError:  # pragma: no cover - odd installs
-        import mediapipe
-
-        return str(getattr(mediapipe, "__version__", "unknown"))
-
-
-def cache_dir() -> Path:
-    """Writable cache root: env ``SKELACT_CACHE_DIR``, default ``~/.cache/skelact``."""
-    return Path(os.environ.get("SKELACT_CACHE_DIR") or Path.home() / ".cache" / "skelact")
-
-
-def pose_bundle_path() -> Path:
-    """Where the offline ``pose_landmarker_full`` bundle for this mediapipe version lives."""
-    return cache_dir() / f"mediapipe-{_mediapipe_version()}" / f"pose_landmarker_full.v{_BUNDLE_FORMAT}.task"
-
-
-def _with_image_metadata(model: bytes, name: str, norm: tuple[float, float]) -> bytes:
-    """TFLite model + metadata declaring an RGB image input and its normalisation.
-
-    The Tasks graphs read the input normalisation from this metadata; the bare models in the
-    wheel (made for the legacy graphs, which hard-code it) have none.
-    """
-    from mediapipe.tasks.python.metadata.metadata_writers import metadata_writer
-
-    writer = metadata_writer.MetadataWriter.create(bytearray(model))
-    writer.add_general_info(name, "BlazePose model from the mediapipe wheel, metadata added offline")
-    writer.add_image_input(norm_mean=[norm[0]], norm_std=[norm[1]])
-    populated, _ = writer.populate()
-    return bytes(populated)
-
-
-def build_pose_bundle(out: Path) -> Path:
-    """Write the ``.task`` bundle to ``out`` (atomic rename; byte-identical on every build).
-
-    The bundle is an uncompressed zip of ``pose_detector.tflite`` and
-    ``pose_landmarks_detector.tflite`` with fixed timestamps, entries 4-byte aligned (as
-    MediaPipe's own bundler does, so the models can be memory-mapped).
-    """
-    from mediapipe.tasks.python.metadata.metadata_writers import model_asset_bundle_utils
-
-    root = _mediapipe_dir() / "modules"
-    detector = (root / "pose_detection" / "pose_detection.tflite").read_bytes()
-    landmarks = (root / "pose_landmark" / "pose_landmark_full.tflite").read_bytes()
-    members = {
-        "pose_detector.tflite": _with_image_metadata(detector, "pose_detector", DETECTOR_NORM),
-        "pose_landmarks_detector.tflite": _with_image_metadata(
-            landmarks, "pose_landmarks_detector", LANDMARKS_NORM
-        ),
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        with model_asset_bundle_utils.AlignZipFile(str(tmp), mode="w", alignment=4) as zf:
-            for name, content in members.items():
-                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = zipfile.ZIP_STORED
-                info.external_attr = 0o644 << 16
-                zf.writestr(info, content)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
-
-
-_VERIFIED_BUNDLES: dict[Path, tuple[int, int]] = {}  # path -> (mtime_ns, size) when last verified
-
-
-def ensure_pose_bundle() -> Path:
-    """Path of the bundle, building it on first use (checked by zip integrity, not trusted blindly).
-
-    The CRC check reads the whole 9 MB bundle; it runs again only when the file changed, so that
-    opening a stream's estimator does not pay for it each time.
-    """
-    path = pose_bundle_path()
-    with _BUNDLE_LOCK:
-        if path.exists():
-            stat = path.stat()
-            if _VERIFIED_BUNDLES.get(path) == (stat.st_mtime_ns, stat.st_size):
-                return path
-            try:
-                with zipfile.ZipFile(path) as zf:
-                    names = set(zf.namelist())
-                    if zf.testzip() is None and names == {
-                        "pose_detector.tflite",
-                        "pose_landmarks_detector.tflite",
-                    }:
-                        _VERIFIED_BUNDLES[path] = (stat.st_mtime_ns, stat.st_size)
-                        return path
-            except zipfile.BadZipFile:
-                pass
-        _VERIFIED_BUNDLES.pop(path, None)
-        return build_pose_bundle(path)
-
-
-def bundle_sha256(path: Path | None = None) -> str:
-    """Content hash of the bundle (recorded next to extracted skeletons for provenance)."""
-    return hashlib.sha256((path or ensure_pose_bundle()).read_bytes()).hexdigest()
-
-
-# --------------------------------------------------------------------------- conversion helpers
-
-
-def _box_from_image(image: np.ndarray, width: int, height: int) -> BoundingBox:
-    """Landmark bounding box clipped to the frame (landmarks may be predicted off-frame)."""
-    x = np.clip(image[:, 0], 0.0, float(width))
-    y = np.clip(image[:, 1], 0.0, float(height))
-    return BoundingBox(float(x.min()), float(y.min()), float(x.max()), float(y.max()))
-
-
-def make_person_pose(
-    norm_xyz: np.ndarray,
-    world: np.ndarray | None,
-    visibility: np.ndarray,
-    width: int,
-    height: int,
-    score: float | None = None,
-) -> PersonPose:
-    """PersonPose from normalised MediaPipe landmarks: x*W, y*H, z*W (z shares x's pixel scale)."""
-    image = np.empty((MEDIAPIPE_JOINTS, 3), np.float32)
-    image[:, 0] = norm_xyz[:, 0] * width
-    image[:, 1] = norm_xyz[:, 1] * height
-    image[:, 2] = norm_xyz[:, 2] * width
-    w = np.full((MEDIAPIPE_JOINTS, 3), np.nan, np.float32) if world is None else world.astype(np.float32)
-    s = float(visibility.mean()) if score is None else float(score)
-    return PersonPose(image, w, visibility.astype(np.float32), _box_from_image(image, width, height), s)
-
-
-def pose_from_pixels(
-    image: np.ndarray, world: np.ndarray, visibility: np.ndarray, width: int, height: int
-) -> PersonPose:
-    """Rebuild a PersonPose from stored pixel landmarks (e.g. a skeleton cache) as `estimate` would.
-
-    The score is the mean visibility times the fraction of landmarks inside the frame, which is
-    what the full-frame estimator reports.
-    """
-    img = np.asarray(image, np.float32)
-    inside = (img[:, 0] >= 0) & (img[:, 0] <= width) & (img[:, 1] >= 0) & (img[:, 1] <= height)
-    vis = np.asarray(visibility, np.float32)
-    score = float(vis.mean()) * float(inside.mean())
-    return PersonPose(img, np.asarray(world, np.float32), vis, _box_from_image(img, width, height), score)
+# --------------------------------------------------------------------------- helpers
 
 
 def _check_frame(frame_rgb: np.ndarray) -> np.ndarray:
@@ -241,38 +72,6 @@ class _Clock:
             ms = self.last_ms + 1
         self.last_ms = ms
         return ms
-
-
-def nms_poses(
-    poses: Sequence[PersonPose], iou: float = 0.6, keypoint_distance: float = 0.15
-) -> list[PersonPose]:
-    """Greedy duplicate removal, highest score first.
-
-    Two poses are the same person when their boxes overlap by IoU >= ``iou``, or when the median
-    distance between their body joints is below ``keypoint_distance`` times the smaller box's
-    diagonal. The second test catches a skeleton cut by a tile edge (its box differs, its visible
-    joints coincide) and the Tasks tracker's rare collapse of two ROIs onto one person, while two
-    different people standing close keep distinct joints and both survive.
-    """
-    order = sorted(range(len(poses)), key=lambda i: -poses[i].score)
-    kept: list[PersonPose] = []
-    for i in order:
-        p = poses[i]
-        if not any(_same_person(p, k, iou, keypoint_distance) for k in kept):
-            kept.append(p)
-    return kept
-
-
-_BODY = np.array([0, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28])
-
-
-def _same_person(a: PersonPose, b: PersonPose, iou: float, keypoint_distance: float) -> bool:
-    if a.box.iou(b.box) >= iou:
-        return True
-    small = a.box if a.box.area <= b.box.area else b.box
-    diag = max(float(np.hypot(small.width, small.height)), 1.0)
-    d = np.linalg.norm(a.image[_BODY, :2] - b.image[_BODY, :2], axis=1)
-    return bool(np.median(d) < keypoint_distance * diag)
 
 
 # --------------------------------------------------------------------------- Tasks estimator
@@ -361,9 +160,9 @@ class TasksPoseEstimator(_ClosesAfterFrame):
     ``threads``: XNNPACK threads inside each model call. 2 on two cores cuts a frame ~1.3x with
     bitwise the same landmarks, but XNNPACK's workers spin while they wait: two such estimators
     (or one beside any other pose work) on the same cores run ~20x slower. Give an estimator
-    more than one thread only while it has the cores to itself (`service.api.stream`).
+    more than one thread only while it has the cores to itself (the service's solo streams).
 
-    ``association``: how fresh detections join tracked people (`service.pose_graph`):
+    ``association``: how fresh detections join tracked people (`perception.pose.graph`):
     ``"mediapipe"`` reproduces the Tasks ``PoseLandmarker`` to the bit; ``"one-to-one"`` gives a
     tracked person at most one detection, so no duplicate ROI is landmarked.
     """
@@ -449,7 +248,7 @@ class TasksPoseEstimator(_ClosesAfterFrame):
             "dedupe_iou": self.dedupe_iou,
             "dedupe_keypoint_distance": self.dedupe_keypoint_distance,
             "spare_slot": self.spare_slot,
-            "mediapipe": _mediapipe_version(),
+            "mediapipe": mediapipe_version(),
             # MediaPipe's own rule is what every stored skeleton before this option was made with
             **({} if self.association == "mediapipe" else {"association": self.association}),
         }
@@ -554,7 +353,7 @@ class LegacyPoseEstimator(_ClosesAfterFrame):
             "min_detection_confidence": self.min_detection_confidence,
             "min_tracking_confidence": self.min_tracking_confidence,
             "smooth_landmarks": self.smooth_landmarks,
-            "mediapipe": _mediapipe_version(),
+            "mediapipe": mediapipe_version(),
         }
 
     def _estimate(self, frame_rgb: np.ndarray, timestamp_s: float) -> tuple[PersonPose, ...]:
@@ -599,8 +398,14 @@ def create_pose_estimator(kind: str = "tasks", max_people: int = 4, **options: A
     raise ValueError(f"unknown pose estimator kind {kind!r}; choose one of {ESTIMATOR_KINDS}")
 
 
-def pose_estimator_for(settings: Settings, threads: int = 1) -> PoseEstimator:
-    """The estimator the service builds from its settings (kind, people, options), in this process;
-    ``threads`` > 1: a Tasks estimator with that many XNNPACK threads (`TasksPoseEstimator`)."""
-    s = settings
-    return create_pose_estimator(s.pose_kind, max_people=s.max_people, **s.pose_options(threads))
+@dataclass(frozen=True)
+class PoseSpec:
+    """Which estimator to build: what a caller's settings say, as plain values (picklable, so a
+    worker process can build the same one)."""
+
+    kind: str = "tasks"
+    max_people: int = 4
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def create(self) -> PoseEstimator:
+        return create_pose_estimator(self.kind, max_people=self.max_people, **self.options)

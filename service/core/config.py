@@ -13,7 +13,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.pose_graph import Association
+from perception.pose.estimator import PoseSpec
+from perception.pose.graph import Association
 from skeleton.paths import REPO_ROOT
 
 ProviderName = Literal["tensorrt", "cuda", "cpu"]
@@ -66,7 +67,7 @@ class Settings(BaseSettings):
     pose_association: Association = Field(
         default="one-to-one",
         description="how fresh detections join tracked people: MediaPipe's IoU rule, or one "
-        "detection per tracked person (no duplicate landmark passes; service/pose_graph.py)",
+        "detection per tracked person (no duplicate landmark passes; perception/pose/graph.py)",
     )
     pose_tiles: bool = Field(
         default=False, description="also run pose on overlapping tiles (finds small people; ~2-4x slower)"
@@ -190,19 +191,22 @@ class Settings(BaseSettings):
             raise ValueError("name at least one provider, e.g. SKELACT_PROVIDERS=cpu")
         return v
 
-    def pose_options(self, threads: int = 1) -> dict[str, object]:
-        """Keyword options for ``service.pose.create_pose_estimator`` (beyond kind and max_people);
+    def pose_spec(self, threads: int = 1) -> PoseSpec:
+        """The pose estimator these settings ask for (`perception.pose.estimator.PoseSpec`);
         ``threads`` > 1: a solo estimator's XNNPACK threads (Tasks only, see `solo_threads`)."""
+        options: dict[str, object]
         if self.pose_kind == "legacy":
-            return {"min_detection_confidence": self.pose_min_detection_confidence}
-        return {
-            "tiles": self.pose_tiles,
-            "upscale_min_side": self.pose_upscale_min_side,
-            "min_detection_confidence": self.pose_min_detection_confidence,
-            "spare_slot": self.pose_spare_slot,
-            "association": self.pose_association,
-            **({"threads": threads} if threads > 1 else {}),
-        }
+            options = {"min_detection_confidence": self.pose_min_detection_confidence}
+        else:
+            options = {
+                "tiles": self.pose_tiles,
+                "upscale_min_side": self.pose_upscale_min_side,
+                "min_detection_confidence": self.pose_min_detection_confidence,
+                "spare_slot": self.pose_spare_slot,
+                "association": self.pose_association,
+                **({"threads": threads} if threads > 1 else {}),
+            }
+        return PoseSpec(self.pose_kind, self.max_people, options)
 
     @property
     def solo_threads(self) -> int:

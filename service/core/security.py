@@ -32,15 +32,15 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.limits import RequestLimitsMiddleware, error_body
-from service.settings import Settings
+from service.core.config import Settings
+from service.core.errors import CloseCode, error_body
+from service.core.limits import RequestLimitsMiddleware
 
 log = logging.getLogger(__name__)
 
 API_KEY_HEADER = "x-api-key"
 OPEN_PATHS = frozenset({"/health/live", "/"})
 OPEN_PREFIXES = ("/static/",)
-POLICY_VIOLATION = 1008
 
 
 def is_open(path: str) -> bool:
@@ -201,7 +201,7 @@ async def _close_with_error(send: Send, code: str, message: str) -> None:
     await send(
         {"type": "websocket.send", "text": json.dumps({"type": "error", "code": code, "message": message})}
     )
-    await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": message[:120]})
+    await send({"type": "websocket.close", "code": int(CloseCode.POLICY_VIOLATION), "reason": message[:120]})
 
 
 async def refuse_websocket(receive: Receive, send: Send, code: str, message: str) -> None:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +41,7 @@ class ImageDecodeError(DecodeError):
 
 
 @dataclass(frozen=True, slots=True)
-class VideoInfo:
+class ContainerInfo:
     """Container metadata. ``frame_count`` is what the container declares (may be an estimate)."""
 
     path: str
@@ -81,7 +79,7 @@ def _fourcc_to_str(code: float) -> str:
     return chars.decode("ascii", errors="replace").strip("\x00 ").lower()
 
 
-def _open(path: str | os.PathLike[str]) -> tuple[cv2.VideoCapture, VideoInfo]:
+def _open(path: str | os.PathLike[str]) -> tuple[cv2.VideoCapture, ContainerInfo]:
     p = Path(path)
     if not p.exists():
         raise VideoDecodeError("file does not exist", str(p))
@@ -103,13 +101,13 @@ def _open(path: str | os.PathLike[str]) -> tuple[cv2.VideoCapture, VideoInfo]:
     width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
     height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
     duration = count / fps if fps > 0 and count > 0 else 0.0
-    info = VideoInfo(
+    info = ContainerInfo(
         str(p), fps, count, width, height, duration, _fourcc_to_str(cap.get(cv2.CAP_PROP_FOURCC))
     )
     return cap, info
 
 
-def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
+def probe_video(path: str | os.PathLike[str]) -> ContainerInfo:
     """Container metadata without decoding frames; raises `VideoDecodeError` if unreadable."""
     cap, info = _open(path)
     cap.release()
@@ -182,37 +180,6 @@ class VideoReader:
             raise VideoDecodeError(
                 f"truncated: decoded {index} of {declared} declared frames", self.info.path
             )
-
-
-def iter_frames(
-    path: str | os.PathLike[str], max_side: int | None = None, allow_truncated: bool = False
-) -> Iterator[Frame]:
-    """Shorthand for ``iter(VideoReader(path, max_side, allow_truncated))``."""
-    return iter(VideoReader(path, max_side, allow_truncated))
-
-
-def read_video(
-    path: str | os.PathLike[str], max_side: int | None = None, allow_truncated: bool = False
-) -> tuple[VideoInfo, list[Frame]]:
-    """Decode a whole (short) video into memory. Prefer `VideoReader` for long ones."""
-    reader = VideoReader(path, max_side, allow_truncated)
-    return reader.info, list(reader)
-
-
-@contextmanager
-def video_file_from_bytes(data: bytes, suffix: str = ".mp4") -> Iterator[Path]:
-    """Write uploaded bytes to a temporary file OpenCV can open; deleted on exit."""
-    if not data:
-        raise VideoDecodeError("upload is empty (0 bytes)")
-    if not suffix.startswith("."):
-        suffix = "." + suffix
-    fd, name = tempfile.mkstemp(suffix=suffix, prefix="skelact-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        yield Path(name)
-    finally:
-        Path(name).unlink(missing_ok=True)
 
 
 def decode_image(data: bytes, max_side: int | None = None) -> np.ndarray:

@@ -1,6 +1,6 @@
 """UP-Fall clip accuracy through the real HTTP endpoint vs offline, with per-clip agreement.
 
-    python -m service.evaluate --via both [--model NAME] [--limit N] [--json out.json]
+    python -m evaluation.upfall --via both [--model NAME] [--limit N] [--json out.json]
 
 ``--via http`` starts the real server (uvicorn on loopback, the app from ``create_app``) unless
 ``--url`` points at a running one, and POSTs every clip to /recognize. ``--via offline`` runs no
@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from service.settings import Settings
-from skeleton.clip import window_ends
+from service.core.config import Settings
+from skeleton.clip import ClipRule, decide, window_ends
 from skeleton.manifest import ModelManifest, load_manifest
 from skeleton.paths import REPO_ROOT, data_root
 
@@ -153,13 +153,12 @@ class OfflineEvaluator:
             kind=s.pose_kind,
             max_people=s.max_people,
             max_side=s.pose_max_side,
-            estimator_options=s.pose_options(),
+            estimator_options=s.pose_spec().options,
             lanes=self.lanes,
             **options,
         )
 
     def run(self, case: ClipCase) -> tuple[str | None, float | None, np.ndarray | None]:
-        from service.recognize import decide_clip
         from training.skeleton_cache import load_clip
 
         cached = self.cache_dir / f"{case.name}.npz" if self.cache_dir is not None else None
@@ -169,16 +168,15 @@ class OfflineEvaluator:
             return None, None, None
         seq = clip.tracks[clip.primary]
         probs, ends = self.probs(clip.timestamps, seq.image, seq.world, seq.visibility, clip.height)
-        d = decide_clip(self.manifest, probs, ends)
+        d = decide(probs, ends, ClipRule.from_manifest(self.manifest))
         return self.manifest.labels[d.label], d.confidence, d.probs
 
     def online(self, case: ClipCase) -> tuple[int, float]:
         """(online tracks, highest window fall probability over them): the stream's view of a clip."""
-        from service.recognize import clip_rule
         from skeleton.clip import fall_probability
 
         clip = self.extract(case, min_track_frames=1, stitch=False)
-        rule = clip_rule(self.manifest)
+        rule = ClipRule.from_manifest(self.manifest)
         peak = 0.0
         for seq in clip.tracks:
             probs, _ = self.probs(clip.timestamps, seq.image, seq.world, seq.visibility, clip.height)
@@ -386,8 +384,6 @@ def _evaluate_online(
     jobs: int,
     progress: Path | None,
 ) -> EvaluationReport:
-    from service.recognize import clip_rule
-
     def run(pair: tuple[ClipCase, ClipOutcomeRow]) -> None:
         case, row = pair
         row.online_tracks, peak = off.online(case)
@@ -397,7 +393,7 @@ def _evaluate_online(
 
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         list(pool.map(run, zip(cases, rows, strict=True)))
-    rule = clip_rule(off.manifest)
+    rule = ClipRule.from_manifest(off.manifest)
     falls = {off.manifest.labels[k] for k in rule.fall_classes}
     alarmed = [r.online_fall_peak is not None and r.online_fall_peak >= rule.fall_threshold for r in rows]
     on_falls = [a for a, r in zip(alarmed, rows, strict=True) if r.truth in falls]
@@ -427,7 +423,7 @@ def select_cases(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.evaluate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m evaluation.upfall", description=__doc__.split("\n")[0])
     parser.add_argument("--via", choices=("http", "offline", "both", "online"), default="both")
     parser.add_argument("--model", default=None, help="model folder name under SKELACT_MODELS_DIR")
     parser.add_argument("--url", default=None, help="a running service (default: start one on loopback)")
