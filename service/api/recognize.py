@@ -98,8 +98,8 @@ async def _unless_disconnected(request: Request, work: Awaitable[RecognizeRespon
     """Await ``work`` but cancel it as soon as the client disconnects.
 
     A clip costs seconds of pose time per second of video; a client that gave up (closed tab,
-    timeout on its side) must not keep a clip slot busy. Called once the body has been read, so
-    the next ASGI message can only be ``http.disconnect``.
+    timeout on its side) must not hold one of the places of the clips run at once. Called once the
+    body has been read, so the next ASGI message can only be ``http.disconnect``.
     """
 
     async def disconnected() -> None:

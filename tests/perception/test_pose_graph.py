@@ -1,4 +1,4 @@
-"""MediaPipe's pose landmarker as two graphs with the ROI choice in Python (service/pose_graph.py).
+"""MediaPipe's pose landmarker as two graphs with the ROI choice in Python (perception/pose/graph.py).
 
 The split must change nothing by itself: with MediaPipe's association rule the landmarks are those
 of the Tasks ``PoseLandmarker`` to the bit. The one-to-one rule must drop the duplicate landmark

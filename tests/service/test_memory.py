@@ -1,5 +1,5 @@
 """service.memory: the server process's malloc set-up (the live soak in
-tests/test_reliability_live.py checks what it is for: flat idle memory)."""
+tests/service/test_reliability_live.py checks what it is for: flat idle memory)."""
 
 from __future__ import annotations
 

@@ -83,7 +83,7 @@ def test_buffer_cuts_windows_on_the_model_clock_like_offline_preprocess(tmp_path
     seq = SkeletonSequence.from_poses(list(times), poses)
     offline = sequence_to_layout(seq, spec, 480)
     # windows ending inside the gap wait for the person to come back, then interpolate across it,
-    # exactly like the offline protocol on the whole clip (service.evaluate)
+    # exactly like the offline protocol on the whole clip (evaluation.upfall)
     for w in windows:
         assert w.tensor.shape == (3, 16, 33) and np.isfinite(w.tensor).all()
         expect = prepare_window(seq.timestamps, offline, spec, w.end_time)

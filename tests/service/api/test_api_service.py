@@ -2,7 +2,7 @@
 POST /recognize with videos and JSON skeletons, annotated video, and clear 4xx errors.
 
 Uses a tiny generated linear model so these plumbing tests do not depend on a trained one
-(tests/test_api_upfall.py checks labels with the shipped UP-Fall model).
+(tests/service/api/test_api_upfall.py checks labels with the shipped UP-Fall model).
 """
 
 from __future__ import annotations

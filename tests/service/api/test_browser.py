@@ -40,7 +40,7 @@ ARTIFACTS = REPO_ROOT / "artifacts" / "browser"
 CLIP = ("clips", "stgcn_ta_chi.mp4")  # one person, full body, 10 s
 # The page is under test here, not the model: the fake camera plays tai chi, which is far from the
 # shipped models' classes, so the label hysteresis is lowered to make a confident label likely
-# within the time limit (the thresholds are ordinary operator settings, see service/settings.py).
+# within the time limit (the thresholds are ordinary operator settings, see service/core/config.py).
 SERVER_ENV = {"SKELACT_PROVIDERS": "cpu", "SKELACT_ENTER_THRESHOLD": "0.25", "SKELACT_EXIT_THRESHOLD": "0.15"}
 LIVE_LABEL_TIMEOUT_MS = 120_000  # pose + a full model window on 2 shared CPU cores
 UPLOAD_TIMEOUT_MS = 240_000
