@@ -9,7 +9,7 @@ test: setup-dev lint
 
 lint: setup-dev
 	.venv/bin/ruff check .
-	.venv/bin/mypy skeleton models training export service bench
+	.venv/bin/mypy skeleton perception models training export service evaluation bench
 
 setup-service:
 	scripts/setup.sh service

@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_sections(args: argparse.Namespace, run: set[str], out: Path) -> dict[str, Any]:
     from bench.pipeline import bare_loop, run_lanes_rows, run_pipeline_bench
     from bench.server import launch_server
-    from service.settings import Settings
+    from service.core.config import Settings
 
     settings = Settings()
     models_dir = (args.models_dir or settings.models_dir).resolve()

@@ -26,7 +26,7 @@ import numpy as np
 from bench.clips import clip_info, jpeg_frames
 from bench.machine import load_average, machine_info
 from bench.server import MetricKey, ResourceSampler, ServerHandle, metric_delta
-from service.settings import Settings
+from service.core.config import Settings
 
 CLIENTS = (1, 2, 4, 8)
 RATES = (15.0, 30.0)
@@ -265,10 +265,9 @@ def bare_frames(frames: list[bytes], fps: float, settings: Settings, threads: in
     """The single client's frames through decode + pose in one thread, nothing else: what the
     single-stream latency is compared with (same JPEGs, same estimator settings as the server).
     ``threads`` > 1: the estimator a solo stream uses (its model calls on that many threads)."""
-    from service.pose import pose_estimator_for
-    from service.video import decode_image
+    from perception.video import decode_image
 
-    est = pose_estimator_for(settings, threads)
+    est = settings.pose_spec(threads).create()
     decode, pose = [], []
     try:
         for i, jpg in enumerate(frames):

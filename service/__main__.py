@@ -1,6 +1,6 @@
 """Command line: ``python -m service serve`` and ``python -m service recognize VIDEO``.
 
-``recognize`` runs the very pipeline the HTTP endpoint runs (same ``ClipService``), offline.
+``recognize`` runs the very pipeline the HTTP endpoint runs (same ``ClipJob``), offline.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from service.settings import Settings
+from service.core.config import Settings
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from service.lifecycle import serve, tune_malloc
+    from service.lifecycle import serve
+    from service.memory import tune_malloc
 
     tune_malloc()  # before the app's threads start (docs/security.md, "Memory")
     from service.app import create_app
@@ -31,8 +32,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _recognize(args: argparse.Namespace) -> int:
-    from service.errors import ServiceError
-    from service.recognize import ClipService
+    from service.clips.job import ClipJob
+    from service.core.errors import ServiceError
     from service.state import ServiceState
 
     settings = Settings()
@@ -44,9 +45,8 @@ async def _recognize(args: argparse.Namespace) -> int:
             return 2
         try:
             model = state.registry.get(args.model)
-            resp = await ClipService(state).video(
-                args.video, args.video.name, model, args.top_k, args.stride, args.overlay
-            )
+            job = ClipJob(state, model, args.top_k, args.stride)
+            resp = await job.video(args.video, args.video.name, args.overlay)
         except ServiceError as exc:
             print(f"error: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""), file=sys.stderr)
             return 2

@@ -17,10 +17,10 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from service import security
 from service.api import ops, recognize, stream
-from service.errors import install_error_handlers
-from service.settings import Settings
+from service.core import security
+from service.core.config import Settings
+from service.core.errors import install_error_handlers
 from service.state import ServiceState
 
 log = logging.getLogger(__name__)

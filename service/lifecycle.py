@@ -11,24 +11,18 @@ open stream to stop: the stream finishes the frame it is processing, sends ``{"t
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
-import os
 import socket
-import sys
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 import uvicorn
 
 if TYPE_CHECKING:
-    from service.settings import Settings
+    from service.core.config import Settings
     from service.state import ServiceState
 
 log = logging.getLogger(__name__)
-
-GOING_AWAY = 1001  # RFC 6455: the server is going down
-_M_ARENA_MAX = -8  # glibc mallopt parameter
 
 
 class Stoppable(Protocol):
@@ -98,49 +92,9 @@ class GracefulServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def tune_malloc(arenas: int = 1) -> bool:
-    """Give every thread glibc's main malloc arena (as ``MALLOC_ARENA_MAX=1`` would), unless the
-    environment sets ``MALLOC_ARENA_MAX``. Call it before threads start; a no-op without glibc.
-
-    Pose, I/O and ONNX Runtime threads each get an arena by default (8 per core); freed frames
-    and estimator buffers then stay spread over them and resident memory wandered between 800 and
-    1050 MB over a 600-stream soak. ``malloc_trim`` also cannot shrink the top of a thread's arena,
-    so even with two arenas the idle server kept a different amount of freed memory at every
-    reading (up to ~60 MB). With one, what `release_memory` frees is gone: idle readings stay
-    within 10-15 MB of each other, and decode + pose is as fast (docs/security.md, "Memory").
-    """
-    libc = _libc()
-    if "MALLOC_ARENA_MAX" in os.environ or libc is None:
-        return False
-    return bool(libc.mallopt(_M_ARENA_MAX, arenas))
-
-
-def release_memory() -> bool:
-    """Give freed heap pages back to the OS (glibc ``malloc_trim``); a no-op elsewhere.
-
-    A stream frees a whole MediaPipe graph when it closes; without this, glibc keeps those pages
-    and the server's resident memory climbs with every connect/disconnect (measured: 370-510 MB
-    vs 190-220 MB for 400 estimator lifecycles on two threads). Blocking for a few ms: run it off
-    the event loop.
-    """
-    libc = _libc()
-    return bool(libc.malloc_trim(0)) if libc is not None else False
-
-
-def _libc() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim  # noqa: B018  (glibc only)
-        return libc
-    except (OSError, AttributeError):
-        return None
-
-
 def serve(app: Any, settings: Settings) -> None:
     """Run ``app`` with uvicorn, draining streams on SIGTERM/SIGINT (``python -m service serve``)."""
-    from service.security import install_log_redaction
+    from service.core.security import install_log_redaction
 
     install_log_redaction()
     config = uvicorn.Config(

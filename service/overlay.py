@@ -1,4 +1,4 @@
-"""Annotated video: skeletons, track boxes and the current label drawn on every frame.
+"""Annotated video of a clip: skeletons, track boxes and the current label drawn on every frame.
 
 WebM/VP8 is the default (browsers play it inline and OpenCV's wheel can encode it); a path
 ending in ``.mp4`` gets MPEG-4 Part 2 (plays in VLC/ffplay, not in every browser).
@@ -12,6 +12,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from perception.tracking.tracker import TrackedPerson
+from perception.video import VideoReader
+from service.schemas import RecognizeResponse, Segment
+from service.wire import box_corners, landmarks_with_visibility
 from skeleton.layouts import MEDIAPIPE_33
 
 _PALETTE = [
@@ -103,3 +107,46 @@ class OverlayWriter:
 
     def close(self) -> None:
         self._writer.release()
+
+
+def _label_at(segments: list[Segment], t: float) -> tuple[str, float] | None:
+    for sg in segments:
+        if sg.start <= t <= sg.end:
+            return sg.label, sg.confidence
+    return None
+
+
+def render_overlay(
+    video: Path,
+    out: Path,
+    frame_people: list[tuple[float, tuple[TrackedPerson, ...]]],
+    response: RecognizeResponse,
+    max_side: int | None = None,
+) -> None:
+    """Decode the video again and draw every frame's people with their label at that time."""
+    segs = {t.track_id: t.segments for t in response.tracks}
+    person = {m: t.track_id for t in response.tracks for m in (t.members or [t.track_id])}
+    primary = response.primary_track_id
+    reader = VideoReader(video, max_side=max_side, allow_truncated=True)
+    writer: OverlayWriter | None = None
+    try:
+        for frame, (_, people) in zip(reader, frame_people, strict=False):
+            if writer is None:
+                writer = OverlayWriter(out, reader.info.fps or 25.0, (frame.width, frame.height))
+            drawn = []
+            for p in people:
+                tid = person.get(p.track_id)
+                if tid is None:
+                    continue
+                hit = _label_at(segs[tid], frame.timestamp_s)
+                caption = f"#{tid} " + (f"{hit[0]} {hit[1]:.2f}" if hit else "…")
+                lm = landmarks_with_visibility(p.pose)
+                drawn.append(OverlayPerson(tid, lm, box_corners(p.pose), caption, tid == primary))
+            header = f"{response.model}  t={frame.timestamp_s:5.2f}s"
+            if response.clip is not None:
+                header += f"  clip: {response.clip.label}"
+            writer.write(draw(frame.rgb, drawn, header))
+    finally:
+        reader.close()
+        if writer is not None:
+            writer.close()

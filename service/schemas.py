@@ -9,7 +9,6 @@ from __future__ import annotations
 from itertools import pairwise
 from typing import Annotated, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NUM_LANDMARKS = 33
@@ -21,14 +20,6 @@ MAX_FRAME_SIDE = 1 << 16  # pixels: a sanity bound for client-declared frame siz
 class LabelScore(BaseModel):
     label: str
     score: float
-
-
-def top_scores(labels: list[str], probs: np.ndarray | None, k: int) -> list[LabelScore]:
-    """The ``k`` best labels with their scores (rounded for the wire); none without scores."""
-    if probs is None:
-        return []
-    idx = np.argsort(-probs)[:k]
-    return [LabelScore(label=labels[i], score=round(float(probs[i]), 4)) for i in idx]
 
 
 class WindowInfo(BaseModel):

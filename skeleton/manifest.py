@@ -26,6 +26,15 @@ class WindowSpec(BaseModel):
     def seconds(self) -> float:
         return (self.length - 1) / self.fps
 
+    @property
+    def hop_s(self) -> float:
+        """Seconds between the ends of two successive windows."""
+        return self.stride / self.fps
+
+    def with_stride(self, stride: int | None) -> WindowSpec:
+        """The same window with another stride (None: this one)."""
+        return self if not stride or stride == self.stride else self.model_copy(update={"stride": stride})
+
 
 class NormalizationSpec(BaseModel):
     model_config = ConfigDict(frozen=True)

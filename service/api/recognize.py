@@ -13,16 +13,24 @@ from fastapi import APIRouter, FastAPI, Query, Request, Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
+from perception.video import VIDEO_SUFFIXES
 from service.api.deps import ModelDep, ReadyState, Stride, TopK
-from service.errors import ServiceError
-from service.limits import check_skeleton_sequence
-from service.recognize import ClipService
+from service.clips.job import ClipJob
+from service.core.errors import ServiceError, too_large, validation_message
+from service.core.limits import check_skeleton_sequence
 from service.schemas import RecognizeResponse, SkeletonSequenceIn
 from service.state import ServiceState
 
 router = APIRouter(tags=["recognize"])
 
-ACCEPTED_SUFFIXES = (".mp4", ".avi", ".webm", ".mov", ".mkv", ".m4v")
+# content types of videos whose file name has none of VIDEO_SUFFIXES
+_VIDEO_TYPES = {
+    "video/mp4": ".mp4",
+    "video/quicktime": ".mov",
+    "video/webm": ".webm",
+    "video/x-msvideo": ".avi",
+    "video/avi": ".avi",
+}
 
 _OPENAPI_BODY: dict[str, Any] = {
     "requestBody": {
@@ -69,30 +77,15 @@ def document_request_models(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _too_large(size: int, limit: int) -> ServiceError:
-    return ServiceError(
-        413,
-        "too_large",
-        f"upload is {size / 2**20:.1f} MiB, the limit is {limit / 2**20:.0f} MiB",
-        "send a shorter or more compressed clip, or raise SKELACT_MAX_UPLOAD_MB",
-    )
-
-
-async def _read_json(request: Request, limit: int) -> SkeletonSequenceIn:
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise _too_large(len(body), limit)
+async def _read_json(request: Request) -> SkeletonSequenceIn:
+    """The JSON body (its size is capped by `RequestLimitsMiddleware`), validated."""
     try:
-        return SkeletonSequenceIn.model_validate_json(bytes(body))
+        return SkeletonSequenceIn.model_validate_json(await request.body())
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
         raise ServiceError(
             422,
             "invalid_skeleton",
-            f"{where}: {first['msg']}" if where else first["msg"],
+            validation_message(exc.errors()),
             "see the SkeletonSequenceIn schema in docs/api.md or GET /docs",
         ) from None
 
@@ -105,8 +98,8 @@ async def _unless_disconnected(request: Request, work: Awaitable[RecognizeRespon
     """Await ``work`` but cancel it as soon as the client disconnects.
 
     A clip costs seconds of pose time per second of video; a client that gave up (closed tab,
-    timeout on its side) must not keep a clip slot busy. Called once the body has been read, so
-    the next ASGI message can only be ``http.disconnect``.
+    timeout on its side) must not hold one of the places of the clips run at once. Called once the
+    body has been read, so the next ASGI message can only be ``http.disconnect``.
     """
 
     async def disconnected() -> None:
@@ -159,25 +152,19 @@ async def _recognize_upload(
         filename = upload.filename or "upload"
         suffix = Path(filename).suffix.lower()
         ctype = (upload.content_type or "").lower()
-        if suffix not in ACCEPTED_SUFFIXES:
-            if ctype in ("video/mp4", "video/quicktime", "video/webm", "video/x-msvideo", "video/avi"):
-                suffix = {
-                    "video/quicktime": ".mov",
-                    "video/webm": ".webm",
-                    "video/x-msvideo": ".avi",
-                    "video/avi": ".avi",
-                }.get(ctype, ".mp4")
-            else:
+        if suffix not in VIDEO_SUFFIXES:
+            if ctype not in _VIDEO_TYPES:
                 raise ServiceError(
                     415,
                     "unsupported_media_type",
                     f"{filename!r} ({ctype or 'no content type'}) is not a supported video",
-                    f"send one of {', '.join(s.lstrip('.') for s in ACCEPTED_SUFFIXES)}; "
+                    f"send one of {', '.join(s.lstrip('.') for s in VIDEO_SUFFIXES)}; "
                     "skeletons go as application/json",
                 )
+            suffix = _VIDEO_TYPES[ctype]
         size = upload.size if upload.size is not None else 0
-        if size > limit:
-            raise _too_large(size, limit)
+        if size > limit:  # the file itself, without the multipart framing the middleware allows
+            raise too_large(size, limit, "SKELACT_MAX_UPLOAD_MB")
         if size == 0:
             raise ServiceError(
                 422,
@@ -195,7 +182,7 @@ async def _recognize_upload(
         rid, overlay_path = state.results.new(".webm")
     try:
         response = await _unless_disconnected(
-            request, ClipService(state).video(path, filename, model, top_k, stride, overlay_path)
+            request, ClipJob(state, model, top_k, stride).video(path, filename, overlay_path)
         )
     finally:
         path.unlink(missing_ok=True)
@@ -228,17 +215,13 @@ async def recognize(
     Send ``multipart/form-data`` with the video in the field ``file``, or ``application/json``
     with a ``SkeletonSequenceIn`` (clients that run pose themselves).
     """
-    limit = state.settings.max_upload_bytes
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit + (1 << 16):
-        raise _too_large(int(length), limit)
     ctype = request.headers.get("content-type", "").lower()
     outcome = "ok"
     try:
         if ctype.startswith("application/json"):
-            seq = await _read_json(request, limit)
-            check_skeleton_sequence(seq, model.window_info(stride or state.settings.stride), state.settings)
-            return await ClipService(state).skeletons(seq, model, top_k, stride)
+            seq = await _read_json(request)
+            check_skeleton_sequence(seq, model.window_info(stride), state.settings)
+            return await ClipJob(state, model, top_k, stride).skeletons(seq)
         if ctype.startswith("multipart/form-data"):
             return await _recognize_upload(request, state, model, top_k, stride, overlay)
         raise ServiceError(
@@ -256,7 +239,7 @@ async def recognize(
     except Exception:
         outcome = "internal_error"
         raise
-    except asyncio.CancelledError:  # the request timed out (service.limits) or the server stops
+    except asyncio.CancelledError:  # the request timed out (service.core.limits) or the server stops
         outcome = "cancelled"
         raise
     finally:
