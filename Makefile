@@ -9,7 +9,7 @@ test: setup-dev lint
 
 lint: setup-dev
 	.venv/bin/ruff check .
-	.venv/bin/mypy skeleton perception models training export service evaluation bench
+	.venv/bin/mypy skeleton perception models training export service evaluation bench scripts
 
 setup-service:
 	scripts/setup.sh service

