@@ -348,7 +348,7 @@ def draw_boxes(
     truth: Sequence[TruthBox],
     predicted: Mapping[int, Box] | None = None,
 ) -> np.ndarray:
-    """Ground-truth boxes (solid, id at the top left; ignored ones thin and grey) and optionally
+    """Ground-truth boxes (id at the top left; ignored ones thinner, id suffixed ``i``) and optionally
     predicted ones (thin, white, ``p<id>``) on a copy of ``rgb``."""
     import cv2
 
@@ -358,8 +358,8 @@ def draw_boxes(
     font = 0.5 * scale
     for r in truth:
         x0, y0, x1, y1 = (round(v) for v in r.box)
-        col = colour(r.person) if r.counted else (160, 160, 160)
-        cv2.rectangle(img, (x0, y0), (x1 - 1, y1 - 1), col, thick if r.counted else 1)
+        col = colour(r.person)
+        cv2.rectangle(img, (x0, y0), (x1 - 1, y1 - 1), col, thick if r.counted else max(1, thick // 2))
         label = (
             f"{r.person}" + ("" if r.counted else "i") + (f" v{r.visibility:.1f}" if r.visibility < 1 else "")
         )

@@ -40,19 +40,39 @@ PASSES: dict[str, dict[str, Any]] = {
 }
 
 
-def body_box(image: np.ndarray, width: int, height: int) -> Box:
+def side_padding(xy: np.ndarray) -> float:
+    """How far the body's outline reaches beyond its joints sideways, in pixels.
+
+    Landmarks are joint centres: seen from the side an upright torso's back and front lie about
+    0.3 torso lengths outside the shoulder-hip line (checked on UP-Fall Activity6 Cam1, where
+    the unpadded box covered half of the walker's body); from the front the arms' outline is
+    about 0.1 torso lengths outside the shoulders. Interpolated by how frontal the shoulders are.
+    """
+    shoulders, hips = xy[[11, 12]], xy[[23, 24]]
+    torso_vec = shoulders.mean(axis=0) - hips.mean(axis=0)
+    torso = float(np.linalg.norm(torso_vec))
+    if torso < 1e-6:
+        return 0.0
+    upright = abs(torso_vec[1]) / torso  # 1: vertical torso (sideways padding is its thickness)
+    frontal = min(1.0, abs(float(shoulders[0, 0] - shoulders[1, 0])) / (0.7 * torso))
+    return torso * (0.1 + 0.2 * (1.0 - frontal) * upright)
+
+
+def body_box(image: np.ndarray, width: int, height: int, pad_sides: bool = True) -> Box:
     """Head top to feet, arms included, clipped to the frame: the ground truth's box convention.
 
     The landmark box lacks the top of the head (the highest landmarks are the eyes and ears):
     the head is taken as a circle around its landmarks' centre with 1.6x their largest distance
-    from it (the ears are about 0.6 head radii from the centre seen from the front).
+    from it (the ears are about 0.6 head radii from the centre seen from the front). Sideways
+    the box reaches `side_padding` beyond the joints (the torso's thickness, the arms' outline).
     """
     xy = np.asarray(image, np.float64)[:, :2]
     head = xy[HEAD]
     centre = head.mean(axis=0)
     radius = 1.6 * float(np.max(np.linalg.norm(head - centre, axis=1)))
-    x0 = min(float(xy[:, 0].min()), centre[0] - radius)
-    x1 = max(float(xy[:, 0].max()), centre[0] + radius)
+    pad = side_padding(xy) if pad_sides else 0.0
+    x0 = min(float(xy[:, 0].min()) - pad, centre[0] - radius)
+    x1 = max(float(xy[:, 0].max()) + pad, centre[0] + radius)
     y0 = min(float(xy[:, 1].min()), centre[1] - radius)
     y1 = float(xy[:, 1].max()) + 0.15 * radius  # soles below the heel / toe landmarks
     return (max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1))
@@ -105,7 +125,7 @@ def cached_pass(video: Path, name: str, cache: Path) -> dict[str, np.ndarray]:
 
 
 def merged_boxes(
-    passes: list[dict[str, np.ndarray]], width: int, height: int, frames: int
+    passes: list[dict[str, np.ndarray]], width: int, height: int, frames: int, pad_sides: bool = True
 ) -> dict[int, list[tuple[Box, float]]]:
     """Per frame, the passes' boxes with duplicates (IoU >= 0.5) merged, best score first."""
     out: dict[int, list[tuple[Box, float]]] = {}
@@ -113,7 +133,7 @@ def merged_boxes(
         cands: list[tuple[Box, float]] = []
         for p in passes:
             for i in np.flatnonzero(p["frame"] == f):
-                cands.append((body_box(p["image"][i], width, height), float(p["score"][i])))
+                cands.append((body_box(p["image"][i], width, height, pad_sides), float(p["score"][i])))
         cands.sort(key=lambda c: -c[1])
         kept: list[tuple[Box, float]] = []
         for box, score in cands:
@@ -202,7 +222,9 @@ def choose_keyframes(track: dict[int, Box], max_gap: int, min_iou: float = 0.8) 
     return sorted(keys)
 
 
-def propose(video: Path, cache: Path, passes: list[str]) -> tuple[list[Keyframe], dict[int, dict[int, Box]]]:
+def propose(
+    video: Path, cache: Path, passes: list[str], pad_sides: bool = True
+) -> tuple[list[Keyframe], dict[int, dict[int, Box]]]:
     import cv2
 
     cap = cv2.VideoCapture(str(video))
@@ -211,7 +233,7 @@ def propose(video: Path, cache: Path, passes: list[str]) -> tuple[list[Keyframe]
     width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
     cap.release()
     results = [cached_pass(video, name, cache) for name in passes]
-    boxes = merged_boxes(results, width, height, frames)
+    boxes = merged_boxes(results, width, height, frames, pad_sides)
     max_gap = int(np.floor(MAX_KEYFRAME_GAP_S * fps + 1e-6))
     tracks = link(boxes, max_gap=round(fps))
     keyframes: list[Keyframe] = []
@@ -234,9 +256,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="draft keyframes CSV")
     p.add_argument("--cache", type=Path, default=Path("/tmp/skelact-gt-poses"))
     p.add_argument("--passes", default=",".join(PASSES), help=f"comma-separated, from {sorted(PASSES)}")
+    p.add_argument(
+        "--no-side-padding",
+        action="store_true",
+        help="landmark extent only sideways (how the clips/ drafts were made; their people face the camera)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    keyframes, tracks = propose(data_root() / args.video, args.cache, args.passes.split(","))
+    keyframes, tracks = propose(
+        data_root() / args.video, args.cache, args.passes.split(","), not args.no_side_padding
+    )
     write_keyframes(args.out, keyframes)
     for tid, track in sorted(tracks.items()):
         if len(track) >= 3:
