@@ -364,9 +364,10 @@ def draw_boxes(
             f"{r.person}" + ("" if r.counted else "i") + (f" v{r.visibility:.1f}" if r.visibility < 1 else "")
         )
         cv2.putText(img, label, (x0 + 2, y0 + round(14 * scale)), 0, font, col, thick)
-    for pid, (x0, y0, x1, y1) in (predicted or {}).items():
-        cv2.rectangle(img, (round(x0), round(y0)), (round(x1), round(y1)), (255, 255, 255), 1)
-        cv2.putText(img, f"p{pid}", (round(x0) + 2, round(y1) - 4), 0, font, (255, 255, 255), 1)
+    for pid, box in (predicted or {}).items():
+        px0, py0, px1, py1 = (round(v) for v in box)
+        cv2.rectangle(img, (px0, py0), (px1, py1), (255, 255, 255), 1)
+        cv2.putText(img, f"p{pid}", (px0 + 2, py1 - 4), 0, font, (255, 255, 255), 1)
     return img
 
 
