@@ -40,22 +40,24 @@ PASSES: dict[str, dict[str, Any]] = {
 }
 
 
-def side_padding(xy: np.ndarray) -> float:
-    """How far the body's outline reaches beyond its joints sideways, in pixels.
+def torso_slab(xy: np.ndarray) -> tuple[float, float] | None:
+    """x range an upright torso covers seen from the side, in pixels, or None.
 
     Landmarks are joint centres: seen from the side an upright torso's back and front lie about
-    0.3 torso lengths outside the shoulder-hip line (checked on UP-Fall Activity6 Cam1, where
-    the unpadded box covered half of the walker's body); from the front the arms' outline is
-    about 0.1 torso lengths outside the shoulders. Interpolated by how frontal the shoulders are.
+    0.3 torso lengths either side of the shoulder-hip line, beyond any joint (checked on UP-Fall
+    Activity6 Cam1, where the landmark box covered half of a side-on walker). From the front the
+    shoulders are wider than that and the slab adds nothing.
     """
     shoulders, hips = xy[[11, 12]], xy[[23, 24]]
     torso_vec = shoulders.mean(axis=0) - hips.mean(axis=0)
     torso = float(np.linalg.norm(torso_vec))
     if torso < 1e-6:
-        return 0.0
-    upright = abs(torso_vec[1]) / torso  # 1: vertical torso (sideways padding is its thickness)
+        return None
+    upright = abs(float(torso_vec[1])) / torso
     frontal = min(1.0, abs(float(shoulders[0, 0] - shoulders[1, 0])) / (0.7 * torso))
-    return torso * (0.1 + 0.2 * (1.0 - frontal) * upright)
+    half = 0.3 * torso * (1.0 - frontal) * upright
+    centre = float(np.concatenate([shoulders, hips])[:, 0].mean())
+    return centre - half, centre + half
 
 
 def body_box(image: np.ndarray, width: int, height: int, pad_sides: bool = True) -> Box:
@@ -64,15 +66,17 @@ def body_box(image: np.ndarray, width: int, height: int, pad_sides: bool = True)
     The landmark box lacks the top of the head (the highest landmarks are the eyes and ears):
     the head is taken as a circle around its landmarks' centre with 1.6x their largest distance
     from it (the ears are about 0.6 head radii from the centre seen from the front). Sideways
-    the box reaches `side_padding` beyond the joints (the torso's thickness, the arms' outline).
+    the box also covers an upright torso's thickness (`torso_slab`).
     """
     xy = np.asarray(image, np.float64)[:, :2]
     head = xy[HEAD]
     centre = head.mean(axis=0)
     radius = 1.6 * float(np.max(np.linalg.norm(head - centre, axis=1)))
-    pad = side_padding(xy) if pad_sides else 0.0
-    x0 = min(float(xy[:, 0].min()) - pad, centre[0] - radius)
-    x1 = max(float(xy[:, 0].max()) + pad, centre[0] + radius)
+    x0 = min(float(xy[:, 0].min()), centre[0] - radius)
+    x1 = max(float(xy[:, 0].max()), centre[0] + radius)
+    slab = torso_slab(xy) if pad_sides else None
+    if slab is not None:
+        x0, x1 = min(x0, slab[0]), max(x1, slab[1])
     y0 = min(float(xy[:, 1].min()), centre[1] - radius)
     y1 = float(xy[:, 1].max()) + 0.15 * radius  # soles below the heel / toe landmarks
     return (max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1))
