@@ -299,7 +299,8 @@ def _tracking(args: argparse.Namespace, server: Any, settings: Any) -> dict[str,
     clips = [c for c in (args.tracking_clips or "").split(",") if c] or None
     views = [v for v in args.tracking_views.split(",") if v]
     log.info("tracking: views %s on %s", views, clips or "every labelled clip")
-    return run_tracking_bench(server, clips, args.tracking_rates, views, args.model, settings)
+    save = args.out.resolve() / "tracking"
+    return run_tracking_bench(server, clips, args.tracking_rates, views, args.model, settings, save)
 
 
 @contextlib.contextmanager

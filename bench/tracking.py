@@ -24,12 +24,14 @@ before scoring, as the MOTChallenge devkit does with distractors.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -304,8 +306,13 @@ def run_tracking_bench(
     views: Sequence[str] = VIEWS,
     model: str | None = None,
     settings: Settings | None = None,
+    save_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """The ``tracking`` section: every labelled clip (or ``clips``) in every view, scored."""
+    """The ``tracking`` section: every labelled clip (or ``clips``) in every view, scored.
+
+    ``save_dir``: each view's tracks are also written there (`save_run`), to score them again
+    (another IoU threshold, a fixed ground truth) without running pose and streams again.
+    """
     from bench.clips import jpeg_frames
     from bench.machine import machine_info
 
@@ -321,6 +328,7 @@ def run_tracking_bench(
             log.info("tracking: clip view of %s", info.video)
             runs.append(clip_view(info, settings))
             rows.append(score(runs[-1], truth).as_dict())
+            _save(runs[-1], save_dir)
         if "stream" in views and server is not None:
             jpegs = jpeg_frames(info.video_path, info.frames)
             for rate in rates:
@@ -328,6 +336,7 @@ def run_tracking_bench(
                 time.sleep(1.0)  # the previous stream's session closes
                 runs.append(stream_view(server, info, rate, jpegs, model))
                 rows.append(score(runs[-1], truth).as_dict())
+                _save(runs[-1], save_dir)
     return {
         "machine": machine_info(),
         "iou_threshold": IOU_THRESHOLD,
@@ -336,6 +345,25 @@ def run_tracking_bench(
         "rows": rows,
         "pose_by_people": pose_by_people(runs),
     }
+
+
+def save_run(run: ViewRun, path: Path) -> Path:
+    """One view's tracks on one clip as JSON (read back with `load_run`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(run)))
+    return path
+
+
+def load_run(path: Path) -> ViewRun:
+    raw = json.loads(path.read_text())
+    raw["tracks"] = [[(int(t), tuple(box)) for t, box in frame] for frame in raw["tracks"]]
+    return ViewRun(**raw)
+
+
+def _save(run: ViewRun, folder: Path | None) -> None:
+    if folder is not None:
+        stem = Path(run.clip).with_suffix("").as_posix().replace("/", "_")
+        save_run(run, folder / f"{stem}.{run.view}.json")
 
 
 def _pct(x: float) -> str:
