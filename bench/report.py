@@ -295,6 +295,10 @@ def render_markdown(results: dict[str, Any], img_prefix: str = "") -> str:
         lines += ["", *_pipeline_md(sections["pipeline"], img_prefix)]
     if "stream" in sections:
         lines += ["", *_stream_md(sections["stream"], img_prefix)]
+    if "tracking" in sections:
+        from bench.tracking import tracking_md
+
+        lines += ["", *tracking_md(sections["tracking"])]
     return "\n".join(lines) + "\n"
 
 

@@ -47,6 +47,8 @@ class ClientRun:
     replies: list[tuple[int, float, float, int, tuple[int, int, int]]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     send_end: float = 0.0
+    keep_messages: bool = False  # also keep every frame reply as received (bench.tracking reads the boxes)
+    messages: list[dict[str, Any]] = field(default_factory=list)
 
 
 async def _open(
@@ -118,6 +120,8 @@ async def _drive(ws: Any, run: ClientRun, start_at: float, drain_s: float) -> No
                 run.replies.append(
                     (fid, now, float(msg["timings_ms"]["latency"]), len(msg["tracks"]), counters)
                 )
+                if run.keep_messages:
+                    run.messages.append(msg)
                 if fid >= last_id:
                     return
             elif kind == "error":
