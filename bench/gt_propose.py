@@ -92,20 +92,21 @@ def iou(a: Box, b: Box) -> float:
 
 def run_pass(video: Path, options: dict[str, Any]) -> dict[str, np.ndarray]:
     """Pose on every frame of ``video``: frame (1-based), image landmarks, visibility, score per pose."""
-    from service.pose import create_pose_estimator, pose_estimator_for
-    from service.settings import Settings
-    from service.video import iter_frames
+    from perception.pose.estimator import create_pose_estimator
+    from perception.video import VideoReader
+    from service.core.config import Settings
 
     opts = dict(options)
-    est = create_pose_estimator("tasks", **opts) if opts else pose_estimator_for(Settings())
+    est = create_pose_estimator("tasks", **opts) if opts else Settings().pose_spec().create()
     frames, images, vis, scores = [], [], [], []
     try:
-        for f in iter_frames(video):
-            for p in est.estimate(f.rgb, f.timestamp_s):
-                frames.append(f.index + 1)
-                images.append(p.image)
-                vis.append(p.visibility)
-                scores.append(p.score)
+        with VideoReader(video) as reader:
+            for f in reader:
+                for p in est.estimate(f.rgb, f.timestamp_s):
+                    frames.append(f.index + 1)
+                    images.append(p.image)
+                    vis.append(p.visibility)
+                    scores.append(p.score)
     finally:
         est.close()
     return {

@@ -45,7 +45,7 @@ from bench.groundtruth import Box, ClipInfo, TruthBox, load_index, load_truth
 
 if TYPE_CHECKING:
     from bench.server import ServerHandle
-    from service.settings import Settings
+    from service.core.config import Settings
 
 log = logging.getLogger("bench.tracking")
 
@@ -193,16 +193,16 @@ def _num(x: Any) -> float:
 
 def clip_view(info: ClipInfo, settings: Settings | None = None) -> ViewRun:
     """The people ``POST /recognize`` tracks on ``info``'s video, with their boxes in every frame."""
-    from service.pipeline import PoseTrackStage
-    from service.pose import pose_from_pixels
-    from service.recognize import MIN_TRACK_FRAMES
-    from service.settings import Settings
-    from service.tracking import TrackHistory, stitch_tracks
-    from service.video import VideoReader
+    from perception.pose.person import pose_from_pixels
+    from perception.tracking.clip_tracks import TrackHistory, stitch_tracks
+    from perception.video import VideoReader
+    from service.clips.result import MIN_TRACK_FRAMES
+    from service.core.config import Settings
+    from service.frames import FrameTracking, PosedFrame
 
     s = settings or Settings()
-    stage = PoseTrackStage(s)
-    assert stage.estimator is not None
+    estimator = s.pose_spec().create()
+    tracking = FrameTracking(s.min_pose_visibility)
     history = TrackHistory()
     run = ViewRun(info.video, "clip")
     width = height = 0
@@ -211,15 +211,15 @@ def clip_view(info: ClipInfo, settings: Settings | None = None) -> ViewRun:
         with VideoReader(info.video_path, max_side=s.pose_max_side) as reader:
             for f in reader:
                 t0 = time.perf_counter()
-                poses = stage.estimator.estimate(f.rgb, f.timestamp_s)
+                poses = estimator.estimate(f.rgb, f.timestamp_s)
                 run.pose_ms.append(1e3 * (time.perf_counter() - t0))
                 run.people.append(len(poses))
-                tracked = stage.track(poses, f.timestamp_s, f.index, f.width, f.height)
+                tracked = tracking.track(PosedFrame(f.index, f.timestamp_s, f.width, f.height, tuple(poses)))
                 history.add(tracked.update)
                 run.frames.append(f.index + 1)
                 width, height, scale = f.width, f.height, f.scale
     finally:
-        stage.close()
+        estimator.close()
     sequences = history.sequences(min_frames=MIN_TRACK_FRAMES)
     joined = stitch_tracks(sequences, frame_size=(width, height))[0] if s.stitch_tracks else sequences
     per_frame: list[FrameTracks] = [[] for _ in run.frames]
