@@ -203,6 +203,12 @@ class HealthResponse(BaseModel):
     pose: str = ""
     warnings: list[str] = Field(default_factory=list)
     reason: str = ""
+    providers: list[str] = Field(
+        default_factory=list,
+        description="the requested ONNX Runtime providers that can run on this host (loadable, not "
+        "merely compiled in), in order of preference",
+    )
+    provider_note: str = Field(default="", description="which provider runs the models, and why")
 
 
 # ----------------------------------------------------------------------------- WebSocket /stream

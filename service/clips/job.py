@@ -25,7 +25,7 @@ from perception.tracking.clip_tracks import TrackHistory
 from perception.video import VideoDecodeError
 from service.batching import BatchResult
 from service.buffer import TrackWindow
-from service.clips.result import clip_people, decide_clip
+from service.clips.result import clip_people, decide_clip, too_short
 from service.clips.source import ClipFrame, ImageFrame, VideoSource, check_video, prefetch, undecodable
 from service.frames import FrameTracking, PosedFrame, TrackedPerson
 from service.overlay import render_overlay
@@ -109,6 +109,9 @@ class ClipJob:
                     raise undecodable(filename, exc, hint) from None
             finally:
                 await pose.close_estimators(estimators)
+        short = too_short(filename, outcome.frames_decoded, info.fps, self.model)
+        if short is not None:
+            raise short
         warnings = []
         if info.frames and outcome.frames_decoded < 0.9 * info.frames - 1:
             warnings.append(
