@@ -152,10 +152,13 @@ class ProcessingStats(BaseModel):
     frames_processed: int
     windows: int
     batches: int = Field(description="classifier calls these windows were part of")
-    wall_s: float
+    wall_s: float = Field(description="seconds from the first frame to the response (annotated video too)")
     fps_processed: float = Field(description="frames_processed / wall_s")
     pose_lanes: int = Field(1, description="estimators the frames ran on at once (SKELACT_CLIP_POSE_LANES)")
     stage_ms: StageTimes
+    overlay_s: float | None = Field(
+        default=None, description="seconds spent drawing and encoding the annotated video (part of wall_s)"
+    )
 
 
 class RecognizeResponse(BaseModel):
