@@ -57,7 +57,6 @@ async def _recognize(args: argparse.Namespace, out: TextIO) -> int:
         if not state.ready:
             print(f"error: {state.not_ready_reason()}", file=sys.stderr)
             return 2
-        print(state.provider_note, file=sys.stderr)
         try:
             model = state.registry.get(args.model)
             job = ClipJob(state, model, args.top_k, args.stride)

@@ -45,8 +45,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await warmup
             await state.close()
 
-    # /docs (Swagger UI) and /redoc with their assets from a pinned package (fastapi-offline), not
-    # a CDN: the API page works without internet; no online validator badge either.
+    # /docs (Swagger UI) with its assets from a pinned package (fastapi-offline), not a CDN: the API
+    # page works without internet; no online validator badge either. No /redoc: its bundle still
+    # fetches a logo from Redocly's CDN.
     app = FastAPIOffline(
         title="skelact",
         version=VERSION,
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "ST-GCN family on ONNX Runtime. See docs/api.md.",
         lifespan=lifespan,
         swagger_ui_parameters={"validatorUrl": None},
+        redoc_url=None,
     )
     install_error_handlers(app)
     security.install(app, settings)  # API keys, CORS, body/time/admission limits (docs/security.md)

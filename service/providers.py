@@ -81,7 +81,7 @@ def describe(requested: Sequence[str], running: str) -> str:
     order = list(requested)
     skipped = order[: order.index(running)] if running in order else order
     names = " and ".join(PRETTY.get(p, p) for p in skipped)
-    head = f"ONNX Runtime runs the models on {PRETTY.get(running, running)}"
+    head = f"ONNX Runtime runs on {PRETTY.get(running, running)}"
     if not skipped:
         return head
     common = driver_problem()

@@ -99,16 +99,16 @@ class ServiceState:
             if not self.pose_error:
                 self.pose.refill_spares()
                 await self.pose.wait_for_refill()  # ready with the spares built: a build later stalls streams
-            self.warnings = self._warnings()
-            self.provider_note = self._provider_note()
             self.providers_here = usable_providers(list(self.settings.providers))
+            self.provider_note = self._provider_note()
+            self.warnings = self._warnings()
             strict_failure = self.settings.strict_models and bool(self.registry.failed)
             self.ready = bool(self.registry.models) and not self.pose_error and not strict_failure
         finally:
             self.starting = False
             self.ready_event.set()
-        if self.provider_note:
-            log.info("%s", self.provider_note)
+        if self.provider_note and not self._gpu_unusable():
+            log.info("%s", self.provider_note)  # else it is the first warning, logged below
         for w in self.warnings:
             log.warning("%s", w)
         if not self.ready:
@@ -125,9 +125,20 @@ class ServiceState:
             for p, names in by_provider.items()
         )
 
+    def _gpu_unusable(self) -> bool:
+        """A GPU provider was asked for but none can run on this host, so the models run on CPU."""
+        s = self.settings
+        return s.gpu_requested and bool(self.registry.models) and self.providers_here == ["cpu"]
+
     def _warnings(self) -> list[str]:
         out = []
         s = self.settings
+        if self._gpu_unusable():  # one warning for every model, naming only what can run here
+            out.append(
+                f"{self.provider_note} (available here: {', '.join(self.providers_here)}); to run on "
+                "the GPU, install the NVIDIA driver and the CUDA/cuDNN runtime, or set "
+                "SKELACT_PROVIDERS=cpu to silence this"
+            )
         for m in self.registry.models.values():
             if m.runtime.gpu_fell_back:
                 out.append(
