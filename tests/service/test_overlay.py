@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.core.config import Settings
-from service.overlay import OverlayPerson, caption_at, colour, draw, header_at
+from service.overlay import OverlayPerson, colour, draw
 from service.schemas import RecognizeResponse
 from tests.conftest import require_data
 from tests.service_helpers import MODEL_ZOO, read_video, wait_ready
@@ -64,6 +64,7 @@ def test_a_1080p_clip_is_annotated_at_720p_and_timed_honestly(client: TestClient
 
 def test_labels_are_those_known_at_each_frame(client: TestClient, tmp_path: Path) -> None:
     """UP-Fall Activity1/Trial1Cam2: the actor falls (the clip is a fall) beside a seated bystander."""
+    from service.overlay import caption_at, header_at
     res, _ = _recognize(client, require_data("upfall", "Activity1", "Trial1Cam2.mp4"))
     assert res.clip is not None and res.clip.fall and res.clip.fall_time is not None, res.clip
     frames = _frames(client, res, tmp_path)
