@@ -26,7 +26,7 @@ from skeleton.clip import ClipRule, decide, fall_probability, window_ends
 from skeleton.layouts import get_layout
 from skeleton.preprocess import mediapipe_to_canonical, prepare_window, sequence_to_layout
 from skeleton.types import SkeletonSequence
-from training.augment import add_noise, geometric
+from training.augment import add_noise, corrupt, geometric
 from training.config import TrainConfig
 from training.datasets import ActionDataset
 from training.metrics import binary_metrics, classification_metrics
@@ -206,7 +206,7 @@ class UpFallDataset(ActionDataset):
             t = end + (t - end) / f
         if aug.shift_s:
             end = end + rng.uniform(-aug.shift_s, aug.shift_s)
-        joints = geometric(clip.joints, aug, rng, self.layout)
+        joints = corrupt(geometric(clip.joints, aug, rng, self.layout), aug.corrupt, rng, self.layout)
         return add_noise(prepare_window(t, joints, self.cfg.input, end), aug.noise, rng)
 
     def predict_clips(self, probs: np.ndarray) -> list[dict[str, Any]]:
