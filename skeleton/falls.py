@@ -45,8 +45,8 @@ SHOULDERS = (11, 12)
 HIPS = (23, 24)
 # Joints whose presence inside the frame says how much of the body is seen.
 CORE_JOINTS = (0, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
-# Frames of shoulder height smoothed before differentiating (the fall's moment of fastest descent).
-_SMOOTH_FRAMES = 5
+# Frames of a height smoothed before differentiating (the fall's moment of fastest descent).
+SMOOTH_FRAMES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +106,17 @@ class FramePostures:
         """Time of the fastest downward motion of the shoulders within [start, end] (None: unseen)."""
         t = self.timestamps
         sel = (t >= start - 1e-6) & (t <= end + 1e-6) & np.isfinite(self.shoulder_y)
-        if sel.sum() < _SMOOTH_FRAMES + 2:
-            return None
-        t, y = t[sel], self.shoulder_y[sel]
-        kernel = np.ones(_SMOOTH_FRAMES) / _SMOOTH_FRAMES
-        smooth = np.convolve(np.pad(y, _SMOOTH_FRAMES // 2, mode="edge"), kernel, mode="valid")
-        return float(t[int(np.gradient(smooth, t).argmax())])
+        return fastest_descent(t[sel], self.shoulder_y[sel])
+
+
+def fastest_descent(t: np.ndarray, y_down: np.ndarray) -> float | None:
+    """When a height (``y_down``: larger is lower) fell fastest, after a short moving average
+    (jitter out, a ~0.5 s fall kept); None with too few samples."""
+    if len(t) < SMOOTH_FRAMES + 2:
+        return None
+    kernel = np.ones(SMOOTH_FRAMES) / SMOOTH_FRAMES
+    smooth = np.convolve(np.pad(y_down, SMOOTH_FRAMES // 2, mode="edge"), kernel, mode="valid")
+    return float(t[int(np.gradient(smooth, t).argmax())])
 
 
 def _median(x: np.ndarray) -> float:

@@ -1,7 +1,7 @@
 """Fall events (``skeleton.falls``) on UP-Fall: the rule's defaults chosen by cross-validation, and
 what they give (fall recall, false falls, fall-time error, false alarms per hour).
 
-    python -m training.falls cv [--json artifacts/falls/cv.json]
+    python -m training.falls cv [--extra-cache DIR] [--json artifacts/falls/cv.json] [--write]
 
 Fold t1->t2: the model trained on trial 1 (``runs/upfall-stgcnpp-lite-t1``), the rule's parameters
 chosen on trial-1 data (``choose_spec``), tested on trial 2; fold t2->t1 the reverse. The shipped
@@ -369,25 +369,43 @@ def _cache_name(path: Path, root: Path) -> str:
 
 
 def recovery_check(rule: FallRule, clips: Sequence[Recording], up_activity: int = 7) -> dict[str, Any]:
-    """Fall, then up again: each fall clip's actor windows followed, as the same track, by the
-    actor of the same trial and camera doing ``up_activity`` (standing). Counts the clips that give
-    exactly a fall then a recovery, and how long after the cut the recovery came."""
+    """Fall, then up again: the track that raised each fall clip's fall continued, from its next
+    window on, by the actor of the same trial and camera doing ``up_activity`` (standing). Counts
+    the clips that give exactly one fall then one recovery, and how long after the cut it came."""
     by_key = {(r.activity, r.trial, r.camera): r for r in clips}
     done, delays, n = 0, [], 0
     for rec in clips:
         up = by_key.get((up_activity, rec.trial, rec.camera))
-        if not rec.is_fall or up is None or rec.primary not in rec.tracks or up.primary not in up.tracks:
+        if not rec.is_fall or up is None or up.primary not in up.tracks:
             continue
         n += 1
-        ws, up_ws = rec.tracks[rec.primary], up.tracks[up.primary]
+        falls = [e for e in detect_falls(rec.tracks, rule) if e.kind == "fall"]
+        if not falls:
+            continue
+        tracks = dict(rec.tracks)
+        ws, up_ws = tracks[falls[0].track_id], up.tracks[up.primary]
         cut = ws[-1].end + (up_ws[1].end - up_ws[0].end)  # the next window is the standing clip's first
-        after = [shifted(w, cut - up_ws[0].end) for w in up_ws]
-        events = detect_falls({0: [*ws, *after]}, rule)
+        tracks[falls[0].track_id] = [*ws, *(shifted(w, cut - up_ws[0].end) for w in up_ws)]
+        events = detect_falls(tracks, rule)
         if [e.kind for e in events] == ["fall", "recovered"]:
             done += 1
             delays.append(events[1].time - cut)
     return {"fall_then_recovered": f"{done}/{n}",
             "recovered_after_cut_s": [round(min(delays), 2), round(max(delays), 2)] if delays else None}
+
+
+def single_window_alarms(rule: FallRule, recs: Iterable[Recording], threshold: float = 0.6) -> dict[str, Any]:
+    """The rule before fall events (``skeleton.clip``: one window at ``threshold`` is a fall), on
+    every track as a stream sees them: recordings with an alarm, and alarm windows in all."""
+    falls = others = fall_hits = other_hits = windows = 0
+    for rec in recs:
+        over = sum(rule.fall_probability(w.probs) >= threshold for ws in rec.tracks.values() for w in ws)
+        if rec.is_fall:
+            falls, fall_hits = falls + 1, fall_hits + (over > 0)
+        else:
+            others, other_hits, windows = others + 1, other_hits + (over > 0), windows + over
+    return {"threshold": threshold, "fall_clips_alarmed": f"{fall_hits}/{falls}",
+            "other_recordings_alarmed": f"{other_hits}/{others}", "alarm_windows_on_others": windows}
 
 
 def _fold_report(rule: FallRule, data: ModelData, trials: Sequence[int]) -> dict[str, Any]:
@@ -397,6 +415,7 @@ def _fold_report(rule: FallRule, data: ModelData, trials: Sequence[int]) -> dict
         streams = [s for t in trials for s in by_trial.get(t, [])]
         out[f"daily_{variant}"] = evaluate(rule, [], streams).summary()
     out["other_clips"] = evaluate(rule, [], data.extra).summary()
+    out["single_window_rule"] = single_window_alarms(rule, [*clips, *data.extra])
     hours = sum(s.duration for t in trials for s in data.streams["consecutive"].get(t, [])) / 3600
     hours += sum(r.duration for r in data.extra) / 3600
     false = (out["daily_consecutive"]["stream_false_falls"] + out["other_clips"]["stream_false_falls"])
@@ -465,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     cv.add_argument("--extra-cache", type=Path, default=None,
                     help="skeleton cache of other non-fall clips (training.extract --videos <data>/clips)")
     cv.add_argument("--json", type=Path, default=None)
+    cv.add_argument("--write", action="store_true",
+                    help="store the shipped model's rule in its checkpoint's config (export copies it)")
     args = ap.parse_args(argv)
     runs = {"t1": args.runs[0], "t2": args.runs[1]}
     result = cross_validate(runs, args.shipped, args.cache, args.extra_cache)
@@ -473,7 +494,18 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text)
     print(text)
+    if args.write:
+        store_rule(args.shipped, FallRuleSpec.model_validate(result["shipped"]["spec"]))
     return 0
+
+
+def store_rule(checkpoint: Path, spec: FallRuleSpec) -> None:
+    """Put ``spec`` in the checkpoint's config, as ``training.evaluate`` does for the clip rule."""
+    import torch
+
+    raw = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    raw["config"]["fall_rule"] = spec.model_dump()
+    torch.save(raw, checkpoint)
 
 
 def _json_default(o: Any) -> Any:
