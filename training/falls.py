@@ -408,6 +408,27 @@ def single_window_alarms(rule: FallRule, recs: Iterable[Recording], threshold: f
             "other_recordings_alarmed": f"{other_hits}/{others}", "alarm_windows_on_others": windows}
 
 
+SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def threshold_sweep(rule: FallRule, clips: Sequence[Recording],
+                    others: Sequence[Recording]) -> list[dict[str, Any]]:
+    """For information (nothing is chosen on it): at each fall threshold, falls found and non-fall
+    recordings (``clips``' others and ``others``) with a false fall, confirmed (``rule`` otherwise
+    unchanged) and by the single-window rule, on every track."""
+    out = []
+    for t in SWEEP:
+        swept = FallRule(rule.fall_classes, rule.spec.model_copy(update={"fall_threshold": t}))
+        rep = evaluate(swept, [*clips, *others])
+        single = single_window_alarms(rule, [*clips, *others], t)
+        out.append({"threshold": t,
+                    "confirmed": {"falls": f"{rep.falls_detected}/{rep.fall_clips}",
+                                  "false": f"{len(rep.false_fall_clips)}/{rep.other_clips}"},
+                    "single_window": {"falls": single["fall_clips_alarmed"],
+                                      "false": single["other_recordings_alarmed"]}})
+    return out
+
+
 def _fold_report(rule: FallRule, data: ModelData, trials: Sequence[int]) -> dict[str, Any]:
     clips = [r for t in trials for r in data.clips.get(t, [])]
     out: dict[str, Any] = {"clips": evaluate(rule, clips).summary(), "recovery": recovery_check(rule, clips)}
@@ -416,6 +437,8 @@ def _fold_report(rule: FallRule, data: ModelData, trials: Sequence[int]) -> dict
         out[f"daily_{variant}"] = evaluate(rule, [], streams).summary()
     out["other_clips"] = evaluate(rule, [], data.extra).summary()
     out["single_window_rule"] = single_window_alarms(rule, [*clips, *data.extra])
+    out["threshold_sweep"] = threshold_sweep(
+        rule, clips, [*data.extra, *(s for t in trials for s in data.streams["continued"].get(t, []))])
     hours = sum(s.duration for t in trials for s in data.streams["consecutive"].get(t, [])) / 3600
     hours += sum(r.duration for r in data.extra) / 3600
     false = (out["daily_consecutive"]["stream_false_falls"] + out["other_clips"]["stream_false_falls"])

@@ -64,30 +64,39 @@ def evaluate_damaged(ck: LoadedCheckpoint, ds: Any, conditions: Sequence[Corrupt
 
 
 def plot(results: dict[str, dict[str, dict[str, Any]]], out: Path) -> None:
-    """One panel per metric, one line per model, conditions along x."""
+    """One panel per metric, conditions along x; one colour per dataset / fold, dashed for models
+    whose name ends in 'before'."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     metrics = [("UTD-MHAD top-1", "top1"), ("UP-Fall clip top-1", "clip_top1"),
-               ("UP-Fall window top-1", "window_top1"), ("UP-Fall fall recall", "fall_recall")]
+               ("UP-Fall window top-1", "window_top1"), ("UP-Fall fall recall", "fall_recall"),
+               ("UP-Fall fall precision", "fall_precision")]
     metrics = [(t, k) for t, k in metrics if any(k in next(iter(r.values())) for r in results.values())]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.8), squeeze=False)
-    for ax, (title, key) in zip(axes[0], metrics, strict=True):
+    cols = min(3, len(metrics))
+    rows = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.0 * rows), squeeze=False)
+    groups = list(dict.fromkeys(name.rsplit(" ", 1)[0] for name in results))
+    colours = {g: f"C{i}" for i, g in enumerate(groups)}
+    for ax, (title, key) in zip(axes.flat, metrics, strict=False):
         for name, res in results.items():
             conds = list(res)
             if key not in res[conds[0]]:
                 continue
-            ax.plot(range(len(conds)), [100 * (res[c][key] or 0) for c in conds], marker="o", label=name)
+            ax.plot(range(len(conds)), [100 * (res[c][key] or 0) for c in conds], marker="o", label=name,
+                    color=colours[name.rsplit(" ", 1)[0]], linestyle="--" if name.endswith("before") else "-")
             ax.set_xticks(range(len(conds)), conds, rotation=45, ha="right", fontsize=8)
         ax.set_title(title)
         ax.set_ylabel("%")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    for ax in axes.flat[len(metrics):]:
+        ax.axis("off")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=100)
     plt.close(fig)
 
 
