@@ -29,7 +29,7 @@ a clip feeds them all in the same order (``detect_falls``): the same calls give 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
@@ -177,15 +177,16 @@ class FallWindow:
 
 
 def fall_window(postures: FramePostures, start: float, end: float, probs: np.ndarray,
-                posture_s: float = 0.5) -> FallWindow:
-    """The evidence of the window [start, end] of a track whose frame postures are ``postures``."""
+                posture_s: float) -> FallWindow:
+    """The evidence of the window [start, end] of a track whose frame postures are ``postures``
+    (``posture_s``: the rule's ``spec.posture_s``)."""
     return FallWindow(float(start), float(end), np.asarray(probs, np.float64),
                       postures.span(start, start + posture_s), postures.span(end - posture_s, end),
                       postures.descent_time(start, end))
 
 
 def track_windows(postures: FramePostures, ends: np.ndarray, probs: np.ndarray, window_seconds: float,
-                  posture_s: float = 0.5) -> list[FallWindow]:
+                  posture_s: float) -> list[FallWindow]:
     """``fall_window`` for every window (ends (W,), probabilities (W, K)) of one track."""
     return [fall_window(postures, float(e) - window_seconds, float(e), p, posture_s)
             for e, p in zip(ends, probs, strict=True)]
@@ -440,8 +441,3 @@ def detect_falls(tracks: Mapping[int, Sequence[FallWindow]], rule: FallRule) -> 
         if i == len(tracks[tid]) - 1:
             monitor.end_track(tid)
     return events
-
-
-def fall_events(windows: Iterable[FallWindow], rule: FallRule, track_id: int = 0) -> list[FallEvent]:
-    """The events of one track's windows."""
-    return detect_falls({track_id: list(windows)}, rule)

@@ -165,7 +165,7 @@ def test_posture_only_counts_joints_seen_inside_the_frame(model: Model) -> None:
     post = frame_postures(t, np.repeat(pose, 2, axis=0), np.repeat(vis, 2, axis=0), clip.width, clip.height)
     from skeleton.falls import fall_window
 
-    w = fall_window(post, 10.06 - 1.94, 10.06, np.eye(11)[0])
+    w = fall_window(post, 10.06 - 1.94, 10.06, np.eye(11)[0], rule.spec.posture_s)
     monitor = FallMonitor(rule)
     assert monitor.update(1, w) == [] and monitor.state(1) == "none"
 

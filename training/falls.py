@@ -19,7 +19,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,6 @@ import numpy as np
 
 from skeleton.clip import window_ends
 from skeleton.falls import (
-    FallEvent,
     FallRule,
     FallWindow,
     Posture,
@@ -39,9 +38,9 @@ from skeleton.manifest import FallRuleSpec, InputSpec
 from skeleton.paths import REPO_ROOT
 from skeleton.preprocess import prepare_window, sequence_to_layout
 from skeleton.types import SkeletonSequence
-from training.joined import concatenate_primary, daily_names, join_clips
+from training.joined import clip_duration, concatenate_primary, daily_names, join_clips
 from training.skeleton_cache import ClipSkeletons, iter_cache, load_clip
-from training.upfall import FALL_LABELS, detect_fall_time, parse_cache_name
+from training.upfall import ACTIVITIES, FALL_LABELS, detect_fall_time, parse_cache_name
 
 MIN_TRACK_FRAMES = 3  # as the clip pipeline: shorter tracks are detector blips
 # Posture statistics for the down thresholds: a fallen person has settled this long after the
@@ -100,22 +99,16 @@ def clip_recording(name: str, clip: ClipSkeletons, spec: InputSpec, classify: Cl
         ws = sequence_windows(seq, clip.width, clip.height, spec, classify, posture_s)
         if ws:
             tracks[tid] = ws
-    rec = Recording(name, clip.num_frames and float(clip.timestamps[-1]) + clip.stride / clip.fps, tracks,
+    rec = Recording(name, clip_duration(clip), tracks,
                     primary=None if clip.primary is None else clip.track_ids[clip.primary])
     try:
         rec.activity, rec.trial, rec.camera = parse_cache_name(Path(name + ".npz"))
     except ValueError:
         return rec
     actor = clip.primary_track
-    if actor is not None and _activity_label(rec.activity) in FALL_LABELS:
+    if actor is not None and ACTIVITIES[rec.activity - 1] in FALL_LABELS:
         rec.fall_time = detect_fall_time(actor, float(clip.height))
     return rec
-
-
-def _activity_label(activity: int) -> str:
-    from training.upfall import ACTIVITIES
-
-    return ACTIVITIES[activity - 1]
 
 
 def shifted(w: FallWindow, dt: float) -> FallWindow:
@@ -490,10 +483,6 @@ def _fall_classes(checkpoint: Path) -> tuple[int, ...]:
     ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
     labels = list(ck["labels"])
     return tuple(labels.index(f) for f in ck["label_groups"].get("fall", []))
-
-
-def events_json(events: Sequence[FallEvent]) -> list[dict[str, Any]]:
-    return [asdict(e) for e in events]
 
 
 def main(argv: list[str] | None = None) -> int:
