@@ -181,7 +181,7 @@ def capacity_md(sec: dict[str, Any]) -> list[str]:
             s["processed_fps"],
             s["server_cpu_percent"],
             s["server_rss_peak_mib"],
-            s["load_average"][0],
+            s["load_average"][0][0],
             "met" if s["meets_target"] else "missed",
         ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")

@@ -31,6 +31,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from bench.server import metric_total, parse_metrics
 from service.schemas import RecognizeResponse
 from tests.browser_helpers import free_port, spawn_server, stop_process, wait_http
 from tests.conftest import require_data
@@ -73,10 +74,7 @@ class Replica:
         return f"ws://127.0.0.1:{self.port}/stream"
 
     def metric(self, name: str) -> float:
-        for line in self.http.get("/metrics").text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-        raise AssertionError(f"{name} not in /metrics of {self.name}")
+        return metric_total(parse_metrics(self.http.get("/metrics").text), name)
 
     def tail(self) -> str:
         return f"--- {self.name} log:\n" + self.log.read_text(errors="replace")[-4000:]
