@@ -15,7 +15,7 @@ import numpy as np
 
 from skeleton.layouts import get_layout
 from skeleton.preprocess import prepare_clip
-from training.augment import add_noise, geometric, temporal_crop
+from training.augment import add_noise, corrupt, geometric, temporal_crop
 from training.config import TrainConfig
 from training.metrics import classification_metrics
 from training.utd_mhad import LABELS as UTD_LABELS
@@ -77,7 +77,7 @@ class UtdMhadDataset(ActionDataset):
             return prepare_clip(joints, self.cfg.input)
         aug = self.cfg.augment
         joints = temporal_crop(joints, aug.crop_min, rng)
-        joints = geometric(joints, aug, rng, self.layout)
+        joints = corrupt(geometric(joints, aug, rng, self.layout), aug.corrupt, rng, self.layout)
         return add_noise(prepare_clip(joints, self.cfg.input), aug.noise, rng)
 
     def restrict_train(self, keep: np.ndarray) -> None:
