@@ -20,7 +20,7 @@ from service.clips.job import ClipJob
 from service.core.errors import ServiceError, too_large, validation_message
 from service.core.limits import check_skeleton_sequence
 from service.jobs import Progress
-from service.schemas import RecognizeResponse, SkeletonSequenceIn
+from service.schemas import JobStatus, RecognizeResponse, SkeletonSequenceIn
 from service.state import ServiceState
 
 router = APIRouter(tags=["recognize"])
@@ -172,6 +172,7 @@ async def _recognize_upload(
     response_model=RecognizeResponse,
     openapi_extra=_OPENAPI_BODY,
     responses={
+        202: {"model": JobStatus, "description": "mode=async: the job; follow its Location (GET /jobs/{id})"},
         413: {"description": "upload too large or video too long"},
         415: {"description": "not a supported video type"},
         422: {"description": "undecodable video or invalid skeletons"},
