@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.batching import MicroBatcher
+from service.batching import MicroBatcher, WindowBatcher
 from service.classifier import OnnxClassifier
 from service.core.config import Settings
 from service.core.errors import ServiceError, not_ready, unknown_model
@@ -26,13 +26,18 @@ from skeleton.manifest import MANIFEST_FILE, ModelManifest, WindowSpec, load_man
 log = logging.getLogger(__name__)
 
 
+def output_width(manifest: ModelManifest) -> int:
+    """Outputs per window: one per label, or an embedding's length."""
+    return manifest.embedding.dim if manifest.embedding is not None else manifest.num_classes
+
+
 @dataclass
 class LoadedModel:
     name: str
     path: Path
     manifest: ModelManifest
     runtime: OnnxClassifier
-    batcher: MicroBatcher
+    batcher: WindowBatcher
     window: WindowSpec  # the manifest's, with SKELACT_STRIDE
     warmup_ms: float = 0.0
 
@@ -124,10 +129,10 @@ class ModelRegistry:
             t0 = time.perf_counter()
             for n in sorted({1, min(8, s.batch_max_size), s.batch_max_size}):
                 probs = runtime.predict(np.zeros(model.input_shape(n), np.float32))
-                if probs.shape != (n, manifest.num_classes):
+                if probs.shape != (n, output_width(manifest)):
                     raise ValueError(
                         f"model output {probs.shape} does not match the manifest's "
-                        f"{manifest.num_classes} labels: re-export the model"
+                        f"{output_width(manifest)} outputs: re-export the model"
                     )
             model.warmup_ms = (time.perf_counter() - t0) * 1e3
         log.info("model %s ready on %s (warm-up %.0f ms)", path.name, runtime.provider, model.warmup_ms)

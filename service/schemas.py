@@ -284,6 +284,9 @@ class ConfigMessage(BaseModel):
 
     type: Literal["config"]
     model: str | None = None
+    unknown_threshold: float | None = Field(
+        default=None, description="open-set threshold from now on (null: the model's manifest)"
+    )
 
 
 class SkeletonFrameMessage(SkeletonFrameIn):

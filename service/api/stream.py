@@ -149,6 +149,7 @@ async def stream(
     model: str | None = None,
     stride: int | None = None,
     top_k: int | None = None,
+    unknown_threshold: float | None = None,
 ) -> None:
     """See docs/api.md for the message schema (service/schemas.py: HelloMessage, FrameMessage...)."""
     await websocket.accept()
@@ -156,7 +157,7 @@ async def stream(
     refused = _refusal(state, stride, top_k)
     if refused is None:
         try:
-            loaded = state.registry.get(model)
+            loaded = state.model(model, unknown_threshold)
         except ServiceError as exc:
             refused = exc.code, exc.ws_message(), CloseCode.POLICY_VIOLATION
     if refused is not None:
@@ -165,7 +166,7 @@ async def stream(
         await websocket.close(close_code)
         return
     session = StreamSession(loaded, state.settings, state.pose, state.metrics, stride, top_k)
-    scheduler = FrameScheduler(session, conn.inbox, state.pose, state.registry, conn.send)
+    scheduler = FrameScheduler(session, conn.inbox, state.pose, state.model, conn.send, unknown_threshold)
     receiver: asyncio.Task[None] | None = None
     try:
         async with state.stream_open(conn):

@@ -26,7 +26,7 @@ from skeleton.types import SkeletonSequence
 if TYPE_CHECKING:
     from service.clips.job import ClipOutcome
 
-__all__ = ["MIN_TRACK_FRAMES", "PersonResult", "clip_people", "decide_clip", "too_short"]
+__all__ = ["MIN_TRACK_FRAMES", "PersonResult", "clip_people", "clip_sequences", "decide_clip", "too_short"]
 
 # Same as training.extract's default: shorter tracks are detector blips, not people.
 MIN_TRACK_FRAMES = 3
@@ -75,18 +75,15 @@ def decide_clip(model: LoadedModel, window_probs: np.ndarray, ends: np.ndarray) 
     return decide(window_probs, ends, ClipRule.from_manifest(model.manifest))
 
 
-async def clip_people(
-    model: LoadedModel, outcome: ClipOutcome, settings: Settings, stride: int | None
-) -> tuple[list[PersonResult], int | None]:
-    """The clip's people (blips dropped, fragments of one person stitched) and the primary one.
-
-    A person made of one online track keeps the windows classified during the pass; a stitched
-    person's windows are recomputed over the joined sequence (the same window protocol).
-    """
+def clip_sequences(
+    outcome: ClipOutcome, settings: Settings
+) -> tuple[dict[int, SkeletonSequence], dict[int, tuple[int, ...]], int | None]:
+    """The clip's people as sequences (blips dropped, fragments stitched), the online tracks each
+    joins, and the primary person's id (None: nobody)."""
     history = outcome.history
     sequences = history.sequences(min_frames=MIN_TRACK_FRAMES)
     if not sequences:
-        return [], None
+        return {}, {}, None
     if settings.stitch_tracks:
         joined, members = stitch_tracks(sequences, frame_size=(outcome.width, outcome.height))
     else:
@@ -98,7 +95,21 @@ async def clip_people(
         clip_frames=len(history),
         frame_width=float(outcome.width) or None,
     )
-    primary = None if idx is None else ids[idx]
+    return joined, {k: tuple(v) for k, v in members.items()}, None if idx is None else ids[idx]
+
+
+async def clip_people(
+    model: LoadedModel, outcome: ClipOutcome, settings: Settings, stride: int | None
+) -> tuple[list[PersonResult], int | None]:
+    """The clip's people (blips dropped, fragments of one person stitched) and the primary one.
+
+    A person made of one online track keeps the windows classified during the pass; a stitched
+    person's windows are recomputed over the joined sequence (the same window protocol).
+    """
+    joined, members, primary = clip_sequences(outcome, settings)
+    if not joined:
+        return [], None
+    ids = sorted(joined)
     smoothing = smoothing_config(settings)
     window = model.manifest.input.window.with_stride(stride)
     out = []

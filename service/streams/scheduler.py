@@ -19,7 +19,7 @@ from perception.video import DecodeError
 from service.core.errors import ServiceError, internal_message, report_internal
 from service.frames import PosedFrame
 from service.pose_pool import PosePool
-from service.registry import ModelRegistry
+from service.registry import LoadedModel
 from service.schemas import ConfigMessage, ErrorMessage, FrameMessage, HelloMessage
 from service.streams.inbox import Arrival, Inbox
 from service.streams.pacing import Lanes, Pace
@@ -28,6 +28,7 @@ from service.streams.session import StreamSession
 __all__ = ["FrameScheduler", "Send", "StreamClosed"]
 
 Send = Callable[[FrameMessage | HelloMessage | ErrorMessage], Awaitable[None]]
+ModelLookup = Callable[[str | None, float | None], LoadedModel]
 
 
 class StreamClosed(Exception):
@@ -38,12 +39,19 @@ class FrameScheduler:
     """Runs one stream's frames from its inbox to its replies (``send``)."""
 
     def __init__(
-        self, session: StreamSession, inbox: Inbox, pose: PosePool, registry: ModelRegistry, send: Send
+        self,
+        session: StreamSession,
+        inbox: Inbox,
+        pose: PosePool,
+        models: ModelLookup,
+        send: Send,
+        unknown_threshold: float | None = None,
     ) -> None:
         self.session = session
         self.inbox = inbox
         self.pose = pose
-        self.registry = registry
+        self.models = models  # (name, unknown threshold) -> model (`ServiceState.model`)
+        self.unknown_threshold = unknown_threshold
         self.send = send
         self.pace = Pace()
 
@@ -160,11 +168,15 @@ class FrameScheduler:
         return self.pose.stream_is_alone()
 
     async def _apply_config(self, cfg: ConfigMessage) -> None:
-        if cfg.model is not None and cfg.model != self.session.model.name:
+        changed = cfg.model is not None and cfg.model != self.session.model.name
+        if changed or "unknown_threshold" in cfg.model_fields_set:
+            new = "unknown_threshold" in cfg.model_fields_set
+            threshold = cfg.unknown_threshold if new else self.unknown_threshold
             try:
-                model = self.registry.get(cfg.model)
+                model = self.models(cfg.model or self.session.model.name, threshold)
             except ServiceError as exc:
                 await self.error(exc.code, exc.ws_message())
                 return
+            self.unknown_threshold = threshold
             self.session.switch_model(model)
         await self.send(self.session.hello())

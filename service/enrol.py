@@ -1,0 +1,143 @@
+"""An example for an action set from a clip (a video or skeleton JSON), optionally a span of it.
+
+The clip goes through the very pass of ``POST /recognize`` (`ClipJob`: decode, pose, tracking,
+blips dropped, fragments stitched, the primary person chosen), with a batcher that classifies
+nothing. The example is then the chosen person's frames inside ``[start, end]``, cut into the
+embedding's windows on the service's schedule (`skeleton.clip.window_ends`), embedded, and pooled
+into one unit vector (`skeleton.prototypes.pool`): the query path of the set, so an example and
+what it is later compared with are made the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.action_sets import Example
+from service.batching import BatchResult
+from service.clips.job import ClipJob, ClipOutcome
+from service.clips.result import clip_sequences
+from service.core.errors import ServiceError
+from service.registry import LoadedModel
+from service.schemas import SkeletonSequenceIn
+from service.state import ServiceState
+from skeleton.clip import window_ends
+from skeleton.preprocess import prepare_window, sequence_to_layout
+from skeleton.prototypes import pool
+
+__all__ = ["MIN_WINDOW_SHARE", "Span", "from_skeletons", "from_video"]
+
+# an example must show its person for at least this share of one window (the rest is held still)
+MIN_WINDOW_SHARE = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Span:
+    """Which part of the clip, and whether exactly one person must be in it."""
+
+    start: float | None = None
+    end: float | None = None
+    one_person: bool = False
+
+    def check(self) -> Span:
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ServiceError(
+                422,
+                "invalid_span",
+                f"end {self.end} is not after start {self.start}",
+                "send start < end, in seconds from the clip's beginning",
+            )
+        return self
+
+
+class _NoClassify:
+    """A batcher that answers every window with one dummy probability: the pass only tracks."""
+
+    async def submit(self, windows: np.ndarray) -> BatchResult:
+        n = windows.shape[0]
+        return BatchResult(np.ones((n, 1), np.float32), n, 0, 0.0, 0.0)
+
+    def add_producer(self) -> None: ...
+
+    def remove_producer(self) -> None: ...
+
+    def producing(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def _tracking_only(embedding: LoadedModel) -> LoadedModel:
+    manifest = embedding.manifest.model_copy(update={"labels": ["person"], "label_groups": {}})
+    return dataclasses.replace(embedding, manifest=manifest, batcher=_NoClassify())
+
+
+async def from_video(
+    state: ServiceState, embedding: LoadedModel, path: Path, filename: str, span: Span
+) -> Example:
+    outcome, _ = await ClipJob(state, _tracking_only(embedding)).video_pass(path, filename)
+    return await _example(state, embedding, outcome, span, {"kind": "video", "filename": filename})
+
+
+async def from_skeletons(
+    state: ServiceState, embedding: LoadedModel, seq: SkeletonSequenceIn, span: Span
+) -> Example:
+    outcome = await ClipJob(state, _tracking_only(embedding)).skeletons_pass(seq)
+    return await _example(state, embedding, outcome, span, {"kind": "skeleton", "frames": len(seq.frames)})
+
+
+async def _example(
+    state: ServiceState, emb: LoadedModel, outcome: ClipOutcome, span: Span, source: dict[str, Any]
+) -> Example:
+    joined, _, primary = clip_sequences(outcome, state.settings)
+    if not joined or primary is None:
+        raise ServiceError(
+            422,
+            "nobody_found",
+            "nobody was found in the clip",
+            "film the whole body, well lit, one person acting",
+        )
+    if span.one_person and len(joined) > 1:
+        raise ServiceError(
+            422,
+            "several_people",
+            f"{len(joined)} people were found, one was asked for",
+            "send a clip with only the person acting, or leave one_person off",
+        )
+    seq = joined[primary]
+    t = seq.timestamps
+    lo = -np.inf if span.start is None else span.start
+    hi = np.inf if span.end is None else span.end
+    inside = (t >= lo) & (t <= hi)
+    seen = inside & np.isfinite(seq.image[:, :, :2]).all(axis=(1, 2))
+    window = emb.window
+    need = MIN_WINDOW_SHARE * window.seconds
+    if not seen.any():
+        raise ServiceError(
+            422,
+            "nobody_found",
+            f"nobody was seen between {span.start} and {span.end} s",
+            "check start and end (seconds from the clip's beginning)",
+        )
+    t0, t1 = float(t[seen][0]), float(t[seen][-1])
+    if t1 - t0 < need:
+        raise ServiceError(
+            422,
+            "example_too_short",
+            f"the person is seen for {t1 - t0:.2f} s; an example needs {need:.2f} s",
+            f"send at least {need:.2f} s, ideally {window.seconds:.2f} s or more, of the action",
+        )
+    spec = emb.manifest.input
+    joints = sequence_to_layout(seq, spec, float(outcome.height))[inside]
+    times = t[inside]
+    ends = window_ends(t0, t1, window.seconds, window.hop_s)
+    windows = np.stack([prepare_window(times, joints, spec, float(e)) for e in ends])
+    vectors = (await emb.batcher.submit(windows)).probs
+    span_info = {"start": round(t0, 3), "end": round(t1, 3), "people": len(joined)}
+    return Example(pool(vectors), len(ends), t1 - t0, {**source, **span_info})
