@@ -81,7 +81,8 @@ def _tracking_only(embedding: LoadedModel) -> LoadedModel:
 async def from_video(
     state: ServiceState, embedding: LoadedModel, path: Path, filename: str, span: Span
 ) -> Example:
-    outcome, _ = await ClipJob(state, _tracking_only(embedding)).video_pass(path, filename)
+    job = ClipJob(state, _tracking_only(embedding))
+    outcome, _ = await job.video_pass(path, filename, until_s=span.end)
     return await _example(state, embedding, outcome, span, {"kind": "video", "filename": filename})
 
 

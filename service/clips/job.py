@@ -121,9 +121,10 @@ class ClipJob:
         return self._done(response, outcome, t0)
 
     async def video_pass(
-        self, path: Path, filename: str, keep_frames: bool = False
+        self, path: Path, filename: str, keep_frames: bool = False, until_s: float | None = None
     ) -> tuple[ClipOutcome, VideoInfo]:
-        """The video's pass (checked, decoded, posed, tracked, windows classified), not yet answered."""
+        """The video's pass (checked, decoded, posed, tracked, windows classified), not yet
+        answered; ``until_s``: only the frames up to that time."""
         s = self.state.settings
         pose = self.state.pose
         loop = asyncio.get_running_loop()
@@ -136,7 +137,7 @@ class ClipJob:
             estimators = list(await asyncio.gather(*(pose.take_estimator() for _ in range(lanes))))
             try:
                 source = await loop.run_in_executor(
-                    self.state.io_pool, VideoSource, path, s.pose_max_side, s.max_video_seconds
+                    self.state.io_pool, VideoSource, path, s.pose_max_side, s.max_video_seconds, until_s
                 )
                 try:
                     outcome = await self._pass(source, tuple(estimators), keep_frames=keep_frames)
