@@ -89,12 +89,20 @@ class STGCNClassifier(nn.Module):
         self.num_joints = graph.num_joints
         self.in_channels = in_channels
 
+    @property
+    def feature_dim(self) -> int:
+        """Width of the pooled features the head sees (the "penultimate" layer)."""
+        return int(self.fc.in_features)
+
     def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.drop(self.forward_features(x)))
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(N, C, T, V) -> (N, feature_dim) pooled backbone features (embeddings, few-shot baselines)."""
         x = self.features(x)
         c, t, v = x.shape[1], x.shape[2], x.shape[3]
         # BatchNorm over (C*V) per sample, as ST-GCN's data_bn: per-joint, per-axis statistics.
         x = self.data_bn(x.permute(0, 1, 3, 2).reshape(-1, c * v, t))
         x = x.reshape(-1, c, v, t).permute(0, 1, 3, 2)
         x = self.blocks(x)
-        x = x.mean(dim=(2, 3))
-        return self.fc(self.drop(x))
+        return x.mean(dim=(2, 3))
