@@ -146,8 +146,11 @@ def _toposort(graph: onnx.GraphProto) -> None:
 
 
 def embedding_logit_scale(cfg: Any) -> float:
-    """softmax(scale * cosine) matches training: the margin losses' scale, or SupCon's 1 / temperature."""
+    """The served softmax(scale * cosine): the calibrated scale when the config has one, else the
+    loss's own (the margin losses' scale, SupCon's 1 / temperature)."""
     e = cfg.embedding
+    if e.logit_scale is not None:
+        return float(e.logit_scale)
     return float(1.0 / e.temperature if e.loss == "supcon" else e.scale)
 
 
@@ -204,7 +207,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, data_root: Path, repo_roo
         metrics.update(extra_metrics)
     fall_group = ClipRuleSpec().fall_group
     rule = cfg.clip_rule
-    outputs = len(ck.labels) if emb is None else emb.dim
+    outputs = int(reference.shape[1])  # labels, or the embedding's width (its head's or its backbone's)
     manifest = ModelManifest(
         name=name or cfg.name,
         kind="classifier" if emb is None else "embedding",
@@ -219,7 +222,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, data_root: Path, repo_roo
             input_shape=[BATCH_AXIS, *expected], output_name=output_name,
             output_shape=[BATCH_AXIS, outputs], fp16_file=fp16_file, fp16_max_abs_error=fp16_err,
         ),
-        embedding=None if emb is None else EmbeddingSpec(dim=emb.dim, logit_scale=embedding_logit_scale(cfg),
+        embedding=None if emb is None else EmbeddingSpec(dim=outputs, logit_scale=embedding_logit_scale(cfg),
                                                          trained_on=ck.labels),
         open_set=cfg.open_set,
         clip_rule=ClipRuleSpec(fall_group=fall_group, fall_threshold=rule.fall_threshold,
@@ -245,14 +248,9 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, data_root: Path, repo_roo
 
 
 def apply_open_set(model_dir: Path, spec: OpenSetSpec) -> ModelManifest:
-    """Write an "unknown" rule into an exported model's manifest, and into its shipped checkpoint's
-    config so a re-export keeps it; the ONNX graph (and its sha256) is unchanged."""
-    manifest = load_manifest(model_dir)
-    manifest = manifest.model_copy(update={"open_set": spec})
+    """Write an "unknown" rule into an exported model's manifest (the additive ``open_set`` field);
+    nothing else changes (ONNX graph, sha256, checkpoint), so after a re-export the same command
+    writes it again."""
+    manifest = load_manifest(model_dir).model_copy(update={"open_set": spec})
     (model_dir / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=1))
-    ckpt = model_dir / "checkpoint.pt"
-    if ckpt.is_file():
-        raw = torch.load(ckpt, map_location="cpu", weights_only=False)
-        raw["config"] = {**raw["config"], "open_set": spec.model_dump(mode="json")}
-        torch.save(raw, ckpt)
     return manifest

@@ -1,7 +1,8 @@
 """Open-set rejection: the score that says how well a window or clip fits any known label (numpy only).
 
-One rule for every model: ``unknown`` when ``score < threshold``, with the score named in the
-manifest (``skeleton.manifest.OpenSetSpec``). Classifiers score their logits (maximum softmax
+One rule for every model: a window is ``unknown`` when ``score < threshold``, with the score named
+in the manifest (``skeleton.manifest.OpenSetSpec``); a clip when most of its windows are
+(``clip_score``). Classifiers score their logits (maximum softmax
 probability, maximum logit, or the negative energy ``logsumexp(logits)``); an embedding with
 enrolled prototypes scores the cosine similarity to the nearest prototype. How each threshold was
 chosen is recorded next to it (docs/fewshot.md).
@@ -50,12 +51,11 @@ def is_unknown(spec: OpenSetSpec, values: np.ndarray, threshold: float | None = 
     return np.asarray(open_set_score(spec.score, values) < t)
 
 
-def pool_logits(window_logits: np.ndarray, score: str) -> np.ndarray:
-    """(W, K) window logits of one clip -> (1, K) values whose score is the clip's score.
-
-    ``max_softmax``: the log of the mean window probabilities (its softmax is that mean, the clip
-    decision's confidence, ``skeleton.clip.decide``); the other scores: the mean logits."""
-    lg = np.asarray(window_logits, np.float64)
-    if score == "max_softmax":
-        return np.log(np.maximum(softmax(lg).mean(axis=0, keepdims=True), 1e-300))
-    return np.asarray(lg.mean(axis=0, keepdims=True))
+def clip_score(window_scores: np.ndarray) -> float:
+    """A clip's (or segment's) score from its windows' scores: their median, so a clip is unknown
+    exactly when most of its windows are. An untrimmed clip (stand, fall, lie) is judged by what it
+    mostly shows, not by a mean that its transitions drag down."""
+    w = np.asarray(window_scores, np.float64)
+    if w.size == 0:
+        raise ValueError("a clip needs at least one window score")
+    return float(np.median(w))

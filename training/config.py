@@ -91,6 +91,11 @@ class EmbeddingConfig(_Strict):
 
     dim: int = 128
     head: Literal["linear", "mlp"] = "mlp"
+    # What the model outputs (normalised; models.embedding): per-joint features of several blocks
+    # ("joints"), the backbone's pooled features, or the head the losses see.
+    output: Literal["joints", "backbone", "head"] = "joints"
+    # What the head (and so the loss) sees: globally pooled features, or the joint readout.
+    head_input: Literal["pooled", "joints"] = "pooled"
     # cosface / arcface: normalised softmax with an additive cosine / angular margin (scale, margin);
     # supcon: supervised contrastive (temperature); "+" combines a margin loss with supcon
     # (supcon_weight); softmax: plain cross-entropy on the head (the ablation).
@@ -99,8 +104,13 @@ class EmbeddingConfig(_Strict):
     margin: float = 0.2
     temperature: float = 0.1
     supcon_weight: float = 1.0
+    # + instance discrimination (two views of each clip are positives; training.metric_learning)
+    instance_weight: float = 0.0
     # Batches hold classes_per_batch classes x (batch_size / classes_per_batch) windows each.
     classes_per_batch: int = 8
+    # Served probabilities are softmax(logit_scale * cosine) over the enrolled labels: a temperature
+    # fitted on training subjects (training.fewshot calibrate); None: the loss's own scale.
+    logit_scale: float | None = None
 
 
 class TrainConfig(_Strict):

@@ -11,8 +11,11 @@ noise) plus speed and a random window position inside the clip.
 Losses (``EmbeddingConfig.loss``): CosFace / ArcFace (normalised softmax with an additive cosine
 / angular margin; the class weights live in the loss, not in the exported model), supervised
 contrastive (SupCon, Khosla et al. 2020), a sum of CosFace and SupCon, and plain softmax
-cross-entropy on the head as the ablation. Batches hold ``classes_per_batch`` classes with several
-windows each, so every anchor has positives (SupCon needs them; the margin losses do not mind).
+cross-entropy on the head as the ablation. ``instance_weight`` adds an instance-discrimination term
+(SimCLR's NT-Xent, written as SupCon with clip ids as labels: two augmented windows of a clip are
+positives): it keeps information the base actions do not need, which unseen actions may. Batches
+hold ``classes_per_batch`` classes with several windows each, so every anchor has positives (SupCon
+needs them; the margin losses do not mind).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from models import count_flops, count_params
-from models.embedding import SkeletonEmbedder, build_embedder
+from models.embedding import SkeletonEmbedder, build_embedder, joint_readout
 from models.stgcn import STGCNClassifier
 from skeleton.clip import window_ends
 from skeleton.layouts import get_layout
@@ -101,21 +104,19 @@ class UtdWindowSet:
         return add_noise(prepare_window(t, joints, spec, end), aug.noise, rng)
 
     def batches(
-        self, rng: np.random.Generator, batch_size: int, classes_per_batch: int, samples: int
+        self, rng: np.random.Generator, batch_size: int, classes_per_batch: int, samples: int, views: int = 1
     ) -> list[np.ndarray]:
-        """Clip indices, ``classes_per_batch`` classes x ``batch_size // classes_per_batch`` each."""
+        """Clip indices, ``classes_per_batch`` classes x ``batch_size // classes_per_batch`` each; with
+        ``views`` > 1 each chosen clip appears that many times in a row (differently augmented)."""
         by_class = [np.flatnonzero(self.labels == k) for k in range(len(self.actions))]
         present = [k for k, idx in enumerate(by_class) if len(idx)]
         p = min(classes_per_batch, len(present))
-        per = max(2, batch_size // p)
+        per = max(2, batch_size // p) // views
         out = []
-        for _ in range(math.ceil(samples / (p * per))):
+        for _ in range(math.ceil(samples / (p * per * views))):
             chosen = rng.choice(present, size=p, replace=False)
-            out.append(
-                np.concatenate(
-                    [rng.choice(by_class[k], size=per, replace=len(by_class[k]) < per) for k in chosen]
-                )
-            )
+            clips = [rng.choice(by_class[k], size=per, replace=len(by_class[k]) < per) for k in chosen]
+            out.append(np.repeat(np.concatenate(clips), views))
         return out
 
 
@@ -170,18 +171,20 @@ class EmbeddingLoss(nn.Module):
         elif cfg.loss == "softmax":
             self.linear = nn.Linear(cfg.dim, num_classes)
 
-    def forward(self, model: SkeletonEmbedder, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """(loss, unit embeddings)."""
+    def forward(self, model: SkeletonEmbedder, x: Tensor, y: Tensor, clip: Tensor) -> tuple[Tensor, Tensor]:
+        """(loss, unit embeddings); ``clip`` identifies each window's clip (the instance term)."""
         raw = model.raw(x)
         z = F.normalize(raw, dim=1)
-        if self.linear is not None:
-            return F.cross_entropy(self.linear(raw), y), z
         loss = z.new_zeros(())
+        if self.linear is not None:
+            loss = loss + F.cross_entropy(self.linear(raw), y)
         if self.margin is not None:
             loss = loss + self.margin(z, y)
         if "supcon" in self.cfg.loss:
             weight = self.cfg.supcon_weight if self.margin is not None else 1.0
             loss = loss + weight * supcon_loss(z, y, self.cfg.temperature)
+        if self.cfg.instance_weight > 0:
+            loss = loss + self.cfg.instance_weight * supcon_loss(z, clip, self.cfg.temperature)
         return loss, z
 
 
@@ -203,6 +206,18 @@ def encode(fn: Callable[[Tensor], Tensor], windows: np.ndarray, batch_size: int 
 def embedder_encoder(model: SkeletonEmbedder) -> Encoder:
     model.eval()
     return lambda w: encode(model, w)
+
+
+def head_encoder(model: SkeletonEmbedder) -> Encoder:
+    """An embedding model's normalised projection-head output (what its losses saw)."""
+    model.eval()
+    return lambda w: encode(lambda x: F.normalize(model.raw(x), dim=1), w)
+
+
+def joints_encoder(model: STGCNClassifier) -> Encoder:
+    """Any backbone's per-joint, two-half, multi-block readout (``models.embedding.joint_readout``)."""
+    model.eval()
+    return lambda w: encode(lambda x: F.normalize(joint_readout(model, x), dim=1), w)
 
 
 def feature_encoder(model: STGCNClassifier) -> Encoder:
@@ -236,7 +251,8 @@ def build_embedding_model(cfg: TrainConfig) -> SkeletonEmbedder:
     e = cfg.embedding
     if e is None:
         raise ValueError("config has no embedding section")
-    return build_embedder(cfg.model.arch, cfg.input.layout, e.dim, e.head, **cfg.model.kwargs)
+    return build_embedder(cfg.model.arch, cfg.input.layout, e.dim, e.head, e.output, e.head_input,
+                          **cfg.model.kwargs)
 
 
 def train_embedding(
@@ -297,7 +313,9 @@ def train_embedding(
         weight_decay=o.weight_decay,
     )
     samples = o.samples_per_epoch or len(train_set)
-    steps = len(train_set.batches(np.random.default_rng(0), o.batch_size, e.classes_per_batch, samples))
+    views = 2 if e.instance_weight > 0 else 1
+    steps = len(train_set.batches(np.random.default_rng(0), o.batch_size, e.classes_per_batch, samples,
+                                  views))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o.epochs, o.warmup_epochs, steps))
     history: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -305,10 +323,10 @@ def train_embedding(
         model.train()
         criterion.train()
         total, correct, seen = 0.0, 0, 0
-        for idx in train_set.batches(rng, o.batch_size, e.classes_per_batch, samples):
+        for idx in train_set.batches(rng, o.batch_size, e.classes_per_batch, samples, views):
             x = torch.from_numpy(np.stack([train_set.window(int(i), rng) for i in idx]))
             y = torch.from_numpy(train_set.labels[idx])
-            loss, z = criterion(model, x, y)
+            loss, z = criterion(model, x, y, torch.from_numpy(idx))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
