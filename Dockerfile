@@ -77,6 +77,7 @@ ENV PATH=/opt/venv/bin:${PATH} \
     SKELACT_CACHE_DIR=/var/cache/skelact
 WORKDIR /app
 COPY --chown=10001:10001 skeleton/ /app/skeleton/
+COPY --chown=10001:10001 perception/ /app/perception/
 COPY --chown=10001:10001 models/ /app/models/
 COPY --chown=10001:10001 training/ /app/training/
 COPY --chown=10001:10001 export/ /app/export/
@@ -126,6 +127,7 @@ ENV PATH=/opt/venv/bin:${PATH} \
 WORKDIR /app
 COPY --chown=10001:10001 deploy/healthcheck.py /app/deploy/healthcheck.py
 COPY --chown=10001:10001 skeleton/ /app/skeleton/
+COPY --chown=10001:10001 perception/ /app/perception/
 COPY --chown=10001:10001 service/ /app/service/
 COPY --chown=10001:10001 model_zoo/ /models/
 USER 10001:10001
@@ -159,6 +161,7 @@ ENV PATH=/opt/venv/bin:${PATH} \
 WORKDIR /app
 COPY --chown=10001:10001 deploy/healthcheck.py /app/deploy/healthcheck.py
 COPY --chown=10001:10001 skeleton/ /app/skeleton/
+COPY --chown=10001:10001 perception/ /app/perception/
 COPY --chown=10001:10001 service/ /app/service/
 COPY --chown=10001:10001 model_zoo/ /models/
 USER 10001:10001

@@ -2,14 +2,14 @@
 .PHONY: serve test lint setup-service setup-dev
 
 serve: setup-service
-	.venv/bin/python -m service serve
+	.venv/bin/skelact serve
 
 test: setup-dev lint
 	.venv/bin/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 lint: setup-dev
 	.venv/bin/ruff check .
-	.venv/bin/mypy skeleton models training export service bench
+	.venv/bin/mypy skeleton perception models training export service evaluation bench scripts
 
 setup-service:
 	scripts/setup.sh service

@@ -3,6 +3,8 @@
     python -m bench                      # everything, full settings (~5-10 min on 2 cores)
     python -m bench classifier           # one section; others already in the results are kept
     python -m bench pipeline stream --clients 1,2 --fps 15
+    python -m bench tracking             # people against the labelled clips (groundtruth/); only when named
+    python -m bench capacity --cores 4   # streams and clips per core of a 4-core pod; only when named
     python -m bench --quick              # tiny settings, a smoke run (~1-2 min)
     python -m bench report               # re-render report.md / plots / docs from results.json
 
@@ -36,7 +38,9 @@ REPO_OUT = REPO_ROOT / "bench" / "results"
 # The bench image points this at its mounted results folder (docs/deployment.md).
 OUT_ENV = "SKELACT_BENCH_OUT"
 DOCS = REPO_ROOT / "docs" / "benchmarks.md"
-SECTIONS = ("classifier", "pipeline", "stream")
+SECTIONS = ("classifier", "pipeline", "stream", "tracking", "capacity")
+# Sections "all" runs; tracking streams every labelled clip in real time at two rates (~25 min here)
+DEFAULT_SECTIONS = ("classifier", "pipeline", "stream")
 log = logging.getLogger("bench")
 
 
@@ -83,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         default=[],
         metavar="SECTION",
-        help=f"{', '.join(SECTIONS)}, all (default) or report (re-render only)",
+        help=f"{', '.join(SECTIONS)}, all (= {', '.join(DEFAULT_SECTIONS)}; the default) or report",
     )
     p.add_argument(
         "--out",
@@ -152,6 +156,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="negotiate permessage-deflate as browsers do (default: off, JPEGs do not compress)",
     )
+    g = p.add_argument_group("capacity (a pod's streams and clips per core)")
+    g.add_argument("--cores", type=int, default=cores, help="CPU cores of the pod the server is pinned to")
+    g.add_argument("--capacity-fps", type=float, default=15.0, help="frames per second of each stream")
+    g.add_argument("--step-seconds", type=float, default=20.0, help="sending time per stream count")
+    g.add_argument("--latency-p95-ms", type=float, default=150.0, help="round-trip p95 target per stream")
+    g.add_argument("--max-drop", type=float, default=0.05, help="share of frames the server may drop")
+    g.add_argument("--max-clients", type=int, default=None, help="stop the ramp here (default 4 x cores)")
+    g = p.add_argument_group("tracking")
+    g.add_argument(
+        "--tracking-clips",
+        default=None,
+        help="comma-separated labelled clips (data paths or stems; default: all in groundtruth/clips.json)",
+    )
+    g.add_argument("--tracking-rates", type=_floats, default=[10.0, 15.0], help="stream rates, frames/s")
+    g.add_argument(
+        "--tracking-views", default="clip,stream", help="clip (POST /recognize's tracks), stream (WS /stream)"
+    )
     return p
 
 
@@ -166,6 +187,9 @@ QUICK = {
     "fps": [15.0],
     "stream_seconds": 2.0,
     "drain": 2.0,
+    "tracking_clips": "clips/mmaction2_demo_skeleton.mp4",
+    "tracking_rates": [10.0],
+    "step_seconds": 2.0,
 }
 
 
@@ -183,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                 setattr(args, k, v)
     os.environ.update(_pairs(args.set, "--set"))
     wanted = set(args.sections) or {"all"}
-    run = set(SECTIONS) if "all" in wanted else wanted & set(SECTIONS)
+    run = set(DEFAULT_SECTIONS) if "all" in wanted else wanted & set(SECTIONS)
     out: Path = args.out.resolve()
     _writable_or_exit(out)
     docs = args.docs if args.docs is not None else out == REPO_OUT.resolve()
@@ -208,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_sections(args: argparse.Namespace, run: set[str], out: Path) -> dict[str, Any]:
     from bench.pipeline import bare_loop, run_lanes_rows, run_pipeline_bench
     from bench.server import launch_server
-    from service.settings import Settings
+    from service.core.config import Settings
 
     settings = Settings()
     models_dir = (args.models_dir or settings.models_dir).resolve()
@@ -218,7 +242,7 @@ def run_sections(args: argparse.Namespace, run: set[str], out: Path) -> dict[str
     done: dict[str, Any] = {}
     frames: list[Any] = []
     with _clip(args.clip, args.clip_seconds) as clip:
-        if run & {"pipeline", "stream"}:
+        if run & {"pipeline", "stream"} or ("tracking" in run and "stream" in args.tracking_views):
             log.info("starting the service (models from %s)", models_dir)
             with launch_server(server_env, log_path=out / "server.log") as server:
                 log.info("service ready at %s: %s", server.url, server.ready)
@@ -242,6 +266,10 @@ def run_sections(args: argparse.Namespace, run: set[str], out: Path) -> dict[str
                         deflate=args.ws_deflate,
                         settings=settings,
                     )
+                if "tracking" in run:
+                    done["tracking"] = _tracking(args, server, settings)
+        elif "tracking" in run:
+            done["tracking"] = _tracking(args, None, settings)
         lanes = args.clip_lanes
         if "pipeline" in run and lanes > 1 and int(os.environ.get("SKELACT_CLIP_POSE_LANES", "1")) != lanes:
             lanes_env = {**server_env, "SKELACT_CLIP_POSE_LANES": str(lanes)}
@@ -250,6 +278,23 @@ def run_sections(args: argparse.Namespace, run: set[str], out: Path) -> dict[str
                 done["pipeline"]["lanes"] = run_lanes_rows(
                     server, clip, settings, lanes, args.repeats, args.model
                 )
+        if "capacity" in run:
+            from bench.capacity import run_capacity_bench
+
+            log.info("capacity: a pod of %d core(s), streams at %g fps", args.cores, args.capacity_fps)
+            done["capacity"] = run_capacity_bench(
+                clip,
+                resolve_clip(args.stream_clip),
+                args.cores,
+                fps=args.capacity_fps,
+                step_s=args.step_seconds,
+                target_p95_ms=args.latency_p95_ms,
+                max_drop=args.max_drop,
+                max_clients=args.max_clients,
+                model=args.model,
+                server_env=server_env,
+                log_path=out / "server-capacity.log",
+            )
         if "classifier" in run:
             from bench.classifier import run_classifier_bench
 
@@ -272,6 +317,16 @@ def run_sections(args: argparse.Namespace, run: set[str], out: Path) -> dict[str
                 gpu_batches=args.gpu_batch_sizes,
             )
     return done
+
+
+def _tracking(args: argparse.Namespace, server: Any, settings: Any) -> dict[str, Any]:
+    from bench.tracking import run_tracking_bench
+
+    clips = [c for c in (args.tracking_clips or "").split(",") if c] or None
+    views = [v for v in args.tracking_views.split(",") if v]
+    log.info("tracking: views %s on %s", views, clips or "every labelled clip")
+    save = args.out.resolve() / "tracking"
+    return run_tracking_bench(server, clips, args.tracking_rates, views, args.model, settings, save)
 
 
 @contextlib.contextmanager

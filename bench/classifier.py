@@ -137,7 +137,7 @@ def _ort_runtime(
         manifest,
         [provider],
         threads=threads,
-        trt_cache_dir=cache / manifest.name,
+        trt_cache_dir=cache,  # engine folders per model and build (service.engine_cache)
         trt_fp16=True,
         max_batch_hint=max_batch,
     )

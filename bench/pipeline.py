@@ -1,8 +1,8 @@
 """Whole-clip throughput: a bare decode + pose loop vs ``POST /recognize`` on the real server.
 
 The bare loop is the floor the service is measured against: the service's own decoder
-(``service.video.VideoReader``) and a fresh pose estimator built exactly as the service builds
-one (``Settings().pose_options()``, same kind and ``max_people``), frames in order, nothing else --
+(``perception.video.VideoReader``) and a fresh pose estimator built exactly as the service builds
+one (``Settings().pose_spec()``, same kind and ``max_people``), frames in order, nothing else --
 no tracking, buffering, classification, HTTP or JSON. ``POST /recognize`` uploads the same file
 to the server over loopback and is timed from the client (upload and response included); its
 ``stats`` give the server's own wall time and per-stage sums. Runs alternate (bare, service,
@@ -22,7 +22,7 @@ import psutil
 from bench.clips import clip_info
 from bench.machine import load_average, machine_info
 from bench.server import ResourceSampler, ServerHandle, metric_delta
-from service.settings import Settings
+from service.core.config import Settings
 from skeleton.types import PersonPose
 
 PoseFrame = tuple[float, PersonPose | None, int]
@@ -32,11 +32,10 @@ def bare_loop(
     clip: Path, settings: Settings, max_frames: int | None = None
 ) -> tuple[dict[str, Any], list[PoseFrame]]:
     """Decode + pose every frame of ``clip`` in one thread; timings and the top person's pose per frame."""
-    from service.pose import pose_estimator_for
-    from service.video import VideoReader
+    from perception.video import VideoReader
 
     t0 = time.perf_counter()
-    est = pose_estimator_for(settings)
+    est = settings.pose_spec().create()
     create_s = time.perf_counter() - t0
     decode_s = pose_s = 0.0
     frames: list[PoseFrame] = []
@@ -197,7 +196,7 @@ def _pose_settings(s: Settings) -> dict[str, Any]:
     return {
         "pose_kind": s.pose_kind,
         "max_people": s.max_people,
-        "pose_options": s.pose_options(),
+        "pose_options": s.pose_spec().options,
         "pose_max_side": s.pose_max_side,
         "pose_workers": s.pose_workers,
         "pose_executor": s.pose_executor,

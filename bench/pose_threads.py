@@ -29,8 +29,8 @@ def one_stream(frames: int, start_at: float = 0.0) -> tuple[float, float]:
     """
     import itertools
 
-    from service.pose import create_pose_estimator
-    from service.video import VideoReader
+    from perception.pose.estimator import create_pose_estimator
+    from perception.video import VideoReader
 
     with VideoReader(CLIP) as reader:
         clip = list(itertools.islice(reader, frames + 1))
@@ -51,8 +51,8 @@ def gil_free_share(frames: int) -> float:
     import itertools
     import threading
 
-    from service.pose import create_pose_estimator
-    from service.video import VideoReader
+    from perception.pose.estimator import create_pose_estimator
+    from perception.video import VideoReader
 
     with VideoReader(CLIP) as reader:
         clip = list(itertools.islice(reader, frames + 1))

@@ -295,6 +295,14 @@ def render_markdown(results: dict[str, Any], img_prefix: str = "") -> str:
         lines += ["", *_pipeline_md(sections["pipeline"], img_prefix)]
     if "stream" in sections:
         lines += ["", *_stream_md(sections["stream"], img_prefix)]
+    if "tracking" in sections:
+        from bench.tracking import tracking_md
+
+        lines += ["", *tracking_md(sections["tracking"])]
+    if "capacity" in sections:
+        from bench.capacity import capacity_md
+
+        lines += ["", *capacity_md(sections["capacity"])]
     return "\n".join(lines) + "\n"
 
 
@@ -357,7 +365,7 @@ def _pipeline_md(sec: dict[str, Any], img: str) -> list[str]:
         f"{clip['fps']} fps, {clip['duration_s']} s); pose `{sec['server_pose']}`; best of "
         f"{sec['repeats']} alternating runs each (spread between runs: bare {sec['run_spread']['bare']:.0%}, "
         f"service {sec['run_spread']['service']:.0%}). "
-        "The bare loop decodes with `service.video.VideoReader` "
+        "The bare loop decodes with `perception.video.VideoReader` "
         "and runs a pose estimator built from the same `Settings` in one thread, nothing else; "
         "/recognize is timed by the client (upload, estimator creation, decode, pose, tracking, "
         "windows, classification, JSON). Service stage times are sums over the clip divided by frames "

@@ -26,7 +26,7 @@ import numpy as np
 from bench.clips import clip_info, jpeg_frames
 from bench.machine import load_average, machine_info
 from bench.server import MetricKey, ResourceSampler, ServerHandle, metric_delta
-from service.settings import Settings
+from service.core.config import Settings
 
 CLIENTS = (1, 2, 4, 8)
 RATES = (15.0, 30.0)
@@ -47,6 +47,8 @@ class ClientRun:
     replies: list[tuple[int, float, float, int, tuple[int, int, int]]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     send_end: float = 0.0
+    keep_messages: bool = False  # also keep every frame reply as received (bench.tracking reads the boxes)
+    messages: list[dict[str, Any]] = field(default_factory=list)
 
 
 async def _open(
@@ -118,6 +120,8 @@ async def _drive(ws: Any, run: ClientRun, start_at: float, drain_s: float) -> No
                 run.replies.append(
                     (fid, now, float(msg["timings_ms"]["latency"]), len(msg["tracks"]), counters)
                 )
+                if run.keep_messages:
+                    run.messages.append(msg)
                 if fid >= last_id:
                     return
             elif kind == "error":
@@ -141,7 +145,7 @@ class Measured:
     resources: dict[str, float]
 
 
-async def _scenario(
+async def run_scenario(
     server: ServerHandle,
     clips: list[list[bytes]],
     fps: float,
@@ -265,10 +269,9 @@ def bare_frames(frames: list[bytes], fps: float, settings: Settings, threads: in
     """The single client's frames through decode + pose in one thread, nothing else: what the
     single-stream latency is compared with (same JPEGs, same estimator settings as the server).
     ``threads`` > 1: the estimator a solo stream uses (its model calls on that many threads)."""
-    from service.pose import pose_estimator_for
-    from service.video import decode_image
+    from perception.video import decode_image
 
-    est = pose_estimator_for(settings, threads)
+    est = settings.pose_spec(threads).create()
     decode, pose = [], []
     try:
         for i, jpg in enumerate(frames):
@@ -340,7 +343,7 @@ def run_stream_bench(
             ]
             time.sleep(pause_s)  # let the previous scenario's sessions close
             load0 = load_average()
-            m = asyncio.run(_scenario(server, per_client, fps, drain_s, model, open_timeout_s, deflate))
+            m = asyncio.run(run_scenario(server, per_client, fps, drain_s, model, open_timeout_s, deflate))
             summary = summarize(m.runs, fps)
             side = {**_server_side(m.before, m.after), **m.resources}
             # The replies' counters miss frames dropped after a client's last reply; the server's

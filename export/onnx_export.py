@@ -163,7 +163,8 @@ def _manifest_metrics(metrics: dict[str, Any], parity: Parity) -> dict[str, Any]
 
 def export_checkpoint(checkpoint: Path, out_dir: Path, data_root: Path, repo_root: Path, fp16: bool = False,
                       name: str | None = None, extra_metrics: dict[str, Any] | None = None,
-                      parity_windows: int = 32, extra_plots: dict[str, Path] | None = None) -> ModelManifest:
+                      parity_windows: int = 32, extra_plots: dict[str, Path] | None = None,
+                      description: str | None = None) -> ModelManifest:
     """Export, verify and write one model directory; returns its manifest. ``extra_plots`` maps a
     prefix to a run directory whose PNGs are copied too (cross-validation folds)."""
     ck: LoadedCheckpoint = load_checkpoint(checkpoint)
@@ -213,7 +214,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, data_root: Path, repo_roo
         kind="classifier" if emb is None else "embedding",
         version=cfg.version,
         architecture=cfg.model.arch,
-        description=cfg.description,
+        description=cfg.description if description is None else description,
         labels=ck.labels if emb is None else [],
         label_groups=ck.label_groups,
         input=cfg.input,
@@ -227,6 +228,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, data_root: Path, repo_roo
         open_set=cfg.open_set,
         clip_rule=ClipRuleSpec(fall_group=fall_group, fall_threshold=rule.fall_threshold,
                                min_fall_windows=rule.min_fall_windows),
+        fall_rule=cfg.fall_rule,
         metrics=_manifest_metrics(metrics, parity),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )

@@ -1,8 +1,10 @@
 """Build TensorRT engines for every exported model, on a machine with an NVIDIA GPU.
 
-Uses ONNX Runtime's TensorrtExecutionProvider with exactly the provider options the service uses
-(``service.classifier.choose_providers``: engine cache in ``<model>/trt_cache``, batch profile
-1..64), so the service later loads the cached engine instead of building it at start-up.
+The engines are built by the service's own classifier (``service.classifier.OnnxClassifier``) with
+the service's settings (``SKELACT_TRT_CACHE_DIR``, ``SKELACT_TRT_FP16``, ``SKELACT_BATCH_MAX_SIZE``,
+unless overridden), so they land in the folder the service later loads from
+(``service.classifier.trt_engine_dir``), built by one process at a time and recorded complete
+(``service.engine_cache``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +24,6 @@ from skeleton.manifest import MANIFEST_FILE, load_manifest
 log = logging.getLogger("export.tensorrt")
 
 TRT = "TensorrtExecutionProvider"
-MAX_BATCH = 64  # the service's micro-batcher maximum (service.classifier max_batch_hint)
 
 
 class TensorRTUnavailable(RuntimeError):
@@ -29,10 +31,27 @@ class TensorRTUnavailable(RuntimeError):
 
 
 @dataclass(frozen=True)
+class EngineSettings:
+    """What an engine is built for; the defaults are the service's (``service.core.config``)."""
+
+    fp16: bool
+    max_batch: int
+    cache_dir: Path | None
+
+    @classmethod
+    def of_service(cls) -> EngineSettings:
+        from service.core.config import Settings
+
+        s = Settings()
+        return cls(s.trt_fp16, s.batch_max_size, s.trt_cache_dir)
+
+
+@dataclass(frozen=True)
 class EngineReport:
     model: str
+    engine_dir: str
     engine_files: list[str]
-    max_abs_error_vs_cpu: float
+    max_abs_error_vs_cpu: float  # class probabilities, as the service returns them
     fp16: bool
 
 
@@ -49,48 +68,53 @@ def check_gpu() -> None:
                                   "with TensorRT libraries")
 
 
-def build_engine(model_dir: Path, workspace_gb: float = 2.0, fp16: bool = True,
-                 windows: np.ndarray | None = None) -> EngineReport:
-    """Create the TensorRT session (builds + caches the engine) and compare it with CPU."""
-    import onnxruntime as ort
-
-    from service.classifier import choose_providers
-
-    manifest = load_manifest(model_dir)
-    spec = manifest.input
-    dims = (spec.channels, spec.window.length, get_layout(spec.layout).num_joints)
-    profile = (manifest.onnx.input_name, dims, MAX_BATCH)
-    providers, _ = choose_providers(["tensorrt"], model_dir, None, fp16, profile)
-    for p in providers:
-        if isinstance(p, tuple) and p[0] == TRT:
-            p[1]["trt_max_workspace_size"] = int(workspace_gb * (1 << 30))
-            Path(p[1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    onnx_path = model_dir / manifest.onnx.file
-    sess = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
-    if sess.get_providers()[0] != TRT:
-        raise TensorRTUnavailable(f"{model_dir.name}: ONNX Runtime fell back to {sess.get_providers()}; "
-                                  "TensorRT could not be initialised (check CUDA/TensorRT libraries)")
-    cpu = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    if windows is None:
-        windows = np.random.default_rng(0).normal(0, 0.5, (8, *dims)).astype(np.float32)
-    name = manifest.onnx.input_name
-    err = 0.0
-    for n in (1, len(windows)):  # every batch size inside the profile hits the same engine
-        a = sess.run(None, {name: windows[:n]})[0]
-        b = cpu.run(None, {name: windows[:n]})[0]
-        err = max(err, float(np.abs(a - b).max()))
-    cache = model_dir / "trt_cache"
-    engines = sorted(p.name for p in cache.glob("*.engine"))
-    if not engines:
-        raise RuntimeError(f"{model_dir.name}: TensorRT ran but wrote no engine to {cache}")
-    return EngineReport(manifest.name, engines, err, fp16)
-
-
-def build_all(models_dir: Path, workspace_gb: float = 2.0, fp16: bool = True) -> list[EngineReport]:
-    check_gpu()
+def model_dirs(models_dir: Path) -> list[Path]:
     dirs = sorted(p.parent for p in models_dir.glob(f"*/{MANIFEST_FILE}"))
     if not dirs:
         raise FileNotFoundError(f"no */{MANIFEST_FILE} under {models_dir}: export models first")
-    return [build_engine(d, workspace_gb, fp16) for d in dirs]
+    return dirs
+
+
+def engine_plan(models_dir: Path, settings: EngineSettings) -> list[dict[str, Any]]:
+    """Per model: the engine folder the service reads for these settings and the files recorded
+    complete there (no GPU needed, nothing created)."""
+    from service.classifier import trt_engine_dir
+    from service.engine_cache import complete_files
+
+    plan: list[dict[str, Any]] = []
+    for d in model_dirs(models_dir):
+        folder = trt_engine_dir(d, load_manifest(d), settings.cache_dir, settings.fp16, settings.max_batch)
+        plan.append({"model": d.name, "engine_dir": str(folder), "complete": sorted(complete_files(folder))})
+    return plan
+
+
+def build_engine(model_dir: Path, settings: EngineSettings, workspace_gb: float = 2.0,
+                 windows: np.ndarray | None = None) -> EngineReport:
+    """Load or build the engine exactly as the service does, then compare it with CPU."""
+    from service.classifier import OnnxClassifier
+
+    manifest = load_manifest(model_dir)
+    trt = OnnxClassifier(model_dir, manifest, ["tensorrt"], trt_cache_dir=settings.cache_dir,
+                         trt_fp16=settings.fp16, max_batch_hint=settings.max_batch,
+                         trt_extra={"trt_max_workspace_size": int(workspace_gb * (1 << 30))})
+    if trt.provider != "tensorrt" or trt.engine_dir is None:
+        raise TensorRTUnavailable(f"{model_dir.name}: ONNX Runtime runs on {trt.providers} without a "
+                                  "TensorRT engine cache; see the log above (CUDA/TensorRT libraries, a "
+                                  "writable SKELACT_TRT_CACHE_DIR)")
+    cpu = OnnxClassifier(model_dir, manifest, ["cpu"])
+    spec = manifest.input
+    if windows is None:
+        dims = (spec.channels, spec.window.length, get_layout(spec.layout).num_joints)
+        windows = np.random.default_rng(0).normal(0, 0.5, (8, *dims)).astype(np.float32)
+    err = 0.0
+    for n in (1, len(windows)):  # every batch size inside the profile hits the same engine
+        err = max(err, float(np.abs(trt.predict(windows[:n]) - cpu.predict(windows[:n])).max()))
+    engines = sorted(p.name for p in trt.engine_dir.glob("*.engine"))
+    if not engines:
+        raise RuntimeError(f"{model_dir.name}: TensorRT ran but wrote no engine to {trt.engine_dir}")
+    return EngineReport(manifest.name, str(trt.engine_dir), engines, err, settings.fp16)
+
+
+def build_all(models_dir: Path, settings: EngineSettings, workspace_gb: float = 2.0) -> list[EngineReport]:
+    check_gpu()
+    return [build_engine(d, settings, workspace_gb) for d in model_dirs(models_dir)]

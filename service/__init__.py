@@ -1,1 +1,2 @@
-"""Inference service: video decoding, pose estimation, tracking, and the HTTP/WebSocket API."""
+"""Inference service: the HTTP/WebSocket API, the clip and stream pipelines, and the classifier,
+on top of `perception` (video, pose, tracking). Imports only `skeleton` and `perception` (no torch)."""

@@ -1,6 +1,7 @@
-"""Command line: ``python -m service serve`` and ``python -m service recognize VIDEO``.
+"""Command line: ``skelact serve`` and ``skelact recognize VIDEO`` (also ``python -m service ...``).
 
-``recognize`` runs the very pipeline the HTTP endpoint runs (same ``ClipService``), offline.
+``recognize`` runs the very pipeline the HTTP endpoint runs (same ``ClipJob``), offline. Its stdout
+is the JSON response and nothing else; everything else goes to stderr.
 """
 
 from __future__ import annotations
@@ -8,15 +9,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
-from service.settings import Settings
+from service.core.config import Settings
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from service.lifecycle import serve, tune_malloc
+    from service.lifecycle import serve
+    from service.memory import tune_malloc
 
     tune_malloc()  # before the app's threads start (docs/security.md, "Memory")
     from service.app import create_app
@@ -30,9 +34,20 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _recognize(args: argparse.Namespace) -> int:
-    from service.errors import ServiceError
-    from service.recognize import ClipService
+def _private_stdout() -> TextIO:
+    """A copy of stdout for the result alone; file descriptor 1 and ``sys.stdout`` then point at
+    stderr, so whatever a library prints, from Python or native code (ONNX Runtime, MediaPipe's
+    logging), never gets into ``skelact recognize clip.mp4 > result.json``."""
+    sys.stdout.flush()
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return out
+
+
+async def _recognize(args: argparse.Namespace, out: TextIO) -> int:
+    from service.clips.job import ClipJob
+    from service.core.errors import ServiceError
     from service.state import ServiceState
 
     settings = Settings()
@@ -44,9 +59,8 @@ async def _recognize(args: argparse.Namespace) -> int:
             return 2
         try:
             model = state.registry.get(args.model)
-            resp = await ClipService(state).video(
-                args.video, args.video.name, model, args.top_k, args.stride, args.overlay
-            )
+            job = ClipJob(state, model, args.top_k, args.stride)
+            resp = await job.video(args.video, args.video.name, args.overlay)
         except ServiceError as exc:
             print(f"error: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""), file=sys.stderr)
             return 2
@@ -56,7 +70,8 @@ async def _recognize(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(text)
     else:
-        print(text)
+        out.write(text + "\n")
+        out.flush()
     clip = resp.clip
     summary = f"{args.video.name}: " + (
         f"{clip.label} ({clip.confidence:.2f}), track {clip.track_id}" if clip else "nobody detected"
@@ -71,7 +86,7 @@ async def _recognize(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m service", description="skeleton action recognition service"
+        prog="skelact", description="skeleton action recognition service"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the HTTP/WebSocket server (settings: SKELACT_* variables)")
@@ -90,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.video.is_file():
         parser.error(f"{args.video} is not a file")
-    return asyncio.run(_recognize(args))
+    return asyncio.run(_recognize(args, _private_stdout()))
 
 
 if __name__ == "__main__":

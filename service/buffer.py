@@ -25,34 +25,13 @@ _TRIM_BATCH = 32
 
 
 @dataclass(frozen=True, slots=True)
-class WindowSpecView:
-    """The window geometry a buffer uses (the manifest's, with an optional stride override)."""
-
-    length: int
-    fps: float
-    stride: int
-
-    @property
-    def seconds(self) -> float:
-        return (self.length - 1) / self.fps
-
-    @property
-    def hop_s(self) -> float:
-        return self.stride / self.fps
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
+class TrackWindow:
     """One model input cut from a track, due for classification."""
 
     track_id: int
     start_time: float
     end_time: float
     tensor: np.ndarray  # (C, T, V) float32
-
-
-def window_view(spec: InputSpec, stride: int | None = None) -> WindowSpecView:
-    return WindowSpecView(spec.window.length, spec.window.fps, stride or spec.window.stride)
 
 
 class TrackBuffer:
@@ -68,7 +47,7 @@ class TrackBuffer:
     ) -> None:
         self.track_id = track_id
         self.spec = spec
-        self.view = window_view(spec, stride)
+        self.window_spec = spec.window.with_stride(stride)
         self.keep_all = keep_all  # clips keep everything (for the timeline); streams only recent history
         self._times: list[float] = []
         self._joints: list[np.ndarray] = []  # (V, 3) per frame in the model layout, NaN: unseen
@@ -76,7 +55,6 @@ class TrackBuffer:
         self._missing: np.ndarray | None = None
         self.first_seen: float | None = None
         self.last_seen: float | None = None
-        self.frames_seen = 0
         self.windows_emitted = 0
         self._next_end: float | None = None
         self._first_end = 0.0
@@ -87,9 +65,9 @@ class TrackBuffer:
         """How much of the first window has been seen (1.0 once windows are being emitted)."""
         if self.first_seen is None or self.last_seen is None:
             return 0.0
-        if self.view.seconds <= 0:
+        if self.window_spec.seconds <= 0:
             return 1.0
-        return float(min(1.0, (self.last_seen - self.first_seen) / self.view.seconds))
+        return float(min(1.0, (self.last_seen - self.first_seen) / self.window_spec.seconds))
 
     def push(self, timestamp: float, pose: PersonPose | None, frame_height: int) -> None:
         """Add this frame's pose for the track (``None``: not seen in this frame)."""
@@ -101,12 +79,11 @@ class TrackBuffer:
         if pose is not None:
             if self.first_seen is None:
                 self.first_seen = timestamp
-                self._first_end = timestamp + self.view.seconds
+                self._first_end = timestamp + self.window_spec.seconds
                 self._next_end = self._first_end
             self.last_seen = timestamp
-            self.frames_seen += 1
         if not self.keep_all:
-            horizon = timestamp - self.view.seconds - _HISTORY_MARGIN_S
+            horizon = timestamp - self.window_spec.seconds - _HISTORY_MARGIN_S
             k = bisect.bisect_left(self._times, horizon) - 1  # keep one frame before the horizon
             if k >= _TRIM_BATCH:
                 del self._times[:k], self._joints[:k], self._seen[:k]
@@ -123,13 +100,13 @@ class TrackBuffer:
         while self._next_end <= self.last_seen + _EPS:
             ends.append(self._next_end)
             self._k += 1
-            self._next_end = self._first_end + self._k * self.view.hop_s  # no drift from repeated adds
+            self._next_end = self._first_end + self._k * self.window_spec.hop_s  # no drift from repeated adds
         return ends
 
     def flush(self) -> list[float]:
         """At the end of a clip: one window ending at the last sighting if none was emitted."""
         if self.windows_emitted == 0 and self.last_seen is not None and self._next_end is not None:
-            self._next_end = self.last_seen + self.view.hop_s
+            self._next_end = self.last_seen + self.window_spec.hop_s
             return [self.last_seen]
         return []
 
@@ -143,18 +120,18 @@ class TrackBuffer:
         seq = SkeletonSequence.from_poses([timestamp], [pose])
         return sequence_to_layout(seq, self.spec, float(frame_height))[0]
 
-    def window(self, end_time: float) -> Window:
+    def window(self, end_time: float) -> TrackWindow:
         """Cut the model input ending at ``end_time`` (shared preprocess code).
 
         Only the frames from the last sighting at or before the window's start to the first one
         at or after its end go in: interpolation and gap measurement inside the window depend on
         nothing else, so the result equals ``prepare_window`` on the whole track, in O(window).
         """
-        lo, hi = self._span(end_time - self.view.seconds, end_time)
+        lo, hi = self._span(end_time - self.window_spec.seconds, end_time)
         times = np.asarray(self._times[lo:hi], np.float64)
         tensor = prepare_window(times, np.stack(self._joints[lo:hi]), self.spec, end_time)
         self.windows_emitted += 1
-        return Window(self.track_id, end_time - self.view.seconds, end_time, tensor)
+        return TrackWindow(self.track_id, end_time - self.window_spec.seconds, end_time, tensor)
 
     def _span(self, start: float, end: float) -> tuple[int, int]:
         seen, n = self._seen, len(self._times)
@@ -166,5 +143,5 @@ class TrackBuffer:
             hi += 1
         return max(lo, 0), min(hi, n - 1) + 1
 
-    def cut(self, ends: list[float]) -> list[Window]:
+    def cut(self, ends: list[float]) -> list[TrackWindow]:
         return [self.window(e) for e in ends]

@@ -14,16 +14,24 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from service import providers as host_providers
+from service.engine_cache import (
+    BatchProfile,
+    cache_root,
+    engine_dir,
+    engine_key,
+    load_or_build,
+    writable_dir,
+)
+from service.providers import ORT_NAMES as _ORT_NAMES
+from service.providers import SHORT_NAMES as _SHORT
 from skeleton.manifest import ModelManifest
 
 log = logging.getLogger(__name__)
 
-_ORT_NAMES = {
-    "tensorrt": "TensorrtExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "cpu": "CPUExecutionProvider",
-}
-_SHORT = {v: k for k, v in _ORT_NAMES.items()}
+
+def _user_cache() -> Path:
+    return Path(os.environ.get("SKELACT_CACHE_DIR") or Path.home() / ".cache" / "skelact")
 
 
 class ClassifierRuntime(Protocol):
@@ -53,66 +61,67 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class ProviderChoice:
     requested: list[str]
-    available: list[str]
+    available: list[str]  # the requested providers that really run on this host (`service.providers`)
     used: list[str]
 
 
-def choose_providers(
-    requested: list[str],
-    model_dir: Path,
-    trt_cache_dir: Path | None = None,
-    trt_fp16: bool = True,
-    profile: tuple[str, tuple[int, ...], int] | None = None,
-) -> tuple[list[str | tuple[str, dict[str, Any]]], ProviderChoice]:
-    """ORT provider list in the requested order, skipping those this onnxruntime build lacks."""
-    import onnxruntime as ort
+def tensorrt_options(
+    engine_dir: Path | None, fp16: bool, profile: tuple[str, tuple[int, ...], BatchProfile] | None
+) -> dict[str, Any]:
+    """TensorRT provider options: engines cached in ``engine_dir`` (None: in memory only)."""
+    cache: dict[str, Any] = {"trt_engine_cache_enable": False, "trt_timing_cache_enable": False}
+    if engine_dir is not None:
+        cache = {
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(engine_dir),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(engine_dir),
+        }
+    opts: dict[str, Any] = {**cache, "trt_fp16_enable": fp16}
+    if profile is not None:  # one engine for every batch size up to the batcher's maximum
+        name_in, dims, batch = profile
+        tail = "x".join(str(d) for d in dims)
+        opts["trt_profile_min_shapes"] = f"{name_in}:{batch.min}x{tail}"
+        opts["trt_profile_opt_shapes"] = f"{name_in}:{batch.opt}x{tail}"
+        opts["trt_profile_max_shapes"] = f"{name_in}:{batch.max}x{tail}"
+    return opts
 
-    available = ort.get_available_providers()
+
+def choose_providers(
+    requested: list[str], trt: dict[str, Any] | None = None
+) -> tuple[list[str | tuple[str, dict[str, Any]]], ProviderChoice]:
+    """ORT provider list in the requested order, skipping those that cannot run on this host
+    (`service.providers.unusable`: not compiled in, no GPU, libraries missing), so ORT never
+    prints its load errors; TensorRT also when ``trt`` (its options) is None."""
+    available = host_providers.usable(list(requested))
     out: list[str | tuple[str, dict[str, Any]]] = []
-    for short in requested:
+    for short in available:
         name = _ORT_NAMES[short]
-        if name not in available:
-            continue
-        if short == "tensorrt":
-            cache = trt_cache_dir or (model_dir / "trt_cache")
-            opts: dict[str, Any] = {
-                "trt_engine_cache_enable": True,
-                "trt_engine_cache_path": str(cache),
-                "trt_timing_cache_enable": True,
-                "trt_timing_cache_path": str(cache),
-                "trt_fp16_enable": trt_fp16,
-            }
-            if profile is not None:  # one engine for every batch size up to the batcher's maximum
-                name_in, dims, max_n = profile
-                tail = "x".join(str(d) for d in dims)
-                opts["trt_profile_min_shapes"] = f"{name_in}:1x{tail}"
-                opts["trt_profile_opt_shapes"] = f"{name_in}:{max(1, min(8, max_n))}x{tail}"
-                opts["trt_profile_max_shapes"] = f"{name_in}:{max_n}x{tail}"
-            out.append((name, opts))
-        else:
+        if short != "tensorrt":
             out.append(name)
+        elif trt is not None:
+            out.append((name, trt))
     if "CPUExecutionProvider" not in [p if isinstance(p, str) else p[0] for p in out]:
         out.append("CPUExecutionProvider")  # ORT falls back to it anyway; make it explicit
-    return out, ProviderChoice(list(requested), [_SHORT.get(a, a) for a in available], [])
+    return out, ProviderChoice(list(requested), available, [])
 
 
-def _writable_cache(preferred: Path, model: str) -> dict[str, str]:
-    """The TensorRT cache folder, or a user cache when the model folder is read-only (a volume)."""
-    for cand in (
-        preferred,
-        Path(os.environ.get("SKELACT_CACHE_DIR") or Path.home() / ".cache" / "skelact") / "trt" / model,
-    ):
-        try:
-            cand.mkdir(parents=True, exist_ok=True)
-            probe = cand / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError:
-            continue
-        if cand != preferred:
-            log.warning("%s is not writable; caching TensorRT engines in %s", preferred, cand)
-        return {"trt_engine_cache_path": str(cand), "trt_timing_cache_path": str(cand)}
-    return {"trt_engine_cache_enable": "False"}
+def _batch_profile(manifest: ModelManifest, max_batch: int) -> BatchProfile | None:
+    """A dynamic batch axis gets one profile up to ``max_batch``; a fixed one needs none."""
+    first = manifest.onnx.input_shape[0] if manifest.onnx.input_shape else None
+    return None if isinstance(first, int) else BatchProfile.up_to(max_batch)
+
+
+def trt_engine_dir(
+    model_dir: Path, manifest: ModelManifest, trt_cache_dir: Path | None, fp16: bool, max_batch: int
+) -> Path:
+    """This model's TensorRT engine folder for these settings: the service, the export and the
+    bench all ask here, so the export writes where the service reads. Creates nothing."""
+    import onnxruntime as ort
+
+    profile = _batch_profile(manifest, max_batch)
+    key = engine_key(manifest.name, model_dir / manifest.onnx.file, fp16, profile, ort.__version__)
+    return engine_dir(cache_root(model_dir, trt_cache_dir), key)
 
 
 class OnnxClassifier:
@@ -127,6 +136,7 @@ class OnnxClassifier:
         trt_cache_dir: Path | None = None,
         trt_fp16: bool = True,
         max_batch_hint: int = 64,
+        trt_extra: dict[str, Any] | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -135,19 +145,43 @@ class OnnxClassifier:
         self.manifest = manifest
         spec = manifest.input
         dims = (spec.channels, spec.window.length, get_layout(spec.layout).num_joints)
-        first = manifest.onnx.input_shape[0] if manifest.onnx.input_shape else None
-        profile = None if isinstance(first, int) else (manifest.onnx.input_name, dims, max_batch_hint)
-        providers, choice = choose_providers(requested, model_dir, trt_cache_dir, trt_fp16, profile)
-        for p in providers:
-            if isinstance(p, tuple) and p[0] == "TensorrtExecutionProvider":
-                p[1].update(_writable_cache(Path(p[1]["trt_engine_cache_path"]), manifest.name))
+        path = model_dir / manifest.onnx.file
+        # TensorRT: the engine folder of these settings (reported even where TensorRT cannot run);
+        # made, locked and checked only when TensorRT is really going to be used.
+        self.engine_dir: Path | None = None
+        trt: dict[str, Any] | None = None
+        if "tensorrt" in requested and _ORT_NAMES["tensorrt"] in ort.get_available_providers():
+            self.engine_dir = trt_engine_dir(model_dir, manifest, trt_cache_dir, trt_fp16, max_batch_hint)
+            if host_providers.unusable("tensorrt") is None:  # else no engine folder is made
+                fallback = _user_cache() / "trt" / self.engine_dir.relative_to(self.engine_dir.parents[1])
+                self.engine_dir = writable_dir([self.engine_dir, fallback])
+                batch = _batch_profile(manifest, max_batch_hint)
+                profile = None if batch is None else (manifest.onnx.input_name, dims, batch)
+                trt = {**tensorrt_options(self.engine_dir, trt_fp16, profile), **(trt_extra or {})}
+        providers, choice = choose_providers(requested, trt)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        path = model_dir / manifest.onnx.file
+
+        def open_session() -> Any:
+            return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+
+        def engine_ran(session: Any) -> bool:
+            """Warm-up before the engine is recorded complete: both ends of the batch profile."""
+            if session.get_providers()[0] != _ORT_NAMES["tensorrt"]:
+                return False
+            inp = session.get_inputs()[0]
+            ends = {inp.shape[0]} if isinstance(inp.shape[0], int) else {1, max_batch_hint}
+            for n in sorted(ends):
+                session.run(None, {inp.name: np.zeros((n, *dims), np.float32)})
+            return True
+
         try:
-            self._session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+            if trt is not None and self.engine_dir is not None:
+                self._session = load_or_build(self.engine_dir, open_session, engine_ran)
+            else:
+                self._session = open_session()
         except Exception as exc:  # a GPU provider that fails to initialise: fall back, loudly
             if providers == ["CPUExecutionProvider"]:
                 raise
@@ -164,6 +198,7 @@ class OnnxClassifier:
         self._max_batch = first if isinstance(first, int) and first > 0 else None
         # ORT adds CPU to every session's list for unsupported ops; the first one runs the graph.
         self._provider = used[0] if used else "cpu"
+
 
     @property
     def provider(self) -> str:
@@ -184,9 +219,9 @@ class OnnxClassifier:
 
     @property
     def gpu_fell_back(self) -> bool:
-        """A GPU provider was asked for and is available, yet the session runs on CPU."""
-        asked_gpu = any(p in ("tensorrt", "cuda") for p in self.choice.requested)
-        return asked_gpu and self._provider == "cpu"
+        """A GPU provider was asked for and runs on this host, yet the session runs on CPU."""
+        gpu_here = any(p in host_providers.GPU_PROVIDERS for p in self.choice.available)
+        return gpu_here and self._provider == "cpu"
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(windows, dtype=np.float32)

@@ -4,31 +4,26 @@ uvicorn, on SIGTERM, closes every WebSocket at once with 1012 and only then tell
 ``GracefulServer`` first stops listening, marks the service as draining (``/health/ready`` answers
 503 so load balancers stop routing here, new streams and recognitions are refused) and asks each
 open stream to stop: the stream finishes the frame it is processing, sends ``{"type": "error",
-"code": "shutting_down"}`` and closes with code 1001. uvicorn's own shutdown then waits up to
-``shutdown_timeout_s`` for HTTP requests in progress.
+"code": "shutting_down"}`` and closes with code 1001. uvicorn's own shutdown then waits for HTTP
+requests in progress, and the app's for its clip jobs (`service.jobs`), within what is left of
+``shutdown_timeout_s`` (``Lifecycle.time_left``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
-import os
 import socket
-import sys
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 import uvicorn
 
 if TYPE_CHECKING:
-    from service.settings import Settings
+    from service.core.config import Settings
     from service.state import ServiceState
 
 log = logging.getLogger(__name__)
-
-GOING_AWAY = 1001  # RFC 6455: the server is going down
-_M_ARENA_MAX = -8  # glibc mallopt parameter
 
 
 class Stoppable(Protocol):
@@ -41,6 +36,7 @@ class Lifecycle:
 
     def __init__(self) -> None:
         self.draining = False
+        self.deadline: float | None = None  # time.monotonic() by which shutdown must be done
         self._streams: set[Stoppable] = set()
 
     @property
@@ -55,9 +51,14 @@ class Lifecycle:
     def discard(self, stream: Stoppable) -> None:
         self._streams.discard(stream)
 
+    def time_left(self) -> float:
+        """Seconds of the shutdown's budget left (0 when not shutting down by SIGTERM)."""
+        return 0.0 if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
     async def drain(self, timeout: float) -> int:
         """Stop every stream and wait up to ``timeout`` s for them to close; returns those left."""
         self.draining = True
+        self.deadline = time.monotonic() + timeout
         for s in list(self._streams):
             s.stop()
         deadline = time.monotonic() + timeout
@@ -98,49 +99,9 @@ class GracefulServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def tune_malloc(arenas: int = 1) -> bool:
-    """Give every thread glibc's main malloc arena (as ``MALLOC_ARENA_MAX=1`` would), unless the
-    environment sets ``MALLOC_ARENA_MAX``. Call it before threads start; a no-op without glibc.
-
-    Pose, I/O and ONNX Runtime threads each get an arena by default (8 per core); freed frames
-    and estimator buffers then stay spread over them and resident memory wandered between 800 and
-    1050 MB over a 600-stream soak. ``malloc_trim`` also cannot shrink the top of a thread's arena,
-    so even with two arenas the idle server kept a different amount of freed memory at every
-    reading (up to ~60 MB). With one, what `release_memory` frees is gone: idle readings stay
-    within 10-15 MB of each other, and decode + pose is as fast (docs/security.md, "Memory").
-    """
-    libc = _libc()
-    if "MALLOC_ARENA_MAX" in os.environ or libc is None:
-        return False
-    return bool(libc.mallopt(_M_ARENA_MAX, arenas))
-
-
-def release_memory() -> bool:
-    """Give freed heap pages back to the OS (glibc ``malloc_trim``); a no-op elsewhere.
-
-    A stream frees a whole MediaPipe graph when it closes; without this, glibc keeps those pages
-    and the server's resident memory climbs with every connect/disconnect (measured: 370-510 MB
-    vs 190-220 MB for 400 estimator lifecycles on two threads). Blocking for a few ms: run it off
-    the event loop.
-    """
-    libc = _libc()
-    return bool(libc.malloc_trim(0)) if libc is not None else False
-
-
-def _libc() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim  # noqa: B018  (glibc only)
-        return libc
-    except (OSError, AttributeError):
-        return None
-
-
 def serve(app: Any, settings: Settings) -> None:
     """Run ``app`` with uvicorn, draining streams on SIGTERM/SIGINT (``python -m service serve``)."""
-    from service.security import install_log_redaction
+    from service.core.security import install_log_redaction
 
     install_log_redaction()
     config = uvicorn.Config(

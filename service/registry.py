@@ -14,15 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from service.batching import MicroBatcher
-from service.buffer import WindowSpecView, window_view
 from service.classifier import OnnxClassifier
-from service.errors import ServiceError, not_ready, unknown_model
+from service.core.config import Settings
+from service.core.errors import ServiceError, not_ready, unknown_model
 from service.metrics import Metrics
 from service.model_checks import check_graph, describe_load_error
 from service.schemas import ModelInfo, WindowInfo
-from service.settings import Settings
 from skeleton.layouts import get_layout
-from skeleton.manifest import MANIFEST_FILE, ModelManifest, load_manifest
+from skeleton.manifest import MANIFEST_FILE, ModelManifest, WindowSpec, load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ class LoadedModel:
     manifest: ModelManifest
     runtime: OnnxClassifier
     batcher: MicroBatcher
-    window: WindowSpecView
+    window: WindowSpec  # the manifest's, with SKELACT_STRIDE
     warmup_ms: float = 0.0
 
     @property
@@ -42,7 +41,7 @@ class LoadedModel:
         return self.manifest.labels
 
     def window_info(self, stride: int | None = None) -> WindowInfo:
-        w = window_view(self.manifest.input, stride or self.window.stride)
+        w = self.window.with_stride(stride)
         return WindowInfo(length=w.length, fps=w.fps, stride=w.stride, seconds=round(w.seconds, 4))
 
     def input_shape(self, n: int) -> tuple[int, int, int, int]:
@@ -119,7 +118,7 @@ class ModelRegistry:
             max_queue=s.batch_queue_size,
         )
         model = LoadedModel(
-            path.name, path, manifest, runtime, batcher, window_view(manifest.input, s.stride)
+            path.name, path, manifest, runtime, batcher, manifest.input.window.with_stride(s.stride)
         )
         if s.warmup:
             t0 = time.perf_counter()

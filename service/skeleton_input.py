@@ -1,4 +1,4 @@
-"""Client-supplied skeletons (JSON) -> the same ``PersonPose`` objects the pose stage makes."""
+"""Client-supplied skeletons (JSON) -> the same `PosedFrame` a pose estimator's frame becomes."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from service.errors import ServiceError
-from service.pipeline import SourceFrame
+from service.core.errors import ServiceError
+from service.frames import PosedFrame, TrackedPerson
 from service.schemas import SkeletonFrameIn, SkeletonPersonIn, SkeletonSequenceIn
-from service.tracking import TrackedPerson
 from skeleton.types import MEDIAPIPE_JOINTS, BoundingBox, PersonPose
 
 
@@ -64,13 +63,15 @@ def person_pose(
     return PersonPose(image, world, vis, box, float(vis.mean()))
 
 
-def frame_people(
+def posed_frame(
     frame: SkeletonFrameIn,
+    index: int,
     coordinates: str,
     default_width: int = 640,
     default_height: int = 480,
-) -> tuple[tuple[TrackedPerson, ...] | None, tuple[PersonPose, ...] | None, int, int]:
-    """(people with client ids, or poses for the server's tracker, width, height)."""
+) -> PosedFrame:
+    """A frame of client skeletons: with the client's track ids (``people``), or as poses for the
+    server's tracker (``poses``). ``coordinates``: what the model reads (``world`` / ``image``)."""
     width = frame.width or default_width
     height = frame.height or default_height
     poses = tuple(person_pose(p, width, height, frame.normalized, coordinates) for p in frame.people)
@@ -81,22 +82,19 @@ def frame_people(
                 "either every person in a frame has a distinct 'id' or none has",
                 "drop 'id' to let the server track people",
             )
-        return (
-            tuple(TrackedPerson(int(i), pose) for i, pose in zip(ids, poses, strict=True) if i is not None),
-            None,
-            width,
-            height,
+        people = tuple(
+            TrackedPerson(int(i), pose) for i, pose in zip(ids, poses, strict=True) if i is not None
         )
+        return PosedFrame(index, frame.timestamp, width, height, people=people)
     if any(p.image is None for p in frame.people):
         raise _invalid(
             "server-side tracking needs 'image' landmarks",
             "send 'image' landmarks, or give each person your own 'id'",
         )
-    return None, poses, width, height
+    return PosedFrame(index, frame.timestamp, width, height, poses)
 
 
-def sequence_source(seq: SkeletonSequenceIn, coordinates: str) -> Iterator[SourceFrame]:
+def sequence_frames(seq: SkeletonSequenceIn, coordinates: str) -> Iterator[PosedFrame]:
     """Frames of a JSON skeleton clip, in the shape the clip pipeline consumes."""
     for i, f in enumerate(seq.frames):
-        people, poses, w, h = frame_people(f, coordinates, seq.width, seq.height)
-        yield SourceFrame(i, f.timestamp, w, h, None, people=people, poses=poses)
+        yield posed_frame(f, i, coordinates, seq.width, seq.height)

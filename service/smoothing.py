@@ -9,9 +9,12 @@ the stream time of the window that caused them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from service.core.config import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,13 @@ class SmoothingConfig:
             raise ValueError("alpha must be in (0, 1]")
         if self.exit > self.enter:
             raise ValueError("the exit threshold must not exceed the enter threshold")
+
+
+def smoothing_config(settings: Settings) -> SmoothingConfig:
+    """The smoothing the settings ask for (``SKELACT_EMA_ALPHA`` and the hysteresis thresholds)."""
+    return SmoothingConfig(
+        settings.ema_alpha, settings.enter_threshold, settings.exit_threshold, settings.switch_margin
+    )
 
 
 class LabelSmoother:
@@ -80,8 +90,8 @@ class LabelSmoother:
         shown = self._active if self._active is not None else best
         return SmoothedState(ema.copy(), self.label, float(ema[shown]), tuple(events))
 
-    def finish(self, time: float) -> tuple[LabelEvent, ...]:
-        """End the active label (the track disappeared or the clip ended)."""
+    def end(self, time: float) -> tuple[LabelEvent, ...]:
+        """End the active label (the track disappeared, or the stream switched models)."""
         if self._active is None:
             return ()
         label = self.labels[self._active]
@@ -121,7 +131,8 @@ class TimelineBuilder:
         if self._open is not None and state.label == self._open.label:
             self._open.scores.append(state.confidence)
 
-    def finish(self, time: float) -> list[TimelineSegment]:
+    def end(self, time: float) -> list[TimelineSegment]:
+        """Close the open segment at ``time`` (the track's last sighting); returns all segments."""
         if self._open is not None:
             self._close(time)
         return self.segments
@@ -149,4 +160,4 @@ def timeline(
     for i, (end, p) in enumerate(zip(ends, probs, strict=True)):
         state = smoother.update(p, float(end))
         builder.add(state, segment_start=float(end) - window_seconds if i == 0 else None)
-    return builder.finish(last_seen)
+    return builder.end(last_seen)

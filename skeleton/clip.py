@@ -57,16 +57,6 @@ class ClipDecision:
     fall_probability: float = 0.0
 
 
-@dataclass(frozen=True)
-class Segment:
-    """A run of consecutive windows with the same top class; times in seconds."""
-
-    start: float
-    end: float
-    label: int
-    confidence: float
-
-
 def _check(window_probs: np.ndarray, window_ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     p = np.asarray(window_probs, np.float64)
     t = np.asarray(window_ends, np.float64)
@@ -114,26 +104,6 @@ def decide(window_probs: np.ndarray, window_ends: np.ndarray, rule: ClipRule | N
     masked[list(rule.fall_classes)] = -np.inf
     k = int(masked.argmax())
     return ClipDecision(k, float(mean[k]), mean, False, None, float(fall[peak]))
-
-
-def segments(window_probs: np.ndarray, window_ends: np.ndarray, window_seconds: float) -> list[Segment]:
-    """Timeline: consecutive windows with the same top class merged; a segment starts where its
-    first window starts (end - window_seconds, clipped to the previous segment's end)."""
-    p, t = _check(window_probs, window_ends)
-    top = p.argmax(axis=1)
-    out: list[Segment] = []
-    i = 0
-    while i < len(top):
-        j = i
-        while j + 1 < len(top) and top[j + 1] == top[i]:
-            j += 1
-        start = t[i] - window_seconds
-        if out:
-            start = max(start, out[-1].end)
-        k = int(top[i])
-        out.append(Segment(float(start), float(t[j]), k, float(p[i : j + 1, k].mean())))
-        i = j + 1
-    return out
 
 
 def window_ends(first_seen: float, last_seen: float, window_seconds: float, hop_s: float) -> np.ndarray:

@@ -26,6 +26,15 @@ class WindowSpec(BaseModel):
     def seconds(self) -> float:
         return (self.length - 1) / self.fps
 
+    @property
+    def hop_s(self) -> float:
+        """Seconds between the ends of two successive windows."""
+        return self.stride / self.fps
+
+    def with_stride(self, stride: int | None) -> WindowSpec:
+        """The same window with another stride (None: this one)."""
+        return self if not stride or stride == self.stride else self.model_copy(update={"stride": stride})
+
 
 class NormalizationSpec(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -114,6 +123,38 @@ class EmbeddingSpec(BaseModel):
     trained_on: list[str] = Field(default_factory=list, description="labels the embedding was trained on")
 
 
+class FallRuleSpec(BaseModel):
+    """Parameters of the confirmed-fall rule (``skeleton.falls``): the defaults were chosen by
+    cross-validation on UP-Fall (docs/falls.md); a model, a request or a stream may override them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fall_group: str = Field(default="fall", description="label group whose windows show the fall pattern")
+    fall_threshold: float = Field(
+        default=0.5, gt=0, le=1, description="a window shows the fall pattern at this summed fall probability"
+    )
+    down_angle: float = Field(
+        default=60.0, ge=0, le=180, description="down: torso this many degrees from upright"
+    )
+    down_drop: float = Field(
+        default=1.2, gt=0, description="down: shoulders this many torso lengths below where they stood"
+    )
+    confirm_s: float = Field(
+        default=2.0, ge=0, description="seen down this long after the fall pattern: a fall event"
+    )
+    recover_s: float = Field(default=2.0, gt=0, description="seen up this long: recovered (or no fall)")
+    expire_s: float = Field(
+        default=6.0, gt=0, description="a fall pattern not confirmed within this many seconds is dropped"
+    )
+    handover_s: float = Field(
+        default=2.0, ge=0, description="a track first seen down this soon after a fall nearby takes it over"
+    )
+    handover_distance: float = Field(
+        default=2.0, ge=0, description="'nearby' for a handover, in torso lengths of the fallen person"
+    )
+    posture_s: float = Field(default=0.5, gt=0, description="posture = medians over this many seconds")
+
+
 class ModelManifest(BaseModel):
     name: str
     kind: Literal["classifier", "embedding"] = Field(
@@ -133,6 +174,7 @@ class ModelManifest(BaseModel):
     clip_rule: ClipRuleSpec = Field(default_factory=ClipRuleSpec)
     embedding: EmbeddingSpec | None = None
     open_set: OpenSetSpec | None = None
+    fall_rule: FallRuleSpec = Field(default_factory=FallRuleSpec)
     metrics: dict[str, Any] = Field(default_factory=dict)
     created: str = ""
 

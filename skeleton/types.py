@@ -6,7 +6,7 @@ adapters convert them into these small numpy-backed objects.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -67,17 +67,6 @@ class PersonPose:
         ):
             if arr.shape != shape:
                 raise ValueError(f"PersonPose.{name} must have shape {shape}, got {arr.shape}")
-
-
-@dataclass(frozen=True, slots=True)
-class FramePoses:
-    """All people found in one frame, with the frame's time and size."""
-
-    frame_index: int
-    timestamp_s: float
-    width: int
-    height: int
-    people: tuple[PersonPose, ...] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True, slots=True)

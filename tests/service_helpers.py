@@ -1,4 +1,5 @@
-"""Helpers for the service tests: real apps on real data, tiny real ONNX models, short real clips."""
+"""Helpers for the service tests: real apps on real data, tiny real ONNX models, short real clips
+(also the video tests' whole-clip decode)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import cv2
 import numpy as np
 
 from bench.clips import jpeg_frames as bench_jpeg_frames
+from perception.video import ContainerInfo, Frame, VideoReader
 from skeleton.manifest import sha256_file
 from skeleton.paths import REPO_ROOT
 
@@ -94,6 +96,14 @@ def trim_video(src: Path, dst: Path, start: int = 0, frames: int = 30, every: in
     assert writer is not None, f"no frames in {src}"
     writer.release()
     return dst
+
+
+def read_video(
+    path: Path, max_side: int | None = None, allow_truncated: bool = False
+) -> tuple[ContainerInfo, list[Frame]]:
+    """Decode a whole (short) real clip into memory."""
+    reader = VideoReader(path, max_side, allow_truncated)
+    return reader.info, list(reader)
 
 
 def jpeg_frames(src: Path, frames: int, start: int = 0, max_side: int = 640) -> tuple[list[bytes], float]:

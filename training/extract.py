@@ -1,7 +1,7 @@
 """Extract skeletons from a folder of videos into the skeleton cache (one .npz per video).
 
-Runs exactly the service's stages -- `service.video` decoding, `service.pose` estimation and
-`service.tracking` -- so a model trained on the cache sees what the service will feed it.
+Runs exactly the service's stages -- `perception.video` decoding, `perception.pose` estimation
+and `perception.tracking` -- so a model trained on the cache sees what the service will feed it.
 
     python -m training.extract --videos DIR --out cache/skeletons [--pattern '**/*.mp4'] [--max-people N]
 
@@ -26,10 +26,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from service.pose import create_pose_estimator, nms_poses, pose_from_pixels
-from service.pose_graph import ASSOCIATIONS
-from service.tracking import Tracker, TrackerConfig, TrackHistory, select_primary_track, stitch_tracks
-from service.video import DecodeError, VideoReader
+from perception.pose.estimator import create_pose_estimator
+from perception.pose.graph import ASSOCIATIONS
+from perception.pose.person import nms_poses, pose_from_pixels
+from perception.tracking.clip_tracks import TrackHistory, select_primary_track, stitch_tracks
+from perception.tracking.tracker import Tracker, TrackerConfig
+from perception.video import DecodeError, VideoReader
+from skeleton.paths import data_root, missing_data
 from training.skeleton_cache import ClipSkeletons, cache_path_for, iter_cache, load_clip, save_clip
 
 log = logging.getLogger("training.extract")
@@ -55,7 +58,7 @@ def extract_video(
     """Decode, estimate poses, track, and pick the primary person of one video.
 
     Tracks seen in fewer than ``min_track_frames`` frames (detector blips) are dropped; with
-    ``stitch`` the fragments of one person are joined (`service.tracking.stitch_tracks`).
+    ``stitch`` the fragments of one person are joined (`perception.tracking.clip_tracks.stitch_tracks`).
     ``stride`` > 1 analyses every stride-th frame only, ``max_frames`` stops after that many
     analysed frames (quick looks, tests). ``lanes`` > 1 alternates that many estimators (analysed
     frame i on estimator i mod lanes), as ``/recognize`` with ``SKELACT_CLIP_POSE_LANES`` and a
@@ -88,7 +91,7 @@ def extract_video(
         for est in estimators:
             est.close()
         reader.close()
-    return finish_clip(
+    return clip_from_history(
         history,
         tracker.config,
         video=name or Path(video).name,
@@ -104,7 +107,7 @@ def extract_video(
     )
 
 
-def finish_clip(
+def clip_from_history(
     history: TrackHistory,
     tracker_config: TrackerConfig,
     *,
@@ -170,7 +173,7 @@ def retrack_clip(
             if np.isfinite(seq.image[k, :, :2]).all()
         ]
         history.add(tracker.update(nms_poses(people, iou, kpt), float(t), (clip.width, clip.height)))
-    return finish_clip(
+    return clip_from_history(
         history,
         tracker.config,
         video=clip.video,
@@ -315,7 +318,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"retracked {done} files in {args.out}")
         return 0
     if args.videos is None or not args.videos.is_dir():
-        parser.error(f"--videos {args.videos} is not a folder")
+        print(f"error: {missing_data('a folder of videos', args.videos or data_root(), 'or pass --videos')}",
+              file=sys.stderr)
+        return 2
     options: dict[str, Any] = {"tiles": True} if args.tiles else {}
     if args.association is not None:
         options["association"] = args.association

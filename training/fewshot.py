@@ -1,6 +1,6 @@
 """Few-shot and open-set ("unknown") protocol on UTD-MHAD: one command trains what is missing and measures.
 
-    python -m training.fewshot run [--splits 21-27 r0 r1 r2 r3 r4 arm-a arm-b all] [--draws 50]
+    python -m training.fewshot run [--splits 21-27 r0 r1 r2 r3 all] [--draws 50]  # the whole report
     python -m training.fewshot select            # the method choice, on training subjects/classes only
     python -m training.fewshot calibrate         # open-set thresholds, on training subjects only
 
@@ -17,11 +17,12 @@ cut into the model's windows (``skeleton.clip.window_ends``, 32 frames at 15 fps
 normalised mean of its window vectors (``skeleton.prototypes.pool``). Every method goes through
 exactly this path.
 
-Open set: on the ``arm-*`` splits, whose unseen actions are all arm gestures like most base actions,
-each draw enrols 4 of the 7 unseen actions; test clips of the other 3 must come out unknown. Score
-= cosine to the nearest prototype; thresholds come from ``calibrate`` (training subjects only, on
-the ``cal`` split, whose unseen arm gestures are disjoint from the ``arm-*`` ones). The classifiers'
-own "unknown" (maximum softmax and alternatives) is measured on every split's held-out actions.
+Open set: on every split whose unseen actions are mostly of one kind (``same_kind``: arm gestures,
+or leg/whole-body actions), each draw enrols about half of that group; test clips of the rest must
+come out unknown. Score = cosine to the nearest prototype; thresholds come from ``calibrate``
+(training subjects only, on the ``cal`` split). The classifiers' own "unknown" (maximum softmax,
+maximum logit, energy) is measured on every split's held-out actions with the threshold chosen by
+``calibrate``.
 """
 
 from __future__ import annotations

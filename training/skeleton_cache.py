@@ -50,7 +50,7 @@ class ClipSkeletons:
     estimator: dict[str, Any] = field(default_factory=dict)
     tracker: dict[str, Any] = field(default_factory=dict)
     stride: int = 1
-    # track id -> ids of the online tracks joined into it by `service.tracking.stitch_tracks`
+    # track id -> ids of the online tracks joined into it by `perception.tracking.clip_tracks.stitch_tracks`
     track_members: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -155,3 +155,69 @@ def cache_path_for(video: Path, videos_root: Path, out_root: Path) -> Path:
 def iter_cache(root: str | os.PathLike[str]) -> list[Path]:
     """Every finished cache file under ``root`` (temp files excluded), sorted."""
     return sorted(p for p in Path(root).rglob("*.npz") if not p.name.startswith("."))
+
+
+def primary_track_differences(reference: ClipSkeletons, other: ClipSkeletons) -> list[str]:
+    """How ``other``'s primary person differs from ``reference``'s, bit for bit (empty: identical).
+
+    Compared: the analysed frames' timestamps and size, whether there is a primary person, the
+    online tracks joined into it, and its image, world and visibility arrays (NaN equals NaN).
+    """
+    out = []
+    if not np.array_equal(reference.timestamps, other.timestamps):
+        out.append(f"timestamps differ ({reference.num_frames} vs {other.num_frames} frames)")
+        return out
+    if (reference.width, reference.height) != (other.width, other.height):
+        out.append(f"frame size {reference.width}x{reference.height} vs {other.width}x{other.height}")
+    if reference.primary is None or other.primary is None:
+        if (reference.primary is None) != (other.primary is None):
+            out.append(f"primary {reference.primary} vs {other.primary}")
+        return out
+    a, b = reference.tracks[reference.primary], other.tracks[other.primary]
+    members_a = reference.track_members.get(reference.track_ids[reference.primary], ())
+    members_b = other.track_members.get(other.track_ids[other.primary], ())
+    if members_a != members_b:
+        out.append(f"primary joins online tracks {members_a} vs {members_b}")
+    for name in ("image", "world", "visibility"):
+        x, y = getattr(a, name), getattr(b, name)
+        if not np.array_equal(x, y, equal_nan=True):
+            diff = np.abs(np.nan_to_num(x.astype(np.float64)) - np.nan_to_num(y.astype(np.float64)))
+            out.append(f"primary {name} differs (largest difference {diff.max():.3g})")
+    return out
+
+
+def compare_caches(reference_root: Path, other_root: Path) -> dict[str, list[str]]:
+    """Clip (path relative to the cache root) -> `primary_track_differences`, for every clip of
+    ``reference_root``; a clip missing from ``other_root`` is a difference too."""
+    out = {}
+    for path in iter_cache(reference_root):
+        rel = path.relative_to(reference_root)
+        other = Path(other_root) / rel
+        if not other.is_file():
+            out[str(rel)] = ["missing"]
+        else:
+            out[str(rel)] = primary_track_differences(load_clip(path), load_clip(other))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.skeleton_cache compare REFERENCE OTHER``: exit 1 unless every clip's
+    primary person is the same, bit for bit (e.g. a cache re-extracted after a code change)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m training.skeleton_cache")
+    sub = parser.add_subparsers(dest="command", required=True)
+    compare = sub.add_parser("compare", help="compare two caches' primary tracks bit for bit")
+    compare.add_argument("reference", type=Path)
+    compare.add_argument("other", type=Path)
+    args = parser.parse_args(argv)
+    found = compare_caches(args.reference, args.other)
+    differing = {clip: why for clip, why in found.items() if why}
+    for clip, why in differing.items():
+        print(f"{clip}: {'; '.join(why)}")
+    print(f"{len(found) - len(differing)}/{len(found)} clips: the same primary track, bit for bit")
+    return 1 if differing or not found else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Query
 from starlette.requests import HTTPConnection
 
-from service.errors import not_ready
+from service.core.errors import not_ready
 from service.registry import LoadedModel
 from service.state import ServiceState
 

@@ -1,0 +1,79 @@
+"""Latest-frame-wins mailbox between a stream's receiver (the route) and its scheduler.
+
+The receiver reads the socket continuously and offers every frame; only the newest one not yet
+taken is kept. When the client sends faster than the server keeps up, stale frames are dropped
+and counted, so latency stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from service.metrics import Metrics
+from service.schemas import ConfigMessage, SkeletonFrameIn
+
+__all__ = ["MAX_PENDING_CONFIGS", "Arrival", "Inbox"]
+
+# config messages waiting for the scheduler; older ones are dropped (each re-sends hello anyway)
+MAX_PENDING_CONFIGS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """A frame as the receiver got it: raw bytes or a skeleton frame, with its arrival time."""
+
+    frame_id: int
+    received_at: float  # time.perf_counter()
+    image: bytes | None = None
+    skeleton: SkeletonFrameIn | None = None
+
+
+@dataclass
+class Inbox:
+    """What the receiver hands the scheduler, and the connection's frame counters."""
+
+    metrics: Metrics
+    pending: Arrival | None = None
+    configs: list[ConfigMessage] = field(default_factory=list)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False  # the client went away (or the receiver stopped)
+    shutdown: bool = False  # the server is going down: finish the current frame, then close 1001
+    idle: bool = False  # the client sent nothing for stream_idle_timeout_s
+    received: int = 0
+    processed: int = 0
+    dropped: int = 0
+
+    def next_frame_id(self) -> int:
+        """Count a received frame (whether or not it is kept); returns its id."""
+        frame_id = self.received
+        self.received += 1
+        self.metrics.frames_received.labels(source="stream").inc()
+        return frame_id
+
+    def drop(self) -> None:
+        self.dropped += 1
+        self.metrics.frames_dropped.inc()
+
+    def offer(self, arrival: Arrival) -> None:
+        """Keep ``arrival`` as the next frame; a frame still waiting is dropped."""
+        if self.pending is not None:
+            self.drop()
+        self.pending = arrival
+        self.wake.set()
+
+    def configure(self, config: ConfigMessage) -> None:
+        self.configs.append(config)
+        del self.configs[:-MAX_PENDING_CONFIGS]
+        self.wake.set()
+
+    def stop(self) -> None:
+        """Shutdown (`service.lifecycle`): end after the frame in progress (close 1001)."""
+        self.shutdown = True
+        self.wake.set()
+
+    def close(self, idle: bool = False) -> None:
+        """The receiver is done: the client left, or (``idle``) sent nothing for too long."""
+        self.idle = idle
+        self.closed = True
+        self.wake.set()

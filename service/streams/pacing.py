@@ -1,0 +1,101 @@
+"""A stream's pace (frame interval, solo and single-threaded pose times) and its pose lanes:
+what `service.streams.scheduler` decides a frame's pose by."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+__all__ = [
+    "MAX_BUSY_ONE_AT_A_TIME",
+    "SOLO_GIVE_UP_RATIO",
+    "SOLO_PROBE_EVERY",
+    "Lanes",
+    "Pace",
+]
+
+# A stream runs its frames one at a time (solo, or on its first lane) while that leaves the cores
+# idle most of the time: pose time < this share of the frame interval. Beyond it a frame would
+# wait for the one before it, and two single-threaded frames at once (the lanes) keep up better,
+# e.g. at 30 fps on two cores. Below it no second lane is used: its estimator would have to be
+# built mid-stream, and a graph build holds the GIL (`service.pose_pool.PosePool.refill_spares`).
+MAX_BUSY_ONE_AT_A_TIME = 0.7
+# Solo frames are only worth it while faster than single-threaded ones: with other busy processes
+# on the cores, XNNPACK's waiting threads spin and a solo frame takes 1.7x a single-threaded one
+# (p95 6x). So every this-many frames one runs the other way, to compare; as one probe frame is a
+# noisy sample (frames differ by 1.5x in cost), solo ends only when this much slower.
+SOLO_PROBE_EVERY = 50
+SOLO_GIVE_UP_RATIO = 1.4
+_SOLO_WEIGHT = 0.1  # of the newest sample in the moving averages
+_SINGLE_WEIGHT = 0.25  # single-threaded frames are rare while solo: each counts more
+
+
+@dataclass
+class Pace:
+    """A stream's frame interval and decode + pose times (solo and single-threaded), as moving
+    averages: whether its next frame should pose solo."""
+
+    interval_s: float | None = None
+    solo_s: float | None = None
+    single_s: float | None = None
+    since_single: int = 0  # solo frames since the last single-threaded one
+    since_solo: int = 0  # single-threaded frames since the last solo one
+    _last_arrival: float | None = None
+
+    def arrived(self, at: float) -> None:
+        if self._last_arrival is not None:
+            self.interval_s = _moving_average(self.interval_s, at - self._last_arrival, _SOLO_WEIGHT)
+        self._last_arrival = at
+
+    def posed(self, seconds: float, solo: bool) -> None:
+        if solo:
+            self.solo_s = _moving_average(self.solo_s, seconds, _SOLO_WEIGHT)
+            self.since_single, self.since_solo = self.since_single + 1, 0
+        else:
+            self.single_s = _moving_average(self.single_s, seconds, _SINGLE_WEIGHT)
+            self.since_single, self.since_solo = 0, self.since_solo + 1
+
+    def busy(self) -> bool:
+        """Too fast a stream for one frame at a time (`MAX_BUSY_ONE_AT_A_TIME`); False until
+        measured."""
+        known = [t for t in (self.solo_s, self.single_s) if t is not None]
+        if self.interval_s is None or not known:
+            return False
+        return min(known) >= MAX_BUSY_ONE_AT_A_TIME * self.interval_s
+
+    def wants_solo(self) -> bool:
+        """Solo from the first frame; single-threaded while too fast a stream for one frame at a
+        time, and while solo frames are clearly slower (SOLO_GIVE_UP_RATIO); each way probed now
+        and then."""
+        if self.busy():
+            return False
+        solo, single = self.solo_s, self.single_s
+        if solo is not None and single is not None and solo >= SOLO_GIVE_UP_RATIO * single:
+            return self.since_solo >= SOLO_PROBE_EVERY
+        return self.since_single < SOLO_PROBE_EVERY
+
+
+def _moving_average(average: float | None, sample: float, weight: float) -> float:
+    return sample if average is None else average + weight * (sample - average)
+
+
+class Lanes:
+    """Pose lanes of one stream (lane 0 is the stream's own estimator, the others extra ones)."""
+
+    def __init__(self, count: int) -> None:
+        self.free = list(range(count))
+        self.freed = asyncio.Event()
+
+    async def take(self, extra: bool) -> int:
+        """The lowest free lane; lanes above 0 only when ``extra``."""
+        while True:
+            usable = [lane for lane in self.free if extra or lane == 0]
+            if usable:
+                self.free.remove(min(usable))
+                return min(usable)
+            self.freed.clear()
+            await self.freed.wait()
+
+    def give_back(self, lane: int) -> None:
+        self.free.append(lane)
+        self.freed.set()
