@@ -155,41 +155,6 @@ class FallRuleSpec(BaseModel):
     posture_s: float = Field(default=0.5, gt=0, description="posture = medians over this many seconds")
 
 
-class OpenSetSpec(BaseModel):
-    """When a prediction is ``unknown`` (``skeleton.open_set``): ``score`` of a window or clip below
-    ``threshold``. Optional in the manifest: a model without it never answers ``unknown``."""
-
-    model_config = ConfigDict(frozen=True)
-
-    score: Literal["max_softmax", "max_logit", "energy", "max_cosine"] = Field(
-        description="max_softmax / max_logit / energy (= logsumexp) of a classifier's logits; "
-        "max_cosine: similarity to the nearest prototype of an embedding's enrolled labels"
-    )
-    threshold: float = Field(description="unknown when score < threshold")
-    chosen_by: str = Field(default="", description="how the threshold was chosen (data, rule)")
-    metrics: dict[str, Any] = Field(default_factory=dict, description="measured known/unknown results")
-
-
-class EmbeddingSpec(BaseModel):
-    """What an embedding model's output is and how examples become a classifier (``skeleton.prototypes``)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    dim: int = Field(gt=0, description="length of the output vector")
-    metric: Literal["cosine"] = Field(
-        default="cosine", description="outputs are L2-normalised: similarity = dot product"
-    )
-    pooling: Literal["mean"] = Field(
-        default="mean",
-        description="an example or a query of several windows = normalised mean of its window vectors",
-    )
-    logit_scale: float = Field(
-        default=16.0, gt=0,
-        description="softmax(logit_scale * cosine) over the enrolled labels gives per-label probabilities",
-    )
-    trained_on: list[str] = Field(default_factory=list, description="labels the embedding was trained on")
-
-
 class ModelManifest(BaseModel):
     name: str
     kind: Literal["classifier", "embedding"] = Field(
@@ -210,8 +175,6 @@ class ModelManifest(BaseModel):
     embedding: EmbeddingSpec | None = None
     open_set: OpenSetSpec | None = None
     fall_rule: FallRuleSpec = Field(default_factory=FallRuleSpec)
-    embedding: EmbeddingSpec | None = None
-    open_set: OpenSetSpec | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     created: str = ""
 
