@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -72,3 +72,23 @@ class ExampleAdded(BaseModel):
 
 def _info(item: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item.items() if k != "vector"}
+
+
+class EnrolMessage(BaseModel):
+    """Client -> server on ``/stream``: add the last ``seconds`` of a person to a set's label."""
+
+    type: Literal["enrol"]
+    action_set: str
+    label: str
+    seconds: float = Field(default=3.0, gt=0, le=10.0, description="how far back (at most 10 s are kept)")
+    track_id: int | None = Field(default=None, description="whose (default: the one person in view)")
+
+
+class EnrolledMessage(BaseModel):
+    """Server -> client: the example was added (then a new hello when the stream runs that set)."""
+
+    type: Literal["enrolled"] = "enrolled"
+    action_set: str
+    label: str
+    version: int
+    example: ExampleInfo

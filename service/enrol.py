@@ -10,6 +10,7 @@ what it is later compared with are made the same way.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 from pathlib import Path
@@ -17,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from service.action_sets import Example
+from service.action_set_schemas import EnrolledMessage, EnrolMessage, ExampleInfo
+from service.action_sets import SET_PREFIX, Example, check_label
 from service.batching import BatchResult
 from service.clips.job import ClipJob, ClipOutcome
 from service.clips.result import clip_sequences
@@ -25,6 +27,7 @@ from service.core.errors import ServiceError
 from service.registry import LoadedModel
 from service.schemas import SkeletonSequenceIn
 from service.state import ServiceState
+from service.streams.session import StreamSession
 from skeleton.clip import window_ends
 from skeleton.preprocess import prepare_window, sequence_to_layout
 from skeleton.prototypes import pool
@@ -134,11 +137,69 @@ async def _example(
             f"the person is seen for {t1 - t0:.2f} s; an example needs {need:.2f} s",
             f"send at least {need:.2f} s, ideally {window.seconds:.2f} s or more, of the action",
         )
-    spec = emb.manifest.input
-    joints = sequence_to_layout(seq, spec, float(outcome.height))[inside]
-    times = t[inside]
+    joints = sequence_to_layout(seq, emb.manifest.input, float(outcome.height))[inside]
+    vector, n = await _pooled(emb, t[inside], joints, t0, t1)
+    span_info = {"start": round(t0, 3), "end": round(t1, 3), "people": len(joined)}
+    return Example(vector, n, t1 - t0, {**source, **span_info})
+
+
+async def _pooled(
+    emb: LoadedModel, times: np.ndarray, joints: np.ndarray, t0: float, t1: float
+) -> tuple[np.ndarray, int]:
+    """The embedding's windows from ``t0`` to ``t1`` (the service's schedule), pooled."""
+    window = emb.window
     ends = window_ends(t0, t1, window.seconds, window.hop_s)
+    spec = emb.manifest.input
     windows = np.stack([prepare_window(times, joints, spec, float(e)) for e in ends])
     vectors = (await emb.batcher.submit(windows)).probs
-    span_info = {"start": round(t0, 3), "end": round(t1, 3), "people": len(joined)}
-    return Example(pool(vectors), len(ends), t1 - t0, {**source, **span_info})
+    return pool(vectors), len(ends)
+
+
+async def from_stream(state: ServiceState, session: StreamSession, msg: EnrolMessage) -> EnrolledMessage:
+    """An example from a stream's recent seconds of one person; added to the set."""
+    check_label(msg.label)
+    loop = asyncio.get_running_loop()
+    sets = state.action_sets
+    current = await loop.run_in_executor(state.io_pool, sets.read, msg.action_set)
+    emb = sets.embedding_model((current.doc or {})["embedding"])
+    if session.model.manifest.input != emb.manifest.input:
+        raise ServiceError(
+            422,
+            "stream_model_mismatch",
+            f"this stream runs {session.model.name}, whose windows are not those of {emb.name}",
+            f"stream model={SET_PREFIX}{msg.action_set} (or a model with the same input) to enrol from it",
+        )
+    people = session.tracks.open
+    if msg.track_id is not None and msg.track_id not in people:
+        raise ServiceError(
+            422, "nobody_found", f"track {msg.track_id} is not in view", "use a track_id of the last frame"
+        )
+    if msg.track_id is None and len(people) != 1:
+        if not people:
+            raise ServiceError(422, "nobody_found", "nobody is in view", "step into the camera's view")
+        raise ServiceError(
+            422, "several_people", f"{len(people)} people are in view", "name one with track_id"
+        )
+    track_id = msg.track_id if msg.track_id is not None else next(iter(people))
+    times, joints, seen = people[track_id].buffer.recent(msg.seconds)
+    need = MIN_WINDOW_SHARE * emb.window.seconds
+    t0, t1 = (float(times[seen][0]), float(times[seen][-1])) if seen.any() else (0.0, 0.0)
+    if t1 - t0 < need:
+        raise ServiceError(
+            422,
+            "example_too_short",
+            f"the person was seen for {t1 - t0:.2f} s; an example needs {need:.2f} s",
+            "act a little longer, then send the message",
+        )
+    vector, n = await _pooled(emb, times, joints, t0, t1)
+    example = Example(
+        vector,
+        n,
+        t1 - t0,
+        {"kind": "stream", "track_id": track_id, "start": round(t0, 3), "end": round(t1, 3)},
+    )
+    saved, item = await loop.run_in_executor(
+        state.io_pool, sets.add_example, msg.action_set, msg.label, example
+    )
+    info = ExampleInfo(**{k: v for k, v in item.items() if k != "vector"})
+    return EnrolledMessage(action_set=msg.action_set, label=msg.label, version=saved.version, example=info)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -17,9 +18,11 @@ from collections.abc import Callable
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
+from service.action_set_schemas import EnrolledMessage, EnrolMessage
 from service.api.deps import StateDep
 from service.core.errors import CloseCode, ServiceError, internal_message, report_internal, validation_message
 from service.core.limits import StreamGuard
+from service.enrol import from_stream
 from service.schemas import ConfigMessage, ErrorMessage, FrameMessage, HelloMessage, SkeletonFrameMessage
 from service.state import ServiceState
 from service.streams.inbox import Arrival, Inbox
@@ -44,7 +47,7 @@ class _Connection:
         """Shutdown (service.lifecycle): end after the frame in progress; the route closes with 1001."""
         self.inbox.stop()
 
-    async def send(self, message: FrameMessage | HelloMessage | ErrorMessage) -> None:
+    async def send(self, message: FrameMessage | HelloMessage | ErrorMessage | EnrolledMessage) -> None:
         async with self._send_lock:
             try:
                 await self.ws.send_text(message.model_dump_json())
@@ -104,6 +107,8 @@ class _Connection:
             kind = raw.get("type") if isinstance(raw, dict) else None
             if kind == "config":
                 box.configure(ConfigMessage.model_validate(raw))
+            elif kind == "enrol":
+                box.configure(EnrolMessage.model_validate(raw))
             elif kind == "skeleton":
                 sk = SkeletonFrameMessage.model_validate(raw)
                 box.offer(Arrival(box.next_frame_id(), now, skeleton=sk))
@@ -111,7 +116,7 @@ class _Connection:
                 await self.error(
                     "unknown_message",
                     f"unknown message type {kind!r}; send binary JPEG/PNG "
-                    "frames, or JSON with type 'skeleton' or 'config'",
+                    "frames, or JSON with type 'skeleton', 'config' or 'enrol'",
                 )
         except ValidationError as exc:
             await self.error("invalid_message", validation_message(exc.errors()))
@@ -166,7 +171,10 @@ async def stream(
         await websocket.close(close_code)
         return
     session = StreamSession(loaded, state.settings, state.pose, state.metrics, stride, top_k)
-    scheduler = FrameScheduler(session, conn.inbox, state.pose, state.model, conn.send, unknown_threshold)
+    enrol = functools.partial(from_stream, state)
+    scheduler = FrameScheduler(
+        session, conn.inbox, state.pose, state.model, conn.send, unknown_threshold, enrol
+    )
     receiver: asyncio.Task[None] | None = None
     try:
         async with state.stream_open(conn):

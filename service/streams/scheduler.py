@@ -16,6 +16,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 from perception.video import DecodeError
+from service.action_set_schemas import EnrolledMessage, EnrolMessage
+from service.action_sets import SET_PREFIX
 from service.core.errors import ServiceError, internal_message, report_internal
 from service.frames import PosedFrame
 from service.pose_pool import PosePool
@@ -27,8 +29,9 @@ from service.streams.session import StreamSession
 
 __all__ = ["FrameScheduler", "Send", "StreamClosed"]
 
-Send = Callable[[FrameMessage | HelloMessage | ErrorMessage], Awaitable[None]]
+Send = Callable[[FrameMessage | HelloMessage | ErrorMessage | EnrolledMessage], Awaitable[None]]
 ModelLookup = Callable[[str | None, float | None], LoadedModel]
+Enrol = Callable[[StreamSession, EnrolMessage], Awaitable[EnrolledMessage]]
 
 
 class StreamClosed(Exception):
@@ -46,12 +49,14 @@ class FrameScheduler:
         models: ModelLookup,
         send: Send,
         unknown_threshold: float | None = None,
+        enrol: Enrol | None = None,
     ) -> None:
         self.session = session
         self.inbox = inbox
         self.pose = pose
         self.models = models  # (name, unknown threshold) -> model (`ServiceState.model`)
         self.unknown_threshold = unknown_threshold
+        self.enrol = enrol  # an example from this stream's recent seconds (`service.enrol.from_stream`)
         self.send = send
         self.pace = Pace()
 
@@ -159,6 +164,19 @@ class FrameScheduler:
                 return False
         return True
 
+    async def _enrol(self, msg: EnrolMessage) -> None:
+        """Add the example; a stream running that set goes on with the new prototypes (a new hello)."""
+        if self.enrol is None:
+            await self.error("invalid_message", "this server does not enrol from streams")
+            return
+        try:
+            await self.send(await self.enrol(self.session, msg))
+            if self.session.model.name == SET_PREFIX + msg.action_set:
+                self.session.switch_model(self.models(self.session.model.name, self.unknown_threshold))
+                await self.send(self.session.hello())
+        except ServiceError as exc:
+            await self.error(exc.code, exc.ws_message())
+
     def _may_pose_solo(self) -> bool:
         """This stream is the server's only pose work, its next frame is an image and its pace
         says solo (`Pace.wants_solo`)."""
@@ -167,7 +185,10 @@ class FrameScheduler:
             return False
         return self.pose.stream_is_alone()
 
-    async def _apply_config(self, cfg: ConfigMessage) -> None:
+    async def _apply_config(self, cfg: ConfigMessage | EnrolMessage) -> None:
+        if isinstance(cfg, EnrolMessage):
+            await self._enrol(cfg)
+            return
         changed = cfg.model is not None and cfg.model != self.session.model.name
         if changed or "unknown_threshold" in cfg.model_fields_set:
             new = "unknown_threshold" in cfg.model_fields_set

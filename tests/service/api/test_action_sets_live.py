@@ -26,7 +26,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 KEY = "test-key-action-sets"
 AUTH = {"X-API-Key": KEY}
-SECONDS = 4.0  # each UP-Fall clip is cut to 4 s (18 fps; walking from 5 s in): short clips, real people
+# each UP-Fall clip is cut to 4 s (18 fps): jumping from trials 1 and 2; walking from 5 s and 20 s into
+# trial 1 (trial 2's walking leaves the frame early in its first seconds)
+SECONDS = 4.0
 
 
 def embedding_dir() -> Path:
@@ -80,7 +82,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "jump1": trim_video(data / "Activity10/Trial1Cam1.mp4", tmp / "jump1.mp4", frames=frames),
         "walk1": trim_video(data / "Activity6/Trial1Cam1.mp4", tmp / "walk1.mp4", start=90, frames=frames),
         "jump2": trim_video(data / "Activity10/Trial2Cam1.mp4", tmp / "jump2.mp4", frames=frames),
-        "walk2": trim_video(data / "Activity6/Trial2Cam1.mp4", tmp / "walk2.mp4", start=90, frames=frames),
+        "walk2": trim_video(data / "Activity6/Trial1Cam1.mp4", tmp / "walk2.mp4", start=360, frames=frames),
         "taichi": trim_video(require_data("clips") / "stgcn_ta_chi.mp4", tmp / "taichi.mp4", frames=120),
     }
     port = free_port()
@@ -182,6 +184,15 @@ def test_a_stream_on_the_set_gives_its_labels(
             assert msg["type"] == "frame", msg
             labels += [t["label"] for t in msg["tracks"] if t["label"] is not None]
         assert labels and labels[-1] == "jumping", labels
+        # an example from the stream's last 3 s, into another set
+        assert server.call("POST", "/action-sets", json={"name": "from-stream"}).status_code == 201
+        ws.send(json.dumps({"type": "enrol", "action_set": "from-stream", "label": "hop", "seconds": 3}))
+        reply = json.loads(ws.recv(timeout=120))
+        assert reply["type"] == "enrolled" and reply["label"] == "hop", reply
+        assert reply["example"]["source"]["kind"] == "stream" and reply["example"]["seconds"] > 2.5, reply
+        ws.send(json.dumps({"type": "enrol", "action_set": "from-stream", "label": "hop", "track_id": 999}))
+        reply = json.loads(ws.recv(timeout=120))
+        assert reply["type"] == "error" and reply["code"] == "nobody_found", reply
         # the same stream, told a threshold no window reaches, says unknown from then on
         ws.send(json.dumps({"type": "config", "unknown_threshold": 1.0}))
         hello = json.loads(ws.recv(timeout=120))
@@ -209,6 +220,9 @@ def test_an_example_from_skeleton_json(
     r = server.call("POST", "/recognize", params={"model": "set:json-set"}, json=jump2_skeletons)
     assert r.status_code == 200 and r.json()["clip"]["label"] == "jump", r.text
     assert server.call("DELETE", "/action-sets/json-set").status_code == 204
+    r = server.call("GET", "/action-sets/from-stream")  # enrolled by the stream test
+    assert r.status_code == 200 and r.json()["labels"][0]["examples"][0]["source"]["kind"] == "stream", r.text
+    assert server.call("DELETE", "/action-sets/from-stream").status_code == 204
 
 
 def test_deleting_an_example_changes_the_prototypes(server: Server, enrolled: dict[str, Any]) -> None:
@@ -253,9 +267,16 @@ def test_bad_examples_get_clear_4xx(server: Server, enrolled: dict[str, Any], tm
     for path, clip, params, status, code in cases:
         r = server.upload(path, clip, **params)
         assert (r.status_code, r.json()["error"]["code"]) == (status, code), (path, params, r.text)
-    felix = tmp_path / "felix.mp4"
-    trim_video(require_data("clips") / "felix_exercise.avi", felix, frames=40)
-    r = server.upload("/action-sets/moves/labels/exercise/examples", felix, one_person="true")
+    # two real people side by side: two UP-Fall clips joined left and right
+    two = tmp_path / "two.mp4"
+    left, right = cv2.VideoCapture(str(server.clips["jump1"])), cv2.VideoCapture(str(server.clips["walk1"]))
+    writer = cv2.VideoWriter(str(two), cv2.VideoWriter.fourcc(*"mp4v"), 18.0, (1280, 480))
+    for _ in range(54):
+        (ok1, a), (ok2, b) = left.read(), right.read()
+        assert ok1 and ok2
+        writer.write(np.hstack([a, b]))
+    writer.release()
+    r = server.upload("/action-sets/moves/labels/pair/examples", two, one_person="true")
     assert (r.status_code, r.json()["error"]["code"]) == (422, "several_people"), r.text
     assert server.call("POST", "/action-sets", json={"name": "moves"}).status_code == 409
     assert server.call("POST", "/action-sets", json={"name": "../x"}).status_code == 422
@@ -305,7 +326,7 @@ def test_rename_labels_and_sets_and_sets_do_not_share_examples(
     r = server.call("POST", "/recognize", params={"model": "set:other"}, json={"frames": [{"timestamp": 0}]})
     assert r.status_code == 404, r.text
     assert server.call("DELETE", "/action-sets/other2").status_code == 204
-    assert [s["name"] for s in server.call("GET", "/action-sets").json()["sets"]] == ["moves"]
+    assert "other2" not in [s["name"] for s in server.call("GET", "/action-sets").json()["sets"]]
 
 
 def test_a_restart_keeps_the_set(server: Server, enrolled: dict[str, Any], tmp_path: Path) -> None:
