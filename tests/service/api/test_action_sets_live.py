@@ -193,6 +193,11 @@ def test_a_stream_on_the_set_gives_its_labels(
         ws.send(json.dumps({"type": "enrol", "action_set": "from-stream", "label": "hop", "track_id": 999}))
         reply = json.loads(ws.recv(timeout=120))
         assert reply["type"] == "error" and reply["code"] == "nobody_found", reply
+        r = server.call("GET", "/action-sets/from-stream")
+        assert r.status_code == 200 and r.json()["labels"][0]["examples"][0]["source"]["kind"] == "stream", (
+            r.text
+        )
+        assert server.call("DELETE", "/action-sets/from-stream").status_code == 204
         # the same stream, told a threshold no window reaches, says unknown from then on
         ws.send(json.dumps({"type": "config", "unknown_threshold": 1.0}))
         hello = json.loads(ws.recv(timeout=120))
@@ -220,9 +225,6 @@ def test_an_example_from_skeleton_json(
     r = server.call("POST", "/recognize", params={"model": "set:json-set"}, json=jump2_skeletons)
     assert r.status_code == 200 and r.json()["clip"]["label"] == "jump", r.text
     assert server.call("DELETE", "/action-sets/json-set").status_code == 204
-    r = server.call("GET", "/action-sets/from-stream")  # enrolled by the stream test
-    assert r.status_code == 200 and r.json()["labels"][0]["examples"][0]["source"]["kind"] == "stream", r.text
-    assert server.call("DELETE", "/action-sets/from-stream").status_code == 204
 
 
 def test_deleting_an_example_changes_the_prototypes(server: Server, enrolled: dict[str, Any]) -> None:
