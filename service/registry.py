@@ -24,6 +24,7 @@ from skeleton.layouts import get_layout
 from skeleton.manifest import MANIFEST_FILE, ModelManifest, WindowSpec, load_manifest
 
 log = logging.getLogger(__name__)
+EMBEDDINGS_DIR = "embeddings"
 
 
 def output_width(manifest: ModelManifest) -> int:
@@ -69,6 +70,7 @@ class LoadedModel:
             providers=self.runtime.providers,
             default=default,
             metrics=m.metrics,
+            kind=m.kind,
         )
 
 
@@ -84,6 +86,9 @@ class ModelRegistry:
         if not root.is_dir():
             return []
         dirs = sorted(p for p in root.iterdir() if (p / MANIFEST_FILE).is_file())
+        nested = root / EMBEDDINGS_DIR  # embedding models may sit one level down (model_zoo/embeddings/)
+        if nested.is_dir():
+            dirs += sorted(p for p in nested.iterdir() if (p / MANIFEST_FILE).is_file())
         wanted = self.settings.models
         if wanted is not None:
             missing = set(wanted) - {p.name for p in dirs}
@@ -143,7 +148,8 @@ class ModelRegistry:
         wanted = self.settings.default_model
         if wanted is not None:
             return wanted if wanted in self.models else None
-        return next(iter(sorted(self.models)), None)
+        labelled = (n for n, m in sorted(self.models.items()) if m.manifest.kind != "embedding")
+        return next(labelled, None)  # an embedding has no labels of its own: never the default
 
     def get(self, name: str | None) -> LoadedModel:
         key = name or self.default_name

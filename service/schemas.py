@@ -193,6 +193,9 @@ class ModelInfo(BaseModel):
     providers: list[str]
     default: bool
     metrics: dict[str, object] = Field(default_factory=dict)
+    kind: Literal["classifier", "embedding"] = Field(
+        default="classifier", description="embedding: no labels of its own; action sets enrol on it"
+    )
 
 
 class ModelsResponse(BaseModel):

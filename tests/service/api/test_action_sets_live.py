@@ -33,7 +33,11 @@ SECONDS = 4.0
 
 def embedding_dir() -> Path:
     """The shipped embedding model (a development export under runs/ until one is shipped)."""
-    for root in (REPO_ROOT / "model_zoo", REPO_ROOT / "runs" / "dev-zoo"):
+    for root in (
+        REPO_ROOT / "model_zoo" / "embeddings",
+        REPO_ROOT / "model_zoo",
+        REPO_ROOT / "runs" / "dev-zoo",
+    ):
         for manifest in sorted(root.glob("*/manifest.json")):
             if load_manifest(manifest.parent, verify_sha=False).kind == "embedding":
                 return manifest.parent
@@ -76,7 +80,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     zoo, sets = tmp / "zoo", tmp / "sets"
     zoo.mkdir()
     _copy_model(REPO_ROOT / "model_zoo" / "upfall-stgcnpp-lite", zoo)
-    _copy_model(embedding_dir(), zoo)
+    (zoo / "embeddings").mkdir()
+    _copy_model(embedding_dir(), zoo / "embeddings")  # where the shipped embedding lives
     frames = int(SECONDS * 18)
     clips = {
         "jump1": trim_video(data / "Activity10/Trial1Cam1.mp4", tmp / "jump1.mp4", frames=frames),
