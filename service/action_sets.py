@@ -9,7 +9,9 @@ one set is read when another is used: a set's prototypes are built from its own 
 Used as a model, a set is the embedding model's windows (its ONNX session and micro-batcher,
 shared with every other set on that embedding) followed by `PrototypeBatcher`: cosine to each
 label's prototype (the normalised mean of its examples), probabilities softmax(logit_scale x
-cosine), and the nearest cosine as the open-set score (`service.open_set` makes ``unknown``).
+cosine), and the nearest cosine as the open-set score (`service.open_set` makes ``unknown``). A
+set without examples is a model too, whose every window is ``unknown`` (a stream can run it while
+its first example is enrolled from that stream).
 """
 
 from __future__ import annotations
@@ -97,12 +99,15 @@ def check_label(label: str) -> str:
 class PrototypeBatcher:
     """An action set's classifier: the embedding's batcher, then the nearest prototypes."""
 
-    def __init__(self, embedding: WindowBatcher, prototypes: PrototypeSet, logit_scale: float) -> None:
+    def __init__(self, embedding: WindowBatcher, prototypes: PrototypeSet | None, logit_scale: float) -> None:
         self.embedding = embedding
         self.prototypes = prototypes
         self.logit_scale = logit_scale
 
     async def submit(self, windows: np.ndarray) -> BatchResult:
+        if self.prototypes is None:  # a set without examples yet: every window is unknown
+            n = len(windows)
+            return BatchResult(np.zeros((n, 0), np.float32), n, 0, 0.0, 0.0, np.full(n, -np.inf, np.float32))
         r = await self.embedding.submit(windows)
         sims = self.prototypes.similarities(r.probs)
         probs = softmax(sims, self.logit_scale).astype(np.float32)
@@ -185,19 +190,12 @@ class ActionSets:
             for label, items in doc["labels"].items()
             if items
         }
-        if not examples:
-            raise ServiceError(
-                409,
-                "empty_action_set",
-                f"action set {name!r} has no examples yet",
-                f"add one: POST /action-sets/{name}/labels/{{label}}/examples",
-            )
-        protos = PrototypeSet.from_examples(examples)
+        protos = PrototypeSet.from_examples(examples) if examples else None  # empty: all unknown
         spec = emb.manifest.embedding
         scale = spec.logit_scale if spec is not None else 16.0
         model_name = SET_PREFIX + name
         manifest = emb.manifest.model_copy(
-            update={"name": model_name, "labels": list(protos.labels), "label_groups": {}}
+            update={"name": model_name, "labels": list(protos.labels if protos else ()), "label_groups": {}}
         )
         model = dataclasses.replace(
             emb, name=model_name, manifest=manifest, batcher=PrototypeBatcher(emb.batcher, protos, scale)

@@ -97,6 +97,8 @@ def with_unknown(model: LoadedModel, threshold: float | None) -> LoadedModel:
     """The model with ``unknown`` (``threshold``: the request's, else the manifest's; None at
     both: the model itself, which never says unknown)."""
     t = default_threshold(model) if threshold is None else check_threshold(model, threshold)
+    if t is None and not model.manifest.labels:
+        t = math.inf  # no labels (an empty action set): everything is unknown
     if t is None:
         return model
     labels = [*model.manifest.labels, UNKNOWN]

@@ -189,7 +189,10 @@ class FrameScheduler:
         if isinstance(cfg, EnrolMessage):
             await self._enrol(cfg)
             return
-        changed = cfg.model is not None and cfg.model != self.session.model.name
+        # naming an action set again picks up its latest examples
+        changed = cfg.model is not None and (
+            cfg.model != self.session.model.name or cfg.model.startswith(SET_PREFIX)
+        )
         if changed or "unknown_threshold" in cfg.model_fields_set:
             new = "unknown_threshold" in cfg.model_fields_set
             threshold = cfg.unknown_threshold if new else self.unknown_threshold

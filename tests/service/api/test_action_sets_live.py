@@ -20,7 +20,7 @@ from websockets.sync.client import connect
 from skeleton.manifest import load_manifest
 from tests.browser_helpers import REPO_ROOT, free_port, run_server
 from tests.conftest import require_data
-from tests.service_helpers import trim_video
+from tests.service_helpers import embedding_dir, trim_video
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -29,19 +29,6 @@ AUTH = {"X-API-Key": KEY}
 # each UP-Fall clip is cut to 4 s (18 fps): jumping from trials 1 and 2; walking from 5 s and 20 s into
 # trial 1 (trial 2's walking leaves the frame early in its first seconds)
 SECONDS = 4.0
-
-
-def embedding_dir() -> Path:
-    """The shipped embedding model (a development export under runs/ until one is shipped)."""
-    for root in (
-        REPO_ROOT / "model_zoo" / "embeddings",
-        REPO_ROOT / "model_zoo",
-        REPO_ROOT / "runs" / "dev-zoo",
-    ):
-        for manifest in sorted(root.glob("*/manifest.json")):
-            if load_manifest(manifest.parent, verify_sha=False).kind == "embedding":
-                return manifest.parent
-    raise AssertionError("no embedding model (manifest kind 'embedding') under model_zoo/")
 
 
 def _copy_model(src: Path, zoo: Path) -> None:
