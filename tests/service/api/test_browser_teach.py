@@ -91,7 +91,11 @@ def test_record_an_example_from_the_camera_and_see_it_recognised(browser: Any, s
     page.fill("#teach-set", "browser-set")
     page.fill("#teach-label", "jump")
     page.click("#teach-record")
-    page.wait_for_selector("#teach-examples li[data-label='jump']", timeout=TIMEOUT_MS)
+    try:
+        page.wait_for_selector("#teach-examples li[data-label='jump']", timeout=TIMEOUT_MS)
+    except Exception as exc:
+        page.screenshot(path=str(ARTIFACTS / "teach-failed.png"))
+        raise AssertionError(f"status {page.text_content('#status')!r}, sent {sent[-5:]}, {errors}") from exc
     assert "1 example" in page.text_content("#teach-examples li[data-label='jump']")
     assert {"type": "enrol", "action_set": "browser-set", "label": "jump", "seconds": 3} in sent, sent
     assert page.eval_on_selector("#model", "s => s.value") == "set:browser-set"
