@@ -23,7 +23,7 @@ _STAGE_BUCKETS = (
     1.0,
     2.5,
 )
-STAGES = ("decode", "pose", "track", "buffer", "classify", "encode", "total", "latency")
+STAGES = ("decode", "pose", "track", "buffer", "classify", "encode", "total", "latency", "queue")
 
 
 class Metrics:
@@ -45,6 +45,12 @@ class Metrics:
         )
         self.frames_dropped = Counter(
             "skelact_frames_dropped_total", "stream frames dropped because a newer one arrived", registry=r
+        )
+        self.frames_expired = Counter(
+            "skelact_frames_expired_total",
+            "stream frames dropped because they waited longer than SKELACT_STREAM_MAX_QUEUE_MS for pose "
+            "(also counted in skelact_frames_dropped_total)",
+            registry=r,
         )
         self.solo_frames = Counter(
             "skelact_solo_pose_frames_total",

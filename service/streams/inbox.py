@@ -21,12 +21,14 @@ MAX_PENDING_CONFIGS = 4
 
 @dataclass(frozen=True, slots=True)
 class Arrival:
-    """A frame as the receiver got it: raw bytes or a skeleton frame, with its arrival time."""
+    """A frame as the receiver got it: raw bytes or a skeleton frame, with its arrival time (and
+    the client's capture time, when it sent one: `service.streams.clock`)."""
 
     frame_id: int
     received_at: float  # time.perf_counter()
     image: bytes | None = None
     skeleton: SkeletonFrameIn | None = None
+    capture_time: float | None = None  # seconds on the client's clock
 
 
 @dataclass
@@ -43,6 +45,12 @@ class Inbox:
     received: int = 0
     processed: int = 0
     dropped: int = 0
+    working: int = 0  # frames taken by the scheduler and not yet answered
+
+    @property
+    def awaits_server(self) -> bool:
+        """A frame of the client's is waiting or in work: the client is waiting for us, not idle."""
+        return self.pending is not None or self.working > 0
 
     def next_frame_id(self) -> int:
         """Count a received frame (whether or not it is kept); returns its id."""
