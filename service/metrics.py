@@ -78,6 +78,18 @@ class Metrics:
         self.requests = Counter(
             "skelact_recognize_requests_total", "POST /recognize by outcome", ["outcome"], registry=r
         )
+        self.clips_in_pose = Gauge(
+            "skelact_clips_in_pose",
+            "clips between taking their pose estimators and finishing their frames (a stream poses "
+            "solo only while there are none)",
+            registry=r,
+        )
+        self.recognize_in_progress = Gauge(
+            "skelact_recognize_in_progress",
+            "POST /recognize requests admitted and not finished, their upload included (503 busy at "
+            "SKELACT_MAX_CONCURRENT_CLIPS + SKELACT_MAX_QUEUED_CLIPS)",
+            registry=r,
+        )
         self.events = Counter(
             "skelact_action_events_total", "action start events", ["model", "label"], registry=r
         )

@@ -111,10 +111,12 @@ class PosePool:
         """A clip's pose work: streams stop posing solo from here on (the clip's frames take one
         pose slot each, so none runs beside a solo frame still in pose)."""
         self.clips_in_pose += 1
+        self.metrics.clips_in_pose.inc()
         try:
             yield
         finally:
             self.clips_in_pose -= 1
+            self.metrics.clips_in_pose.dec()
 
     # ----------------------------------------------------------------- estimators
 

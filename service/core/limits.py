@@ -74,11 +74,13 @@ class RequestLimitsMiddleware:
                 await _reply(scope, receive, send, busy, {"Retry-After": "5"})
                 return
             self.in_flight += 1
+            _publish_in_progress(scope, self.in_flight)
         try:
             await self._run(scope, receive, send, limit, knob)
         finally:
             if heavy:
                 self.in_flight -= 1
+                _publish_in_progress(scope, self.in_flight)
 
     async def _run(self, scope: Scope, receive: Receive, send: Send, limit: int, knob: str) -> None:
         s = self.settings
@@ -133,6 +135,13 @@ class RequestLimitsMiddleware:
                 "send a shorter clip, or raise SKELACT_REQUEST_TIMEOUT_S",
             )
             await _reply(scope, receive, send, timeout)
+
+
+def _publish_in_progress(scope: Scope, count: int) -> None:
+    """``skelact_recognize_in_progress``: the app's metrics exist once its lifespan has started."""
+    service = getattr(getattr(scope.get("app"), "state", None), "service", None)
+    if service is not None:
+        service.metrics.recognize_in_progress.set(count)
 
 
 async def _reply(
