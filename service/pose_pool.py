@@ -43,6 +43,7 @@ class PoseSlots:
             raise ValueError("count must be >= 1")
         self.count = count
         self._free = asyncio.Semaphore(count)
+        self.waiting = 0  # callers waiting for slots now
 
     @property
     def free(self) -> int:
@@ -55,6 +56,7 @@ class PoseSlots:
         if not 1 <= count <= self.count:
             raise ValueError(f"take 1..{self.count} slots, not {count}")
         taken = 0
+        self.waiting += 1
         try:
             while taken < count:
                 await self._free.acquire()
@@ -62,6 +64,8 @@ class PoseSlots:
         except BaseException:
             self.give(taken)
             raise
+        finally:
+            self.waiting -= 1
 
     def give(self, count: int = 1) -> None:
         for _ in range(count):
