@@ -217,7 +217,7 @@ def test_errors_are_recoverable_and_config_switches_model(
         hello = HelloMessage.model_validate(ws.receive_json())
         assert hello.model == "other" and hello.labels == ["a", "b"] and hello.window.length == 16
         assert (linear.producers, other.producers) == (0, 1)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while other.producers and time.monotonic() < deadline:  # the server closes the session after
         time.sleep(0.05)
     assert (linear.producers, other.producers) == (0, 0)
