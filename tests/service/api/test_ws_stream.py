@@ -171,6 +171,30 @@ def test_a_frame_that_waits_too_long_for_pose_is_dropped_and_said(
     assert _metric(client, "skelact_frames_expired_total") == expired_before + 1
 
 
+def test_a_client_waiting_for_a_slow_reply_is_not_idle(
+    client: TestClient, frames: tuple[list[bytes], float]
+) -> None:
+    """SKELACT_STREAM_IDLE_TIMEOUT_S counts only while no frame of the client's waits: a frame held
+    up longer than the timeout (every pose slot taken) is answered, not closed as idle."""
+    state = client.app.state.service  # type: ignore[attr-defined]
+    slots, settings = state.pose.slots, state.settings
+    old = settings.stream_idle_timeout_s
+    settings.stream_idle_timeout_s = 0.3
+    try:
+        with client.websocket_connect("/stream") as ws:
+            HelloMessage.model_validate(ws.receive_json())
+            client.portal.call(slots.take, slots.count)  # type: ignore[union-attr]
+            try:
+                ws.send_bytes(frames[0][0])
+                time.sleep(1.0)  # over three idle timeouts while the frame waits
+            finally:
+                client.portal.call(slots.give, slots.count)  # type: ignore[union-attr]
+            assert _frame(ws).received == 1
+            assert ErrorMessage.model_validate(ws.receive_json()).code == "idle_timeout"  # then idle
+    finally:
+        settings.stream_idle_timeout_s = old
+
+
 def test_too_fast_client_gets_latest_frames_and_drop_counts(
     client: TestClient, frames: tuple[list[bytes], float]
 ) -> None:
