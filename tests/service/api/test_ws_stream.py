@@ -190,6 +190,8 @@ def test_a_client_waiting_for_a_slow_reply_is_not_idle(
             finally:
                 client.portal.call(slots.give, slots.count)  # type: ignore[union-attr]
             assert _frame(ws).received == 1
+            ws.send_bytes(frames[0][1])  # the stream was not closed meanwhile: it goes on
+            assert _frame(ws).received == 2
             assert ErrorMessage.model_validate(ws.receive_json()).code == "idle_timeout"  # then idle
     finally:
         settings.stream_idle_timeout_s = old
