@@ -152,10 +152,13 @@ class ProcessingStats(BaseModel):
     frames_processed: int
     windows: int
     batches: int = Field(description="classifier calls these windows were part of")
-    wall_s: float
+    wall_s: float = Field(description="seconds from the first frame to the response (annotated video too)")
     fps_processed: float = Field(description="frames_processed / wall_s")
     pose_lanes: int = Field(1, description="estimators the frames ran on at once (SKELACT_CLIP_POSE_LANES)")
     stage_ms: StageTimes
+    overlay_s: float | None = Field(
+        default=None, description="seconds spent drawing and encoding the annotated video (part of wall_s)"
+    )
 
 
 class RecognizeResponse(BaseModel):
@@ -203,6 +206,12 @@ class HealthResponse(BaseModel):
     pose: str = ""
     warnings: list[str] = Field(default_factory=list)
     reason: str = ""
+    providers: list[str] = Field(
+        default_factory=list,
+        description="the requested ONNX Runtime providers that can run on this host (loadable, not "
+        "merely compiled in), in order of preference",
+    )
+    provider_note: str = Field(default="", description="which provider runs the models, and why")
 
 
 # ----------------------------------------------------------------------------- WebSocket /stream

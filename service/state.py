@@ -18,6 +18,8 @@ from service.lifecycle import Lifecycle, Stoppable
 from service.memory import release_memory
 from service.metrics import Metrics
 from service.pose_pool import PosePool
+from service.providers import describe as describe_providers
+from service.providers import usable as usable_providers
 from service.registry import ModelRegistry
 from service.results import ResultStore
 
@@ -37,6 +39,8 @@ class ServiceState:
     starting: bool = True
     pose_info: str = ""
     pose_error: str = ""
+    provider_note: str = ""  # one line: the provider the models run on, and why (service.providers)
+    providers_here: list[str] = field(default_factory=list)  # the requested ones that can run here
     warnings: list[str] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
     _ready_event: asyncio.Event | None = None
@@ -95,27 +99,53 @@ class ServiceState:
             if not self.pose_error:
                 self.pose.refill_spares()
                 await self.pose.wait_for_refill()  # ready with the spares built: a build later stalls streams
+            self.providers_here = usable_providers(list(self.settings.providers))
+            self.provider_note = self._provider_note()
             self.warnings = self._warnings()
             strict_failure = self.settings.strict_models and bool(self.registry.failed)
             self.ready = bool(self.registry.models) and not self.pose_error and not strict_failure
         finally:
             self.starting = False
             self.ready_event.set()
+        if self.provider_note and not self._gpu_unusable():
+            log.info("%s", self.provider_note)  # else it is the first warning, logged below
         for w in self.warnings:
             log.warning("%s", w)
         if not self.ready:
             log.error("start-up failed: %s", self.not_ready_reason())
 
+    def _provider_note(self) -> str:
+        by_provider: dict[str, list[str]] = {}
+        for name, m in sorted(self.registry.models.items()):
+            by_provider.setdefault(m.runtime.provider, []).append(name)
+        if len(by_provider) == 1:
+            return describe_providers(self.settings.providers, next(iter(by_provider)))
+        return "; ".join(
+            f"{', '.join(names)}: {describe_providers(self.settings.providers, p)}"
+            for p, names in by_provider.items()
+        )
+
+    def _gpu_unusable(self) -> bool:
+        """A GPU provider was asked for but none can run on this host, so the models run on CPU."""
+        s = self.settings
+        return s.gpu_requested and bool(self.registry.models) and self.providers_here == ["cpu"]
+
     def _warnings(self) -> list[str]:
         out = []
         s = self.settings
+        if self._gpu_unusable():  # one warning for every model, naming only what can run here
+            out.append(
+                f"{self.provider_note} (available here: {', '.join(self.providers_here)}); to run on "
+                "the GPU, install the NVIDIA driver and the CUDA/cuDNN runtime, or set "
+                "SKELACT_PROVIDERS=cpu to silence this"
+            )
         for m in self.registry.models.values():
             if m.runtime.gpu_fell_back:
                 out.append(
                     f"model {m.name}: a GPU provider was asked for (SKELACT_PROVIDERS="
-                    f"{','.join(s.providers)}) but it runs on CPU; available: "
-                    f"{m.runtime.choice.available}. Install the CUDA/cuDNN runtime or set "
-                    f"SKELACT_PROVIDERS=cpu to silence this"
+                    f"{','.join(s.providers)}) and can run here, but the model runs on CPU; "
+                    f"available: {m.runtime.choice.available}. See the log for ONNX Runtime's error, "
+                    f"or set SKELACT_PROVIDERS=cpu to silence this"
                 )
         for name, why in self.registry.failed.items():
             out.append(f"model {name} not loaded: {why}")

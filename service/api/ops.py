@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Response
 from fastapi.responses import FileResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.api.deps import StateDep
 from service.schemas import HealthResponse, ModelsResponse
+from service.state import ServiceState
 
 router = APIRouter()
 
 
+def _health(state: ServiceState, status: Literal["ok", "starting", "error"]) -> HealthResponse:
+    """What is loaded: models with their provider, pose, warnings (empty while warming up)."""
+    return HealthResponse(
+        status=status,
+        ready=state.ready,
+        models={n: m.runtime.provider for n, m in state.registry.models.items()},
+        pose=state.pose_info,
+        warnings=state.warnings,
+        reason=state.not_ready_reason() if not state.ready else "",
+        providers=state.providers_here,
+        provider_note=state.provider_note,
+    )
+
+
 @router.get("/health/live", response_model=HealthResponse, tags=["ops"])
 async def live(state: StateDep) -> HealthResponse:
-    """The process is up and serving HTTP (models may still be warming up)."""
-    return HealthResponse(status="ok", ready=state.ready)
+    """The process is up and serving HTTP (200 even while models warm up); names what is loaded."""
+    return _health(state, "ok")
 
 
 @router.get(
@@ -26,14 +43,7 @@ async def live(state: StateDep) -> HealthResponse:
 )
 async def ready(state: StateDep) -> Response:
     """200 once every model is loaded and warmed up; says which provider runs each model."""
-    body = HealthResponse(
-        status="ok" if state.ready else ("starting" if state.starting else "error"),
-        ready=state.ready,
-        models={n: m.runtime.provider for n, m in state.registry.models.items()},
-        pose=state.pose_info,
-        warnings=state.warnings,
-        reason=state.not_ready_reason() if not state.ready else "",
-    )
+    body = _health(state, "ok" if state.ready else ("starting" if state.starting else "error"))
     return JSONResponse(body.model_dump(), status_code=200 if state.ready else 503)
 
 

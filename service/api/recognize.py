@@ -3,34 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
 
-from perception.video import VIDEO_SUFFIXES
 from service.api.deps import ModelDep, ReadyState, Stride, TopK
+from service.api.outcomes import CLIENT_CLOSED, CountedRoute
+from service.api.upload import VIDEO_FIELD, save_upload, video_upload
 from service.clips.job import ClipJob
-from service.core.errors import ServiceError, too_large, validation_message
+from service.core.errors import ServiceError, validation_message
 from service.core.limits import check_skeleton_sequence
 from service.schemas import RecognizeResponse, SkeletonSequenceIn
 from service.state import ServiceState
 
-router = APIRouter(tags=["recognize"])
-
-# content types of videos whose file name has none of VIDEO_SUFFIXES
-_VIDEO_TYPES = {
-    "video/mp4": ".mp4",
-    "video/quicktime": ".mov",
-    "video/webm": ".webm",
-    "video/x-msvideo": ".avi",
-    "video/avi": ".avi",
-}
+router = APIRouter(tags=["recognize"], route_class=CountedRoute)  # every outcome in the metrics
 
 _OPENAPI_BODY: dict[str, Any] = {
     "requestBody": {
@@ -39,9 +28,9 @@ _OPENAPI_BODY: dict[str, Any] = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "required": ["file"],
+                    "required": [VIDEO_FIELD],
                     "properties": {
-                        "file": {
+                        VIDEO_FIELD: {
                             "type": "string",
                             "format": "binary",
                             "description": "mp4, avi, webm or mov video",
@@ -121,14 +110,6 @@ async def _unless_disconnected(request: Request, work: Awaitable[RecognizeRespon
     return task.result()
 
 
-def _save_upload(upload: UploadFile, suffix: str) -> Path:
-    fd, name = tempfile.mkstemp(suffix=suffix, prefix="skelact-upload-")
-    with open(fd, "wb") as out:
-        upload.file.seek(0)
-        shutil.copyfileobj(upload.file, out, 1 << 20)
-    return Path(name)
-
-
 async def _recognize_upload(
     request: Request,
     state: ServiceState,
@@ -137,43 +118,12 @@ async def _recognize_upload(
     stride: int | None,
     overlay: bool,
 ) -> RecognizeResponse:
-    limit = state.settings.max_upload_bytes
     form = await request.form(max_files=1, max_fields=16)
     try:
-        uploads = [v for v in form.values() if isinstance(v, UploadFile)]
-        if not uploads:
-            raise ServiceError(
-                422,
-                "missing_file",
-                "no file in the multipart body",
-                "send the video as the multipart field 'file' (curl -F file=@clip.mp4)",
-            )
-        upload = uploads[0]
+        upload, suffix = video_upload(form, state.settings.max_upload_bytes)
         filename = upload.filename or "upload"
-        suffix = Path(filename).suffix.lower()
-        ctype = (upload.content_type or "").lower()
-        if suffix not in VIDEO_SUFFIXES:
-            if ctype not in _VIDEO_TYPES:
-                raise ServiceError(
-                    415,
-                    "unsupported_media_type",
-                    f"{filename!r} ({ctype or 'no content type'}) is not a supported video",
-                    f"send one of {', '.join(s.lstrip('.') for s in VIDEO_SUFFIXES)}; "
-                    "skeletons go as application/json",
-                )
-            suffix = _VIDEO_TYPES[ctype]
-        size = upload.size if upload.size is not None else 0
-        if size > limit:  # the file itself, without the multipart framing the middleware allows
-            raise too_large(size, limit, "SKELACT_MAX_UPLOAD_MB")
-        if size == 0:
-            raise ServiceError(
-                422,
-                "undecodable_video",
-                f"{filename}: upload is empty (0 bytes)",
-                "check the file path in your client",
-            )
         loop = asyncio.get_running_loop()
-        path = await loop.run_in_executor(state.io_pool, _save_upload, upload, suffix)
+        path = await loop.run_in_executor(state.io_pool, save_upload, upload, suffix)
     finally:
         await form.close()
     overlay_path: Path | None = None
@@ -216,7 +166,6 @@ async def recognize(
     with a ``SkeletonSequenceIn`` (clients that run pose themselves).
     """
     ctype = request.headers.get("content-type", "").lower()
-    outcome = "ok"
     try:
         if ctype.startswith("application/json"):
             seq = await _read_json(request)
@@ -228,19 +177,7 @@ async def recognize(
             415,
             "unsupported_media_type",
             f"content type {ctype or 'none'!r} is not accepted",
-            "send multipart/form-data with the video in 'file', or application/json skeletons",
+            f"send multipart/form-data with the video in {VIDEO_FIELD!r}, or application/json skeletons",
         )
-    except ServiceError as exc:
-        outcome = exc.code
-        raise
     except ClientDisconnected:
-        outcome = "client_disconnected"
-        return Response(status_code=499)  # nobody reads it; nginx's code for "client closed request"
-    except Exception:
-        outcome = "internal_error"
-        raise
-    except asyncio.CancelledError:  # the request timed out (service.core.limits) or the server stops
-        outcome = "cancelled"
-        raise
-    finally:
-        state.metrics.requests.labels(outcome=outcome).inc()
+        return Response(status_code=CLIENT_CLOSED)  # counted as client_disconnected

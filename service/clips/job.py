@@ -25,7 +25,7 @@ from perception.tracking.clip_tracks import TrackHistory
 from perception.video import VideoDecodeError
 from service.batching import BatchResult
 from service.buffer import TrackWindow
-from service.clips.result import clip_people, decide_clip
+from service.clips.result import clip_people, decide_clip, too_short
 from service.clips.source import ClipFrame, ImageFrame, VideoSource, check_video, prefetch, undecodable
 from service.frames import FrameTracking, PosedFrame, TrackedPerson
 from service.overlay import render_overlay
@@ -109,6 +109,9 @@ class ClipJob:
                     raise undecodable(filename, exc, hint) from None
             finally:
                 await pose.close_estimators(estimators)
+        short = too_short(filename, outcome.frames_decoded, info.fps, self.model)
+        if short is not None:
+            raise short
         warnings = []
         if info.frames and outcome.frames_decoded < 0.9 * info.frames - 1:
             warnings.append(
@@ -118,6 +121,7 @@ class ClipJob:
         t0 = time.perf_counter()
         response = await self._respond(outcome, "video", video, warnings)
         if overlay_path is not None:
+            t_overlay = time.perf_counter()
             await loop.run_in_executor(
                 self.state.io_pool,
                 render_overlay,
@@ -127,6 +131,7 @@ class ClipJob:
                 response,
                 s.pose_max_side,
             )
+            response.stats.overlay_s = round(time.perf_counter() - t_overlay, 3)
         return self._done(response, outcome, t0)
 
     async def skeletons(self, seq: SkeletonSequenceIn) -> RecognizeResponse:
@@ -167,8 +172,13 @@ class ClipJob:
         )
 
     def _done(self, response: RecognizeResponse, outcome: ClipOutcome, t0: float) -> RecognizeResponse:
-        """Time the encoding and count the clip in the metrics."""
-        response.stats.stage_ms.encode = round((time.perf_counter() - t0) * 1e3, 3)
+        """Time the encoding (annotated video included), make ``wall_s`` the whole job's time, and
+        count the clip in the metrics."""
+        encode_s = time.perf_counter() - t0
+        response.stats.stage_ms.encode = round(encode_s * 1e3, 3)
+        stats = response.stats
+        stats.wall_s = round(outcome.wall_s + encode_s, 3)
+        stats.fps_processed = round(stats.frames_processed / max(stats.wall_s, 1e-9), 2)
         m = self.state.metrics
         m.frames_processed.labels(source="clip").inc(outcome.frames_processed)
         m.frames_received.labels(source="clip").inc(outcome.frames_decoded)

@@ -147,8 +147,8 @@ export class LiveView {
     this.switching = false;
     this.attempt = 0;
     this.hello = msg;
-    const provider = msg.provider ? ` on ${msg.provider.replace("ExecutionProvider", "")}` : "";
-    setStatus(`Streaming to model ${msg.model}${provider}. Move into view of the camera.`, "ok");
+    this.provider = msg.provider ? ` on ${msg.provider.replace("ExecutionProvider", "")}` : "";
+    setStatus(this.streamingText([]), "ok");
   }
 
   onError(msg) {
@@ -283,9 +283,16 @@ export class LiveView {
         "warn",
         ` (round trip ${(this.rtt / 1000).toFixed(1)} s)`,
       );
-    } else if ($("status").dataset.level !== "ok" && performance.now() > this.noticeUntil) {
-      setStatus(`Streaming to model ${this.hello?.model || ""}.`, "ok");
+    } else if (performance.now() > this.noticeUntil) {
+      setStatus(this.streamingText(msg.tracks || []), "ok");
     }
+  }
+
+  /** The status line while streaming: who is tracked now (announced only when it changes). */
+  streamingText(tracks) {
+    const n = tracks.length;
+    const who = n ? `${n} ${n === 1 ? "person" : "people"} tracked` : "move into view of the camera";
+    return `Streaming to model ${this.hello?.model || ""}${this.provider || ""}: ${who}.`;
   }
 
   renderEvents(events) {

@@ -1,5 +1,5 @@
 // Upload view: POST a clip to /recognize and draw each person's timeline as coloured segments.
-import { apiKey, errorText } from "./api.js";
+import { apiKey, authHeaders, errorText } from "./api.js";
 import { labelColor, pct } from "./colors.js";
 import { $, el, setStatus } from "./dom.js";
 
@@ -21,6 +21,7 @@ export class UploadView {
     }
     const params = new URLSearchParams({ top_k: $("top-k").value || "3" });
     if (this.getModel()) params.set("model", this.getModel());
+    if ($("overlay-video").checked) params.set("overlay", "true");
     const body = new FormData();
     body.append("file", file);
     $("upload-btn").disabled = true;
@@ -82,6 +83,7 @@ export function renderResult(root, result) {
   const labels = [...new Set(tracks.flatMap((t) => (t.segments || []).map((s) => s.label)))];
   const parts = [
     verdict(result),
+    result.overlay_url ? annotatedVideo(result.overlay_url) : null,
     (result.warnings || []).length
       ? el("ul", { className: "warnings" }, result.warnings.map((w) => el("li", {}, w)))
       : null,
@@ -101,6 +103,24 @@ export function renderResult(root, result) {
     stats(result),
   ];
   root.replaceChildren(...parts.filter(Boolean));
+}
+
+/** The annotated video of ?overlay=true: played inline, and a download link. With an API key the
+ * file is fetched with the key (a <video> cannot send headers) and played from memory. */
+function annotatedVideo(url) {
+  const video = el("video", { controls: true, preload: "metadata", playsInline: true, muted: true });
+  const link = el("a", { href: url, download: "annotated.webm" }, "Download the annotated video");
+  if (apiKey()) {
+    fetch(url, { headers: authHeaders() })
+      .then((r) => (r.ok ? r.blob() : Promise.reject(new Error(`HTTP ${r.status}`))))
+      .then((blob) => {
+        video.src = link.href = URL.createObjectURL(blob);
+      })
+      .catch((err) => link.replaceWith(el("span", { className: "muted" }, `Annotated video unavailable: ${err.message}`)));
+  } else {
+    video.src = url;
+  }
+  return el("figure", { className: "annotated" }, video, el("figcaption", { className: "small" }, link));
 }
 
 function verdict(result) {

@@ -139,8 +139,8 @@ def test_classifier_reports_the_provider_in_use(tmp_path: Path) -> None:
     probs = clf.predict(np.zeros((5, 3, 32, 33), np.float32))
     assert probs.shape == (5, 3) and np.allclose(probs.sum(axis=1), 1)
     assert clf.provider in gpu_providers() and clf.provider == clf.providers[0]
-    # the GPU was asked for and CPU is used: flagged for /health/ready (never where a GPU works)
-    assert clf.gpu_fell_back == (not gpu_available())
+    # a GPU host runs it there; without a GPU, CPU is the only provider that can run: none fell back
+    assert (clf.choice.available == ["cpu"]) == (not gpu_available()) and not clf.gpu_fell_back
     cpu = OnnxClassifier(folder, manifest, ["cpu"])
     assert cpu.provider == "cpu" and not cpu.gpu_fell_back
 

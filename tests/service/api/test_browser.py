@@ -34,6 +34,7 @@ from tests.browser_helpers import (
     write_y4m,
 )
 from tests.conftest import require_data
+from tests.service_helpers import trim_video
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -307,6 +308,62 @@ def test_upload_clip_shows_timeline(page: Any, server: Server, clip_path: Path) 
     page.screenshot(path=str(ARTIFACTS / "upload.png"), full_page=True)
     assert not page.errors, page.errors
     print(f"upload: {rows.count()} track(s), {segments.count()} segment(s) in {elapsed:.1f} s")
+
+
+def test_upload_can_ask_for_the_annotated_video(
+    page: Any, server: Server, clip_path: Path, tmp_path: Path
+) -> None:
+    clip = trim_video(clip_path, tmp_path / "tai_chi_3s.mp4", frames=90)
+    page.goto(server.url + "/")
+    page.wait_for_function("document.querySelector('#model').options[0]?.value !== ''", timeout=15_000)
+    page.click("#tab-upload")
+    page.set_input_files("#file", str(clip))
+    page.check("#overlay-video")
+    with page.expect_request(lambda r: "/recognize" in r.url) as sent:
+        page.click("#upload-btn")
+    assert "overlay=true" in sent.value.url
+    page.wait_for_selector("#status[data-level='ok'] >> text=Done", timeout=UPLOAD_TIMEOUT_MS)
+    video = page.locator("figure.annotated video")
+    assert video.count() == 1
+    # the browser loads and decodes it: it knows the picture's size and the clip's length
+    page.wait_for_function(
+        "() => { const v = document.querySelector('figure.annotated video'); "
+        "return v.readyState >= 1 && v.videoWidth > 0 && v.duration > 2; }",
+        timeout=60_000,
+    )
+    size = page.evaluate("() => { const v = document.querySelector('figure.annotated video'); "
+                         "return [v.videoWidth, v.videoHeight]; }")
+    assert size == [340, 256], size  # the clip's own size (under the 720p cap)
+    href = page.get_attribute("figure.annotated a", "href") or ""
+    assert href.startswith("/results/") and href == page.get_attribute("figure.annotated video", "src")
+    page.screenshot(path=str(ARTIFACTS / "upload_annotated.png"), full_page=True)
+    assert not page.errors, page.errors
+
+
+def test_status_line_says_how_many_people_are_tracked(playwright_api: Any, server: Server) -> None:
+    """Three people exercising (felix_exercise.avi) as the camera: the status line counts them."""
+    camera = ARTIFACTS / "fake_camera_three_people.y4m"
+    write_y4m(require_data("clips", "felix_exercise.avi"), camera, size=(640, 480), seconds=8.0, fps=10)
+    b = playwright_api.chromium.launch(executable_path=str(CHROMIUM), args=chromium_args(camera))
+    try:
+        pg = b.new_context(viewport={"width": 1280, "height": 720}).new_page()
+        pg.goto(server.url + "/")
+        pg.wait_for_function("document.querySelector('#model').options[0]?.value !== ''", timeout=15_000)
+        pg.click("#start")
+        pg.wait_for_selector("#status[data-level='ok'] >> text=Streaming", timeout=30_000)
+        # status line and people list read in the same task, so they describe the same reply
+        seen = pg.wait_for_function(
+            """() => { const m = document.getElementById('status').textContent.match(/(\\d+) people tracked/);
+                 const rows = document.querySelectorAll('#people .person').length;
+                 return m && Number(m[1]) >= 2 && Number(m[1]) === rows ? [Number(m[1]), rows] : null; }""",
+            timeout=LIVE_LABEL_TIMEOUT_MS,
+        ).json_value()
+        text = pg.text_content("#status") or ""
+        assert "Move into view" not in text and "move into view" not in text, text
+        pg.screenshot(path=str(ARTIFACTS / "three_people.png"))
+        print(f"status: {text!r} with {seen[1]} people listed")
+    finally:
+        b.close()
 
 
 def test_denied_camera_shows_a_clear_message(playwright_api: Any, server: Server, fake_camera: Path) -> None:
