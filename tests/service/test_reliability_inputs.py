@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import struct
 import time
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -178,6 +180,12 @@ def http_cases(tmp: Path, clip: bytes, jpeg: bytes) -> dict[str, tuple[dict[str,
         "truncated real clip (header only)": (video("cut.mp4", clip[:2048]), 422, bad),
         "text sent as video (.mp4)": (video("notes.mp4", b"hello, world\n" * 200), 422, bad),
         "zeros sent as video": (video("zeros.mp4", b"\x00" * 5000), 422, bad),
+        "a still image renamed .mp4": (video("photo.mp4", jpeg), 422, "video_too_short"),
+        "the video in a field not named file": (
+            {"files": {"video": ("clip.mp4", clip[: 1 << 16], "video/mp4")}},
+            422,
+            "missing_file",
+        ),
         "text sent as video (text/plain)": (
             video("a.txt", b"hi", "text/plain"),
             415,
@@ -238,8 +246,17 @@ SAYS = {
     "image landmarks for a world model": "world",
     "unknown model": "linear",
     "upload over the limit": "SKELACT_MAX_UPLOAD_MB",
+    "a still image renamed .mp4": "photo.mp4 has 1 frame: too short for any window of linear",
+    "the video in a field not named file": "'video'",
 }
-HINTED = {"zero-byte video", "zeros sent as video", "text sent as video (.mp4)", "upload over the limit"}
+HINTED = {
+    "zero-byte video",
+    "zeros sent as video",
+    "text sent as video (.mp4)",
+    "upload over the limit",
+    "a still image renamed .mp4",
+    "the video in a field not named file",
+}
 
 
 @pytest.fixture(scope="module")
@@ -251,6 +268,7 @@ def cases(
 
 def test_http_bad_input_corpus(client: TestClient, cases: dict[str, tuple[dict[str, Any], int, str]]) -> None:
     failures = []
+    before = _outcomes(client)
     for name, (kwargs, status, code) in cases.items():
         got = _error(client.post("/recognize", **kwargs))
         if got[:2] != (status, code):
@@ -262,6 +280,10 @@ def test_http_bad_input_corpus(client: TestClient, cases: dict[str, tuple[dict[s
         ready = client.get("/health/ready")
         assert ready.status_code == 200, f"after {name!r}: {ready.text}"
     assert not failures, "\n".join(failures)
+    # every refusal counted under its code, also those refused before the route (413 by length)
+    after = _outcomes(client)
+    counted = {code: after.get(code, 0) - before.get(code, 0) for code in after}
+    assert {c: n for c, n in counted.items() if n} == Counter(code for _, _, code in cases.values())
     # still serving real work: skeletons tracked by the server, and a real (short) video
     good = _skeletons([{"timestamp": i * 0.1, "people": [{"image": PTS, "world": WORLD}]} for i in range(12)])
     r = client.post("/recognize", content=good, headers={"content-type": "application/json"})
@@ -439,6 +461,13 @@ def test_ws_message_rate_is_limited_without_flooding_errors(client: TestClient) 
     assert 4 <= refused < 100, codes  # the burst at least, never all of them
     assert 1 <= limited < msg["dropped"] / 4, (limited, msg["dropped"])  # not an error per drop
     assert msg["received"] == 101 and msg["dropped"] == 100 - refused, msg
+
+
+def _outcomes(client: TestClient) -> dict[str, float]:
+    """skelact_recognize_requests_total by outcome."""
+    text = client.get("/metrics").text
+    found = re.findall(r'^skelact_recognize_requests_total\{outcome="([^"]+)"\} (\S+)$', text, re.M)
+    return {outcome: float(n) for outcome, n in found}
 
 
 def _metric(client: TestClient, name: str) -> float:
