@@ -18,6 +18,7 @@ import pytest
 from service.providers import driver_problem
 from skeleton.manifest import load_manifest
 from tests.browser_helpers import CHROMIUM, REPO_ROOT, chromium_args, free_port, run_server
+from tests.conftest import gpu_providers
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -67,7 +68,10 @@ def test_start_up_says_once_which_provider_and_why(server: Server) -> None:
     assert ready["provider_note"] and ready["provider_note"] in notes[0]
     assert not [n for n in ORT_NOISE if n in log], log[-3000:]
     assert set(ready["models"].values()) <= set(ready["providers"]), ready
-    if driver_problem() is not None:  # a CPU host: only CPU is listed, in one warning for all models
+    assert set(ready["models"].values()) <= gpu_providers(), ready  # the GPU where there is one
+    if driver_problem() is None:  # a GPU host: nothing says CPU
+        assert not [w for w in ready["warnings"] if "runs on CPU" in w], ready["warnings"]
+    else:  # a CPU host: only CPU is listed, in one warning for all models
         assert ready["providers"] == ["cpu"], ready
         assert "no NVIDIA driver" in ready["provider_note"], ready
         said = [w for w in ready["warnings"] if "ONNX Runtime runs on" in w]
