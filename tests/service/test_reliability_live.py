@@ -95,6 +95,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "SKELACT_MAX_MESSAGE_BYTES": str(1 << 20),
         "SKELACT_STREAM_IDLE_TIMEOUT_S": str(IDLE_TIMEOUT_S),
         "SKELACT_SHUTDOWN_TIMEOUT_S": "5",
+        # a frame's age bound is tested in test_ws_stream; here a reply must come however loaded the
+        # host (under load the soak's frames waited 4.5 s and were dropped with frame_expired)
+        "SKELACT_STREAM_MAX_QUEUE_MS": "600000",
     }
     log = root / "server.log"
     with log.open("wb") as out:
