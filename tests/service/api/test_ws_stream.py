@@ -175,21 +175,29 @@ def test_a_client_waiting_for_a_slow_reply_is_not_idle(
     client: TestClient, frames: tuple[list[bytes], float]
 ) -> None:
     """SKELACT_STREAM_IDLE_TIMEOUT_S counts only while no frame of the client's waits: a frame held
-    up longer than the timeout (every pose slot taken) is answered, not closed as idle."""
+    up longer than the timeout (every pose slot taken) is answered, not closed as idle; its
+    ``timings_ms.queue`` is the time it was held up."""
     state = client.app.state.service  # type: ignore[attr-defined]
     slots, settings = state.pose.slots, state.settings
     old = settings.stream_idle_timeout_s
     settings.stream_idle_timeout_s = 0.3
+    received = 'skelact_frames_received_total{source="stream"}'
+    received_before = _metric(client, received)
     try:
         with client.websocket_connect("/stream") as ws:
             HelloMessage.model_validate(ws.receive_json())
             client.portal.call(slots.take, slots.count)  # type: ignore[union-attr]
             try:
                 ws.send_bytes(frames[0][0])
+                deadline = time.monotonic() + 60  # the frame has arrived and waits for a slot
+                while _metric(client, received) < received_before + 1:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.02)
                 time.sleep(1.0)  # over three idle timeouts while the frame waits
             finally:
                 client.portal.call(slots.give, slots.count)  # type: ignore[union-attr]
-            assert _frame(ws).received == 1
+            held = _frame(ws)
+            assert held.received == 1 and held.timings_ms.queue >= 1000.0, held.timings_ms
             ws.send_bytes(frames[0][1])  # the stream was not closed meanwhile: it goes on
             assert _frame(ws).received == 2
             assert ErrorMessage.model_validate(ws.receive_json()).code == "idle_timeout"  # then idle
