@@ -28,6 +28,7 @@ from perception.pose.estimator import PoseEstimator
 from perception.pose.workers import PoseWorkerPool
 from service.core.config import Settings
 from service.lifecycle import Lifecycle
+from service.load import BusyMeter
 from service.memory import release_memory
 from service.metrics import Metrics
 
@@ -44,6 +45,7 @@ class PoseSlots:
         self.count = count
         self._free = asyncio.Semaphore(count)
         self.waiting = 0  # callers waiting for slots now
+        self.meter = BusyMeter(count)  # the pose load: skelact_pose_busy_ratio
 
     @property
     def free(self) -> int:
@@ -61,6 +63,7 @@ class PoseSlots:
             while taken < count:
                 await self._free.acquire()
                 taken += 1
+                self.meter.add(1)
         except BaseException:
             self.give(taken)
             raise
@@ -68,6 +71,7 @@ class PoseSlots:
             self.waiting -= 1
 
     def give(self, count: int = 1) -> None:
+        self.meter.add(-count)
         for _ in range(count):
             self._free.release()
 

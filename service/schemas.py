@@ -6,6 +6,7 @@ docs/api.md and service/static/.
 
 from __future__ import annotations
 
+from datetime import datetime
 from itertools import pairwise
 from typing import Annotated, Literal
 
@@ -199,8 +200,13 @@ class ModelsResponse(BaseModel):
     models: list[ModelInfo]
 
 
+HealthStatus = Literal["ok", "starting", "error", "draining", "full"]
+
+
 class HealthResponse(BaseModel):
-    status: Literal["ok", "starting", "error"]
+    status: HealthStatus = Field(
+        description="full: at its stream capacity (SKELACT_MAX_STREAMS); draining: shutting down"
+    )
     ready: bool
     models: dict[str, str] = Field(default_factory=dict, description="model -> provider in use")
     pose: str = ""
@@ -289,3 +295,36 @@ class SkeletonFrameMessage(SkeletonFrameIn):
     """Client -> server: a frame of skeletons instead of an image."""
 
     type: Literal["skeleton"]
+
+
+# ----------------------------------------------------------------------------- clip jobs (mode=async)
+
+
+class JobProgress(BaseModel):
+    frames_done: int = Field(default=0, description="frames through the pipeline so far")
+    frames_total: int | None = Field(
+        default=None, description="frames of the clip (as its container declares them; null until it is read)"
+    )
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    hint: str = ""
+
+
+class JobStatus(BaseModel):
+    """An asynchronous POST /recognize (``mode=async``): GET /jobs/{job_id} until ``done`` or ``failed``."""
+
+    job_id: str
+    state: Literal["queued", "running", "done", "failed"] = Field(
+        description="queued: waiting for a place (SKELACT_MAX_CONCURRENT_CLIPS); running: in the "
+        "pipeline; done: ``result`` holds the response; failed: ``error`` says why"
+    )
+    created_at: datetime
+    updated_at: datetime
+    progress: JobProgress = Field(default_factory=lambda: JobProgress())
+    result: RecognizeResponse | None = Field(
+        default=None, description="when done: what the synchronous POST /recognize answers"
+    )
+    error: JobError | None = None

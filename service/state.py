@@ -14,7 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from service.core.config import Settings
+from service.jobs import JobRunner, JobStore
 from service.lifecycle import Lifecycle, Stoppable
+from service.load import ClipAdmission
 from service.memory import release_memory
 from service.metrics import Metrics
 from service.pose_pool import PosePool
@@ -35,6 +37,8 @@ class ServiceState:
     io_pool: ThreadPoolExecutor = field(init=False)
     pose: PosePool = field(init=False)
     results: ResultStore = field(init=False)
+    jobs: JobRunner = field(init=False)
+    clip_admission: ClipAdmission = field(init=False)  # SKELACT_MAX_CONCURRENT_CLIPS clips at once
     ready: bool = False
     starting: bool = True
     pose_info: str = ""
@@ -44,21 +48,32 @@ class ServiceState:
     warnings: list[str] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
     _ready_event: asyncio.Event | None = None
-    _clip_admission: asyncio.Semaphore | None = None
 
     def __post_init__(self) -> None:
         s = self.settings
         self.registry = ModelRegistry(s, self.metrics)
         self.io_pool = ThreadPoolExecutor(max(4, s.max_concurrent_clips * 2), thread_name_prefix="io")
         self.pose = PosePool(s, self.metrics, self.lifecycle, self.io_pool)
-        self.results = ResultStore(s.results_dir, s.results_keep)
+        self.results = ResultStore(s.results_dir, s.results_keep, s.results_ttl_s)
+        self.jobs = JobRunner(JobStore(s.jobs_dir, s.results_ttl_s, s.job_lease_s), s, self.io_pool)
+        self.clip_admission = ClipAdmission(s.max_concurrent_clips)
+        m = self.metrics
+        m.stream_capacity.set(s.max_streams)
+        m.active_clips.set_function(lambda: self.clip_admission.running)
+        m.queued_clips.set_function(lambda: self.clip_admission.waiting)
+        m.pose_busy.set_function(lambda: self.pose.slots.meter.ratio())
+        m.draining.set_function(lambda: int(self.lifecycle.draining))
 
-    @property
-    def clip_admission(self) -> asyncio.Semaphore:
-        """``SKELACT_MAX_CONCURRENT_CLIPS`` clips run at once; more wait here."""
-        if self._clip_admission is None:
-            self._clip_admission = asyncio.Semaphore(self.settings.max_concurrent_clips)
-        return self._clip_admission
+    def readiness(self) -> tuple[bool, str]:
+        """Whether a load balancer should send this replica new work (``/health/ready``), and why
+        not: warming up, failed, shutting down, or at its stream capacity (it still serves the
+        streams and clips it has, and clips sent to it)."""
+        if not self.ready:
+            return False, self.not_ready_reason() or "not ready"
+        open_streams, cap = self.lifecycle.streams, self.settings.max_streams
+        if open_streams >= cap:
+            return False, f"at stream capacity: {open_streams} of {cap} streams open (SKELACT_MAX_STREAMS)"
+        return True, ""
 
     @property
     def ready_event(self) -> asyncio.Event:
@@ -174,7 +189,9 @@ class ServiceState:
         return ""
 
     async def close(self) -> None:
+        await self.jobs.close(self.lifecycle.time_left())  # jobs in flight get the shutdown's time
         await self.pose.close()
         await self.registry.close()
         self.io_pool.shutdown(wait=False, cancel_futures=True)
         self.results.close()
+        self.jobs.store.close()

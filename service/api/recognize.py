@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,12 +10,15 @@ from fastapi import APIRouter, FastAPI, Query, Request, Response
 from pydantic import ValidationError
 
 from service.api.deps import ModelDep, ReadyState, Stride, TopK
+from service.api.hangup import ClientDisconnected, unless_disconnected
+from service.api.jobs import Mode, accepted, wants_async
 from service.api.outcomes import CLIENT_CLOSED, CountedRoute
 from service.api.upload import VIDEO_FIELD, save_upload, video_upload
 from service.clips.job import ClipJob
 from service.core.errors import ServiceError, validation_message
 from service.core.limits import check_skeleton_sequence
-from service.schemas import RecognizeResponse, SkeletonSequenceIn
+from service.jobs import Progress
+from service.schemas import JobStatus, RecognizeResponse, SkeletonSequenceIn
 from service.state import ServiceState
 
 router = APIRouter(tags=["recognize"], route_class=CountedRoute)  # every outcome in the metrics
@@ -79,37 +81,6 @@ async def _read_json(request: Request) -> SkeletonSequenceIn:
         ) from None
 
 
-class ClientDisconnected(Exception):
-    """The client hung up before its recognition finished; the work was cancelled."""
-
-
-async def _unless_disconnected(request: Request, work: Awaitable[RecognizeResponse]) -> RecognizeResponse:
-    """Await ``work`` but cancel it as soon as the client disconnects.
-
-    A clip costs seconds of pose time per second of video; a client that gave up (closed tab,
-    timeout on its side) must not hold one of the places of the clips run at once. Called once the
-    body has been read, so the next ASGI message can only be ``http.disconnect``.
-    """
-
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not task.done():
-            task.cancel()
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
-    if not task.done() or task.cancelled():
-        await asyncio.gather(task, return_exceptions=True)
-        raise ClientDisconnected
-    return task.result()
-
-
 async def _recognize_upload(
     request: Request,
     state: ServiceState,
@@ -117,7 +88,8 @@ async def _recognize_upload(
     top_k: int | None,
     stride: int | None,
     overlay: bool,
-) -> RecognizeResponse:
+    run_async: bool,
+) -> RecognizeResponse | Response:
     form = await request.form(max_files=1, max_fields=16)
     try:
         upload, suffix = video_upload(form, state.settings.max_upload_bytes)
@@ -127,18 +99,22 @@ async def _recognize_upload(
     finally:
         await form.close()
     overlay_path: Path | None = None
-    rid = ""
+    overlay_url: str | None = None
     if overlay:
         rid, overlay_path = state.results.new(".webm")
+        overlay_url = str(request.url_for("result", result_id=rid).path)
+
+    async def work(progress: Progress | None) -> RecognizeResponse:
+        response = await ClipJob(state, model, top_k, stride, progress).video(path, filename, overlay_path)
+        response.overlay_url = overlay_url
+        return response
+
+    if run_async:
+        return accepted(request, state.jobs.submit(work, cleanup=lambda: path.unlink(missing_ok=True)))
     try:
-        response = await _unless_disconnected(
-            request, ClipJob(state, model, top_k, stride).video(path, filename, overlay_path)
-        )
+        return await unless_disconnected(request, work(None))
     finally:
         path.unlink(missing_ok=True)
-    if overlay:
-        response.overlay_url = str(request.url_for("result", result_id=rid).path)
-    return response
 
 
 @router.post(
@@ -146,6 +122,7 @@ async def _recognize_upload(
     response_model=RecognizeResponse,
     openapi_extra=_OPENAPI_BODY,
     responses={
+        202: {"model": JobStatus, "description": "mode=async: the job; follow its Location (GET /jobs/{id})"},
         413: {"description": "upload too large or video too long"},
         415: {"description": "not a supported video type"},
         422: {"description": "undecodable video or invalid skeletons"},
@@ -159,20 +136,27 @@ async def recognize(
     top_k: TopK = None,
     stride: Stride = None,
     overlay: Annotated[bool, Query(description="also render an annotated video (overlay_url)")] = False,
+    mode: Mode = "sync",
 ) -> RecognizeResponse | Response:
     """Recognise the actions in a clip: per-track timelines, the primary person and the clip label.
 
     Send ``multipart/form-data`` with the video in the field ``file``, or ``application/json``
-    with a ``SkeletonSequenceIn`` (clients that run pose themselves).
+    with a ``SkeletonSequenceIn`` (clients that run pose themselves). ``mode=async``: 202 and a job.
     """
     ctype = request.headers.get("content-type", "").lower()
+    run_async = wants_async(request, mode)
     try:
+        if run_async:
+            state.jobs.admit()  # before the upload is read
         if ctype.startswith("application/json"):
             seq = await _read_json(request)
             check_skeleton_sequence(seq, model.window_info(stride), state.settings)
+            if run_async:
+                job = state.jobs.submit(lambda p: ClipJob(state, model, top_k, stride, p).skeletons(seq))
+                return accepted(request, job)
             return await ClipJob(state, model, top_k, stride).skeletons(seq)
         if ctype.startswith("multipart/form-data"):
-            return await _recognize_upload(request, state, model, top_k, stride, overlay)
+            return await _recognize_upload(request, state, model, top_k, stride, overlay, run_async)
         raise ServiceError(
             415,
             "unsupported_media_type",

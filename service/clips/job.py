@@ -28,6 +28,7 @@ from service.buffer import TrackWindow
 from service.clips.result import clip_people, decide_clip, too_short
 from service.clips.source import ClipFrame, ImageFrame, VideoSource, check_video, prefetch, undecodable
 from service.frames import FrameTracking, PosedFrame, TrackedPerson
+from service.jobs import Progress
 from service.overlay import render_overlay
 from service.registry import LoadedModel
 from service.schemas import RecognizeResponse, SkeletonSequenceIn, VideoInfo
@@ -79,12 +80,19 @@ class ClipJob:
     """Recognise one clip with ``model``: per-person timelines, the primary person, the clip label."""
 
     def __init__(
-        self, state: ServiceState, model: LoadedModel, top_k: int | None = None, stride: int | None = None
+        self,
+        state: ServiceState,
+        model: LoadedModel,
+        top_k: int | None = None,
+        stride: int | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.state = state
         self.model = model
         self.top_k = top_k or state.settings.top_k
         self.stride = stride or state.settings.stride
+        self.progress = progress  # told (frames done, frames in the clip) as frames leave tracking
+        self._frames_total: int | None = None
 
     async def video(self, path: Path, filename: str, overlay_path: Path | None = None) -> RecognizeResponse:
         s = self.state.settings
@@ -93,6 +101,7 @@ class ClipJob:
         info = await loop.run_in_executor(
             self.state.io_pool, check_video, path, filename, s.max_video_seconds, s.max_frame_side
         )
+        self._frames_total = info.frames or round(info.duration_s * info.fps) or None
         async with self.state.clip_admission, pose.clip_in_pose():
             lanes = max(1, min(s.clip_pose_lanes, s.pose_workers))
             estimators = list(await asyncio.gather(*(pose.take_estimator() for _ in range(lanes))))
@@ -142,6 +151,7 @@ class ClipJob:
             yield first
             yield from source
 
+        self._frames_total = len(seq.frames)
         async with self.state.clip_admission:
             outcome = await self._pass(frames(), (), keep_frames=False)
         t0 = time.perf_counter()
@@ -211,6 +221,8 @@ class ClipJob:
         decoded = processed = width = height = 0
         last_time = 0.0
         history = TrackHistory()
+        if self.progress is not None:  # the pass has its place: the clip is running
+            self.progress(0, self._frames_total)
 
         def submit(windows: list[TrackWindow]) -> None:
             if windows:
@@ -228,6 +240,8 @@ class ClipJob:
             last_time = frame.timestamp
             if keep_frames:
                 frame_people.append((frame.timestamp, tracked.people))
+            if self.progress is not None:
+                self.progress(processed, self._frames_total)
             outcome = tracks.observe(tracked)
             clock.buffer += outcome.buffer_s
             submit(list(outcome.windows))

@@ -495,12 +495,18 @@ def test_slow_request_times_out_and_frees_its_slot(client: TestClient, tmp_path:
     assert _error(r)[:2] == (503, "timeout"), r.text
     assert 'skelact_recognize_requests_total{outcome="cancelled"}' in client.get("/metrics").text
     # the clip slots were released: as many clips as allowed run again at once
-    slots = state.clip_admission
+    admission = state.clip_admission
     deadline = time.monotonic() + 60
-    while slots._value != settings.max_concurrent_clips and time.monotonic() < deadline:
+    while admission.pending and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert slots._value == settings.max_concurrent_clips
+    assert (admission.running, admission.waiting) == (0, 0)
+    assert "skelact_active_clips 0.0" in client.get("/metrics").text
     assert pose_slots.free == pose_slots.count  # the cancelled clip holds no pose slot either
+    good = _skeletons([{"timestamp": 0.0, "people": []}])
+    assert (
+        client.post("/recognize", content=good, headers={"content-type": "application/json"}).status_code
+        == 200
+    )
     with clip.open("rb") as fh:
         r = client.post("/recognize", files={"file": ("ok.mp4", fh, "video/mp4")})
     assert r.status_code == 200 and r.json()["video"]["frames"] == 6, r.text

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import time
@@ -29,7 +30,6 @@ from tests.browser_helpers import (
     chromium_args,
     free_port,
     run_server,
-    stop_process,
     wait_http,
     write_y4m,
 )
@@ -155,6 +155,7 @@ class WsRecorder:
         self.sent: list[tuple[float, bytes]] = []
         self.replies: list[dict[str, Any]] = []
         self.max_in_flight = 0
+        self.errors = []
         page.on("websocket", self._attach)
 
     def _attach(self, ws: Any) -> None:
@@ -169,6 +170,8 @@ class WsRecorder:
 
     def _received(self, payload: str | bytes) -> None:
         msg = json.loads(payload)
+        if msg.get("type") == "error":
+            self.errors.append(msg)
         if msg.get("type") == "hello":
             self.sent_base = len(self.sent)
             self.hello = msg
@@ -177,6 +180,7 @@ class WsRecorder:
 
     sent_base = 0
     hello: dict[str, Any] | None = None
+    errors: list[dict[str, Any]]
 
     @property
     def sent_on_connection(self) -> int:
@@ -281,9 +285,25 @@ def test_live_stream_tracks_and_labels_a_person(page: Any, server: Server) -> No
     )
 
 
+RECORD_PROGRESS = """() => {
+    window.__progress = [];
+    const bar = document.getElementById('upload-progress');
+    const note = () => window.__progress.push(
+        {hidden: bar.hidden, phase: bar.dataset.phase || '', value: bar.value, max: bar.max,
+         determinate: bar.hasAttribute('value')});
+    new MutationObserver(note).observe(bar, {attributes: true});
+    setInterval(note, 50);
+}"""
+
+
 def test_upload_clip_shows_timeline(page: Any, server: Server, clip_path: Path) -> None:
+    """The upload runs as a job (POST ?mode=async, then GET /jobs/{id}) and a progress bar shows
+    the frames analysed of the clip's total while it runs."""
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(f"{r.method} {r.url.removeprefix(server.url)}"))
     page.goto(server.url + "/")
     page.wait_for_function("document.querySelector('#model').options[0]?.value !== ''", timeout=15_000)
+    page.evaluate(RECORD_PROGRESS)
     # Keyboard: arrow keys move between the tabs (WAI-ARIA tabs pattern).
     page.focus("#tab-live")
     page.keyboard.press("ArrowRight")
@@ -307,7 +327,22 @@ def test_upload_clip_shows_timeline(page: Any, server: Server, clip_path: Path) 
     assert "Whole clip" in (page.text_content(".verdict") or "")
     page.screenshot(path=str(ARTIFACTS / "upload.png"), full_page=True)
     assert not page.errors, page.errors
-    print(f"upload: {rows.count()} track(s), {segments.count()} segment(s) in {elapsed:.1f} s")
+    posts = [r for r in requests if r.startswith("POST /recognize")]
+    assert len(posts) == 1 and "mode=async" in posts[0], posts
+    polls = [r for r in requests if r.startswith("GET /jobs/")]
+    assert polls, requests
+    samples = page.evaluate("window.__progress")
+    analysing = [x for x in samples if x["phase"] == "analyse" and not x["hidden"] and x["determinate"]]
+    midway = [x for x in analysing if 0 < x["value"] < x["max"]]
+    assert midway, f"no progress between start and end: {analysing[-5:]}"
+    assert {x["max"] for x in midway} == {300}, "the clip's frames are the bar's total"
+    values = [x["value"] for x in midway]
+    assert values == sorted(values), "the bar never goes back"
+    assert page.is_hidden("#upload-progress"), "the bar goes away with the result"
+    print(
+        f"upload: {rows.count()} track(s), {segments.count()} segment(s) in {elapsed:.1f} s; "
+        f"{len(polls)} job polls, bar at {sorted(set(values))[:8]}..."
+    )
 
 
 def test_upload_can_ask_for_the_annotated_video(
@@ -421,24 +456,37 @@ def test_slow_network_warns_and_recovers(page: Any, server: Server) -> None:
     page.wait_for_selector("#status[data-level='ok'] >> text=Streaming", timeout=45_000)
 
 
-def test_reconnects_after_server_restart(page: Any, server: Server) -> None:
-    """Runs last: it restarts the module's server."""
+RECORD_STATUS = """() => {
+    window.__status = [];
+    const s = document.getElementById('status');
+    new MutationObserver(() => window.__status.push(s.dataset.level + ': ' + s.dataset.text))
+        .observe(s, {attributes: true, childList: true, subtree: true, characterData: true});
+}"""
+
+
+def test_reconnects_when_the_server_goes_away(page: Any, server: Server) -> None:
+    """SIGTERM under the page: the server closes the stream with 1001 (going away); the page
+    clears the old tracks, reconnects (through refused attempts while no server listens) and,
+    once a new server runs on the same port, streams and shows tracked people again.
+    Runs last: it restarts the module's server."""
     rec = _start_live(page, server)
-    page.wait_for_function(
-        "document.getElementById('stat-latency').textContent.endsWith('ms')", timeout=60_000
-    )
+    page.evaluate(RECORD_STATUS)
+    page.wait_for_selector("#people .person", timeout=LIVE_LABEL_TIMEOUT_MS)
     assert server.proc is not None
-    stop_process(server.proc)
+    server.proc.send_signal(signal.SIGTERM)  # what the kubelet sends (after preStop)
     t0 = time.monotonic()
-    page.wait_for_selector("#status[data-level='warn'] >> text=Reconnecting", timeout=15_000)
-    assert "lost" in (page.text_content("#status") or "")
+    page.wait_for_function(
+        "window.__status.some(s => s.includes('going away') && s.startsWith('warn'))", timeout=60_000
+    )
+    page.wait_for_selector("#people .person", state="detached", timeout=15_000)
+    assert server.proc.wait(60) in (0, -signal.SIGTERM), "the drained server exits"
+    assert any(m.get("code") == "shutting_down" for m in rec.errors), rec.errors
     server.stop()
     server.start()
     wait_http(server.url + "/health/ready", 60)
     n_before = len(rec.replies)
     page.wait_for_selector("#status[data-level='ok'] >> text=Streaming", timeout=60_000)
-    deadline = time.monotonic() + 30
-    while len(rec.replies) <= n_before and time.monotonic() < deadline:
-        page.wait_for_timeout(200)
-    assert len(rec.replies) > n_before, "no frames answered after the restart"
-    print(f"reconnected and streaming again {time.monotonic() - t0:.1f} s after the server went down")
+    page.wait_for_selector("#people .person", timeout=LIVE_LABEL_TIMEOUT_MS)
+    assert any(m["tracks"] for m in rec.replies[n_before:]), "no tracks after the restart"
+    print(f"streaming with tracks again {time.monotonic() - t0:.1f} s after SIGTERM; statuses seen:")
+    print("\n".join(f"  {s}" for s in dict.fromkeys(page.evaluate("window.__status"))))
