@@ -132,33 +132,38 @@ def test_capture_times_are_checked_as_frames_arrive(
         assert err.code == "invalid_timestamp" and "earlier frames had no" in err.message
 
 
+def _hold_up(client: TestClient, ws: Any, jpg: bytes, seconds: float) -> None:
+    """Send ``jpg`` while every pose slot is held (as clips and other streams hold them), and
+    free them ``seconds`` after the frame has arrived (seen in the metrics): it waits that long."""
+    slots = client.app.state.service.pose.slots  # type: ignore[attr-defined]
+    received = 'skelact_frames_received_total{source="stream"}'
+    received_before = _metric(client, received)
+    client.portal.call(slots.take, slots.count)  # type: ignore[union-attr]
+    try:
+        ws.send_bytes(jpg)
+        deadline = time.monotonic() + 60
+        while _metric(client, received) < received_before + 1:
+            assert time.monotonic() < deadline, "the frame never arrived"
+            time.sleep(0.02)
+        time.sleep(seconds)
+    finally:
+        client.portal.call(slots.give, slots.count)  # type: ignore[union-attr]
+
+
 def test_a_frame_that_waits_too_long_for_pose_is_dropped_and_said(
     client: TestClient, frames: tuple[list[bytes], float]
 ) -> None:
     """SKELACT_STREAM_MAX_QUEUE_MS: with every pose slot held (as clips and other streams hold them),
     a frame waits; past the bound it is dropped unposed, counted, and its client told."""
-    state = client.app.state.service  # type: ignore[attr-defined]
-    slots = state.pose.slots
-    settings = state.settings
+    settings = client.app.state.service.settings  # type: ignore[attr-defined]
     jpegs, _ = frames
     bound_ms, old = 300.0, settings.stream_max_queue_ms
     settings.stream_max_queue_ms = bound_ms
     expired_before = _metric(client, "skelact_frames_expired_total")
-    received = 'skelact_frames_received_total{source="stream"}'
-    received_before = _metric(client, received)
     try:
         with client.websocket_connect("/stream") as ws:
             HelloMessage.model_validate(ws.receive_json())
-            client.portal.call(slots.take, slots.count)  # type: ignore[union-attr]
-            try:
-                ws.send_bytes(jpegs[0])
-                deadline = time.monotonic() + 60  # the frame has arrived and waits for a slot
-                while _metric(client, received) < received_before + 1:
-                    assert time.monotonic() < deadline
-                    time.sleep(0.02)
-                time.sleep(bound_ms / 1e3)  # it is older than the bound (at least) ...
-            finally:
-                client.portal.call(slots.give, slots.count)  # type: ignore[union-attr]
+            _hold_up(client, ws, jpegs[0], bound_ms / 1e3)  # it is older than the bound (at least) ...
             err = ErrorMessage.model_validate(ws.receive_json())  # ... when its pose would start
             assert err.code == "frame_expired" and "frame 0 waited" in err.message, err
             assert "SKELACT_STREAM_MAX_QUEUE_MS" in err.message
@@ -177,25 +182,13 @@ def test_a_client_waiting_for_a_slow_reply_is_not_idle(
     """SKELACT_STREAM_IDLE_TIMEOUT_S counts only while no frame of the client's waits: a frame held
     up longer than the timeout (every pose slot taken) is answered, not closed as idle; its
     ``timings_ms.queue`` is the time it was held up."""
-    state = client.app.state.service  # type: ignore[attr-defined]
-    slots, settings = state.pose.slots, state.settings
+    settings = client.app.state.service.settings  # type: ignore[attr-defined]
     old = settings.stream_idle_timeout_s
     settings.stream_idle_timeout_s = 0.3
-    received = 'skelact_frames_received_total{source="stream"}'
-    received_before = _metric(client, received)
     try:
         with client.websocket_connect("/stream") as ws:
             HelloMessage.model_validate(ws.receive_json())
-            client.portal.call(slots.take, slots.count)  # type: ignore[union-attr]
-            try:
-                ws.send_bytes(frames[0][0])
-                deadline = time.monotonic() + 60  # the frame has arrived and waits for a slot
-                while _metric(client, received) < received_before + 1:
-                    assert time.monotonic() < deadline
-                    time.sleep(0.02)
-                time.sleep(1.0)  # over three idle timeouts while the frame waits
-            finally:
-                client.portal.call(slots.give, slots.count)  # type: ignore[union-attr]
+            _hold_up(client, ws, frames[0][0], 1.0)  # over three idle timeouts while the frame waits
             held = _frame(ws)
             assert held.received == 1 and held.timings_ms.queue >= 1000.0, held.timings_ms
             ws.send_bytes(frames[0][1])  # the stream was not closed meanwhile: it goes on
