@@ -61,15 +61,20 @@ class _Connection:
         box = self.inbox
         guard = self.guard
         idle = False
+        timeout = wait = self.state.settings.stream_idle_timeout_s
         try:
             while True:
                 try:
-                    msg = await asyncio.wait_for(self.ws.receive(), self.state.settings.stream_idle_timeout_s)
+                    msg = await asyncio.wait_for(self.ws.receive(), wait)
                 except TimeoutError:
-                    if box.awaits_server:  # the client waits for our reply: not idle
+                    # not idle while the client waits for our reply, nor sooner than the timeout after it
+                    quiet = box.quiet_for(time.perf_counter())
+                    if quiet < timeout:
+                        wait = timeout - quiet
                         continue
                     idle = True
                     break
+                wait = timeout
                 if msg["type"] == "websocket.disconnect":
                     break
                 now = time.perf_counter()

@@ -97,8 +97,7 @@ class FrameScheduler:
                 await asyncio.gather(previous, return_exceptions=True)
 
     def _frame_done(self, _: asyncio.Task[bool]) -> None:
-        self.inbox.working -= 1
-        self.inbox.wake.set()
+        self.inbox.answered()
 
     async def _frame(
         self,

@@ -15,8 +15,10 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.core.config import Settings
+from service.metrics import Metrics
 from service.schemas import ErrorMessage, FrameMessage, HelloMessage
 from service.streams.clock import CAPTURE_MAGIC, capture_prefix
+from service.streams.inbox import Arrival, Inbox
 from tests.conftest import require_data
 from tests.service_helpers import jpeg_frames, wait_ready, write_linear_model
 
@@ -179,23 +181,39 @@ def test_a_frame_that_waits_too_long_for_pose_is_dropped_and_said(
 def test_a_client_waiting_for_a_slow_reply_is_not_idle(
     client: TestClient, frames: tuple[list[bytes], float]
 ) -> None:
-    """SKELACT_STREAM_IDLE_TIMEOUT_S counts only while no frame of the client's waits: a frame held
-    up longer than the timeout (every pose slot taken) is answered, not closed as idle; its
-    ``timings_ms.queue`` is the time it was held up."""
+    """SKELACT_STREAM_IDLE_TIMEOUT_S counts only while no frame of the client's waits, and from its
+    reply: a frame held up longer than the timeout (every pose slot taken) is answered, not closed
+    as idle (its ``timings_ms.queue`` is the time it was held up), and a client that sends its next
+    frame half a timeout after each reply is never idle (the two live tests' clients under load)."""
     settings = client.app.state.service.settings  # type: ignore[attr-defined]
     old = settings.stream_idle_timeout_s
-    settings.stream_idle_timeout_s = 0.3
+    settings.stream_idle_timeout_s = 0.6
     try:
         with client.websocket_connect("/stream") as ws:
             HelloMessage.model_validate(ws.receive_json())
-            _hold_up(client, ws, frames[0][0], 1.0)  # over three idle timeouts while the frame waits
+            _hold_up(client, ws, frames[0][0], 2.0)  # over three idle timeouts while the frame waits
             held = _frame(ws)
-            assert held.received == 1 and held.timings_ms.queue >= 1000.0, held.timings_ms
-            ws.send_bytes(frames[0][1])  # the stream was not closed meanwhile: it goes on
-            assert _frame(ws).received == 2
+            assert held.received == 1 and held.timings_ms.queue >= 2000.0, held.timings_ms
+            for k in range(1, 6):  # the stream was not closed meanwhile: it goes on
+                time.sleep(0.3)
+                ws.send_bytes(frames[0][k])
+                assert _frame(ws).received == k + 1
             assert ErrorMessage.model_validate(ws.receive_json()).code == "idle_timeout"  # then idle
     finally:
         settings.stream_idle_timeout_s = old
+
+
+def test_a_stream_is_quiet_only_from_its_last_reply() -> None:
+    """`Inbox.quiet_for`, the idle clock: 0 while a frame of the client's waits or is in work,
+    then the time since its reply."""
+    box = Inbox(Metrics())
+    box.offer(Arrival(0, 1.0, image=b"jpeg"))
+    assert box.quiet_for(100.0) == 0.0  # waiting for a pose slot
+    box.pending = None
+    box.working += 1  # taken by the scheduler
+    assert box.quiet_for(100.0) == 0.0
+    box.answered()
+    assert box.working == 0 and box.quiet_for(box.answered_at + 0.25) == 0.25
 
 
 def test_too_fast_client_gets_latest_frames_and_drop_counts(
@@ -327,7 +345,6 @@ def test_pose_lanes_alternate_estimators_and_keep_one_track(
     stream); tracking afterwards in frame order keeps the person on one track."""
     import asyncio
 
-    from service.streams.inbox import Arrival
     from service.streams.session import StreamSession
 
     state = client.app.state.service  # type: ignore[attr-defined]
