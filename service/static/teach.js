@@ -4,6 +4,11 @@ import { authHeaders, errorText } from "./api.js";
 import { $, el, setStatus } from "./dom.js";
 
 const RECORD_S = 3;
+// errors that answer an "enrol" message (others, e.g. rate_limited, leave the request waiting)
+const ENROL_ERRORS = new Set([
+  "nobody_found", "several_people", "example_too_short", "stream_model_mismatch", "not_found",
+  "invalid_label", "invalid_message", "conflict", "no_embedding_model",
+]);
 const SET_PREFIX = "set:";
 
 async function call(method, path, body) {
@@ -20,7 +25,7 @@ export class TeachView {
     this.selectModel = selectModel;
     this.waiting = null; // resolves with the server's "enrolled" (or error) reply
     live.onEnrolled = (msg) => this.settle(msg);
-    live.onEnrolError = (msg) => this.settle(msg);
+    live.onEnrolError = (msg) => ENROL_ERRORS.has(msg.code) && this.settle(msg);
     $("teach-form").addEventListener("submit", (e) => {
       e.preventDefault();
       this.record();
