@@ -23,7 +23,7 @@ from service.action_set_schemas import (
 )
 from service.action_sets import check_label
 from service.api.deps import ReadyState, StateDep
-from service.api.recognize import _read_json
+from service.api.recognize import _OPENAPI_BODY, _read_json
 from service.api.upload import VIDEO_FIELD, save_upload, video_upload
 from service.core.errors import ServiceError
 from service.core.limits import check_skeleton_sequence
@@ -133,21 +133,7 @@ async def list_examples(name: str, label: str, state: StateDep) -> list[ExampleI
     response_model=ExampleAdded,
     status_code=201,
     responses=_ERRORS,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": [VIDEO_FIELD],
-                        "properties": {VIDEO_FIELD: {"type": "string", "format": "binary"}},
-                    }
-                },
-                "application/json": {"schema": {"$ref": "#/components/schemas/SkeletonSequenceIn"}},
-            },
-        }
-    },
+    openapi_extra=_OPENAPI_BODY,  # a video (multipart, field "file") or skeleton JSON, as /recognize
 )
 async def add_example(
     name: str,

@@ -138,26 +138,9 @@ def test_actions_outside_the_set_are_unknown_and_the_threshold_is_per_request(
 @pytest.fixture(scope="module")
 def jump2_skeletons(server: Server) -> dict[str, Any]:
     """The trial-2 jumping clip as skeleton JSON, posed here by the real MediaPipe estimator."""
-    from perception.pose.estimator import create_pose_estimator
-    from tests.service_helpers import read_video
+    from bench.action_sets import clip_skeletons
 
-    _, frames = read_video(server.clips["jump2"])
-    est = create_pose_estimator("tasks", max_people=1)
-    out = []
-    try:
-        for f in frames:
-            people = [
-                {
-                    "image": p.image.tolist(),
-                    "world": np.nan_to_num(p.world).tolist(),
-                    "visibility": p.visibility.tolist(),
-                }
-                for p in est.estimate(f.rgb, f.timestamp_s)
-            ]
-            out.append({"timestamp": f.timestamp_s, "people": people})
-    finally:
-        est.close()
-    return {"width": 640, "height": 480, "frames": out}
+    return clip_skeletons(server.clips["jump2"])
 
 
 def test_a_stream_on_the_set_gives_its_labels(
