@@ -47,6 +47,8 @@ def default_threshold(model: LoadedModel) -> float | None:
 
 def check_threshold(model: LoadedModel, value: float) -> float:
     """A request's threshold, or a 422 that says the valid range for this model's score."""
+    if value == -math.inf:
+        return value  # -inf: never unknown, whatever the score
     score = score_of(model)
     low, high = _RANGES.get(score, (-math.inf, math.inf))
     if not math.isfinite(value) or not low <= value <= high:
@@ -55,7 +57,7 @@ def check_threshold(model: LoadedModel, value: float) -> float:
             422,
             "invalid_unknown_threshold",
             f"unknown_threshold={value!r} is out of range for {model.name} (its score is {score})",
-            f"send {span}; the manifest's value is {default_threshold(model)} (GET /models)",
+            f"send {span} (or -inf: never unknown); the manifest's value is {default_threshold(model)}",
         )
     return value
 
