@@ -46,9 +46,12 @@ export class TeachView {
   /** The set exists (created on first use) and the live stream runs it. */
   async useSet() {
     const name = this.setName();
-    let r = await call("GET", `/action-sets/${encodeURIComponent(name)}`);
-    if (r.status === 404) r = await call("POST", "/action-sets", { name });
-    if (!r.ok) throw new Error(errorText(r.status, r.data));
+    const all = await call("GET", "/action-sets");
+    if (!all.ok) throw new Error(errorText(all.status, all.data));
+    if (!all.data.sets.some((x) => x.name === name)) {
+      const r = await call("POST", "/action-sets", { name });
+      if (!r.ok && r.status !== 409) throw new Error(errorText(r.status, r.data));
+    }
     await this.selectModel(SET_PREFIX + name);
     const until = performance.now() + 30000;
     while (this.live.hello?.model !== SET_PREFIX + name || !this.live.ready) {
@@ -89,12 +92,14 @@ export class TeachView {
   async refresh() {
     const name = this.setName();
     const list = $("teach-examples");
-    const r = await call("GET", `/action-sets/${encodeURIComponent(name)}`);
+    // the list, not GET /action-sets/{name}: a set not made yet is no error (and no console noise)
+    const r = await call("GET", "/action-sets");
     if (!r.ok) {
-      list.replaceChildren(el("li", { className: "muted small" }, r.status === 404 ? "No examples yet." : errorText(r.status, r.data)));
+      list.replaceChildren(el("li", { className: "muted small" }, errorText(r.status, r.data)));
       return;
     }
-    const items = r.data.labels.map((label) =>
+    const set = r.data.sets.find((x) => x.name === name);
+    const items = (set?.labels || []).map((label) =>
       el(
         "li",
         { "data-label": label.name },
