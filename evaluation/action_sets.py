@@ -75,11 +75,11 @@ def _post_clip(client: Any, url: str, path: Path, params: dict[str, Any] | None 
 
 def _recognize(client: Any, url: str, case_path: Path, model: str, truth: str, fall: bool) -> Row:
     t0 = time.perf_counter()
-    body = _post_clip(client, f"{url}/recognize", case_path, {"model": model})
+    body = _post_clip(client, f"{url}/recognize", case_path, {"model": model, "top_k": 100})
     clip = body.get("clip") or {}
-    return Row(
-        str(case_path), truth, clip.get("label"), clip.get("confidence"), time.perf_counter() - t0, fall
-    )
+    known = next((s["label"] for s in clip.get("top", []) if s["label"] != "unknown"), None)
+    seconds = time.perf_counter() - t0
+    return Row(case_path.name, truth, clip.get("label"), clip.get("confidence"), seconds, fall, known)
 
 
 def enrol(
