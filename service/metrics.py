@@ -75,6 +75,12 @@ class Metrics:
         self.events = Counter(
             "skelact_action_events_total", "action start events", ["model", "label"], registry=r
         )
+        self.fall_events = Counter(
+            "skelact_fall_events_total",
+            "confirmed falls and recoveries (kind: fall, recovered; source: clip, stream)",
+            ["model", "kind", "source"],
+            registry=r,
+        )
 
     def observe_stage(self, stage: str, seconds: float, source: str) -> None:
         self.stage_seconds.labels(stage=stage, source=source).observe(seconds)

@@ -29,7 +29,7 @@ a clip feeds them all in the same order (``detect_falls``): the same calls give 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
@@ -39,6 +39,7 @@ from skeleton.manifest import FallRuleSpec
 
 if TYPE_CHECKING:
     from skeleton.manifest import ModelManifest
+    from skeleton.types import SkeletonSequence
 
 NAN = float("nan")
 SHOULDERS = (11, 12)
@@ -428,6 +429,32 @@ def _fall_time(fall: _Fall) -> float:
         w = fall.windows[0]
         return (w.start + w.end) / 2
     return fall.first_end
+
+
+def clip_events(
+    rule: FallRule,
+    people: Iterable[tuple[int, SkeletonSequence, np.ndarray, np.ndarray]],
+    window_seconds: float,
+    width: float,
+    height: float,
+) -> list[FallEvent]:
+    """The events of a whole clip from its people: ``(track id, landmarks over the clip, window
+    ends (W,), window probabilities (W, K))`` each, postures from the landmarks (``width`` x
+    ``height`` frames), every person's windows through one monitor (``detect_falls``)."""
+    tracks = {}
+    for tid, seq, ends, probs in people:
+        if len(ends):
+            postures = frame_postures(seq.timestamps, seq.image, seq.visibility, width, height)
+            tracks[tid] = track_windows(postures, ends, probs, window_seconds, rule.spec.posture_s)
+    return detect_falls(tracks, rule)
+
+
+def falls_of(events: Sequence[FallEvent], track_id: int | None) -> list[FallEvent]:
+    """The ``fall`` events of the person ``track_id``: raised on their track, or on a track that
+    took their fall over (``handed_over_from``)."""
+    if track_id is None:
+        return []
+    return [e for e in events if e.kind == "fall" and track_id in (e.track_id, e.handed_over_from)]
 
 
 def detect_falls(tracks: Mapping[int, Sequence[FallWindow]], rule: FallRule) -> list[FallEvent]:

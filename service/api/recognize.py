@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from perception.video import VIDEO_SUFFIXES
-from service.api.deps import ModelDep, ReadyState, Stride, TopK
+from service.api.deps import FallOverrides, ModelDep, ReadyState, Stride, TopK
 from service.clips.job import ClipJob
 from service.core.errors import ServiceError, too_large, validation_message
 from service.core.limits import check_skeleton_sequence
@@ -136,6 +136,7 @@ async def _recognize_upload(
     top_k: int | None,
     stride: int | None,
     overlay: bool,
+    falls: dict[str, float],
 ) -> RecognizeResponse:
     limit = state.settings.max_upload_bytes
     form = await request.form(max_files=1, max_fields=16)
@@ -182,7 +183,7 @@ async def _recognize_upload(
         rid, overlay_path = state.results.new(".webm")
     try:
         response = await _unless_disconnected(
-            request, ClipJob(state, model, top_k, stride).video(path, filename, overlay_path)
+            request, ClipJob(state, model, top_k, stride, falls).video(path, filename, overlay_path)
         )
     finally:
         path.unlink(missing_ok=True)
@@ -206,6 +207,7 @@ async def recognize(
     request: Request,
     state: ReadyState,
     model: ModelDep,
+    falls: FallOverrides,
     top_k: TopK = None,
     stride: Stride = None,
     overlay: Annotated[bool, Query(description="also render an annotated video (overlay_url)")] = False,
@@ -221,9 +223,9 @@ async def recognize(
         if ctype.startswith("application/json"):
             seq = await _read_json(request)
             check_skeleton_sequence(seq, model.window_info(stride), state.settings)
-            return await ClipJob(state, model, top_k, stride).skeletons(seq)
+            return await ClipJob(state, model, top_k, stride, falls).skeletons(seq)
         if ctype.startswith("multipart/form-data"):
-            return await _recognize_upload(request, state, model, top_k, stride, overlay)
+            return await _recognize_upload(request, state, model, top_k, stride, overlay, falls)
         raise ServiceError(
             415,
             "unsupported_media_type",
