@@ -219,6 +219,8 @@ def stream_view(
                 res.error = f"{msg.get('code')}: {msg.get('message')}"
         thread.join(5)
         res.frames_sent = total[0] if total else 0
+    if not res.frames_sent:
+        res.error = f"no frame could be read from {rec.path}"
     return res
 
 
@@ -277,8 +279,12 @@ class ModelRun:
     results: list[ViewResult]
 
     def summary(self) -> dict[str, Any]:
-        return {"model": self.model, "trials": self.trials, "in_sample": self.in_sample,
-                "views": summarize(self.results)}
+        return {
+            "model": self.model,
+            "trials": self.trials,
+            "in_sample": self.in_sample,
+            "views": summarize(self.results),
+        }
 
 
 def evaluate(
@@ -309,8 +315,12 @@ def evaluate(
                 res = fn(url, rec, model)
             except Exception as exc:  # one failed recording is reported, the run goes on
                 res = ViewResult(rec.name, view, rec.fall, rec.duration_s, rec.kind, error=repr(exc))
-            print(f"{model} {view:6s} {rec.name}: {[e['type'] for e in res.events]}"
-                  + (f" ERROR {res.error}" if res.error else ""), file=sys.stderr, flush=True)
+            print(
+                f"{model} {view:6s} {rec.name}: {[e['type'] for e in res.events]}"
+                + (f" ERROR {res.error}" if res.error else ""),
+                file=sys.stderr,
+                flush=True,
+            )
             return res
 
         with ThreadPoolExecutor(max(1, jobs)) as pool:
@@ -322,19 +332,28 @@ def evaluate(
 
 
 def _to_json(runs: Sequence[ModelRun]) -> str:
-    return json.dumps({"summary": [r.summary() for r in runs],
-                       "results": {r.model: [asdict(x) for x in r.results] for r in runs}}, indent=1)
+    return json.dumps(
+        {
+            "summary": [r.summary() for r in runs],
+            "results": {r.model: [asdict(x) for x in r.results] for r in runs},
+        },
+        indent=1,
+    )
 
 
 def print_table(runs: Sequence[ModelRun]) -> None:
-    print(f"\n{'model':32s} {'view':7s} {'falls found':12s} {'false falls':12s} "
-          f"{'false alarms / hour (hours)':28s} recovered")
+    print(
+        f"\n{'model':32s} {'view':7s} {'falls found':12s} {'false falls':12s} "
+        f"{'false alarms / hour (hours)':28s} recovered"
+    )
     for run in runs:
         for view, s in run.summary()["views"].items():
             per_hour = f"{s['false_alarms_per_hour']} ({s['ordinary_hours']} h)"
             tag = " (in-sample)" if run.in_sample else f" (trials {run.trials})"
-            print(f"{run.model + tag:32s} {view:7s} {s['falls_found']:12s} {s['false_fall_recordings']:12s} "
-                  f"{per_hour:28s} {s['recovered_events']}")
+            print(
+                f"{run.model + tag:32s} {view:7s} {s['falls_found']:12s} {s['false_fall_recordings']:12s} "
+                f"{per_hour:28s} {s['recovered_events']}"
+            )
 
 
 def _model_arg(text: str) -> tuple[str, list[int] | None]:
@@ -353,12 +372,21 @@ def _server(url: str | None, settings: Settings) -> Iterator[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m evaluation.falls", description=__doc__.split("\n")[0])
-    ap.add_argument("--model", action="append", type=_model_arg, default=[],
-                    help="NAME or NAME:TRIALS (repeatable; default: every UP-Fall model in the models dir)")
+    ap.add_argument(
+        "--model",
+        action="append",
+        type=_model_arg,
+        default=[],
+        help="NAME or NAME:TRIALS (repeatable; default: every UP-Fall model in the models dir)",
+    )
     ap.add_argument("--views", default=",".join(VIEWS), help="clip,stream")
     ap.add_argument("--sets", default=",".join(SETS), help="falls,daily,clips")
-    ap.add_argument("--joined", type=Path, default=REPO_ROOT / "artifacts" / "joined",
-                    help="folder of the joined daily-activity videos (written when missing)")
+    ap.add_argument(
+        "--joined",
+        type=Path,
+        default=REPO_ROOT / "artifacts" / "joined",
+        help="folder of the joined daily-activity videos (written when missing)",
+    )
     ap.add_argument("--url", default=None, help="a running service (default: start one on loopback)")
     ap.add_argument("--jobs", type=int, default=1, help="recordings in flight at once")
     ap.add_argument("--limit", type=int, default=None, help="first N recordings of each set")
@@ -366,14 +394,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     settings = Settings()
     models = args.model or [
-        (p.name, None) for p in sorted(settings.models_dir.iterdir())
+        (p.name, None)
+        for p in sorted(settings.models_dir.iterdir())
         if (p / "manifest.json").is_file() and "upfall" in p.name.lower()
     ]
     if not models:
         ap.error(f"no UP-Fall model under {settings.models_dir}; pass --model")
     with _server(args.url, settings) as url:
-        runs = evaluate(url, models, settings.models_dir, args.views.split(","), args.sets.split(","),
-                        args.joined, args.jobs, args.limit, args.json)
+        runs = evaluate(
+            url,
+            models,
+            settings.models_dir,
+            args.views.split(","),
+            args.sets.split(","),
+            args.joined,
+            args.jobs,
+            args.limit,
+            args.json,
+        )
     print_table(runs)
     if args.json:
         args.json.write_text(_to_json(runs))

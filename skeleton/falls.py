@@ -339,19 +339,24 @@ class FallMonitor:
         track.fall = _Fall(self._groups, base, w.end)
 
     def _adopt(self, track_id: int, track: _Track, w: FallWindow) -> None:
-        """A new track first seen down near a fall in progress watches that fall too (a fall that
-        broke its track, or a second detection of the fallen person): whichever track shows the
-        person down long enough raises the fall, once."""
+        """A new track first seen down near another track's fall watches that fall too: whichever
+        track shows the person down long enough raises the fall, once, and the recovery is
+        reported by whichever sees them up. Near a fall in progress, within ``handover_s`` of the
+        fall (a fall that broke its track, or a second detection of the fallen person); near a
+        fallen person whose track ended less than ``handover_s`` before it started (a fallen
+        person lost and found again, still down by their own standing baseline: someone upright
+        beside them never takes their fall over)."""
         r, c = self.rule, self.rule.spec
-        if not r.is_down(w.before, None):
-            return
         best: tuple[float, int] | None = None
         for tid, other in self._tracks.items():
             fall = other.fall
             if tid == track_id or fall is None or fall.handed_over_from == track_id:
                 continue
             t_fall = _fall_time(fall)
-            if not t_fall - c.posture_s <= w.start <= t_fall + c.handover_s:
+            falling = r.is_down(w.before, None) and t_fall - c.posture_s <= w.start <= t_fall + c.handover_s
+            lost = (fall.confirmed_at is not None and other.ended and w.start - other.last_end <= c.handover_s
+                    and r.is_down(w.before, fall.baseline))
+            if not (falling or lost):
                 continue
             d = w.before.distance_to(fall.last_seen) / fall.baseline.torso_length
             if d <= c.handover_distance and (best is None or d < best[0]):
