@@ -69,6 +69,9 @@ class ViewResult:
     frames_sent: int = 0
     frames_processed: int = 0
     error: str | None = None
+    # stream view: the stream's clock minus the recording's (the server dates frames on arrival);
+    # the events' ``time`` and ``fall_time`` are given in the recording's clock
+    clock_offset_s: float = 0.0
 
     @property
     def falls(self) -> int:
@@ -181,14 +184,27 @@ def stream_view(
         if hello.get("type") != "hello":
             res.error = str(hello)
             return res
+        frames = _jpegs(rec.path)
+        first = next(frames, None)
+        if first is None:
+            res.error = f"no frame could be read from {rec.path}"
+            return res
+        # The first frame alone, its reply awaited: the session's pose model starts on it (seconds on
+        # a busy CPU), as a webcam's first frames are while a stream starts; then real pace.
+        ws.send(first[0])
+        while (msg := json.loads(ws.recv(timeout=120))).get("type") != "frame":
+            if msg.get("type") == "error":
+                res.error = f"{msg.get('code')}: {msg.get('message')}"
+                return res
+        res.events += msg.get("falls", [])
         sent = threading.Event()
         total: list[int] = []
 
         def sender() -> None:
             try:
-                n = 0
-                t0 = time.perf_counter()
-                for i, (jpg, fps) in enumerate(_jpegs(rec.path)):
+                n = 1
+                t0 = time.perf_counter() - 1 / first[1]
+                for i, (jpg, fps) in enumerate(frames, start=1):
                     delay = t0 + i / fps - time.perf_counter()
                     if delay > 0:
                         time.sleep(delay)
@@ -202,6 +218,7 @@ def stream_view(
         thread.start()
         last_id = -1
         deadline = None
+        offset: float | None = None
         while True:
             if sent.is_set() and deadline is None:
                 deadline = time.monotonic() + drain_s
@@ -213,15 +230,21 @@ def stream_view(
                 continue
             if msg.get("type") == "frame":
                 last_id = int(msg["frame_id"])
+                if offset is None and last_id > 0:  # frame i was sent i / fps after the pace began
+                    offset = float(msg["timestamp"]) - last_id / first[1]
                 res.frames_processed = int(msg["processed"])
                 res.events += msg.get("falls", [])
             elif msg.get("type") == "error":
                 res.error = f"{msg.get('code')}: {msg.get('message')}"
         thread.join(5)
         res.frames_sent = total[0] if total else 0
-    if not res.frames_sent:
-        res.error = f"no frame could be read from {rec.path}"
+    res.clock_offset_s = round(offset or 0.0, 4)
+    res.events = [_shift(e, -res.clock_offset_s) for e in res.events]
     return res
+
+
+def _shift(event: dict[str, Any], dt: float) -> dict[str, Any]:
+    return {**event, "time": round(event["time"] + dt, 4), "fall_time": round(event["fall_time"] + dt, 4)}
 
 
 def _jpegs(path: Path, quality: int = 85) -> Iterator[tuple[bytes, float]]:
