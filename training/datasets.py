@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from skeleton.layouts import get_layout
+from skeleton.paths import missing_data
 from skeleton.preprocess import prepare_clip
 from training.augment import add_noise, corrupt, geometric, temporal_crop
 from training.config import TrainConfig
@@ -104,7 +105,7 @@ def real_windows(cfg: TrainConfig, data_root: Path, repo_root: Path, count: int 
 
         files = skeleton_files(data_root)
         if not files:
-            raise FileNotFoundError(f"no UTD-MHAD skeletons under {data_root}")
+            raise missing_data("UTD-MHAD skeleton files (utd_mhad/Skeleton/*.mat)", data_root)
         pick = np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int)
         return np.stack([prepare_clip(read_skeleton(files[i]), cfg.input) for i in pick])
     from training.upfall import sample_windows

@@ -25,6 +25,7 @@ import numpy as np
 from skeleton.clip import ClipRule, decide, fall_probability, window_ends
 from skeleton.falls import fastest_descent
 from skeleton.layouts import get_layout
+from skeleton.paths import DATA_DIR_ENV, missing_data
 from skeleton.preprocess import mediapipe_to_canonical, prepare_window, sequence_to_layout
 from skeleton.types import SkeletonSequence
 from training.augment import add_noise, corrupt, geometric
@@ -89,7 +90,12 @@ def load_upfall(cache_dir: Path, cfg: TrainConfig, trials: list[int]) -> list[Up
     """Primary tracks of the cached clips of ``trials`` / ``cfg.dataset.cameras``, sorted by name."""
     files = iter_cache(cache_dir)
     if not files:
-        raise FileNotFoundError(f"no UP-Fall skeleton cache under {cache_dir}: run training.extract")
+        raise missing_data(
+            "the UP-Fall skeleton cache",
+            cache_dir,
+            f"then extract it: python -m training.extract --videos ${DATA_DIR_ENV}/upfall --out {cache_dir} "
+            "--max-people 2 --jobs 2",
+        )
     clips = []
     for path in files:
         a, t, c = parse_cache_name(path)
