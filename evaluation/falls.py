@@ -290,6 +290,11 @@ def summarize(results: Sequence[ViewResult]) -> dict[str, Any]:
             "false_alarms": false,
             "false_alarms_per_hour": round(false / hours, 3) if hours else None,
             "errors": [f"{r.recording}: {r.error}" for r in results if r.view == view and r.error],
+            # stream view: the share of the frames sent that the server processed (a busy server
+            # keeps the newest frame); below ~0.5 the result says more about the load than the rule
+            "frames_processed_share": round(
+                sum(r.frames_processed for r in rs) / max(1, sum(r.frames_sent for r in rs)), 3
+            ),
         }
     return out
 
@@ -367,7 +372,7 @@ def _to_json(runs: Sequence[ModelRun]) -> str:
 def print_table(runs: Sequence[ModelRun]) -> None:
     print(
         f"\n{'model':32s} {'view':7s} {'falls found':12s} {'false falls':12s} "
-        f"{'false alarms / hour (hours)':28s} recovered"
+        f"{'false alarms / hour (hours)':28s} {'recovered':10s} frames processed"
     )
     for run in runs:
         for view, s in run.summary()["views"].items():
@@ -375,7 +380,7 @@ def print_table(runs: Sequence[ModelRun]) -> None:
             tag = " (in-sample)" if run.in_sample else f" (trials {run.trials})"
             print(
                 f"{run.model + tag:32s} {view:7s} {s['falls_found']:12s} {s['false_fall_recordings']:12s} "
-                f"{per_hour:28s} {s['recovered_events']}"
+                f"{per_hour:28s} {s['recovered_events']:<10d} {s['frames_processed_share']}"
             )
 
 

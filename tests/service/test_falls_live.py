@@ -75,15 +75,17 @@ def _fall_counts(base: str) -> dict[tuple[str, str], float]:
     return out
 
 
-def _check_fall_then_recovered(events: list[dict[str, Any]], duration: float) -> None:
+def _check_fall_then_recovered(events: list[dict[str, Any]], duration: float, lag: float = 0.0) -> None:
+    """``lag``: how late a stream's clock may run (the server dates a JPEG frame when it reads it:
+    on a busy machine later than the frame was sent)."""
     assert [e["type"] for e in events] == ["fall", "recovered"], events
     fall, up = events
     assert fall["label"] in FALL_LABELS and fall["confidence"] >= 0.5, fall
     # the fall is dated at the fall (~3.1 s), decided once the person was down for confirm_s (2 s),
     # before the reversed clip starts (7.9 s); the rise ends at ~12.6 s, then 2 s seen up
-    assert 2.0 <= fall["fall_time"] <= 4.5, fall
-    assert fall["fall_time"] + 1.5 <= fall["time"] <= 7.9 + 1.0, fall
-    assert 12.6 + 1.0 <= up["time"] <= duration + 1.0, up
+    assert 2.0 <= fall["fall_time"] <= 4.5 + lag, fall
+    assert fall["fall_time"] + 1.5 <= fall["time"] <= 7.9 + 1.0 + lag, fall
+    assert 12.6 + 1.0 <= up["time"] <= duration + 1.0 + lag, up
     assert up["fall_time"] == fall["fall_time"], events
     assert up["after"]["torso_angle"] < 60 <= fall["after"]["torso_angle"], events
 
@@ -93,7 +95,7 @@ def test_stream_fall_then_recovered(url: str, model: str, fall_then_up: Recordin
     res = stream_view(url, fall_then_up, model)
     assert res.error is None, res.error
     assert res.frames_processed > 0  # a busy server keeps the newest frame: how many is load, not a check
-    _check_fall_then_recovered(res.events, fall_then_up.duration_s)
+    _check_fall_then_recovered(res.events, fall_then_up.duration_s, lag=3.0)
     after = _fall_counts(url)
     for kind in ("fall", "recovered"):
         assert after.get((kind, "stream"), 0) - before.get((kind, "stream"), 0) == 1, (before, after)
