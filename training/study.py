@@ -11,8 +11,9 @@ classified on the service's window schedule, the confirmed falls of every person
 (``skeleton.falls.clip_events`` with the run's ``fall_rule``) and ``skeleton.clip.decide_confirmed``
 on the primary person. Beside it the single-window rule before (``skeleton.clip.decide`` at the
 run's ``clip_rule``) and the window top-1 of ``metrics.json``. ``--ensemble K``: every K-seed
-combination of a recipe's runs, their window probabilities averaged (one ONNX graph when exported:
-``python -m training.ensemble``). Each run's probabilities are kept in ``<run>/track_probs.npz``.
+combination of a recipe's runs, their window probabilities averaged (what an ensemble exported as
+one graph would serve; no such export exists yet). Each run's probabilities are kept in
+``<run>/track_probs.npz``.
 """
 
 from __future__ import annotations
