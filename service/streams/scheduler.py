@@ -168,11 +168,14 @@ class FrameScheduler:
         return self.pose.stream_is_alone()
 
     async def _apply_config(self, cfg: ConfigMessage) -> None:
-        if cfg.model is not None and cfg.model != self.session.model.name:
-            try:
+        model = self.session.model
+        overrides = None if cfg.fall_rule is None else cfg.fall_rule.model_dump(exclude_none=True)
+        try:
+            if cfg.model is not None and cfg.model != model.name:
                 model = self.registry.get(cfg.model)
-            except ServiceError as exc:
-                await self.error(exc.code, exc.ws_message())
-                return
-            self.session.switch_model(model)
+            if model is not self.session.model or overrides is not None:
+                self.session.configure(model, overrides)
+        except ServiceError as exc:
+            await self.error(exc.code, exc.ws_message())
+            return
         await self.send(self.session.hello())
