@@ -1,12 +1,17 @@
 """Missed falls and false alarms per hour through the real service, as a clip and as a stream.
 
-    python -m evaluation.falls [--model NAME[:TRIALS] ...] [--views clip,stream]
+    python -m evaluation.falls [--model NAME[:TRIALS] ...] [--views clip,replay,stream]
         [--sets falls,daily,clips] [--joined DIR] [--jobs N] [--json out.json] [--url URL] [--limit N]
 
 Every recording goes through the real server (uvicorn on loopback, started here unless ``--url``
 names a running one): ``POST /recognize`` (the clip view: the response's ``falls``) and
 ``WS /stream`` (the stream view: JPEG frames sent at the recording's frame rate, in real time, the
-replies' ``falls``). Recordings:
+replies' ``falls``) in two ways: ``replay`` stamps each frame with its capture time in the recording
+(the ``SKTS`` prefix, docs/api.md) and sends the next once the reply came, so every frame is posed
+on the recording's clock whatever the machine's speed (what the rule does on the camera's frames);
+``stream`` sends at the recording's frame rate in real time and the server keeps the newest frame
+when it falls behind (what this machine does live: ``frames processed`` says how much it kept).
+Recordings:
 
 * ``falls``: the UP-Fall clips of the model's held-out trials (``NAME:2``, or ``test trials [..]`` in
   its manifest; all trials for a model trained on both, which is then in-sample): a fall clip must
@@ -36,10 +41,11 @@ from typing import Any
 
 from evaluation.upfall import local_server
 from service.core.config import Settings
+from service.streams.clock import capture_prefix
 from skeleton.manifest import load_manifest
 from skeleton.paths import REPO_ROOT, data_root
 
-VIEWS = ("clip", "stream")
+VIEWS = ("clip", "replay", "stream")
 SETS = ("falls", "daily", "clips")
 FALL_ACTIVITIES = range(1, 6)
 _TEST_TRIALS = re.compile(r"test trials \[([\d, ]*)\]")
@@ -243,6 +249,35 @@ def stream_view(
     return res
 
 
+def replay_view(
+    url: str, rec: Recording, model: str, overrides: dict[str, float] | None = None
+) -> ViewResult:
+    """``WS /stream`` with every frame stamped with its capture time in the recording and sent once
+    the previous one was answered: no frame dropped, the windows and events on the recording's clock."""
+    from urllib.parse import urlencode
+
+    from websockets.sync.client import connect
+
+    res = ViewResult(rec.name, "replay", rec.fall, rec.duration_s, rec.kind)
+    query = urlencode({"model": model, **(overrides or {})})
+    ws_url = url.replace("http://", "ws://") + f"/stream?{query}"
+    with connect(ws_url, max_size=None, open_timeout=120, proxy=None) as ws:
+        hello = json.loads(ws.recv(timeout=120))
+        if hello.get("type") != "hello":
+            res.error = str(hello)
+            return res
+        for i, (jpg, fps) in enumerate(_jpegs(rec.path)):
+            ws.send(capture_prefix(i / fps) + jpg)
+            res.frames_sent += 1
+            while (msg := json.loads(ws.recv(timeout=300))).get("type") != "frame":
+                if msg.get("type") == "error":
+                    res.error = f"{msg.get('code')}: {msg.get('message')}"
+                    return res
+            res.frames_processed = int(msg["processed"])
+            res.events += msg.get("falls", [])
+    return res
+
+
 def _shift(event: dict[str, Any], dt: float) -> dict[str, Any]:
     return {**event, "time": round(event["time"] + dt, 4), "fall_time": round(event["fall_time"] + dt, 4)}
 
@@ -338,7 +373,7 @@ def evaluate(
 
         def one(task: tuple[str, Recording], model: str = name) -> ViewResult:
             view, rec = task
-            fn = clip_view if view == "clip" else stream_view
+            fn = {"clip": clip_view, "replay": replay_view, "stream": stream_view}[view]
             try:
                 res = fn(url, rec, model)
             except Exception as exc:  # one failed recording is reported, the run goes on
@@ -407,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         help="NAME or NAME:TRIALS (repeatable; default: every UP-Fall model in the models dir)",
     )
-    ap.add_argument("--views", default=",".join(VIEWS), help="clip,stream")
+    ap.add_argument("--views", default=",".join(VIEWS), help="clip,replay,stream")
     ap.add_argument("--sets", default=",".join(SETS), help="falls,daily,clips")
     ap.add_argument(
         "--joined",

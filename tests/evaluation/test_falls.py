@@ -30,12 +30,16 @@ def test_benchmark_command_small(
     runs = result["results"][model]
     assert [(r["recording"], r["view"]) for r in runs] == [
         ("Activity1/Trial2Cam1", "clip"),
+        ("Activity1/Trial2Cam1", "replay"),
         ("Activity1/Trial2Cam1", "stream"),
     ]
     clip = summary["views"]["clip"]
     # the clip view does not depend on the machine's load: the fall is found
     assert clip["falls_found"] == "1/1" and clip["fall_recall"] == 1.0 and clip["errors"] == []
     assert clip["frames_processed_share"] == 1.0
+    replay = summary["views"]["replay"]  # every frame, on the recording's clock: the fall is found too
+    assert replay["falls_found"] == "1/1" and replay["errors"] == []
+    assert replay["frames_processed_share"] == 1.0
     stream = summary["views"]["stream"]
     assert stream["errors"] == [] and 0 < stream["frames_processed_share"] <= 1.0
     assert stream["ordinary_hours"] == 0 and stream["false_alarms_per_hour"] is None  # no daily set
