@@ -25,7 +25,9 @@ class ModelConfig(_Strict):
 
 
 class DatasetConfig(_Strict):
-    name: Literal["utd_mhad", "upfall"]
+    name: Literal["utd_mhad", "upfall", "folder"]
+    # folder: your own clips, the samples.csv `python -m training` writes (training/folder.py).
+    samples: str = ""
     # UTD-MHAD cross-subject protocol.
     train_subjects: list[int] = Field(default_factory=lambda: [1, 3, 5, 7])
     test_subjects: list[int] = Field(default_factory=lambda: [2, 4, 6, 8])
