@@ -146,7 +146,9 @@ def extract_samples(
         futures: list[Future[str]] = []
         if pool is not None:
             futures = [pool.submit(_extract, video, npz, span, options, False) for video, npz, span in todo]
-        bar = tqdm(todo, unit="video", desc="extracting skeletons", disable=not progress, file=sys.stderr)
+        bar = tqdm(
+            todo, unit="video", desc="extracting skeletons", disable=not progress or not todo, file=sys.stderr
+        )
         for i, (video, npz, span) in enumerate(bar):
             try:
                 line = futures[i].result() if futures else _extract(video, npz, span, options, progress)
