@@ -49,7 +49,7 @@ class Sample:
             if self.start == 0 and self.end is None
             else f"@{self.start:g}-{'' if self.end is None else f'{self.end:g}'}"
         )
-        return f"{self.video.name}{span}"
+        return f"{self.video.parent.name}/{self.video.name}{span}"  # the folder: labels often name it
 
 
 def read_folder(root: Path) -> list[Sample]:

@@ -95,7 +95,9 @@ def test_run_writes_metrics_plots_and_a_model_folder(trained: tuple[Path, str]) 
     assert m["num_clips"] == 3 and m["clip_top1"] is not None and m["num_windows"] >= 3 * 6
     assert set(m["clip_report"]) == set(LABELS) == set(m["window_report"])
     assert all(r["support"] == 1 for r in m["clip_report"].values())
-    assert {c["clip"] for c in m["clips"]} == {"Trial2Cam1.mp4@0-4", "Trial2Cam1.mp4@10-14"}
+    assert {c["clip"] for c in m["clips"]} == {
+        f"Activity{a}/Trial2Cam1.mp4@{span}" for a, span in ((6, "0-4"), (10, "0-4"), (11, "10-14"))
+    }
     split = {(r["clip"].split("/")[-2], r["split"]) for r in csv.DictReader((run / "samples.csv").open())}
     assert split == {(f"Activity{a}", s) for a in (6, 10, 11) for s in ("train", "test")}
     manifest = load_manifest(root / "zoo" / name)  # verifies the ONNX file's sha256
