@@ -269,39 +269,3 @@ def test_stitch_joins_a_reentry_but_not_two_people() -> None:
     assert members == {1: (1, 2), 3: (3,), 4: (4,)}
     seen = np.isfinite(merged[1].image[:, 0, 0])
     assert seen[:20].all() and not seen[20:35].any() and seen[35:].all()
-
-
-def _live_counts(clip_tracks: list[SkeletonSequence]) -> np.ndarray:
-    seen = np.stack([np.isfinite(s.image[:, :, 0]).all(axis=1) for s in clip_tracks])
-    return seen.sum(axis=0)
-
-
-def test_felix_three_people_stable_tracks() -> None:
-    """Three small people side by side (384x288): needs tiling; the online tracker keeps 3 ids."""
-    clip = extract_video(
-        require_data("clips", "felix_exercise.avi"),
-        max_people=4,
-        stride=6,  # 1.7 analysed frames/s keeps the test short; ids must survive the big steps
-        max_frames=40,
-        estimator_options={"tiles": True},
-        stitch=False,
-    )
-    counts = _live_counts(clip.tracks)
-    assert np.mean(counts == 3) >= 0.8, np.bincount(counts)
-    assert len(clip.tracks) <= 4  # ids do not churn
-    long_tracks = [s for s in clip.tracks if np.isfinite(s.image[:, 0, 0]).mean() > 0.8]
-    assert len(long_tracks) == 3
-
-
-def test_mmaction_two_people_stable_tracks() -> None:
-    """Two people interacting at arm's length (NTU clip, 1080p analysed at 640 px)."""
-    clip = extract_video(
-        require_data("clips", "mmaction2_demo_skeleton.mp4"),
-        max_people=4,
-        max_side=640,
-        stride=2,
-        stitch=False,
-    )
-    counts = _live_counts(clip.tracks)
-    assert np.mean(counts == 2) >= 0.8, np.bincount(counts)
-    assert len(clip.tracks) <= 3
