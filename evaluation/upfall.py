@@ -5,11 +5,14 @@
 ``--via http`` starts the real server (uvicorn on loopback, the app from ``create_app``) unless
 ``--url`` points at a running one, and POSTs every clip to /recognize. ``--via offline`` runs no
 server: ``training.extract.extract_video`` (pose + tracking + primary person, as the training
-cache was made), then the primary track's windows through ``skeleton.preprocess`` and ONNX
-Runtime, then ``skeleton.clip.decide``. ``both`` runs the two and compares clip by clip.
-``--via online`` is what a stream sees: every online track (no stitching, no primary choice, no
-blip filter), each track's windows, and whether any window of any track reaches the clip rule's
-fall threshold (a fall alarm). Clips run ``--jobs`` at a time (threads; each takes seconds of CPU).
+cache was made), then every track's windows through ``skeleton.preprocess`` and ONNX Runtime,
+then the decision ``/recognize`` makes (``OfflineEvaluator.decide``: confirmed falls of every
+person, ``skeleton.clip.decide_confirmed`` on the primary person). ``both`` runs the two and
+compares clip by clip. ``--via online`` is what a stream sees: every online track (no stitching,
+no primary choice, no blip filter), each track's windows, and whether any window of any track
+reaches the single-window rule's fall threshold (the fall alarm before confirmed falls; fall events
+through the real stream: ``python -m evaluation.falls``). Clips run ``--jobs`` at a time (threads;
+each takes seconds of CPU).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from service.core.config import Settings
-from skeleton.clip import ClipRule, decide, window_ends
+from skeleton.clip import ClipDecision, ClipRule, decide, decide_confirmed, window_ends
 from skeleton.manifest import ModelManifest, load_manifest
 from skeleton.paths import REPO_ROOT, data_root
 
@@ -166,10 +169,29 @@ class OfflineEvaluator:
         clip = load_clip(cached) if cached is not None and cached.is_file() else self.extract(case)
         if clip.primary is None:
             return None, None, None
-        seq = clip.tracks[clip.primary]
-        probs, ends = self.probs(clip.timestamps, seq.image, seq.world, seq.visibility, clip.height)
-        d = decide(probs, ends, ClipRule.from_manifest(self.manifest))
+        d = self.decide(clip)
         return self.manifest.labels[d.label], d.confidence, d.probs
+
+    def decide(self, clip: ClipSkeletons) -> ClipDecision:
+        """The clip decision /recognize makes: with a fall rule, the confirmed falls of every person
+        (``skeleton.falls.clip_events``) and ``skeleton.clip.decide_confirmed`` on the primary
+        person; without, ``skeleton.clip.decide`` on the primary person's windows."""
+        from skeleton.falls import FallRule, clip_events
+
+        assert clip.primary is not None
+        windows = {
+            tid: self.probs(clip.timestamps, seq.image, seq.world, seq.visibility, clip.height)
+            for tid, seq in zip(clip.track_ids, clip.tracks, strict=True)
+        }
+        primary = clip.track_ids[clip.primary]
+        probs, ends = windows[primary]
+        rule = FallRule.from_manifest(self.manifest)
+        if not rule.fall_classes:
+            return decide(probs, ends, ClipRule.from_manifest(self.manifest))
+        tracks = zip(clip.track_ids, clip.tracks, strict=True)
+        people = ((tid, seq, windows[tid][1], windows[tid][0]) for tid, seq in tracks)
+        events = clip_events(rule, people, self.manifest.input.window.seconds, clip.width, clip.height)
+        return decide_confirmed(probs, ends, ClipRule(rule.fall_classes), events, primary)
 
     def online(self, case: ClipCase) -> tuple[int, float]:
         """(online tracks, highest window fall probability over them): the stream's view of a clip."""

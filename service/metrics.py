@@ -93,6 +93,12 @@ class Metrics:
         self.events = Counter(
             "skelact_action_events_total", "action start events", ["model", "label"], registry=r
         )
+        self.fall_events = Counter(
+            "skelact_fall_events_total",
+            "confirmed falls and recoveries (kind: fall, recovered; source: clip, stream)",
+            ["model", "kind", "source"],
+            registry=r,
+        )
         # What this replica can take and is doing: readiness and the autoscaler read these
         # (docs/deployment.md, "Autoscaling"); ServiceState binds them to the live values.
         self.stream_capacity = Gauge(

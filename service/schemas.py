@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from itertools import pairwise
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+from skeleton.manifest import FallRuleSpec
 
 NUM_LANDMARKS = 33
 MAX_FRAME_SIDE = 1 << 16  # pixels: a sanity bound for client-declared frame sizes
@@ -30,6 +32,55 @@ class WindowInfo(BaseModel):
     fps: float
     stride: int
     seconds: float
+
+
+# ----------------------------------------------------------------------------- fall events
+
+
+def _overrides_model(name: str, extra: Literal["forbid", "ignore"]) -> type[BaseModel]:
+    """Every parameter of ``FallRuleSpec`` but the label group, optional, with its bounds and
+    description: the one definition of what a request or a stream may override."""
+    fields: dict[str, Any] = {
+        key: (Annotated[float, *f.metadata] | None, Field(default=None, description=f.description))
+        for key, f in FallRuleSpec.model_fields.items()
+        if key != "fall_group"
+    }
+    doc = "Changes to the model's fall rule for one request or stream (docs/api.md, 'Fall events')."
+    return create_model(name, __config__=ConfigDict(extra=extra), __doc__=doc, **fields)
+
+
+# query parameters of POST /recognize and WS /stream (other query parameters are the routes')
+FallRuleQuery = _overrides_model("FallRuleQuery", "ignore")
+# the ``fall_rule`` object of a stream's config message
+FallRuleOverrides = _overrides_model("FallRuleOverrides", "forbid")
+
+
+class PostureOut(BaseModel):
+    """Body posture over half a second (medians; null where it was not measurable): docs/falls.md."""
+
+    torso_angle: float | None = Field(description="degrees from upright: 0 upright, 90 lying across the view")
+    torso_length: float | None = Field(description="hip centre to shoulder centre, in frame heights")
+    shoulder_y: float | None = Field(description="shoulder height, frame heights from the top")
+    seen: float = Field(description="share of the core joints seen inside the frame")
+
+
+class FallEventOut(BaseModel):
+    """A confirmed fall (the fall pattern, then the person seen down for ``confirm_s``) or, later,
+    a recovery (seen up again for ``recover_s``); ``skeleton.falls``."""
+
+    type: Literal["fall", "recovered"]
+    track_id: int = Field(description="the track that showed the person down (fall) or up (recovered)")
+    time: float = Field(description="when the event was decided: end of the deciding window (s)")
+    fall_time: float = Field(description="the moment of the fall: fastest shoulder descent (s)")
+    confidence: float = Field(description="highest fall probability of the fall's windows")
+    label: str = Field(description="the fall class, most likely over the fall's windows")
+    fall_windows: list[float] = Field(description="end times of the windows that showed the fall pattern")
+    before: PostureOut = Field(description="posture before the fall (the standing baseline)")
+    after: PostureOut = Field(description="posture when the event was decided")
+    down_s: float = Field(description="fall: seconds seen down; recovered: seconds since the fall was raised")
+    handed_over_from: int | None = Field(
+        default=None, description="the track that showed the fall pattern, when the fall broke it"
+    )
 
 
 # ----------------------------------------------------------------------------- skeleton input
@@ -132,9 +183,13 @@ class ClipResult(BaseModel):
     label: str
     confidence: float
     top: list[LabelScore] = Field(description="clip scores: mean over the windows that decided")
-    fall: bool = Field(default=False, description="the fall rule fired (a run of fall-like windows)")
-    fall_time: float | None = Field(default=None, description="end time of the most fall-like window (s)")
-    fall_probability: float = Field(default=0.0, description="highest window probability of any fall class")
+    fall: bool = Field(default=False, description="a fall was confirmed in the clip (`falls` has it)")
+    fall_time: float | None = Field(
+        default=None, description="the moment of the confirmed fall (the primary person's if they fell), s"
+    )
+    fall_probability: float = Field(
+        default=0.0, description="highest window probability of any fall class (primary person)"
+    )
 
 
 class StageTimes(BaseModel):
@@ -174,6 +229,12 @@ class RecognizeResponse(BaseModel):
     stats: ProcessingStats
     overlay_url: str | None = Field(default=None, description="annotated video, when overlay=true")
     warnings: list[str] = Field(default_factory=list)
+    falls: list[FallEventOut] = Field(
+        default_factory=list, description="confirmed falls and recoveries of every person, in time order"
+    )
+    fall_rule: FallRuleSpec | None = Field(
+        default=None, description="the fall rule applied (with the request's overrides); null: no falls"
+    )
 
 
 # ----------------------------------------------------------------------------- GET /models, health
@@ -269,6 +330,7 @@ class FrameMessage(BaseModel):
     received: int
     processed: int
     dropped: int
+    falls: list[FallEventOut] = Field(default_factory=list, description="fall events decided at this frame")
 
 
 class HelloMessage(BaseModel):
@@ -277,6 +339,9 @@ class HelloMessage(BaseModel):
     labels: list[str]
     provider: str
     window: WindowInfo
+    fall_rule: FallRuleSpec | None = Field(
+        default=None, description="the stream's fall rule (with its overrides); null: no fall classes"
+    )
 
 
 class ErrorMessage(BaseModel):
@@ -294,6 +359,9 @@ class ConfigMessage(BaseModel):
     model: str | None = None
     unknown_threshold: float | None = Field(
         default=None, description="open-set threshold from now on (null: the model's manifest)"
+    )
+    fall_rule: FallRuleOverrides | None = Field(  # type: ignore[valid-type]
+        default=None, description="new fall-rule overrides for the stream ({}: the model's own rule)"
     )
 
 

@@ -3,6 +3,7 @@ boxes, scores and timings for clients, rounded as the API documents them."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,9 +15,11 @@ from service.registry import LoadedModel
 from service.schemas import (
     ClipResult,
     EventOut,
+    FallEventOut,
     FrameMessage,
     FrameTimings,
     LabelScore,
+    PostureOut,
     ProcessingStats,
     RecognizeResponse,
     Segment,
@@ -28,11 +31,14 @@ from service.schemas import (
 from service.smoothing import LabelEvent
 from service.tracks import TrackSet
 from skeleton.clip import ClipDecision
+from skeleton.falls import FallEvent, FallRule, Posture
+from skeleton.manifest import FallRuleSpec
 from skeleton.types import PersonPose
 
 __all__ = [
     "ClipStats",
     "box_corners",
+    "fall_events_out",
     "frame_message",
     "landmarks_with_visibility",
     "ms",
@@ -67,6 +73,43 @@ def events_out(events: Sequence[tuple[int, LabelEvent]]) -> list[EventOut]:
     return [EventOut(type=e.kind, track_id=tid, label=e.label, time=round(e.time, 4)) for tid, e in events]
 
 
+def _finite(x: float, digits: int) -> float | None:
+    return round(float(x), digits) if math.isfinite(x) else None
+
+
+def _posture(p: Posture) -> PostureOut:
+    return PostureOut(
+        torso_angle=_finite(p.torso_angle, 1),
+        torso_length=_finite(p.torso_length, 4),
+        shoulder_y=_finite(p.shoulder_y, 4),
+        seen=round(p.seen, 3),
+    )
+
+
+def fall_events_out(events: Sequence[FallEvent], labels: list[str]) -> list[FallEventOut]:
+    """``skeleton.falls`` events for the wire (``label``: the fall class's name)."""
+    return [
+        FallEventOut(
+            type=e.kind,
+            track_id=e.track_id,
+            time=round(e.time, 4),
+            fall_time=round(e.fall_time, 4),
+            confidence=round(e.confidence, 4),
+            label=labels[e.label] if 0 <= e.label < len(labels) else "",
+            fall_windows=[round(t, 4) for t in e.fall_windows],
+            before=_posture(e.before),
+            after=_posture(e.after),
+            down_s=round(e.down_s, 4),
+            handed_over_from=e.handed_over_from,
+        )
+        for e in events
+    ]
+
+
+def rule_spec(rule: FallRule | None) -> FallRuleSpec | None:
+    return None if rule is None else rule.spec
+
+
 # ----------------------------------------------------------------------------- WebSocket frames
 
 
@@ -77,6 +120,7 @@ def frame_message(
     events: Sequence[tuple[int, LabelEvent]],
     timings: FrameTimings,
     counters: tuple[int, int, int],
+    falls: Sequence[FallEvent] = (),
 ) -> FrameMessage:
     """The reply to one stream frame: every person seen with their track's smoothed state."""
     labels = tracks.model.labels
@@ -107,6 +151,7 @@ def frame_message(
         received=received,
         processed=processed,
         dropped=dropped,
+        falls=fall_events_out(falls, labels),
     )
 
 
@@ -137,6 +182,8 @@ def recognize_response(
     top_k: int,
     stride: int | None,
     warnings: list[str],
+    falls: Sequence[FallEvent] = (),
+    fall_rule: FallRule | None = None,
 ) -> RecognizeResponse:
     labels = model.labels
     clip: ClipResult | None = None
@@ -171,6 +218,8 @@ def recognize_response(
             stage_ms=StageTimes(**stats.stage_ms),
         ),
         warnings=warnings,
+        falls=fall_events_out(falls, labels),
+        fall_rule=rule_spec(fall_rule),
     )
 
 

@@ -1,11 +1,13 @@
 """Clip-level decision from a sequence of window class-probabilities (numpy only).
 
-The offline evaluation and the service's whole-clip endpoint both call ``decide`` so that the
-HTTP answer reproduces the reported numbers. Rule: if some run of at least ``min_fall_windows``
-consecutive windows has a summed fall-class probability >= ``fall_threshold``, the clip is a
-fall and its label is the fall class with the highest mean probability over those windows
-(a fall is short, so averaging over the whole untrimmed clip would drown it); otherwise the
-label is the argmax of the mean window probabilities over the non-fall classes.
+The offline evaluation and the service's whole-clip endpoint both call the same function so that
+the HTTP answer reproduces the reported numbers. With fall classes the service decides with
+``decide_confirmed``: a clip is a fall when a fall was *confirmed* (``skeleton.falls``: the fall
+pattern, then the person seen down), and its label is that fall's class; otherwise the label is the
+argmax of the mean window probabilities over the non-fall classes. ``decide`` is the rule before
+(a run of ``min_fall_windows`` windows whose summed fall-class probability is >= ``fall_threshold``
+is a fall, labelled by the fall class with the highest mean over those windows), kept for models
+without a fall rule and for comparison.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    from skeleton.falls import FallEvent
     from skeleton.manifest import ModelManifest
 
 
@@ -104,6 +107,40 @@ def decide(window_probs: np.ndarray, window_ends: np.ndarray, rule: ClipRule | N
     masked[list(rule.fall_classes)] = -np.inf
     k = int(masked.argmax())
     return ClipDecision(k, float(mean[k]), mean, False, None, float(fall[peak]))
+
+
+def decide_confirmed(
+    window_probs: np.ndarray,
+    window_ends: np.ndarray,
+    rule: ClipRule,
+    events: Sequence[FallEvent],
+    track_id: int | None,
+) -> ClipDecision:
+    """The clip label of the person ``track_id`` (the primary) when falls are confirmed by
+    ``skeleton.falls`` (``events``: the clip's, every person's, in time order).
+
+    ``fall`` and ``fall_time``: the clip's first confirmed fall, anyone's. The label: the class of
+    this person's own fall (``skeleton.falls.falls_of``: raised on their track or taken over from
+    it), scored by its fall windows; without one, the best non-fall class of the mean window
+    probabilities. ``rule``: only its fall classes count here (its threshold is ``decide``'s).
+    """
+    from skeleton.falls import falls_of
+
+    p, t = _check(window_probs, window_ends)
+    first = next((e for e in events if e.kind == "fall"), None)
+    own = falls_of(events, track_id)
+    mean = p.mean(axis=0)
+    peak = float(fall_probability(p, rule).max())
+    fall_time = None if first is None else float(first.fall_time)
+    if own:
+        sel = np.isin(np.round(t, 6), np.round(np.asarray(own[0].fall_windows, np.float64), 6))
+        probs = p[sel].mean(axis=0) if sel.any() else mean
+        k = int(own[0].label)
+        return ClipDecision(k, float(probs[k]), probs, True, fall_time, peak)
+    masked = mean.copy()
+    masked[list(rule.fall_classes)] = -np.inf
+    k = int(masked.argmax())
+    return ClipDecision(k, float(mean[k]), mean, first is not None, fall_time, peak)
 
 
 def window_ends(first_seen: float, last_seen: float, window_seconds: float, hop_s: float) -> np.ndarray:

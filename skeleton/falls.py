@@ -29,7 +29,7 @@ a clip feeds them all in the same order (``detect_falls``): the same calls give 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
@@ -39,6 +39,7 @@ from skeleton.manifest import FallRuleSpec
 
 if TYPE_CHECKING:
     from skeleton.manifest import ModelManifest
+    from skeleton.types import SkeletonSequence
 
 NAN = float("nan")
 SHOULDERS = (11, 12)
@@ -338,19 +339,24 @@ class FallMonitor:
         track.fall = _Fall(self._groups, base, w.end)
 
     def _adopt(self, track_id: int, track: _Track, w: FallWindow) -> None:
-        """A new track first seen down near a fall in progress watches that fall too (a fall that
-        broke its track, or a second detection of the fallen person): whichever track shows the
-        person down long enough raises the fall, once."""
+        """A new track first seen down near another track's fall watches that fall too: whichever
+        track shows the person down long enough raises the fall, once, and the recovery is
+        reported by whichever sees them up. Near a fall in progress, within ``handover_s`` of the
+        fall (a fall that broke its track, or a second detection of the fallen person); near a
+        fallen person whose track ended less than ``handover_s`` before it started (a fallen
+        person lost and found again, still down by their own standing baseline: someone upright
+        beside them never takes their fall over)."""
         r, c = self.rule, self.rule.spec
-        if not r.is_down(w.before, None):
-            return
         best: tuple[float, int] | None = None
         for tid, other in self._tracks.items():
             fall = other.fall
             if tid == track_id or fall is None or fall.handed_over_from == track_id:
                 continue
             t_fall = _fall_time(fall)
-            if not t_fall - c.posture_s <= w.start <= t_fall + c.handover_s:
+            falling = r.is_down(w.before, None) and t_fall - c.posture_s <= w.start <= t_fall + c.handover_s
+            lost = (fall.confirmed_at is not None and other.ended and w.start - other.last_end <= c.handover_s
+                    and r.is_down(w.before, fall.baseline))
+            if not (falling or lost):
                 continue
             d = w.before.distance_to(fall.last_seen) / fall.baseline.torso_length
             if d <= c.handover_distance and (best is None or d < best[0]):
@@ -428,6 +434,32 @@ def _fall_time(fall: _Fall) -> float:
         w = fall.windows[0]
         return (w.start + w.end) / 2
     return fall.first_end
+
+
+def clip_events(
+    rule: FallRule,
+    people: Iterable[tuple[int, SkeletonSequence, np.ndarray, np.ndarray]],
+    window_seconds: float,
+    width: float,
+    height: float,
+) -> list[FallEvent]:
+    """The events of a whole clip from its people: ``(track id, landmarks over the clip, window
+    ends (W,), window probabilities (W, K))`` each, postures from the landmarks (``width`` x
+    ``height`` frames), every person's windows through one monitor (``detect_falls``)."""
+    tracks = {}
+    for tid, seq, ends, probs in people:
+        if len(ends):
+            postures = frame_postures(seq.timestamps, seq.image, seq.visibility, width, height)
+            tracks[tid] = track_windows(postures, ends, probs, window_seconds, rule.spec.posture_s)
+    return detect_falls(tracks, rule)
+
+
+def falls_of(events: Sequence[FallEvent], track_id: int | None) -> list[FallEvent]:
+    """The ``fall`` events of the person ``track_id``: raised on their track, or on a track that
+    took their fall over (``handed_over_from``)."""
+    if track_id is None:
+        return []
+    return [e for e in events if e.kind == "fall" and track_id in (e.track_id, e.handed_over_from)]
 
 
 def detect_falls(tracks: Mapping[int, Sequence[FallWindow]], rule: FallRule) -> list[FallEvent]:

@@ -13,6 +13,8 @@ import numpy as np
 
 from skeleton import corrupt as damage
 from skeleton.layouts import JointLayout
+from skeleton.manifest import InputSpec
+from skeleton.preprocess import prepare_window
 from training.config import AugmentConfig, CorruptConfig
 
 
@@ -86,3 +88,18 @@ def corrupt(joints: np.ndarray, cfg: CorruptConfig, rng: np.random.Generator,
     if cfg.noise > 0 and rng.random() < cfg.p:
         out = damage.add_noise(out, rng.uniform(0, cfg.noise), rng, layout)
     return out
+
+
+def augmented_window(timestamps: np.ndarray, joints: np.ndarray, end: float, spec: InputSpec,
+                     aug: AugmentConfig, rng: np.random.Generator, layout: JointLayout) -> np.ndarray:
+    """One sliding-window training input: speed change and end jitter on the clock, geometry and
+    damage on the raw joints, then the shared ``prepare_window`` and joint noise."""
+    t = timestamps
+    if aug.speed:
+        # Play the clip faster/slower around the window's end (what happens at the end stays inside).
+        f = rng.uniform(1 - aug.speed, 1 + aug.speed)
+        t = end + (t - end) / f
+    if aug.shift_s:
+        end = end + rng.uniform(-aug.shift_s, aug.shift_s)
+    joints = corrupt(geometric(joints, aug, rng, layout), aug.corrupt, rng, layout)
+    return add_noise(prepare_window(t, joints, spec, end), aug.noise, rng)

@@ -25,7 +25,9 @@ class ModelConfig(_Strict):
 
 
 class DatasetConfig(_Strict):
-    name: Literal["utd_mhad", "upfall"]
+    name: Literal["utd_mhad", "upfall", "folder"]
+    # folder: your own clips, the samples.csv `python -m training` writes (training/folder.py).
+    samples: str = ""
     # UTD-MHAD cross-subject protocol.
     # Only these actions (1-based; empty = all), e.g. a few-shot split's base classes. UTD-MHAD drops
     # the others (labels renumbered); UP-Fall keeps its 11 labels and only trains on these (the

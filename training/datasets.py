@@ -96,6 +96,10 @@ class UtdMhadDataset(ActionDataset):
 def build_dataset(cfg: TrainConfig, data_root: Path, repo_root: Path) -> ActionDataset:
     if cfg.dataset.name == "utd_mhad":
         return UtdMhadDataset(cfg, data_root)
+    if cfg.dataset.name == "folder":
+        from training.folder import FolderDataset
+
+        return FolderDataset(cfg, Path(cfg.dataset.samples))
     from training.upfall import UpFallDataset
 
     return UpFallDataset(cfg, repo_root / cfg.dataset.cache_dir)
@@ -111,6 +115,10 @@ def real_windows(cfg: TrainConfig, data_root: Path, repo_root: Path, count: int 
             raise missing_data("UTD-MHAD skeleton files (utd_mhad/Skeleton/*.mat)", data_root)
         pick = np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int)
         return np.stack([prepare_clip(read_skeleton(files[i]), cfg.input) for i in pick])
+    if cfg.dataset.name == "folder":
+        from training.folder import sample_windows as folder_windows
+
+        return folder_windows(cfg, count)
     from training.upfall import sample_windows
 
     return sample_windows(cfg, repo_root / cfg.dataset.cache_dir, count)

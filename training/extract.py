@@ -54,6 +54,8 @@ def extract_video(
     stitch: bool = True,
     max_frames: int | None = None,
     lanes: int = 1,
+    since_s: float = 0.0,
+    until_s: float | None = None,
 ) -> ClipSkeletons:
     """Decode, estimate poses, track, and pick the primary person of one video.
 
@@ -62,7 +64,8 @@ def extract_video(
     ``stride`` > 1 analyses every stride-th frame only, ``max_frames`` stops after that many
     analysed frames (quick looks, tests). ``lanes`` > 1 alternates that many estimators (analysed
     frame i on estimator i mod lanes), as ``/recognize`` with ``SKELACT_CLIP_POSE_LANES`` and a
-    stream's pose lanes do; training uses one.
+    stream's pose lanes do; training uses one. Only frames timed in [``since_s``, ``until_s``] are
+    analysed (the labelled part of a long recording; the rest is decoded, not posed).
     """
     if stride < 1 or lanes < 1:
         raise ValueError("stride and lanes must be >= 1")
@@ -79,8 +82,10 @@ def extract_video(
             reader, total=reader.info.frame_count or None, unit="f", leave=False, disable=not progress
         )
         for frame in frames:
-            if frame.index % stride:
+            if frame.index % stride or frame.timestamp_s < since_s:
                 continue
+            if until_s is not None and frame.timestamp_s > until_s:
+                break
             if max_frames is not None and len(history) >= max_frames:
                 break
             width, height = frame.width, frame.height

@@ -73,22 +73,29 @@ class Recording:
         return self.fall_time is not None
 
 
-def sequence_windows(seq: SkeletonSequence, width: float, height: float, spec: InputSpec,
-                     classify: Classifier, posture_s: float) -> list[FallWindow]:
+def track_inputs(seq: SkeletonSequence, height: float, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
     """A track's windows as a stream cuts them (``skeleton.clip.window_ends`` over its sightings,
-    frames up to its last one), classified, with their postures. Empty for a detector blip."""
+    frames up to its last one): their ends (W,) and model inputs (W, C, T, V); none for a blip."""
     seen = np.isfinite(seq.image[:, :, :2]).all(axis=(1, 2))
     if seen.sum() < MIN_TRACK_FRAMES:
-        return []
+        return np.zeros(0), np.zeros((0, spec.channels, spec.window.length, 0), np.float32)
     idx = np.nonzero(seen)[0]
     first, last = int(idx[0]), int(idx[-1]) + 1
     ts = seq.timestamps[first:last]
     joints = sequence_to_layout(seq, spec, float(height))[first:last]
     w = spec.window
     ends = window_ends(float(ts[0]), float(ts[-1]), w.seconds, w.stride / w.fps)
-    probs = classify(np.stack([prepare_window(ts, joints, spec, float(e)) for e in ends]))
+    return ends, np.stack([prepare_window(ts, joints, spec, float(e)) for e in ends])
+
+
+def sequence_windows(seq: SkeletonSequence, width: float, height: float, spec: InputSpec,
+                     classify: Classifier, posture_s: float) -> list[FallWindow]:
+    """``track_inputs`` classified, with their postures. Empty for a detector blip."""
+    ends, inputs = track_inputs(seq, height, spec)
+    if not len(ends):
+        return []
     postures = frame_postures(seq.timestamps, seq.image, seq.visibility, width, height)
-    return track_windows(postures, ends, probs, w.seconds, posture_s)
+    return track_windows(postures, ends, classify(inputs), spec.window.seconds, posture_s)
 
 
 def clip_recording(name: str, clip: ClipSkeletons, spec: InputSpec, classify: Classifier,

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -81,9 +82,10 @@ def concatenate_primary(clips: Sequence[ClipSkeletons], parts: Sequence[JoinedPa
                             np.concatenate(vis))
 
 
-def join_videos(paths: Sequence[Path], out: Path) -> list[JoinedPart]:
+def join_videos(paths: Sequence[Path], out: Path, reverse: Collection[int] = ()) -> list[JoinedPart]:
     """Write ``paths`` one after the other into ``out`` (OpenCV, mp4v) at the first video's frame
-    rate and size (others are resized); returns where each one plays."""
+    rate and size (others are resized); the videos whose index is in ``reverse`` play backwards
+    (a fall played backwards is a person getting up from the floor). Returns where each one plays."""
     import cv2
 
     if not paths:
@@ -93,7 +95,7 @@ def join_videos(paths: Sequence[Path], out: Path) -> list[JoinedPart]:
     writer = None
     parts, offset = [], 0.0
     try:
-        for path in paths:
+        for i, path in enumerate(paths):
             cap = cv2.VideoCapture(str(path))
             if not cap.isOpened():
                 raise FileNotFoundError(f"cannot read {path}")
@@ -101,23 +103,30 @@ def join_videos(paths: Sequence[Path], out: Path) -> list[JoinedPart]:
                 fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
                 size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
                 writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
-            frames = 0
-            while True:
-                ok, frame = cap.read()
-                if not ok:
-                    break
-                if (frame.shape[1], frame.shape[0]) != size:
-                    frame = cv2.resize(frame, size)
-                writer.write(frame)
-                frames += 1
+            frames = _frames(cap, size)
             cap.release()
-            parts.append(JoinedPart(f"{path.parent.name}/{path.stem}", offset, frames / fps))
-            offset += frames / fps
+            for frame in reversed(frames) if i in reverse else frames:
+                writer.write(frame)
+            name = f"{path.parent.name}/{path.stem}" + (" (reversed)" if i in reverse else "")
+            parts.append(JoinedPart(name, offset, len(frames) / fps))
+            offset += len(frames) / fps
     finally:
         if writer is not None:
             writer.release()
     tmp.replace(out)
     return parts
+
+
+def _frames(cap: Any, size: tuple[int, int]) -> list[np.ndarray]:
+    """Every frame of an opened capture, resized to ``size``."""
+    import cv2
+
+    frames: list[np.ndarray] = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            return frames
+        frames.append(frame if (frame.shape[1], frame.shape[0]) == size else cv2.resize(frame, size))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,21 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Seque
     }
 
 
+def per_class_report(cm: Sequence[Sequence[int]], labels: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Precision, recall, F1 and support of each class from a confusion matrix (rows: true)."""
+    m = np.asarray(cm, np.float64)
+    out = {}
+    for i, lab in enumerate(labels):
+        tp, predicted, support = m[i, i], m[:, i].sum(), m[i].sum()
+        p = tp / predicted if predicted else None
+        r = tp / support if support else None
+        f1 = None if p is None or r is None else (2 * p * r / (p + r) if p + r else 0.0)
+        out[lab] = {"precision": None if p is None else round(float(p), 4),
+                    "recall": None if r is None else round(float(r), 4),
+                    "f1": None if f1 is None else round(float(f1), 4), "support": int(support)}
+    return out
+
+
 def binary_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
     """Precision / recall / counts for a boolean detection (e.g. fall vs no fall)."""
     t = np.asarray(y_true, bool)

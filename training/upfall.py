@@ -28,7 +28,7 @@ from skeleton.layouts import get_layout
 from skeleton.paths import DATA_DIR_ENV, missing_data
 from skeleton.preprocess import mediapipe_to_canonical, prepare_window, sequence_to_layout
 from skeleton.types import SkeletonSequence
-from training.augment import add_noise, corrupt, geometric
+from training.augment import augmented_window
 from training.config import TrainConfig
 from training.datasets import ActionDataset
 from training.metrics import binary_metrics, classification_metrics
@@ -195,16 +195,8 @@ class UpFallDataset(ActionDataset):
         clip = self.train_clips[ci]
         if rng is None:
             return prepare_window(clip.timestamps, clip.joints, self.cfg.input, end)
-        aug = self.cfg.augment
-        t = clip.timestamps
-        if aug.speed:
-            # Play the clip faster/slower around the window's end (the label's fall moment stays inside).
-            f = rng.uniform(1 - aug.speed, 1 + aug.speed)
-            t = end + (t - end) / f
-        if aug.shift_s:
-            end = end + rng.uniform(-aug.shift_s, aug.shift_s)
-        joints = corrupt(geometric(clip.joints, aug, rng, self.layout), aug.corrupt, rng, self.layout)
-        return add_noise(prepare_window(t, joints, self.cfg.input, end), aug.noise, rng)
+        return augmented_window(clip.timestamps, clip.joints, end, self.cfg.input, self.cfg.augment, rng,
+                                self.layout)
 
     def predict_clips(self, probs: np.ndarray) -> list[dict[str, Any]]:
         """Clip decisions from the probabilities of ``all_test_inputs`` (skeleton.clip.decide)."""

@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Query
+from pydantic import BaseModel
 from starlette.requests import HTTPConnection
 
 from service.core.errors import not_ready
+from service.falls import rule_for
 from service.registry import LoadedModel
+from service.schemas import FallRuleQuery
 from service.state import ServiceState
 
 
@@ -56,3 +59,16 @@ TopK = Annotated[int | None, Query(ge=1, le=100, description="labels in each top
 Stride = Annotated[
     int | None, Query(ge=1, le=10_000, description="model frames between windows (default: the manifest's)")
 ]
+
+
+def get_fall_overrides(
+    model: ModelDep, query: Annotated[FallRuleQuery, Query()]  # type: ignore[valid-type]
+) -> dict[str, float]:
+    """The request's changes to the model's fall rule, checked against the model (a 422 names the
+    field) before any work starts."""
+    overrides: dict[str, float] = BaseModel.model_dump(query, exclude_none=True)
+    rule_for(model.manifest, overrides)
+    return overrides
+
+
+FallOverrides = Annotated[dict[str, float], Depends(get_fall_overrides)]

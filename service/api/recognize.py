@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from pydantic import ValidationError
 
-from service.api.deps import ModelDep, ReadyState, Stride, TopK
+from service.api.deps import FallOverrides, ModelDep, ReadyState, Stride, TopK
 from service.api.hangup import ClientDisconnected, unless_disconnected
 from service.api.jobs import Mode, accepted, wants_async
 from service.api.outcomes import CLIENT_CLOSED, CountedRoute
@@ -89,6 +89,7 @@ async def _recognize_upload(
     stride: int | None,
     overlay: bool,
     run_async: bool,
+    falls: dict[str, float],
 ) -> RecognizeResponse | Response:
     form = await request.form(max_files=1, max_fields=16)
     try:
@@ -105,7 +106,8 @@ async def _recognize_upload(
         overlay_url = str(request.url_for("result", result_id=rid).path)
 
     async def work(progress: Progress | None) -> RecognizeResponse:
-        response = await ClipJob(state, model, top_k, stride, progress).video(path, filename, overlay_path)
+        job = ClipJob(state, model, top_k, stride, progress, falls)
+        response = await job.video(path, filename, overlay_path)
         response.overlay_url = overlay_url
         return response
 
@@ -133,6 +135,7 @@ async def recognize(
     request: Request,
     state: ReadyState,
     model: ModelDep,
+    falls: FallOverrides,
     top_k: TopK = None,
     stride: Stride = None,
     overlay: Annotated[bool, Query(description="also render an annotated video (overlay_url)")] = False,
@@ -152,11 +155,13 @@ async def recognize(
             seq = await _read_json(request)
             check_skeleton_sequence(seq, model.window_info(stride), state.settings)
             if run_async:
-                job = state.jobs.submit(lambda p: ClipJob(state, model, top_k, stride, p).skeletons(seq))
+                job = state.jobs.submit(
+                    lambda p: ClipJob(state, model, top_k, stride, p, falls).skeletons(seq)
+                )
                 return accepted(request, job)
-            return await ClipJob(state, model, top_k, stride).skeletons(seq)
+            return await ClipJob(state, model, top_k, stride, None, falls).skeletons(seq)
         if ctype.startswith("multipart/form-data"):
-            return await _recognize_upload(request, state, model, top_k, stride, overlay, run_async)
+            return await _recognize_upload(request, state, model, top_k, stride, overlay, run_async, falls)
         raise ServiceError(
             415,
             "unsupported_media_type",

@@ -23,7 +23,15 @@ from service.api.deps import StateDep
 from service.core.errors import CloseCode, ServiceError, internal_message, report_internal, validation_message
 from service.core.limits import StreamGuard
 from service.enrol import from_stream
-from service.schemas import ConfigMessage, ErrorMessage, FrameMessage, HelloMessage, SkeletonFrameMessage
+from service.falls import rule_for
+from service.schemas import (
+    ConfigMessage,
+    ErrorMessage,
+    FallRuleQuery,
+    FrameMessage,
+    HelloMessage,
+    SkeletonFrameMessage,
+)
 from service.state import ServiceState
 from service.streams.clock import CaptureTimes
 from service.streams.inbox import Arrival, Inbox
@@ -177,6 +185,10 @@ async def stream(
     if refused is None:
         try:
             loaded = state.model(model, unknown_threshold)
+            falls = FallRuleQuery.model_validate(dict(websocket.query_params)).model_dump(exclude_none=True)
+            rule_for(loaded.manifest, falls)  # checked here: a bad override refuses the stream
+        except ValidationError as exc:
+            refused = "invalid_request", validation_message(exc.errors()), CloseCode.POLICY_VIOLATION
         except ServiceError as exc:
             refused = exc.code, exc.ws_message(), CloseCode.POLICY_VIOLATION
     if refused is not None:
@@ -184,7 +196,7 @@ async def stream(
         await conn.error(code, message)
         await websocket.close(close_code)
         return
-    session = StreamSession(loaded, state.settings, state.pose, state.metrics, stride, top_k)
+    session = StreamSession(loaded, state.settings, state.pose, state.metrics, stride, top_k, falls)
     enrol = functools.partial(from_stream, state)
     scheduler = FrameScheduler(
         session, conn.inbox, state.pose, state.model, conn.send, unknown_threshold, enrol

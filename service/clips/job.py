@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ from service.batching import BatchResult
 from service.buffer import TrackWindow
 from service.clips.result import clip_people, decide_clip, too_short
 from service.clips.source import ClipFrame, ImageFrame, VideoSource, check_video, prefetch, undecodable
+from service.falls import count_events, rule_for
 from service.frames import FrameTracking, PosedFrame, TrackedPerson
 from service.jobs import Progress
 from service.overlay import render_overlay
@@ -37,6 +38,7 @@ from service.smoothing import smoothing_config
 from service.state import ServiceState
 from service.tracks import TrackSet, stack_windows
 from service.wire import ClipStats, recognize_response
+from skeleton.falls import clip_events
 from skeleton.types import PersonPose
 
 __all__ = ["ClipJob", "ClipOutcome", "StageClock"]
@@ -86,11 +88,14 @@ class ClipJob:
         top_k: int | None = None,
         stride: int | None = None,
         progress: Progress | None = None,
+        fall_overrides: Mapping[str, float] | None = None,
     ) -> None:
         self.state = state
         self.model = model
         self.top_k = top_k or state.settings.top_k
         self.stride = stride or state.settings.stride
+        # validated here, before any work: a bad override is a 422 (service.falls.rule_for)
+        self.fall_rule = rule_for(model.manifest, fall_overrides)
         self.progress = progress  # told (frames done, frames in the clip) as frames leave tracking
         self._frames_total: int | None = None
 
@@ -153,8 +158,11 @@ class ClipJob:
 
     async def skeletons(self, seq: SkeletonSequenceIn) -> RecognizeResponse:
         outcome = await self.skeletons_pass(seq)
+        warnings = []
+        if self.fall_rule is not None and all(p.image is None for f in seq.frames for p in f.people):
+            warnings.append("no 'image' landmarks: falls cannot be confirmed without them (docs/api.md)")
         t0 = time.perf_counter()
-        response = await self._respond(outcome, "skeleton", None, [])
+        response = await self._respond(outcome, "skeleton", None, warnings)
         return self._done(response, outcome, t0)
 
     async def skeletons_pass(self, seq: SkeletonSequenceIn) -> ClipOutcome:
@@ -174,10 +182,19 @@ class ClipJob:
         self, outcome: ClipOutcome, source: str, video: VideoInfo | None, warnings: list[str]
     ) -> RecognizeResponse:
         people, primary = await clip_people(self.model, outcome, self.state.settings, self.stride)
+        falls = []
+        if self.fall_rule is not None:
+            window_s = self.model.manifest.input.window.seconds
+            falls = clip_events(
+                self.fall_rule,
+                ((p.track_id, p.sequence, p.window_ends, p.window_probs) for p in people),
+                window_s,
+                outcome.width,
+                outcome.height,
+            )
+            count_events(self.state.metrics, self.model.name, "clip", falls)
         chosen = next((p for p in people if p.track_id == primary and len(p.window_probs)), None)
-        decision = (
-            None if chosen is None else decide_clip(self.model, chosen.window_probs, chosen.window_ends)
-        )
+        decision = None if chosen is None else decide_clip(self.model, chosen, self.fall_rule, falls)
         if not people:
             warnings.append("nobody was detected: check that people are fully visible and well lit")
         stats = ClipStats(
@@ -190,7 +207,18 @@ class ClipJob:
             outcome.clock.as_ms(),
         )
         return recognize_response(
-            self.model, people, primary, decision, source, video, stats, self.top_k, self.stride, warnings
+            self.model,
+            people,
+            primary,
+            decision,
+            source,
+            video,
+            stats,
+            self.top_k,
+            self.stride,
+            warnings,
+            falls,
+            self.fall_rule,
         )
 
     def _done(self, response: RecognizeResponse, outcome: ClipOutcome, t0: float) -> RecognizeResponse:

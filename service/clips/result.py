@@ -2,12 +2,15 @@
 
 Tracks seen in fewer than ``MIN_TRACK_FRAMES`` frames are dropped, fragments of one person are
 stitched (`perception.tracking.clip_tracks.stitch_tracks`), the primary person is
-`select_primary_track`'s choice, and the clip label is `skeleton.clip.decide` on the primary
-person's windows with the manifest's clip rule: the offline evaluation's code path.
+`select_primary_track`'s choice, and the clip label is decided on the primary person's windows
+(`decide_clip`): with a fall rule by the confirmed falls of every person (`service.falls.clip_falls`,
+`skeleton.clip.decide_confirmed`), else by `skeleton.clip.decide` with the manifest's clip rule:
+the offline evaluation's code path.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,7 +21,8 @@ from service.core.config import Settings
 from service.core.errors import ServiceError
 from service.registry import LoadedModel
 from service.smoothing import TimelineSegment, smoothing_config, timeline
-from skeleton.clip import ClipDecision, ClipRule, decide, window_ends
+from skeleton.clip import ClipDecision, ClipRule, decide, decide_confirmed, window_ends
+from skeleton.falls import FallEvent, FallRule
 from skeleton.manifest import WindowSpec
 from skeleton.preprocess import prepare_window, sequence_to_layout
 from skeleton.types import SkeletonSequence
@@ -68,11 +72,21 @@ class PersonResult:
     window_ends: np.ndarray  # (W,)
     window_probs: np.ndarray  # (W, K)
     segments: list[TimelineSegment]
+    sequence: SkeletonSequence  # the person's landmarks over the clip (fall postures)
 
 
-def decide_clip(model: LoadedModel, window_probs: np.ndarray, ends: np.ndarray) -> ClipDecision:
-    """The offline evaluation's clip decision (``skeleton.clip.decide``) on one person's windows."""
-    return decide(window_probs, ends, ClipRule.from_manifest(model.manifest))
+def decide_clip(
+    model: LoadedModel,
+    person: PersonResult,
+    fall_rule: FallRule | None = None,
+    falls: Sequence[FallEvent] = (),
+) -> ClipDecision:
+    """The offline evaluation's clip decision on one person's windows: with a fall rule, by the
+    clip's confirmed ``falls`` (``skeleton.clip.decide_confirmed``), else ``skeleton.clip.decide``."""
+    p, t = person.window_probs, person.window_ends
+    if fall_rule is None:
+        return decide(p, t, ClipRule.from_manifest(model.manifest))
+    return decide_confirmed(p, t, ClipRule(fall_rule.fall_classes), falls, person.track_id)
 
 
 def clip_sequences(
@@ -127,7 +141,7 @@ async def clip_people(
             segments = timeline(model.labels, smoothing, ends, probs, window.seconds, float(t_seen[-1]))
         out.append(
             PersonResult(
-                tid, parts, float(t_seen[0]), float(t_seen[-1]), int(seen.sum()), ends, probs, segments
+                tid, parts, float(t_seen[0]), float(t_seen[-1]), int(seen.sum()), ends, probs, segments, seq
             )
         )
     return out, primary

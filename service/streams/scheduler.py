@@ -180,7 +180,7 @@ class FrameScheduler:
         try:
             await self.send(await self.enrol(self.session, msg))
             if self.session.model.name == SET_PREFIX + msg.action_set:
-                self.session.switch_model(self.models(self.session.model.name, self.unknown_threshold))
+                self.session.configure(self.models(self.session.model.name, self.unknown_threshold), None)
                 await self.send(self.session.hello())
         except ServiceError as exc:
             await self.error(exc.code, exc.ws_message())
@@ -197,18 +197,19 @@ class FrameScheduler:
         if isinstance(cfg, EnrolMessage):
             await self._enrol(cfg)
             return
+        model = self.session.model
+        overrides = None if cfg.fall_rule is None else cfg.fall_rule.model_dump(exclude_none=True)
+        new_threshold = "unknown_threshold" in cfg.model_fields_set
+        threshold = cfg.unknown_threshold if new_threshold else self.unknown_threshold
         # naming an action set again picks up its latest examples
-        changed = cfg.model is not None and (
-            cfg.model != self.session.model.name or cfg.model.startswith(SET_PREFIX)
-        )
-        if changed or "unknown_threshold" in cfg.model_fields_set:
-            new = "unknown_threshold" in cfg.model_fields_set
-            threshold = cfg.unknown_threshold if new else self.unknown_threshold
-            try:
-                model = self.models(cfg.model or self.session.model.name, threshold)
-            except ServiceError as exc:
-                await self.error(exc.code, exc.ws_message())
-                return
-            self.unknown_threshold = threshold
-            self.session.switch_model(model)
+        named = cfg.model is not None and (cfg.model != model.name or cfg.model.startswith(SET_PREFIX))
+        try:
+            if named or new_threshold:
+                model = self.models(cfg.model or model.name, threshold)
+            if model is not self.session.model or overrides is not None:
+                self.session.configure(model, overrides)
+        except ServiceError as exc:
+            await self.error(exc.code, exc.ws_message())
+            return
+        self.unknown_threshold = threshold
         await self.send(self.session.hello())

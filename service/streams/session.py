@@ -14,12 +14,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 
 from perception.pose.estimator import PoseEstimator
 from perception.video import decode_image
 from service.core.config import Settings
 from service.core.errors import ServiceError
+from service.falls import StreamFalls, count_events, rule_for
 from service.frames import FrameTracking, PosedFrame
 from service.metrics import Metrics
 from service.pose_pool import PosePool
@@ -70,7 +72,10 @@ class StreamSession:
         metrics: Metrics,
         stride: int | None = None,
         top: int | None = None,
+        fall_overrides: Mapping[str, float] | None = None,
     ) -> None:
+        self.fall_overrides = dict(fall_overrides or {})
+        self.falls = _stream_falls(model, self.fall_overrides)  # None: the model has no fall classes
         self.settings = settings
         self.pose_pool = pose
         self.metrics = metrics
@@ -107,11 +112,25 @@ class StreamSession:
     def hello(self) -> HelloMessage:
         m = self.model
         return HelloMessage(
-            model=m.name, labels=m.labels, provider=m.runtime.provider, window=m.window_info(self.stride)
+            model=m.name,
+            labels=m.labels,
+            provider=m.runtime.provider,
+            window=m.window_info(self.stride),
+            fall_rule=None if self.falls is None else self.falls.rule.spec,
         )
 
+    def configure(self, model: LoadedModel, fall_overrides: Mapping[str, float] | None) -> None:
+        """Another model and/or fall rule (``None``: keep the stream's overrides). Checked before
+        anything changes (a `ServiceError` leaves the stream as it was); the fall monitor restarts."""
+        overrides = self.fall_overrides if fall_overrides is None else dict(fall_overrides)
+        falls = _stream_falls(model, overrides)
+        if model is not self.model:
+            self.switch_model(model)
+        self.fall_overrides, self.falls = overrides, falls
+
     def switch_model(self, model: LoadedModel) -> list[tuple[int, LabelEvent]]:
-        """Use another model from now on; open labels end, buffers restart (new window geometry)."""
+        """Use another model from now on; open labels end, buffers restart (new window geometry).
+        Its fall monitor: `configure`."""
         now = self._last_stamp if self._client_clock else self._stream_time(time.perf_counter())
         events = [e for record in self.tracks.open.values() for e in record.end_label(now)]
         if self._producing:
@@ -210,10 +229,13 @@ class StreamSession:
         outcome = self.tracks.observe(tracked)
         events = [e for record in outcome.ended for e in record.end_label(tracked.timestamp)]
         classify_s = 0.0
+        probs = None
         if outcome.windows:
             res = await self.model.batcher.submit(stack_windows(list(outcome.windows)))
             classify_s = res.infer_ms / 1e3 + res.wait_ms / 1e3
-            events.extend(self.tracks.apply(outcome.windows, res.probs))
+            probs = res.probs
+            events.extend(self.tracks.apply(outcome.windows, probs))
+        falls = [] if self.falls is None else self.falls.update(tracked, outcome.windows, probs)
         self._update_gauges()
         now = time.perf_counter()
         timings = FrameTimings(
@@ -225,8 +247,9 @@ class StreamSession:
             latency=ms(now - arrival.received_at),
             queue=ms(posed.queue_s),
         )
-        msg = frame_message(tracked, self.tracks, self.top, events, timings, counters)
+        msg = frame_message(tracked, self.tracks, self.top, events, timings, counters, falls)
         self._observe(msg)
+        count_events(self.metrics, self.model.name, "stream", falls)
         return msg
 
     def _update_gauges(self) -> None:
@@ -242,6 +265,12 @@ class StreamSession:
         for ev in msg.events:
             if ev.type == "start":
                 m.events.labels(model=self.model.name, label=ev.label).inc()
+
+
+def _stream_falls(model: LoadedModel, overrides: Mapping[str, float]) -> StreamFalls | None:
+    """The stream's fall monitor for ``model`` (None without fall classes; a bad override raises)."""
+    rule = rule_for(model.manifest, overrides)
+    return None if rule is None else StreamFalls(rule, model.manifest.input.window.seconds)
 
 
 def _log_failed_build(built: asyncio.Future[PoseEstimator]) -> None:

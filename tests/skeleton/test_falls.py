@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skeleton.falls import FallMonitor, FallRule, FallWindow, detect_falls, frame_postures
+from skeleton.falls import FallMonitor, FallRule, FallWindow, Posture, detect_falls, frame_postures
 from skeleton.manifest import FallRuleSpec, ModelManifest, load_manifest
 from skeleton.paths import REPO_ROOT
 from tests.model_helpers import require_cache
@@ -181,3 +181,46 @@ def _shifted(w: FallWindow, dt: float) -> FallWindow:
 
     return shifted(w, dt)
 
+
+
+def test_a_fallen_person_found_again_on_a_new_track_recovers_there(model: Model) -> None:
+    """The faller's track ends while they lie (lost by the tracker); a new track picks them up, still
+    down, right after: it takes the fall over and reports the recovery when they get up (the
+    jumping actor's real windows). A person upright on the new track takes nothing over."""
+    fall = model.recording("Activity1/Trial2Cam1")
+    up = model.recording("Activity10/Trial2Cam1")
+    ws, up_ws = fall.tracks[fall.primary], up.tracks[up.primary]
+    first = detect_falls({7: ws}, model.rule)[0]
+    cut = next(i for i, w in enumerate(ws) if w.end > first.time + 0.5)  # lost 0.5 s after the alarm
+    lost_end = ws[cut - 1].end
+    found = [w for w in ws[cut:] if w.start > lost_end]  # the new track's own windows, still lying
+    assert found and found[0].start - lost_end <= model.rule.spec.handover_s
+    offset = ws[-1].end + 0.25 - up_ws[0].end
+    getting_up = [*found, *(_shifted(w, offset) for w in up_ws)]
+    monitor = FallMonitor(model.rule)
+    events = []
+    for w in ws[:cut]:
+        events += monitor.update(7, w)
+    monitor.end_track(7)
+    for w in getting_up:
+        events += monitor.update(8, w)
+    assert [(e.kind, e.track_id) for e in events] == [("fall", 7), ("recovered", 8)], events
+    assert events[1].fall_time == events[0].fall_time and events[1].handed_over_from == 7
+    # someone standing where the fallen person's track ended takes no fall over
+    monitor = FallMonitor(model.rule)
+    for w in ws[:cut]:
+        monitor.update(7, w)
+    monitor.end_track(7)
+    at = found[0].before  # ... even right where the fallen person lies
+    standing = [_moved(_shifted(w, lost_end + 0.25 - up_ws[0].start), at) for w in up_ws]
+    assert [e for w in standing for e in monitor.update(8, w)] == []
+
+
+def _moved(w: FallWindow, to: Posture) -> FallWindow:
+    """The window with its postures centred on ``to``'s centre."""
+    from dataclasses import replace
+
+    def move(p: Posture) -> Posture:
+        return replace(p, centre_x=to.centre_x, centre_y=to.centre_y)
+
+    return replace(w, before=move(w.before), after=move(w.after))
