@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,7 @@ def test_a_stream_on_the_set_gives_its_labels(
         hello = json.loads(ws.recv(timeout=120))
         assert hello["type"] == "hello" and hello["labels"] == ["jumping", "walking", "unknown"], hello
         for frame in jump2_skeletons["frames"]:
+            time.sleep(1 / 30)  # under SKELACT_MAX_STREAM_FPS (60 messages per second)
             ws.send(json.dumps({"type": "skeleton", "width": 640, "height": 480, **frame}))
             msg = json.loads(ws.recv(timeout=120))  # one reply per frame, sent one at a time
             assert msg["type"] == "frame", msg
@@ -180,8 +182,10 @@ def test_a_stream_on_the_set_gives_its_labels(
         labels = []
         for frame in jump2_skeletons["frames"]:
             shifted = {**frame, "timestamp": frame["timestamp"] + 10.0}
+            time.sleep(1 / 30)
             ws.send(json.dumps({"type": "skeleton", "width": 640, "height": 480, **shifted}))
             msg = json.loads(ws.recv(timeout=120))
+            assert msg["type"] == "frame", msg
             labels += [t["label"] for t in msg["tracks"] if t["label"] is not None]
         assert labels and set(labels) == {"unknown"}, labels
 
