@@ -8,7 +8,8 @@ A window scoring below the threshold gets the probabilities ``[0, …, 0, 1]`` o
 unchanged and says ``unknown`` by itself: the stream's smoother (EMA + hysteresis), the clip's
 timeline segments, and the clip label (``skeleton.clip.decide``: the mean over the primary
 person's windows, so a clip is ``unknown`` when its unknown windows outweigh every label: more than
-half of them unknown always does).
+half of them unknown always does). A window showing a fall (its fall classes' probability at the
+fall rule's threshold) is never made unknown: the fall rule sees every fall window it saw before.
 """
 
 from __future__ import annotations
@@ -65,15 +66,21 @@ def check_threshold(model: LoadedModel, value: float) -> float:
 class UnknownBatcher:
     """A model's batcher whose results gain the ``unknown`` column (see the module docstring)."""
 
-    def __init__(self, inner: WindowBatcher, threshold: float) -> None:
+    def __init__(
+        self, inner: WindowBatcher, threshold: float, falls: tuple[list[int], float] | None = None
+    ) -> None:
         self.inner = inner
         self.threshold = threshold
+        self.falls = falls  # (fall classes, fall threshold): windows showing the fall pattern stay
 
     async def submit(self, windows: np.ndarray) -> BatchResult:
         r = await self.inner.submit(windows)
         if r.scores is None:
             raise RuntimeError("this model's batcher gives no open-set scores")
         unknown = r.scores < self.threshold
+        if self.falls is not None and self.falls[0]:  # a fall is never hidden as unknown
+            classes, at = self.falls
+            unknown &= r.probs[:, classes].sum(axis=1) < at
         probs = np.concatenate([r.probs, np.zeros((len(r.probs), 1), r.probs.dtype)], axis=1)
         probs[unknown] = 0.0
         probs[unknown, -1] = 1.0
@@ -103,6 +110,9 @@ def with_unknown(model: LoadedModel, threshold: float | None) -> LoadedModel:
         t = math.inf  # no labels (an empty action set): everything is unknown
     if t is None:
         return model
-    labels = [*model.manifest.labels, UNKNOWN]
-    manifest = model.manifest.model_copy(update={"labels": labels})
-    return dataclasses.replace(model, manifest=manifest, batcher=UnknownBatcher(model.batcher, t))
+    m = model.manifest
+    rule = m.fall_rule
+    classes = [m.labels.index(x) for x in m.label_groups.get(rule.fall_group, []) if x in m.labels]
+    manifest = m.model_copy(update={"labels": [*m.labels, UNKNOWN]})
+    batcher = UnknownBatcher(model.batcher, t, (classes, rule.fall_threshold))
+    return dataclasses.replace(model, manifest=manifest, batcher=batcher)
