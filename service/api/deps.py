@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, Query
 from starlette.requests import HTTPConnection
@@ -42,4 +42,8 @@ ModelDep = Annotated[LoadedModel, Depends(get_model)]
 TopK = Annotated[int | None, Query(ge=1, le=100, description="labels in each top list (default 5)")]
 Stride = Annotated[
     int | None, Query(ge=1, le=10_000, description="model frames between windows (default: the manifest's)")
+]
+FramesOut = Annotated[
+    Literal["none", "boxes", "landmarks"],
+    Query(description="also return each frame's people: their boxes, or boxes and landmarks (docs/api.md)"),
 ]

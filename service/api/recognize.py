@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from perception.video import VIDEO_SUFFIXES
-from service.api.deps import ModelDep, ReadyState, Stride, TopK
+from service.api.deps import FramesOut, ModelDep, ReadyState, Stride, TopK
 from service.clips.job import ClipJob
 from service.core.errors import ServiceError, too_large, validation_message
 from service.core.limits import check_skeleton_sequence
@@ -130,12 +130,7 @@ def _save_upload(upload: UploadFile, suffix: str) -> Path:
 
 
 async def _recognize_upload(
-    request: Request,
-    state: ServiceState,
-    model: ModelDep,
-    top_k: int | None,
-    stride: int | None,
-    overlay: bool,
+    request: Request, state: ServiceState, job: ClipJob, overlay: bool
 ) -> RecognizeResponse:
     limit = state.settings.max_upload_bytes
     form = await request.form(max_files=1, max_fields=16)
@@ -181,9 +176,7 @@ async def _recognize_upload(
     if overlay:
         rid, overlay_path = state.results.new(".webm")
     try:
-        response = await _unless_disconnected(
-            request, ClipJob(state, model, top_k, stride).video(path, filename, overlay_path)
-        )
+        response = await _unless_disconnected(request, job.video(path, filename, overlay_path))
     finally:
         path.unlink(missing_ok=True)
     if overlay:
@@ -209,6 +202,7 @@ async def recognize(
     top_k: TopK = None,
     stride: Stride = None,
     overlay: Annotated[bool, Query(description="also render an annotated video (overlay_url)")] = False,
+    frames: FramesOut = "none",
 ) -> RecognizeResponse | Response:
     """Recognise the actions in a clip: per-track timelines, the primary person and the clip label.
 
@@ -217,13 +211,14 @@ async def recognize(
     """
     ctype = request.headers.get("content-type", "").lower()
     outcome = "ok"
+    job = ClipJob(state, model, top_k, stride, frames)
     try:
         if ctype.startswith("application/json"):
             seq = await _read_json(request)
             check_skeleton_sequence(seq, model.window_info(stride), state.settings)
-            return await ClipJob(state, model, top_k, stride).skeletons(seq)
+            return await job.skeletons(seq)
         if ctype.startswith("multipart/form-data"):
-            return await _recognize_upload(request, state, model, top_k, stride, overlay)
+            return await _recognize_upload(request, state, job, overlay)
         raise ServiceError(
             415,
             "unsupported_media_type",

@@ -35,7 +35,7 @@ from service.skeleton_input import sequence_frames
 from service.smoothing import smoothing_config
 from service.state import ServiceState
 from service.tracks import TrackSet, stack_windows
-from service.wire import ClipStats, recognize_response
+from service.wire import ClipStats, frames_out, recognize_response
 from skeleton.types import PersonPose
 
 __all__ = ["ClipJob", "ClipOutcome", "StageClock"]
@@ -79,12 +79,18 @@ class ClipJob:
     """Recognise one clip with ``model``: per-person timelines, the primary person, the clip label."""
 
     def __init__(
-        self, state: ServiceState, model: LoadedModel, top_k: int | None = None, stride: int | None = None
+        self,
+        state: ServiceState,
+        model: LoadedModel,
+        top_k: int | None = None,
+        stride: int | None = None,
+        frames: str = "none",
     ) -> None:
         self.state = state
         self.model = model
         self.top_k = top_k or state.settings.top_k
         self.stride = stride or state.settings.stride
+        self.frames = frames  # per-frame people in the response: "none", "boxes" or "landmarks"
 
     async def video(self, path: Path, filename: str, overlay_path: Path | None = None) -> RecognizeResponse:
         s = self.state.settings
@@ -94,7 +100,7 @@ class ClipJob:
             self.state.io_pool, check_video, path, filename, s.max_video_seconds, s.max_frame_side
         )
         async with self.state.clip_admission, pose.clip_in_pose():
-            lanes = max(1, min(s.clip_pose_lanes, s.pose_workers))
+            lanes = s.clip_lanes
             estimators = list(await asyncio.gather(*(pose.take_estimator() for _ in range(lanes))))
             try:
                 source = await loop.run_in_executor(
@@ -162,9 +168,15 @@ class ClipJob:
             outcome.pose_lanes,
             outcome.clock.as_ms(),
         )
-        return recognize_response(
+        response = recognize_response(
             self.model, people, primary, decision, source, video, stats, self.top_k, self.stride, warnings
         )
+        if self.frames != "none":
+            scale = outcome.width / video.width if video is not None and video.width else 1.0
+            size = (outcome.width, outcome.height)
+            landmarks = self.frames == "landmarks"
+            response.frames = frames_out(people, outcome.history.timestamps, size, scale, landmarks)
+        return response
 
     def _done(self, response: RecognizeResponse, outcome: ClipOutcome, t0: float) -> RecognizeResponse:
         """Time the encoding and count the clip in the metrics."""
@@ -227,8 +239,11 @@ class ClipJob:
         in_pose: deque[tuple[ImageFrame, Future[tuple[tuple[PersonPose, ...], float]]]] = deque()
 
         async def pose_on_lane(lane: PoseEstimator, src: ImageFrame) -> None:
+            # where the tracks expect people: as of frame i - lanes, the frames between are in pose
+            # (perception.pose.lanes: the order offline extraction reproduces)
+            expected = tracking.tracker.expected(src.timestamp)
             await slots.take()
-            job = self.state.pose.executor.submit(_timed_estimate, lane, src.rgb, src.timestamp)
+            job = self.state.pose.executor.submit(_timed_estimate, lane, src.rgb, src.timestamp, expected)
             # the slot is given back when the call ends (or is cancelled before it runs)
             job.add_done_callback(lambda _: _on_loop(loop, slots.give))
             in_pose.append((src, job))
@@ -292,10 +307,10 @@ class ClipJob:
 
 
 def _timed_estimate(
-    estimator: PoseEstimator, rgb: np.ndarray, timestamp: float
+    estimator: PoseEstimator, rgb: np.ndarray, timestamp: float, expected: tuple[PersonPose, ...] = ()
 ) -> tuple[tuple[PersonPose, ...], float]:
     t0 = time.perf_counter()
-    return estimator.estimate(rgb, timestamp), time.perf_counter() - t0
+    return estimator.estimate(rgb, timestamp, expected), time.perf_counter() - t0
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:

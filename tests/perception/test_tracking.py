@@ -282,6 +282,7 @@ def test_felix_three_people_stable_tracks() -> None:
         require_data("clips", "felix_exercise.avi"),
         max_people=4,
         stride=6,  # 1.7 analysed frames/s keeps the test short; ids must survive the big steps
+        lanes=1,  # one estimator sees every analysed frame (two would each see one every 1.2 s)
         max_frames=40,
         estimator_options={"tiles": True},
         stitch=False,

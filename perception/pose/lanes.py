@@ -1,0 +1,68 @@
+"""Pose lanes: a clip's frames spread over several estimators, in the one order every caller uses.
+
+Frame i goes to lane i mod L (each lane its own estimator, so L frames can be in pose at once on
+L cores), and its *expected people* are where the tracks stood after frame i - L was tracked:
+the latest frame whose people are known when frame i starts, with L frames in flight. A lane's
+estimator sees only every L-th frame; the expected people let it find at once someone another lane
+tracks (`perception.pose.estimator.PoseEstimator.estimate`). ``POST /recognize``
+(`service.clips.job`) runs this order concurrently; `run_lanes` runs it one frame after another
+(offline extraction, benchmarks), with the same poses.
+
+How many lanes by default: `default_lanes`, one per core, for the service's clips and for offline
+extraction alike, so that a model is trained on the poses the service gives it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+
+from perception.pose.estimator import PoseEstimator
+from perception.video import Frame
+from skeleton.types import PersonPose
+
+__all__ = ["MAX_DEFAULT_LANES", "default_lanes", "run_lanes"]
+
+# More lanes than this buy little (the tracker then waits on the slowest of many frames) and each
+# one is another estimator in memory.
+MAX_DEFAULT_LANES = 4
+
+
+def default_lanes(cores: int | None = None) -> int:
+    """Pose lanes of a clip by default: one per core (``os.cpu_count()``), at most
+    ``MAX_DEFAULT_LANES``."""
+    return max(1, min(cores if cores is not None else (os.cpu_count() or 1), MAX_DEFAULT_LANES))
+
+
+Expected = Callable[[float], Sequence[PersonPose]]
+Consume = Callable[[Frame, tuple[PersonPose, ...], float], None]
+
+
+def run_lanes(
+    frames: Iterable[Frame],
+    estimators: Sequence[PoseEstimator],
+    consume: Consume,
+    expected: Expected | None = None,
+) -> int:
+    """Pose every frame on lane i mod len(estimators) and hand (frame, poses, pose seconds) to
+    ``consume`` in frame order. ``expected(t)``: where the tracks ``consume`` keeps expect people at
+    time t; asked before frame i is posed, once frame i - L has been consumed. Returns the frames
+    posed."""
+    lanes = len(estimators)
+    if lanes < 1:
+        raise ValueError("run_lanes needs at least one estimator")
+    in_flight: deque[tuple[Frame, tuple[PersonPose, ...], float]] = deque()
+    count = 0
+    for frame in frames:
+        hints = expected(frame.timestamp_s) if expected is not None else ()
+        t0 = time.perf_counter()
+        poses = estimators[count % lanes].estimate(frame.rgb, frame.timestamp_s, hints)
+        in_flight.append((frame, poses, time.perf_counter() - t0))
+        count += 1
+        if len(in_flight) == lanes:
+            consume(*in_flight.popleft())
+    while in_flight:
+        consume(*in_flight.popleft())
+    return count
