@@ -260,7 +260,7 @@ def run_sections(args: argparse.Namespace, run: set[str], out: Path) -> dict[str
                 if "tracking" in run:
                     done["tracking"] = _tracking(args, server)
         lanes = args.clip_lanes
-        if "pipeline" in run and lanes > 1 and int(os.environ.get("SKELACT_CLIP_POSE_LANES", "1")) != lanes:
+        if "pipeline" in run and lanes > 1 and int(os.environ.get("SKELACT_CLIP_POSE_LANES", "0")) != lanes:
             lanes_env = {**server_env, "SKELACT_CLIP_POSE_LANES": str(lanes)}
             log.info("pipeline: POST /recognize with %d pose lanes per clip (a second server)", lanes)
             with launch_server(lanes_env, log_path=out / "server-lanes.log") as server:

@@ -102,8 +102,9 @@ class PoseDump:
         return dump
 
 
-def dump_clip(info: ClipInfo, rate: float | None = None, lanes: int = 1) -> PoseDump:
-    """Raw poses of ``info``'s video with the service's default estimator on ``lanes`` lanes."""
+def dump_clip(info: ClipInfo, rate: float | None = None, lanes: int | None = None) -> PoseDump:
+    """Raw poses of ``info``'s video with the service's default estimator on ``lanes`` lanes
+    (None: a clip's default, `perception.pose.lanes.default_lanes`)."""
     from perception.pose.lanes import run_lanes
     from perception.pose.person import select_people
     from perception.video import Frame, VideoReader
@@ -112,6 +113,8 @@ def dump_clip(info: ClipInfo, rate: float | None = None, lanes: int = 1) -> Pose
 
     s = Settings()
     spec = s.pose_spec()
+    if lanes is None:
+        lanes = 1 if rate else s.clip_lanes(info.fps)
     estimators = [spec.create() for _ in range(lanes)]
     tracking = FrameTracking(s.min_pose_visibility)
     with VideoReader(info.video_path, max_side=s.pose_max_side) as reader:
@@ -227,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument(
         "--rate", type=float, default=None, help="a stream's frames at this rate (default: every frame)"
     )
-    d.add_argument("--lanes", type=int, default=1)
+    d.add_argument("--lanes", type=int, default=None, help="default: a clip's (POST /recognize's) lanes")
     sc = sub.add_parser("score", help="re-run the people rules on saved poses and score them")
     sc.add_argument("folder", type=Path)
     sc.add_argument("--clips")
@@ -236,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dump":
         for info in _chosen(args.clips):
             dump = dump_clip(info, args.rate, args.lanes)
-            path = dump.save(args.out / _name(info.video, dump.view, args.lanes))
+            path = dump.save(args.out / _name(info.video, dump.view, dump.lanes))
             print(_line(score_dump(dump)[1]), f"-> {path.name}", flush=True)
         return 0
     wanted = {c.video for c in _chosen(args.clips)}

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from perception.pose.estimator import create_pose_estimator
 from perception.pose.graph import ASSOCIATIONS
-from perception.pose.lanes import default_lanes, run_lanes
+from perception.pose.lanes import MIN_LANE_FPS, default_lanes, run_lanes
 from perception.pose.person import nms_poses, pose_from_pixels
 from perception.tracking.clip_tracks import TrackHistory, clip_tracks, select_primary_track
 from perception.tracking.tracker import Tracker, TrackerConfig
@@ -66,10 +66,11 @@ def extract_video(
     ``/recognize`` uses by default (`perception.pose.lanes.default_lanes`), so a model is trained
     on the poses the service gives it.
     """
-    lanes = default_lanes() if lanes is None else lanes
-    if stride < 1 or lanes < 1:
+    if stride < 1 or (lanes is not None and lanes < 1):
         raise ValueError("stride and lanes must be >= 1")
     reader = VideoReader(video, max_side=max_side)
+    if lanes is None:
+        lanes = default_lanes(reader.info.fps / stride if reader.info.fps else None)
     estimators = [
         create_pose_estimator(kind, max_people=max_people, **(estimator_options or {})) for _ in range(lanes)
     ]
@@ -310,7 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--lanes",
         type=int,
         default=None,
-        help=f"pose lanes per video, as POST /recognize (default: one per core, here {default_lanes()})",
+        help="pose lanes per video (default: as POST /recognize, one per core while each lane sees "
+        f"{MIN_LANE_FPS:g} frames/s; here up to {default_lanes()})",
     )
     parser.add_argument("--no-stitch", action="store_true", help="keep the online tracker's fragments apart")
     parser.add_argument(

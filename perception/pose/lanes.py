@@ -8,8 +8,11 @@ tracks (`perception.pose.estimator.PoseEstimator.estimate`). ``POST /recognize``
 (`service.clips.job`) runs this order concurrently; `run_lanes` runs it one frame after another
 (offline extraction, benchmarks), with the same poses.
 
-How many lanes by default: `default_lanes`, one per core, for the service's clips and for offline
-extraction alike, so that a model is trained on the poses the service gives it.
+How many lanes by default: `default_lanes`, one per core, but never so many that a lane's estimator
+sees fewer than ``MIN_LANE_FPS`` frames a second (MediaPipe follows a person from one of its frames
+to its next by the landmark model's own ROI, which loses small or fast people across big steps),
+for the service's clips and offline extraction alike, so that a model is trained on the poses the
+service gives it.
 """
 
 from __future__ import annotations
@@ -23,17 +26,27 @@ from perception.pose.estimator import PoseEstimator
 from perception.video import Frame
 from skeleton.types import PersonPose
 
-__all__ = ["MAX_DEFAULT_LANES", "default_lanes", "run_lanes"]
+__all__ = ["MAX_DEFAULT_LANES", "MIN_LANE_FPS", "default_lanes", "run_lanes"]
 
 # More lanes than this buy little (the tracker then waits on the slowest of many frames) and each
 # one is another estimator in memory.
 MAX_DEFAULT_LANES = 4
 
+# Frames a second each lane's estimator must see at least. Measured on the labelled clips (clip
+# view, `python -m bench.poses dump --lanes 2`, 2026-12-03): felix_exercise.avi at 10 fps on two
+# lanes (5 fps each) fell from MOTA 97 to 66 (6 identity switches; small people lost between a
+# lane's frames); UP-Fall at 18 fps (9 each) and mmaction2_demo_skeleton at 28 fps (14 each)
+# stayed within 2 points of one lane. 8 lies between.
+MIN_LANE_FPS = 8.0
 
-def default_lanes(cores: int | None = None) -> int:
-    """Pose lanes of a clip by default: one per core (``os.cpu_count()``), at most
-    ``MAX_DEFAULT_LANES``."""
-    return max(1, min(cores if cores is not None else (os.cpu_count() or 1), MAX_DEFAULT_LANES))
+
+def default_lanes(fps: float | None = None, cores: int | None = None) -> int:
+    """Pose lanes of a clip of ``fps`` analysed frames a second by default: one per core
+    (``os.cpu_count()``), at most ``MAX_DEFAULT_LANES``, and at most ``fps / MIN_LANE_FPS``."""
+    lanes = min(cores if cores is not None else (os.cpu_count() or 1), MAX_DEFAULT_LANES)
+    if fps is not None and fps > 0:
+        lanes = min(lanes, int(fps // MIN_LANE_FPS))
+    return max(1, lanes)
 
 
 Expected = Callable[[float], Sequence[PersonPose]]

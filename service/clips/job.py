@@ -100,7 +100,7 @@ class ClipJob:
             self.state.io_pool, check_video, path, filename, s.max_video_seconds, s.max_frame_side
         )
         async with self.state.clip_admission, pose.clip_in_pose():
-            lanes = s.clip_lanes
+            lanes = s.clip_lanes(info.fps)
             estimators = list(await asyncio.gather(*(pose.take_estimator() for _ in range(lanes))))
             try:
                 source = await loop.run_in_executor(

@@ -107,9 +107,9 @@ class Settings(BaseSettings):
         ge=0,
         le=16,
         description="frames of one POST /recognize clip in pose at once, each lane with its own "
-        "estimator fed every lanes-th frame (capped by SKELACT_POSE_WORKERS). 0: one per core, as "
-        "offline extraction (training.extract --lanes) uses by default, so both see the same poses "
-        "(perception/pose/lanes.py)",
+        "estimator fed every lanes-th frame (capped by SKELACT_POSE_WORKERS). 0: one per core while "
+        "each lane still sees 8 frames/s, as offline extraction (training.extract --lanes) uses by "
+        "default, so both see the same poses (perception/pose/lanes.py)",
     )
     pose_spares: int = Field(
         default=1,
@@ -212,11 +212,11 @@ class Settings(BaseSettings):
             }
         return PoseSpec(self.pose_kind, self.max_people, options)
 
-    @property
-    def clip_lanes(self) -> int:
-        """Pose lanes of a clip: ``clip_pose_lanes``, or by default one per core
-        (`perception.pose.lanes.default_lanes`); at most one per pose worker."""
-        lanes = self.clip_pose_lanes or default_lanes()
+    def clip_lanes(self, fps: float | None = None) -> int:
+        """Pose lanes of a clip of ``fps`` frames a second: ``clip_pose_lanes``, or by default
+        `perception.pose.lanes.default_lanes` (one per core, as many as the frame rate allows);
+        at most one per pose worker."""
+        lanes = self.clip_pose_lanes or default_lanes(fps)
         return max(1, min(lanes, self.pose_workers))
 
     @property

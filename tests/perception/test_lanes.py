@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from perception.pose.lanes import MAX_DEFAULT_LANES, default_lanes, run_lanes
+from perception.pose.lanes import MAX_DEFAULT_LANES, MIN_LANE_FPS, default_lanes, run_lanes
 from perception.video import Frame
 from skeleton.types import PersonPose
 
@@ -64,14 +64,20 @@ def test_no_lanes_is_an_error() -> None:
 
 
 def test_one_default_for_the_service_and_extraction() -> None:
-    """POST /recognize's lanes and training.extract's come from `default_lanes`: one per core."""
+    """POST /recognize's lanes and training.extract's come from `default_lanes`: one per core, as
+    many as the frame rate allows."""
     import inspect
 
     from service.core.config import Settings
     from training.extract import extract_video
 
-    assert default_lanes(1) == 1 and default_lanes(2) == 2 and default_lanes(64) == MAX_DEFAULT_LANES
-    assert Settings(pose_workers=16).clip_lanes == default_lanes()
-    assert Settings(pose_workers=1).clip_lanes == 1  # never more lanes than pose workers
-    assert Settings(pose_workers=16, clip_pose_lanes=1).clip_lanes == 1
+    assert default_lanes(cores=1) == 1 and default_lanes(cores=2) == 2
+    assert default_lanes(cores=64) == MAX_DEFAULT_LANES
+    # each lane sees at least MIN_LANE_FPS frames a second: felix_exercise.avi (10 fps) one lane,
+    # UP-Fall (18 fps) two, a 30 fps webcam clip three
+    assert [default_lanes(fps, cores=8) for fps in (5.0, 10.0, 18.0, 29.97)] == [1, 1, 2, 3]
+    assert MIN_LANE_FPS * 2 <= 18.0 and MIN_LANE_FPS * 2 > 10.0
+    assert Settings(pose_workers=16).clip_lanes(18.0) == default_lanes(18.0)
+    assert Settings(pose_workers=1).clip_lanes(30.0) == 1  # never more lanes than pose workers
+    assert Settings(pose_workers=16, clip_pose_lanes=3).clip_lanes(10.0) == 3  # asked for
     assert inspect.signature(extract_video).parameters["lanes"].default is None  # None: default_lanes()
