@@ -4,16 +4,16 @@
     python -m bench.poses score DIR [--clips A,B]
 
 ``dump`` runs the service's default estimator (``Settings().pose_spec()``) on labelled clips
-(groundtruth/) in the service's lane order (`perception.pose.lanes.run_lanes`, each frame's
-expected people from the tracks) and keeps every frame's *raw* poses (before duplicate removal
-and the plausibility rules, `perception.pose.person.select_people`) and its pose time: with
+(groundtruth/) in the service's lane order (`perception.pose.lanes.run_lanes`) and keeps every
+frame's *raw* poses (before duplicate removal and the plausibility rules,
+`perception.pose.person.select_people`) and its pose time: with
 ``--rate R`` only the frames a camera at R frames/s sees while the clip plays (a stream's view
 without its drops), else every frame (the clip view). ``score`` re-runs the people selection,
 tracking and, for the clip view, blips and stitching (`perception.tracking.clip_tracks`) on the
 saved poses and scores them as ``python -m bench tracking`` does, in seconds instead of minutes.
 
 What ``score`` cannot change: which people the estimator found (its ROIs do not depend on the
-rules after it, but the expected people it was given did come from the tracks of the dump).
+rules after it).
 The figures that count are ``python -m bench tracking``'s (the real service); this is the loop
 to try rules in between.
 """
@@ -147,7 +147,7 @@ def dump_clip(info: ClipInfo, rate: float | None = None, lanes: int | None = Non
         dump.width, dump.height, dump.scale = frame.width, frame.height, frame.scale
 
     try:
-        run_lanes(frames, estimators, consume, tracking.tracker.expected)
+        run_lanes(frames, estimators, consume)
         dump.estimator = estimators[0].config()  # type: ignore[attr-defined]
     finally:
         for est in estimators:

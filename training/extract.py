@@ -98,7 +98,7 @@ def extract_video(
         history.add(tracker.update(poses, frame.timestamp_s, size))
 
     try:
-        run_lanes(analysed(), estimators, track, tracker.expected)
+        run_lanes(analysed(), estimators, track)
         config = estimator.config() if hasattr(estimator, "config") else {"name": estimator.name}
     finally:
         for est in estimators:

@@ -239,11 +239,10 @@ class ClipJob:
         in_pose: deque[tuple[ImageFrame, Future[tuple[tuple[PersonPose, ...], float]]]] = deque()
 
         async def pose_on_lane(lane: PoseEstimator, src: ImageFrame) -> None:
-            # where the tracks expect people: as of frame i - lanes, the frames between are in pose
-            # (perception.pose.lanes: the order offline extraction reproduces)
-            expected = tracking.tracker.expected(src.timestamp)
+            # frame i on lane i mod lanes, tracked in order: perception.pose.lanes.run_lanes's order,
+            # which offline extraction reproduces
             await slots.take()
-            job = self.state.pose.executor.submit(_timed_estimate, lane, src.rgb, src.timestamp, expected)
+            job = self.state.pose.executor.submit(_timed_estimate, lane, src.rgb, src.timestamp)
             # the slot is given back when the call ends (or is cancelled before it runs)
             job.add_done_callback(lambda _: _on_loop(loop, slots.give))
             in_pose.append((src, job))
@@ -307,10 +306,10 @@ class ClipJob:
 
 
 def _timed_estimate(
-    estimator: PoseEstimator, rgb: np.ndarray, timestamp: float, expected: tuple[PersonPose, ...] = ()
+    estimator: PoseEstimator, rgb: np.ndarray, timestamp: float
 ) -> tuple[tuple[PersonPose, ...], float]:
     t0 = time.perf_counter()
-    return estimator.estimate(rgb, timestamp, expected), time.perf_counter() - t0
+    return estimator.estimate(rgb, timestamp), time.perf_counter() - t0
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:

@@ -29,7 +29,6 @@ from service.smoothing import LabelEvent, smoothing_config
 from service.streams.inbox import Arrival
 from service.tracks import TrackSet, stack_windows
 from service.wire import frame_message, ms
-from skeleton.types import PersonPose
 
 __all__ = ["StreamSession"]
 
@@ -63,7 +62,6 @@ class StreamSession:
         self.lane_estimators: list[PoseEstimator] = []  # lane i's estimator (lane 0: from open())
         self._solo: asyncio.Future[PoseEstimator] | None = None  # None: not asked for yet
         self._tracks_gauge = 0
-        self._frame_size: tuple[int, int] | None = None  # of the latest tracked frame
 
     async def open(self) -> None:
         self.lane_estimators = [await self.pose_pool.take_estimator()]
@@ -168,17 +166,13 @@ class StreamSession:
             estimator = self._solo.result()
         else:
             estimator = await self._lane_estimator(lane)
-        expected = self.tracking.tracker.expected(ts)
-        return await self.pose_pool.run(
-            _decode_pose, estimator, arrival, ts, self.settings.pose_max_side, expected, self._frame_size
-        )
+        return await self.pose_pool.run(_decode_pose, estimator, arrival, ts, self.settings.pose_max_side)
 
     async def reply(
         self, arrival: Arrival, posed: PosedFrame, counters: tuple[int, int, int], t_start: float
     ) -> FrameMessage:
         """Tracking, windows, classification and the reply of a frame; call in frame order."""
         tracked = self.tracking.track(posed)
-        self._frame_size = (posed.width, posed.height)
         outcome = self.tracks.observe(tracked)
         events = [e for record in outcome.ended for e in record.end_label(tracked.timestamp)]
         classify_s = 0.0
@@ -221,23 +215,12 @@ def _log_failed_build(built: asyncio.Future[PoseEstimator]) -> None:
         log.error("building the solo pose estimator failed", exc_info=built.exception())
 
 
-def _decode_pose(
-    estimator: PoseEstimator,
-    arrival: Arrival,
-    ts: float,
-    max_side: int | None,
-    expected: tuple[PersonPose, ...] = (),
-    expected_size: tuple[int, int] | None = None,
-) -> PosedFrame:
-    """Decode and pose one frame; ``expected``: the tracks' people in frames of ``expected_size``
-    (ignored when this frame's size differs)."""
+def _decode_pose(estimator: PoseEstimator, arrival: Arrival, ts: float, max_side: int | None) -> PosedFrame:
     assert arrival.image is not None
     t0 = time.perf_counter()
     rgb = decode_image(arrival.image, max_side)
     t1 = time.perf_counter()
-    if expected_size != (rgb.shape[1], rgb.shape[0]):
-        expected = ()
-    poses = estimator.estimate(rgb, ts, expected)
+    poses = estimator.estimate(rgb, ts)
     t2 = time.perf_counter()
     return PosedFrame(
         arrival.frame_id, ts, rgb.shape[1], rgb.shape[0], poses, decode_s=t1 - t0, pose_s=t2 - t1
