@@ -235,8 +235,13 @@ def stream_view(
     model: str | None = None,
     drain_s: float = 5.0,
     open_timeout_s: float = 120.0,
+    wait_replies: bool = False,
 ) -> ViewRun:
-    """Send the clip over ``WS /stream`` at ``rate`` in real time; the reply boxes per frame."""
+    """Send the clip over ``WS /stream`` at ``rate`` in real time; the reply boxes per frame.
+
+    ``wait_replies``: send a frame only once the previous one is answered (and not before its time
+    at ``rate``), so no frame is dropped whatever the machine's load; the server's clock (arrival
+    times) then runs slower than the clip's when it cannot keep up (tests on a loaded machine)."""
     from bench.streaming import ClientRun, _drive, _open
 
     schedule = stream_schedule(len(jpegs), info.fps, rate)
@@ -245,7 +250,10 @@ def stream_view(
         ws, hello, _ = await _open(server.url, model, open_timeout_s)
         run = ClientRun(0, [jpegs[i] for i in schedule], rate, 0.0, hello=hello, keep_messages=True)
         try:
-            await _drive(ws, run, asyncio.get_running_loop().time() + 0.3, drain_s)
+            if wait_replies:
+                await _lockstep(ws, run, rate, open_timeout_s)
+            else:
+                await _drive(ws, run, asyncio.get_running_loop().time() + 0.3, drain_s)
         finally:
             await ws.close()
         return run
@@ -258,6 +266,27 @@ def stream_view(
     if client.messages:
         out.dropped = int(client.messages[-1]["dropped"])
     return out
+
+
+async def _lockstep(ws: Any, run: Any, rate: float, reply_timeout_s: float) -> None:
+    """Each frame of ``run`` after the previous one's reply, at most ``rate`` frames a second."""
+    import json
+
+    loop = asyncio.get_running_loop()
+    next_at = loop.time()
+    for frame in run.frames:
+        await asyncio.sleep(max(0.0, next_at - loop.time()))
+        next_at = loop.time() + 1.0 / rate
+        await ws.send(frame)
+        run.sent += 1
+        while True:
+            msg = json.loads(await asyncio.wait_for(ws.recv(), reply_timeout_s))
+            if msg.get("type") == "frame":
+                run.messages.append(msg)
+                break
+            if msg.get("type") == "error":
+                run.errors.append(str(msg))
+                break
 
 
 # ----------------------------------------------------------------------------- the section
