@@ -2,7 +2,7 @@
 .PHONY: serve test lint setup-service setup-dev
 
 serve: setup-service
-	.venv/bin/python -m service serve
+	.venv/bin/skelact serve
 
 test: setup-dev lint
 	.venv/bin/python -m pytest -q -n 2 --dist loadfile --durations=15

@@ -4,6 +4,7 @@
     python -m bench classifier           # one section; others already in the results are kept
     python -m bench pipeline stream --clients 1,2 --fps 15
     python -m bench tracking             # people against the labelled clips (groundtruth/); only when named
+    python -m bench capacity --cores 4   # streams and clips per core of a 4-core pod; only when named
     python -m bench --quick              # tiny settings, a smoke run (~1-2 min)
     python -m bench report               # re-render report.md / plots / docs from results.json
 
@@ -37,7 +38,7 @@ REPO_OUT = REPO_ROOT / "bench" / "results"
 # The bench image points this at its mounted results folder (docs/deployment.md).
 OUT_ENV = "SKELACT_BENCH_OUT"
 DOCS = REPO_ROOT / "docs" / "benchmarks.md"
-SECTIONS = ("classifier", "pipeline", "stream", "tracking")
+SECTIONS = ("classifier", "pipeline", "stream", "tracking", "capacity")
 # Sections "all" runs; tracking streams every labelled clip in real time at two rates (~25 min here)
 DEFAULT_SECTIONS = ("classifier", "pipeline", "stream")
 log = logging.getLogger("bench")
@@ -155,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="negotiate permessage-deflate as browsers do (default: off, JPEGs do not compress)",
     )
+    g = p.add_argument_group("capacity (a pod's streams and clips per core)")
+    g.add_argument("--cores", type=int, default=cores, help="CPU cores of the pod the server is pinned to")
+    g.add_argument("--capacity-fps", type=float, default=15.0, help="frames per second of each stream")
+    g.add_argument("--step-seconds", type=float, default=20.0, help="sending time per stream count")
+    g.add_argument("--latency-p95-ms", type=float, default=150.0, help="round-trip p95 target per stream")
+    g.add_argument("--max-drop", type=float, default=0.05, help="share of frames the server may drop")
+    g.add_argument("--max-clients", type=int, default=None, help="stop the ramp here (default 4 x cores)")
     g = p.add_argument_group("tracking")
     g.add_argument(
         "--tracking-clips",
@@ -181,6 +189,7 @@ QUICK = {
     "drain": 2.0,
     "tracking_clips": "clips/mmaction2_demo_skeleton.mp4",
     "tracking_rates": [10.0],
+    "step_seconds": 2.0,
 }
 
 
@@ -267,6 +276,23 @@ def run_sections(args: argparse.Namespace, run: set[str], out: Path) -> dict[str
                 done["pipeline"]["lanes"] = run_lanes_rows(
                     server, clip, settings, lanes, args.repeats, args.model
                 )
+        if "capacity" in run:
+            from bench.capacity import run_capacity_bench
+
+            log.info("capacity: a pod of %d core(s), streams at %g fps", args.cores, args.capacity_fps)
+            done["capacity"] = run_capacity_bench(
+                clip,
+                resolve_clip(args.stream_clip),
+                args.cores,
+                fps=args.capacity_fps,
+                step_s=args.step_seconds,
+                target_p95_ms=args.latency_p95_ms,
+                max_drop=args.max_drop,
+                max_clients=args.max_clients,
+                model=args.model,
+                server_env=server_env,
+                log_path=out / "server-capacity.log",
+            )
         if "classifier" in run:
             from bench.classifier import run_classifier_bench
 

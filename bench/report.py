@@ -299,6 +299,10 @@ def render_markdown(results: dict[str, Any], img_prefix: str = "") -> str:
         from bench.tracking import tracking_md
 
         lines += ["", *tracking_md(sections["tracking"])]
+    if "capacity" in sections:
+        from bench.capacity import capacity_md
+
+        lines += ["", *capacity_md(sections["capacity"])]
     return "\n".join(lines) + "\n"
 
 

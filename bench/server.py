@@ -99,9 +99,13 @@ class ServerHandle:
 
 @contextlib.contextmanager
 def launch_server(
-    env: dict[str, str] | None = None, log_path: Path | None = None, ready_timeout_s: float = 300.0
+    env: dict[str, str] | None = None,
+    log_path: Path | None = None,
+    ready_timeout_s: float = 300.0,
+    cpus: set[int] | None = None,
 ) -> Iterator[ServerHandle]:
-    """Start the service, wait for ``/health/ready`` (200), yield a handle, stop it."""
+    """Start the service, wait for ``/health/ready`` (200), yield a handle, stop it. ``cpus``: pin
+    the server (all its threads and worker processes) to these CPUs, like a pod's CPU limit."""
     port = free_port()
     full_env = {
         **os.environ,
@@ -119,6 +123,7 @@ def launch_server(
         cwd=str(REPO_ROOT),
         stdout=log,
         stderr=subprocess.STDOUT,
+        preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
     )
     url = f"http://127.0.0.1:{port}"
     handle: ServerHandle | None = None

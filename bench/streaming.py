@@ -145,7 +145,7 @@ class Measured:
     resources: dict[str, float]
 
 
-async def _scenario(
+async def run_scenario(
     server: ServerHandle,
     clips: list[list[bytes]],
     fps: float,
@@ -343,7 +343,7 @@ def run_stream_bench(
             ]
             time.sleep(pause_s)  # let the previous scenario's sessions close
             load0 = load_average()
-            m = asyncio.run(_scenario(server, per_client, fps, drain_s, model, open_timeout_s, deflate))
+            m = asyncio.run(run_scenario(server, per_client, fps, drain_s, model, open_timeout_s, deflate))
             summary = summarize(m.runs, fps)
             side = {**_server_side(m.before, m.after), **m.resources}
             # The replies' counters miss frames dropped after a client's last reply; the server's

@@ -5,8 +5,9 @@ image)::
 
     python /app/deploy/healthcheck.py [PATH]      # PATH defaults to /health/ready
 
-The port is SKELACT_PORT (default 8000). With SKELACT_API_KEYS set (readiness needs a key then), the
-first key is sent in the X-API-Key header. The body of a failed check is printed, so that
+The port is SKELACT_PORT (default 8000). With SKELACT_API_KEYS set, the first key is sent in the
+X-API-Key header (readiness answers without one too, but then without the details). The body of a
+failed check is printed, so that
 ``docker inspect --format '{{json .State.Health}}' <container>`` shows why the service is not ready.
 """
 

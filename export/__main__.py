@@ -1,6 +1,7 @@
 """Export CLI.
 
-    python -m export onnx --checkpoint runs/<name>/checkpoint.pt --out model_zoo/<name> [--fp16]
+    python -m export onnx --checkpoint runs/<name>/checkpoint.pt [--out runs/model_zoo/<name>] [--fp16]
+                          [--force]
     python -m export tensorrt --models-dir model_zoo [--workspace-gb N] [--no-fp16] [--max-batch N]
                               [--trt-cache-dir DIR] [--dry-run]
 """
@@ -14,7 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from skeleton.paths import REPO_ROOT, data_root
+from skeleton.paths import REPO_ROOT, RUNS_DIR, MissingDataError, data_root, in_shipped_zoo
+
+EXPORT_ZOO = RUNS_DIR / "model_zoo"  # default: a zoo of reproduced models (SKELACT_MODELS_DIR=runs/model_zoo)
 
 
 def _cv_metrics(paths: list[Path]) -> dict[str, Any]:
@@ -33,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     o = sub.add_parser("onnx", help="checkpoint -> model.onnx + manifest.json (+ parity check)")
     o.add_argument("--checkpoint", type=Path, required=True)
-    o.add_argument("--out", type=Path, required=True)
+    o.add_argument("--out", type=Path,
+                   help="model folder (default runs/model_zoo/<name>: serve it with "
+                        "SKELACT_MODELS_DIR=runs/model_zoo)")
+    o.add_argument("--force", action="store_true",
+                   help="allow --out inside model_zoo/ (replaces a shipped model)")
     o.add_argument("--fp16", action="store_true", help="also write model_fp16.onnx and its measured error")
     o.add_argument("--name", help="model name in the manifest (default: the config's name)")
     o.add_argument("--data-dir", type=Path, help="real data for the parity check (default $SKELACT_DATA_DIR)")
@@ -54,17 +61,26 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.cmd == "onnx":
         from export.onnx_export import ExportError, export_checkpoint
+        from training.checkpoint import load_checkpoint
 
+        out = args.out or EXPORT_ZOO / (args.name or load_checkpoint(args.checkpoint).config.name)
+        if in_shipped_zoo(out) and not args.force:
+            print(f"error: {out} is inside the shipped model zoo (model_zoo/); export into runs/model_zoo "
+                  "(the default) or pass --force to replace the shipped model", file=sys.stderr)
+            return 2
         extra = _cv_metrics(args.cv_metrics) if args.cv_metrics else None
         plots = {p.parent.name: p.parent for p in args.cv_metrics}
         try:
-            manifest = export_checkpoint(args.checkpoint, args.out, args.data_dir or data_root(), REPO_ROOT,
+            manifest = export_checkpoint(args.checkpoint, out, args.data_dir or data_root(), REPO_ROOT,
                                          fp16=args.fp16, name=args.name, extra_metrics=extra,
                                          extra_plots=plots)
         except ExportError as exc:
             print(f"export failed: {exc}", file=sys.stderr)
             return 1
-        print(json.dumps({"name": manifest.name, "out": str(args.out), "onnx": manifest.onnx.model_dump(),
+        except MissingDataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps({"name": manifest.name, "out": str(out), "onnx": manifest.onnx.model_dump(),
                           "parity": manifest.metrics.get("onnx_parity")}, indent=1))
         return 0
     import dataclasses

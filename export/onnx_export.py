@@ -198,6 +198,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, data_root: Path, repo_roo
         ),
         clip_rule=ClipRuleSpec(fall_group=fall_group, fall_threshold=rule.fall_threshold,
                                min_fall_windows=rule.min_fall_windows),
+        fall_rule=cfg.fall_rule,
         metrics=_manifest_metrics(metrics, parity),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )

@@ -37,12 +37,15 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "cpu": ("values-cpu.yaml",),
     "production": ("values-production.yaml",),
     "cpu+production": ("values-cpu.yaml", "values-production.yaml"),
+    "production+gateway": ("values-production.yaml", "values-gateway.yaml"),
 }
 # Kubernetes versions the chart is validated against: the oldest still in common managed support
 # and a current one; kubernetes-validate ships the schemas of 1.25 to its own version.
 KUBE_VERSIONS = ("1.30.0", "1.32.0")
 # Settings the chart sets itself (Deployment env), so they are not offered under `config`.
-CHART_MANAGED_SETTINGS = frozenset({"host", "port", "models_dir", "api_keys", "results_dir"})
+CHART_MANAGED_SETTINGS = frozenset(
+    {"host", "port", "models_dir", "api_keys", "results_dir", "jobs_dir", "action_sets_dir"}
+)
 
 
 # --------------------------------------------------------------------------- the service's side

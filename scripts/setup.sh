@@ -13,10 +13,13 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 stamp=".venv/.installed-$profile"
-digest="$(cat requirements/*.txt | sha256sum | cut -c1-16)"
+digest="$( (cat requirements/*.txt pyproject.toml; echo "$root") | sha256sum | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -r "requirements/$profile.txt"
+  # The project itself, editable: the `skelact` command (pyproject [project.scripts]) works from any
+  # folder and finds model_zoo/ beside the code. --no-build-isolation: setuptools is in the venv.
+  .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
   echo "$digest" > "$stamp"
 fi
 

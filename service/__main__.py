@@ -1,6 +1,7 @@
-"""Command line: ``python -m service serve`` and ``python -m service recognize VIDEO``.
+"""Command line: ``skelact serve`` and ``skelact recognize VIDEO`` (also ``python -m service ...``).
 
-``recognize`` runs the very pipeline the HTTP endpoint runs (same ``ClipJob``), offline.
+``recognize`` runs the very pipeline the HTTP endpoint runs (same ``ClipJob``), offline. Its stdout
+is the JSON response and nothing else; everything else goes to stderr.
 """
 
 from __future__ import annotations
@@ -8,9 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from service.core.config import Settings
 
@@ -31,7 +34,18 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _recognize(args: argparse.Namespace) -> int:
+def _private_stdout() -> TextIO:
+    """A copy of stdout for the result alone; file descriptor 1 and ``sys.stdout`` then point at
+    stderr, so whatever a library prints, from Python or native code (ONNX Runtime, MediaPipe's
+    logging), never gets into ``skelact recognize clip.mp4 > result.json``."""
+    sys.stdout.flush()
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return out
+
+
+async def _recognize(args: argparse.Namespace, out: TextIO) -> int:
     from service.clips.job import ClipJob
     from service.core.errors import ServiceError
     from service.state import ServiceState
@@ -56,7 +70,8 @@ async def _recognize(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(text)
     else:
-        print(text)
+        out.write(text + "\n")
+        out.flush()
     clip = resp.clip
     summary = f"{args.video.name}: " + (
         f"{clip.label} ({clip.confidence:.2f}), track {clip.track_id}" if clip else "nobody detected"
@@ -71,7 +86,7 @@ async def _recognize(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m service", description="skeleton action recognition service"
+        prog="skelact", description="skeleton action recognition service"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the HTTP/WebSocket server (settings: SKELACT_* variables)")
@@ -90,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.video.is_file():
         parser.error(f"{args.video} is not a file")
-    return asyncio.run(_recognize(args))
+    return asyncio.run(_recognize(args, _private_stdout()))
 
 
 if __name__ == "__main__":

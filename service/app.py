@@ -16,8 +16,9 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
-from service.api import ops, recognize, stream
+from service.api import jobs, ops, recognize, stream
 from service.core import security
 from service.core.config import Settings
 from service.core.errors import install_error_handlers
@@ -44,18 +45,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await warmup
             await state.close()
 
-    app = FastAPI(
+    # /docs (Swagger UI) with its assets from a pinned package (fastapi-offline), not a CDN: the API
+    # page works without internet; no online validator badge either. No /redoc: its bundle still
+    # fetches a logo from Redocly's CDN.
+    app = FastAPIOffline(
         title="skelact",
         version=VERSION,
         description="Real-time skeleton-based human action recognition: MediaPipe pose -> tracking -> "
         "ST-GCN family on ONNX Runtime. See docs/api.md.",
         lifespan=lifespan,
+        swagger_ui_parameters={"validatorUrl": None},
+        redoc_url=None,
     )
     install_error_handlers(app)
     security.install(app, settings)  # API keys, CORS, body/time/admission limits (docs/security.md)
     app.include_router(ops.router)
     app.include_router(recognize.router)
     recognize.document_request_models(app)
+    app.include_router(jobs.router)
     app.include_router(stream.router)
 
     @app.get("/", include_in_schema=False, response_model=None)

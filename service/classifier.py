@@ -14,26 +14,20 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from service import providers as host_providers
 from service.engine_cache import (
     BatchProfile,
     cache_root,
     engine_dir,
     engine_key,
     load_or_build,
-    tensorrt_unusable,
     writable_dir,
 )
+from service.providers import ORT_NAMES as _ORT_NAMES
+from service.providers import SHORT_NAMES as _SHORT
 from skeleton.manifest import ModelManifest
 
 log = logging.getLogger(__name__)
-_reported: dict[str, bool] = {}
-
-_ORT_NAMES = {
-    "tensorrt": "TensorrtExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "cpu": "CPUExecutionProvider",
-}
-_SHORT = {v: k for k, v in _ORT_NAMES.items()}
 
 
 def _user_cache() -> Path:
@@ -67,7 +61,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class ProviderChoice:
     requested: list[str]
-    available: list[str]
+    available: list[str]  # the requested providers that really run on this host (`service.providers`)
     used: list[str]
 
 
@@ -96,23 +90,20 @@ def tensorrt_options(
 def choose_providers(
     requested: list[str], trt: dict[str, Any] | None = None
 ) -> tuple[list[str | tuple[str, dict[str, Any]]], ProviderChoice]:
-    """ORT provider list in the requested order, skipping those this onnxruntime build lacks, and
-    TensorRT when ``trt`` (its options) is None: it cannot run on this machine."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
+    """ORT provider list in the requested order, skipping those that cannot run on this host
+    (`service.providers.unusable`: not compiled in, no GPU, libraries missing), so ORT never
+    prints its load errors; TensorRT also when ``trt`` (its options) is None."""
+    available = host_providers.usable(list(requested))
     out: list[str | tuple[str, dict[str, Any]]] = []
-    for short in requested:
+    for short in available:
         name = _ORT_NAMES[short]
-        if name not in available:
-            continue
         if short != "tensorrt":
             out.append(name)
         elif trt is not None:
             out.append((name, trt))
     if "CPUExecutionProvider" not in [p if isinstance(p, str) else p[0] for p in out]:
         out.append("CPUExecutionProvider")  # ORT falls back to it anyway; make it explicit
-    return out, ProviderChoice(list(requested), [_SHORT.get(a, a) for a in available], [])
+    return out, ProviderChoice(list(requested), available, [])
 
 
 def _batch_profile(manifest: ModelManifest, max_batch: int) -> BatchProfile | None:
@@ -131,17 +122,6 @@ def trt_engine_dir(
     profile = _batch_profile(manifest, max_batch)
     key = engine_key(manifest.name, model_dir / manifest.onnx.file, fp16, profile, ort.__version__)
     return engine_dir(cache_root(model_dir, trt_cache_dir), key)
-
-
-def _tensorrt_runs_here() -> bool:
-    """ORT's TensorRT provider can run on this machine (a GPU, its libraries); said once if not."""
-    import onnxruntime as ort
-
-    reason = tensorrt_unusable(Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_tensorrt.so")
-    if reason is not None and not _reported.get("tensorrt"):
-        _reported["tensorrt"] = True
-        log.info("TensorRT provider not used (no engine cache made): %s", reason)
-    return reason is None
 
 
 class OnnxClassifier:
@@ -172,7 +152,7 @@ class OnnxClassifier:
         trt: dict[str, Any] | None = None
         if "tensorrt" in requested and _ORT_NAMES["tensorrt"] in ort.get_available_providers():
             self.engine_dir = trt_engine_dir(model_dir, manifest, trt_cache_dir, trt_fp16, max_batch_hint)
-            if _tensorrt_runs_here():
+            if host_providers.unusable("tensorrt") is None:  # else no engine folder is made
                 fallback = _user_cache() / "trt" / self.engine_dir.relative_to(self.engine_dir.parents[1])
                 self.engine_dir = writable_dir([self.engine_dir, fallback])
                 batch = _batch_profile(manifest, max_batch_hint)
@@ -239,9 +219,9 @@ class OnnxClassifier:
 
     @property
     def gpu_fell_back(self) -> bool:
-        """A GPU provider was asked for and is available, yet the session runs on CPU."""
-        asked_gpu = any(p in ("tensorrt", "cuda") for p in self.choice.requested)
-        return asked_gpu and self._provider == "cpu"
+        """A GPU provider was asked for and runs on this host, yet the session runs on CPU."""
+        gpu_here = any(p in host_providers.GPU_PROVIDERS for p in self.choice.available)
+        return gpu_here and self._provider == "cpu"
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(windows, dtype=np.float32)

@@ -21,7 +21,6 @@ and a stand-in build step on machines without a GPU.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import functools
@@ -282,23 +281,3 @@ def load_or_build(folder: Path, open_session: Callable[[], _T], warm_up: Callabl
             _write_record(folder, files)
             log.info("TensorRT engine files recorded complete in %s: %s", folder, ", ".join(files))
         return session
-
-
-@functools.cache
-def tensorrt_unusable(provider_lib: Path) -> str | None:
-    """Why ORT's TensorRT provider cannot run on this machine (None: it can): no NVIDIA GPU
-    visible, or the provider's libraries (TensorRT, CUDA) do not load. Checked before any cache
-    folder is made, so a CPU host gets none."""
-    try:
-        cuda = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return "no NVIDIA driver (libcuda.so.1 not found)"
-    count = ctypes.c_int(0)
-    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value < 1:
-        return "no NVIDIA GPU visible to this process"
-    try:  # as ORT does: the shared bridge globally, then the provider with its TensorRT/CUDA libraries
-        ctypes.CDLL(str(provider_lib.with_name("libonnxruntime_providers_shared.so")), mode=os.RTLD_GLOBAL)
-        ctypes.CDLL(str(provider_lib))
-    except OSError as exc:
-        return f"its libraries do not load ({exc})"
-    return None

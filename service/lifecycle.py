@@ -4,8 +4,9 @@ uvicorn, on SIGTERM, closes every WebSocket at once with 1012 and only then tell
 ``GracefulServer`` first stops listening, marks the service as draining (``/health/ready`` answers
 503 so load balancers stop routing here, new streams and recognitions are refused) and asks each
 open stream to stop: the stream finishes the frame it is processing, sends ``{"type": "error",
-"code": "shutting_down"}`` and closes with code 1001. uvicorn's own shutdown then waits up to
-``shutdown_timeout_s`` for HTTP requests in progress.
+"code": "shutting_down"}`` and closes with code 1001. uvicorn's own shutdown then waits for HTTP
+requests in progress, and the app's for its clip jobs (`service.jobs`), within what is left of
+``shutdown_timeout_s`` (``Lifecycle.time_left``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Lifecycle:
 
     def __init__(self) -> None:
         self.draining = False
+        self.deadline: float | None = None  # time.monotonic() by which shutdown must be done
         self._streams: set[Stoppable] = set()
 
     @property
@@ -49,9 +51,14 @@ class Lifecycle:
     def discard(self, stream: Stoppable) -> None:
         self._streams.discard(stream)
 
+    def time_left(self) -> float:
+        """Seconds of the shutdown's budget left (0 when not shutting down by SIGTERM)."""
+        return 0.0 if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
     async def drain(self, timeout: float) -> int:
         """Stop every stream and wait up to ``timeout`` s for them to close; returns those left."""
         self.draining = True
+        self.deadline = time.monotonic() + timeout
         for s in list(self._streams):
             s.stop()
         deadline = time.monotonic() + timeout

@@ -75,6 +75,29 @@ class Metrics:
         self.events = Counter(
             "skelact_action_events_total", "action start events", ["model", "label"], registry=r
         )
+        # What this replica can take and is doing: readiness and the autoscaler read these
+        # (docs/deployment.md, "Autoscaling"); ServiceState binds them to the live values.
+        self.stream_capacity = Gauge(
+            "skelact_stream_capacity", "streams this replica accepts (SKELACT_MAX_STREAMS)", registry=r
+        )
+        self.active_clips = Gauge(
+            "skelact_active_clips", "clips in the pipeline (POST /recognize and clip jobs)", registry=r
+        )
+        self.queued_clips = Gauge(
+            "skelact_queued_clips",
+            "clips waiting for a place in the pipeline (SKELACT_MAX_CONCURRENT_CLIPS)",
+            registry=r,
+        )
+        self.pose_busy = Gauge(
+            "skelact_pose_busy_ratio",
+            "share of the pose workers' time spent in pose over the last 30 s (0..1): the pose load",
+            registry=r,
+        )
+        self.draining = Gauge(
+            "skelact_draining",
+            "1 while shutting down: no new streams or clips, streams closed (1001)",
+            registry=r,
+        )
 
     def observe_stage(self, stage: str, seconds: float, source: str) -> None:
         self.stage_seconds.labels(stage=stage, source=source).observe(seconds)

@@ -28,6 +28,7 @@ from perception.pose.estimator import PoseEstimator
 from perception.pose.workers import PoseWorkerPool
 from service.core.config import Settings
 from service.lifecycle import Lifecycle
+from service.load import BusyMeter
 from service.memory import release_memory
 from service.metrics import Metrics
 
@@ -43,6 +44,7 @@ class PoseSlots:
             raise ValueError("count must be >= 1")
         self.count = count
         self._free = asyncio.Semaphore(count)
+        self.meter = BusyMeter(count)  # the pose load: skelact_pose_busy_ratio
 
     @property
     def free(self) -> int:
@@ -59,11 +61,13 @@ class PoseSlots:
             while taken < count:
                 await self._free.acquire()
                 taken += 1
+                self.meter.add(1)
         except BaseException:
             self.give(taken)
             raise
 
     def give(self, count: int = 1) -> None:
+        self.meter.add(-count)
         for _ in range(count):
             self._free.release()
 

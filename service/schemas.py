@@ -6,6 +6,7 @@ docs/api.md and service/static/.
 
 from __future__ import annotations
 
+from datetime import datetime
 from itertools import pairwise
 from typing import Annotated, Literal
 
@@ -152,10 +153,13 @@ class ProcessingStats(BaseModel):
     frames_processed: int
     windows: int
     batches: int = Field(description="classifier calls these windows were part of")
-    wall_s: float
+    wall_s: float = Field(description="seconds from the first frame to the response (annotated video too)")
     fps_processed: float = Field(description="frames_processed / wall_s")
     pose_lanes: int = Field(1, description="estimators the frames ran on at once (SKELACT_CLIP_POSE_LANES)")
     stage_ms: StageTimes
+    overlay_s: float | None = Field(
+        default=None, description="seconds spent drawing and encoding the annotated video (part of wall_s)"
+    )
 
 
 class FramePerson(BaseModel):
@@ -217,13 +221,24 @@ class ModelsResponse(BaseModel):
     models: list[ModelInfo]
 
 
+HealthStatus = Literal["ok", "starting", "error", "draining", "full"]
+
+
 class HealthResponse(BaseModel):
-    status: Literal["ok", "starting", "error"]
+    status: HealthStatus = Field(
+        description="full: at its stream capacity (SKELACT_MAX_STREAMS); draining: shutting down"
+    )
     ready: bool
     models: dict[str, str] = Field(default_factory=dict, description="model -> provider in use")
     pose: str = ""
     warnings: list[str] = Field(default_factory=list)
     reason: str = ""
+    providers: list[str] = Field(
+        default_factory=list,
+        description="the requested ONNX Runtime providers that can run on this host (loadable, not "
+        "merely compiled in), in order of preference",
+    )
+    provider_note: str = Field(default="", description="which provider runs the models, and why")
 
 
 # ----------------------------------------------------------------------------- WebSocket /stream
@@ -296,3 +311,36 @@ class SkeletonFrameMessage(SkeletonFrameIn):
     """Client -> server: a frame of skeletons instead of an image."""
 
     type: Literal["skeleton"]
+
+
+# ----------------------------------------------------------------------------- clip jobs (mode=async)
+
+
+class JobProgress(BaseModel):
+    frames_done: int = Field(default=0, description="frames through the pipeline so far")
+    frames_total: int | None = Field(
+        default=None, description="frames of the clip (as its container declares them; null until it is read)"
+    )
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    hint: str = ""
+
+
+class JobStatus(BaseModel):
+    """An asynchronous POST /recognize (``mode=async``): GET /jobs/{job_id} until ``done`` or ``failed``."""
+
+    job_id: str
+    state: Literal["queued", "running", "done", "failed"] = Field(
+        description="queued: waiting for a place (SKELACT_MAX_CONCURRENT_CLIPS); running: in the "
+        "pipeline; done: ``result`` holds the response; failed: ``error`` says why"
+    )
+    created_at: datetime
+    updated_at: datetime
+    progress: JobProgress = Field(default_factory=lambda: JobProgress())
+    result: RecognizeResponse | None = Field(
+        default=None, description="when done: what the synchronous POST /recognize answers"
+    )
+    error: JobError | None = None

@@ -14,10 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from service.core.config import Settings
+from service.jobs import JobRunner, JobStore
 from service.lifecycle import Lifecycle, Stoppable
+from service.load import ClipAdmission
 from service.memory import release_memory
 from service.metrics import Metrics
 from service.pose_pool import PosePool
+from service.providers import describe as describe_providers
+from service.providers import usable as usable_providers
 from service.registry import ModelRegistry
 from service.results import ResultStore
 
@@ -33,28 +37,43 @@ class ServiceState:
     io_pool: ThreadPoolExecutor = field(init=False)
     pose: PosePool = field(init=False)
     results: ResultStore = field(init=False)
+    jobs: JobRunner = field(init=False)
+    clip_admission: ClipAdmission = field(init=False)  # SKELACT_MAX_CONCURRENT_CLIPS clips at once
     ready: bool = False
     starting: bool = True
     pose_info: str = ""
     pose_error: str = ""
+    provider_note: str = ""  # one line: the provider the models run on, and why (service.providers)
+    providers_here: list[str] = field(default_factory=list)  # the requested ones that can run here
     warnings: list[str] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
     _ready_event: asyncio.Event | None = None
-    _clip_admission: asyncio.Semaphore | None = None
 
     def __post_init__(self) -> None:
         s = self.settings
         self.registry = ModelRegistry(s, self.metrics)
         self.io_pool = ThreadPoolExecutor(max(4, s.max_concurrent_clips * 2), thread_name_prefix="io")
         self.pose = PosePool(s, self.metrics, self.lifecycle, self.io_pool)
-        self.results = ResultStore(s.results_dir, s.results_keep)
+        self.results = ResultStore(s.results_dir, s.results_keep, s.results_ttl_s)
+        self.jobs = JobRunner(JobStore(s.jobs_dir, s.results_ttl_s, s.job_lease_s), s, self.io_pool)
+        self.clip_admission = ClipAdmission(s.max_concurrent_clips)
+        m = self.metrics
+        m.stream_capacity.set(s.max_streams)
+        m.active_clips.set_function(lambda: self.clip_admission.running)
+        m.queued_clips.set_function(lambda: self.clip_admission.waiting)
+        m.pose_busy.set_function(lambda: self.pose.slots.meter.ratio())
+        m.draining.set_function(lambda: int(self.lifecycle.draining))
 
-    @property
-    def clip_admission(self) -> asyncio.Semaphore:
-        """``SKELACT_MAX_CONCURRENT_CLIPS`` clips run at once; more wait here."""
-        if self._clip_admission is None:
-            self._clip_admission = asyncio.Semaphore(self.settings.max_concurrent_clips)
-        return self._clip_admission
+    def readiness(self) -> tuple[bool, str]:
+        """Whether a load balancer should send this replica new work (``/health/ready``), and why
+        not: warming up, failed, shutting down, or at its stream capacity (it still serves the
+        streams and clips it has, and clips sent to it)."""
+        if not self.ready:
+            return False, self.not_ready_reason() or "not ready"
+        open_streams, cap = self.lifecycle.streams, self.settings.max_streams
+        if open_streams >= cap:
+            return False, f"at stream capacity: {open_streams} of {cap} streams open (SKELACT_MAX_STREAMS)"
+        return True, ""
 
     @property
     def ready_event(self) -> asyncio.Event:
@@ -95,27 +114,53 @@ class ServiceState:
             if not self.pose_error:
                 self.pose.refill_spares()
                 await self.pose.wait_for_refill()  # ready with the spares built: a build later stalls streams
+            self.providers_here = usable_providers(list(self.settings.providers))
+            self.provider_note = self._provider_note()
             self.warnings = self._warnings()
             strict_failure = self.settings.strict_models and bool(self.registry.failed)
             self.ready = bool(self.registry.models) and not self.pose_error and not strict_failure
         finally:
             self.starting = False
             self.ready_event.set()
+        if self.provider_note and not self._gpu_unusable():
+            log.info("%s", self.provider_note)  # else it is the first warning, logged below
         for w in self.warnings:
             log.warning("%s", w)
         if not self.ready:
             log.error("start-up failed: %s", self.not_ready_reason())
 
+    def _provider_note(self) -> str:
+        by_provider: dict[str, list[str]] = {}
+        for name, m in sorted(self.registry.models.items()):
+            by_provider.setdefault(m.runtime.provider, []).append(name)
+        if len(by_provider) == 1:
+            return describe_providers(self.settings.providers, next(iter(by_provider)))
+        return "; ".join(
+            f"{', '.join(names)}: {describe_providers(self.settings.providers, p)}"
+            for p, names in by_provider.items()
+        )
+
+    def _gpu_unusable(self) -> bool:
+        """A GPU provider was asked for but none can run on this host, so the models run on CPU."""
+        s = self.settings
+        return s.gpu_requested and bool(self.registry.models) and self.providers_here == ["cpu"]
+
     def _warnings(self) -> list[str]:
         out = []
         s = self.settings
+        if self._gpu_unusable():  # one warning for every model, naming only what can run here
+            out.append(
+                f"{self.provider_note} (available here: {', '.join(self.providers_here)}); to run on "
+                "the GPU, install the NVIDIA driver and the CUDA/cuDNN runtime, or set "
+                "SKELACT_PROVIDERS=cpu to silence this"
+            )
         for m in self.registry.models.values():
             if m.runtime.gpu_fell_back:
                 out.append(
                     f"model {m.name}: a GPU provider was asked for (SKELACT_PROVIDERS="
-                    f"{','.join(s.providers)}) but it runs on CPU; available: "
-                    f"{m.runtime.choice.available}. Install the CUDA/cuDNN runtime or set "
-                    f"SKELACT_PROVIDERS=cpu to silence this"
+                    f"{','.join(s.providers)}) and can run here, but the model runs on CPU; "
+                    f"available: {m.runtime.choice.available}. See the log for ONNX Runtime's error, "
+                    f"or set SKELACT_PROVIDERS=cpu to silence this"
                 )
         for name, why in self.registry.failed.items():
             out.append(f"model {name} not loaded: {why}")
@@ -144,7 +189,9 @@ class ServiceState:
         return ""
 
     async def close(self) -> None:
+        await self.jobs.close(self.lifecycle.time_left())  # jobs in flight get the shutdown's time
         await self.pose.close()
         await self.registry.close()
         self.io_pool.shutdown(wait=False, cancel_futures=True)
         self.results.close()
+        self.jobs.store.close()

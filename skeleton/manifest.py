@@ -88,6 +88,38 @@ class ClipRuleSpec(BaseModel):
     min_fall_windows: int = Field(default=1, ge=1, description="consecutive fall windows needed")
 
 
+class FallRuleSpec(BaseModel):
+    """Parameters of the confirmed-fall rule (``skeleton.falls``): the defaults were chosen by
+    cross-validation on UP-Fall (docs/falls.md); a model, a request or a stream may override them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fall_group: str = Field(default="fall", description="label group whose windows show the fall pattern")
+    fall_threshold: float = Field(
+        default=0.5, gt=0, le=1, description="a window shows the fall pattern at this summed fall probability"
+    )
+    down_angle: float = Field(
+        default=60.0, ge=0, le=180, description="down: torso this many degrees from upright"
+    )
+    down_drop: float = Field(
+        default=1.2, gt=0, description="down: shoulders this many torso lengths below where they stood"
+    )
+    confirm_s: float = Field(
+        default=2.0, ge=0, description="seen down this long after the fall pattern: a fall event"
+    )
+    recover_s: float = Field(default=2.0, gt=0, description="seen up this long: recovered (or no fall)")
+    expire_s: float = Field(
+        default=6.0, gt=0, description="a fall pattern not confirmed within this many seconds is dropped"
+    )
+    handover_s: float = Field(
+        default=2.0, ge=0, description="a track first seen down this soon after a fall nearby takes it over"
+    )
+    handover_distance: float = Field(
+        default=2.0, ge=0, description="'nearby' for a handover, in torso lengths of the fallen person"
+    )
+    posture_s: float = Field(default=0.5, gt=0, description="posture = medians over this many seconds")
+
+
 class ModelManifest(BaseModel):
     name: str
     version: str
@@ -100,6 +132,7 @@ class ModelManifest(BaseModel):
     input: InputSpec
     onnx: OnnxSpec
     clip_rule: ClipRuleSpec = Field(default_factory=ClipRuleSpec)
+    fall_rule: FallRuleSpec = Field(default_factory=FallRuleSpec)
     metrics: dict[str, Any] = Field(default_factory=dict)
     created: str = ""
 

@@ -3,7 +3,8 @@
 Canonical axes everywhere after this module's first step: x to the image's right, y up,
 z away from the camera. Steps: source axes -> canonical, layout conversion, resampling to
 the model's frame rate, gap filling, normalisation (centre, scale, optional view alignment),
-then (T, V, C) -> (C, T, V).
+then (T, V, C) -> (C, T, V). Missing data is NaN: a whole unseen frame, or single joints
+(occluded, damaged: ``skeleton.corrupt``); both are filled joint by joint.
 """
 
 from __future__ import annotations
@@ -74,28 +75,48 @@ def resample_uniform(joints: np.ndarray, length: int) -> np.ndarray:
 
 
 def _interp(t: np.ndarray, joints: np.ndarray, sample_t: np.ndarray, max_gap_s: float) -> np.ndarray:
+    """Per coordinate column, linear interpolation between the frames where it was observed; a
+    sample farther than ``max_gap_s`` from that column's observations stays NaN. Columns with the
+    same observations (on undamaged input: all of them) share one support."""
     flat = joints.reshape(joints.shape[0], -1)
-    observed = np.isfinite(flat).all(axis=1)
+    finite = np.isfinite(flat)
     out = np.full((sample_t.shape[0], flat.shape[1]), np.nan, np.float32)
-    if not observed.any():
-        return out.reshape((sample_t.shape[0], *joints.shape[1:]))
-    to, fo = t[observed], flat[observed]
+    groups: dict[bytes, list[int]] = {}
     for k in range(flat.shape[1]):
-        out[:, k] = np.interp(sample_t, to, fo[:, k])
-    nearest_gap = np.min(np.abs(sample_t[:, None] - to[None, :]), axis=1)
-    out[nearest_gap > max_gap_s] = np.nan
+        groups.setdefault(np.packbits(finite[:, k]).tobytes(), []).append(k)
+    for cols in groups.values():
+        observed = finite[:, cols[0]]
+        if not observed.any():
+            continue
+        to = t[observed]
+        for k in cols:
+            out[:, k] = np.interp(sample_t, to, flat[observed, k])
+        nearest_gap = np.min(np.abs(sample_t[:, None] - to[None, :]), axis=1)
+        out[np.ix_(nearest_gap > max_gap_s, cols)] = np.nan
     return out.reshape((sample_t.shape[0], *joints.shape[1:]))
 
 
-def fill_missing(joints: np.ndarray) -> np.ndarray:
-    """Fill NaN frames by holding the nearest observed frame; an empty window becomes zeros."""
+def fill_missing(joints: np.ndarray, layout: JointLayout | None = None) -> np.ndarray:
+    """Fill NaNs: each joint holds its nearest observed frame; a joint never observed in the window
+    sits on its parent joint (``layout.parents``, a zero-length bone; the centre joint, on the mean
+    of the others); without a layout it becomes zeros, as does an empty window."""
     out = np.array(joints, np.float32, copy=True)
-    observed = np.isfinite(out.reshape(out.shape[0], -1)).all(axis=1)
-    if not observed.any():
+    seen = np.isfinite(out).all(axis=2)  # (T, V)
+    if not seen.any():
         return np.zeros_like(out)
-    idx = np.where(observed)[0]
-    nearest = idx[np.abs(np.arange(out.shape[0])[:, None] - idx[None, :]).argmin(axis=1)]
-    out[~observed] = out[nearest[~observed]]
+    frames = np.arange(out.shape[0])
+    for v in np.flatnonzero(seen.any(axis=0) & ~seen.all(axis=0)):
+        idx = np.flatnonzero(seen[:, v])
+        nearest = idx[np.abs(frames[:, None] - idx[None, :]).argmin(axis=1)]
+        out[~seen[:, v], v] = out[nearest[~seen[:, v]], v]
+    never = ~seen.any(axis=0)
+    if never.any() and layout is not None:
+        centre = layout.centre
+        for v in sorted(np.flatnonzero(never), key=lambda j: layout.hop_distance[j, centre]):
+            if v == centre:
+                out[:, v] = out[:, ~never].mean(axis=1)
+            else:
+                out[:, v] = out[:, layout.parents[v]]
     return np.nan_to_num(out, nan=0.0)
 
 
@@ -144,12 +165,12 @@ def prepare_window(
 ) -> np.ndarray:
     """Timestamped (T, V, 3) joints in the model layout -> one (C, L, V) model input window."""
     window = resample_window(timestamps, layout_joints, spec.window, end_time)
-    filled = fill_missing(window)
-    return to_model_input(normalize(filled, spec.normalization, get_layout(spec.layout)))
+    layout = get_layout(spec.layout)
+    return to_model_input(normalize(fill_missing(window, layout), spec.normalization, layout))
 
 
 def prepare_clip(layout_joints: np.ndarray, spec: InputSpec) -> np.ndarray:
     """A whole trimmed clip (T, V, 3) -> (C, L, V): the UTD-MHAD whole-sequence protocol."""
     window = resample_uniform(layout_joints, spec.window.length)
-    filled = fill_missing(window)
-    return to_model_input(normalize(filled, spec.normalization, get_layout(spec.layout)))
+    layout = get_layout(spec.layout)
+    return to_model_input(normalize(fill_missing(window, layout), spec.normalization, layout))

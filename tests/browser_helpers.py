@@ -117,26 +117,31 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = N
     raise TimeoutError(f"{url} not ready after {timeout:.0f} s (last: {last!r})")
 
 
-@contextmanager
-def run_server(
-    port: int, log_path: Path, env: dict[str, str] | None = None, ready_timeout: float = 120.0
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Start the real service (``python -m service serve``) on 127.0.0.1:port; stop it afterwards."""
+def spawn_server(port: int, log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start the real service (``python -m service serve``) on 127.0.0.1:port, output to ``log_path``."""
     full_env = {**os.environ, "SKELACT_HOST": "127.0.0.1", "SKELACT_PORT": str(port), **(env or {})}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-m", "service", "serve"],
             cwd=REPO_ROOT,
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        try:
-            wait_http(f"http://127.0.0.1:{port}/health/ready", ready_timeout, proc)
-            yield proc
-        finally:
-            stop_process(proc)
+
+
+@contextmanager
+def run_server(
+    port: int, log_path: Path, env: dict[str, str] | None = None, ready_timeout: float = 120.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start the real service on 127.0.0.1:port, wait until it is ready; stop it afterwards."""
+    proc = spawn_server(port, log_path, env)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health/ready", ready_timeout, proc)
+        yield proc
+    finally:
+        stop_process(proc)
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:

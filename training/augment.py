@@ -1,17 +1,19 @@
 """Training-time augmentation on canonical joints (before the shared normalisation) and on inputs.
 
-Geometric changes are applied to the raw (T, V, 3) canonical joints so that the normalisation the
-service runs (``skeleton.preprocess``) sees exactly the kind of variation it will meet: a
-different camera yaw / tilt, body proportions, speed and cut points. Joint noise is added to the
-normalised (C, T, V) input so its size is relative to the body.
+Geometric changes and damage (``corrupt``: missing joints, limbs and frames, positional noise) are
+applied to the raw (T, V, 3) canonical joints so that the normalisation and gap filling the
+service runs (``skeleton.preprocess``) see exactly the kind of variation they will meet: a
+different camera yaw / tilt, body proportions, speed and cut points, occlusion, dropped frames.
+Joint noise is added to the normalised (C, T, V) input so its size is relative to the body.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from skeleton import corrupt as damage
 from skeleton.layouts import JointLayout
-from training.config import AugmentConfig
+from training.config import AugmentConfig, CorruptConfig
 
 
 def rotation_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
@@ -67,3 +69,20 @@ def add_noise(x: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarr
     if sigma <= 0:
         return x
     return (x + rng.normal(0.0, sigma, size=x.shape)).astype(np.float32)
+
+
+def corrupt(joints: np.ndarray, cfg: CorruptConfig, rng: np.random.Generator,
+            layout: JointLayout) -> np.ndarray:
+    """Damage raw joints as ``cfg`` says (missing joints, a missing limb, dropped frames, noise)."""
+    if cfg.p <= 0:
+        return joints
+    out = joints
+    if cfg.joints > 0 and rng.random() < cfg.p:
+        out = damage.drop_joints(out, rng.uniform(0, cfg.joints), rng)
+    if cfg.limb and rng.random() < cfg.p:
+        out = damage.drop_limb(out, layout, damage.LIMBS[int(rng.integers(len(damage.LIMBS)))])
+    if cfg.frames > 0 and rng.random() < cfg.p:
+        out = damage.drop_frames(out, rng.uniform(0, cfg.frames), rng)
+    if cfg.noise > 0 and rng.random() < cfg.p:
+        out = damage.add_noise(out, rng.uniform(0, cfg.noise), rng, layout)
+    return out

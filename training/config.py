@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from skeleton.manifest import InputSpec
+from skeleton.manifest import FallRuleSpec, InputSpec
 
 
 class _Strict(BaseModel):
@@ -49,6 +49,18 @@ class DatasetConfig(_Strict):
     train_lead_in: float = 0.5
 
 
+class CorruptConfig(_Strict):
+    """Damaged-skeleton augmentation (``skeleton.corrupt``) on the raw joints, before the shared
+    preprocessing: each kind hits a training sample with probability ``p``, at a level drawn
+    uniformly up to its maximum. All off by default."""
+
+    p: float = Field(default=0.0, ge=0, le=1)
+    joints: float = Field(default=0.0, ge=0, lt=1)  # fraction of joints dropped per frame, at most
+    limb: bool = False  # drop one limb (drawn at random)
+    frames: float = Field(default=0.0, ge=0, lt=1)  # fraction of frames dropped, at most
+    noise: float = Field(default=0.0, ge=0)  # positional noise, trunk lengths, at most
+
+
 class AugmentConfig(_Strict):
     yaw_deg: float = 0.0  # random rotation about the vertical axis, +-
     tilt_deg: float = 0.0  # random rotation about the two horizontal axes, +-
@@ -58,6 +70,7 @@ class AugmentConfig(_Strict):
     shift_s: float = 0.0  # windows: jitter the window's end time by +- shift_s
     noise: float = 0.0  # Gaussian joint noise after normalisation (units of body size)
     mirror: bool = False  # left/right flip; off for UTD-MHAD (right-handed actions)
+    corrupt: CorruptConfig = Field(default_factory=CorruptConfig)
 
 
 class OptimConfig(_Strict):
@@ -94,6 +107,8 @@ class TrainConfig(_Strict):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     clip_rule: ClipRuleConfig = Field(default_factory=ClipRuleConfig)
+    # Confirmed fall events (skeleton.falls), copied into the manifest like ``input``.
+    fall_rule: FallRuleSpec = Field(default_factory=FallRuleSpec)
 
 
 def load_config(path: Path, overrides: dict[str, Any] | None = None) -> TrainConfig:

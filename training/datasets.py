@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from skeleton.layouts import get_layout
+from skeleton.paths import missing_data
 from skeleton.preprocess import prepare_clip
-from training.augment import add_noise, geometric, temporal_crop
+from training.augment import add_noise, corrupt, geometric, temporal_crop
 from training.config import TrainConfig
 from training.metrics import classification_metrics
 from training.utd_mhad import LABELS as UTD_LABELS
@@ -77,7 +78,7 @@ class UtdMhadDataset(ActionDataset):
             return prepare_clip(joints, self.cfg.input)
         aug = self.cfg.augment
         joints = temporal_crop(joints, aug.crop_min, rng)
-        joints = geometric(joints, aug, rng, self.layout)
+        joints = corrupt(geometric(joints, aug, rng, self.layout), aug.corrupt, rng, self.layout)
         return add_noise(prepare_clip(joints, self.cfg.input), aug.noise, rng)
 
     def restrict_train(self, keep: np.ndarray) -> None:
@@ -104,7 +105,7 @@ def real_windows(cfg: TrainConfig, data_root: Path, repo_root: Path, count: int 
 
         files = skeleton_files(data_root)
         if not files:
-            raise FileNotFoundError(f"no UTD-MHAD skeletons under {data_root}")
+            raise missing_data("UTD-MHAD skeleton files (utd_mhad/Skeleton/*.mat)", data_root)
         pick = np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int)
         return np.stack([prepare_clip(read_skeleton(files[i]), cfg.input) for i in pick])
     from training.upfall import sample_windows

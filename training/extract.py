@@ -33,6 +33,7 @@ from perception.pose.person import nms_poses, pose_from_pixels
 from perception.tracking.clip_tracks import TrackHistory, clip_tracks, select_primary_track
 from perception.tracking.tracker import Tracker, TrackerConfig
 from perception.video import DecodeError, Frame, VideoReader
+from skeleton.paths import data_root, missing_data
 from skeleton.types import PersonPose
 from training.skeleton_cache import ClipSkeletons, cache_path_for, iter_cache, load_clip, save_clip
 
@@ -335,7 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"retracked {done} files in {args.out}")
         return 0
     if args.videos is None or not args.videos.is_dir():
-        parser.error(f"--videos {args.videos} is not a folder")
+        print(f"error: {missing_data('a folder of videos', args.videos or data_root(), 'or pass --videos')}",
+              file=sys.stderr)
+        return 2
     options: dict[str, Any] = {"tiles": True} if args.tiles else {}
     if args.association is not None:
         options["association"] = args.association

@@ -29,7 +29,7 @@ import yaml
 from torch import nn
 
 from models import build_model, count_flops, count_params
-from skeleton.paths import REPO_ROOT, data_root
+from skeleton.paths import REPO_ROOT, RUNS_DIR, MissingDataError, data_root, in_shipped_zoo
 from training.config import TrainConfig, load_config
 from training.datasets import ActionDataset, build_dataset
 from training.plots import plot_run
@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, required=True)
     ap.add_argument("--out", type=Path, help="run directory (default runs/<config name>)")
+    ap.add_argument("--force", action="store_true",
+                    help="allow --out inside model_zoo/ (replaces a shipped model's files)")
     ap.add_argument("--epochs", type=int, help="override optim.epochs")
     ap.add_argument("--data-dir", type=Path, default=None, help="data root (default $SKELACT_DATA_DIR)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -177,7 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.epochs is not None:
         overrides["optim.epochs"] = args.epochs
     cfg = load_config(args.config, overrides)
-    out = args.out or REPO_ROOT / "runs" / cfg.name
+    out = args.out or RUNS_DIR / cfg.name
+    if in_shipped_zoo(out) and not args.force:
+        print(f"error: {out} is inside the shipped model zoo (model_zoo/); train into runs/ (the default) "
+              "or pass --force to replace its files", file=sys.stderr)
+        return 2
     log_file = (out / "train.log")
     out.mkdir(parents=True, exist_ok=True)
     with log_file.open("w") as fh:
@@ -186,10 +192,14 @@ def main(argv: list[str] | None = None) -> int:
             fh.write(msg + "\n")
             fh.flush()
 
-        metrics = train(cfg, out, args.data_dir or data_root(), log)
+        try:
+            metrics = train(cfg, out, args.data_dir or data_root(), log)
+        except MissingDataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     summary = {k: metrics[k] for k in ("top1", "clip_top1", "window_top1", "fall", "params", "flops",
                                        "train_seconds") if k in metrics}
-    print(json.dumps(summary))
+    print(json.dumps({**summary, "out": str(out)}))
     return 0
 
 

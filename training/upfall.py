@@ -23,10 +23,12 @@ from typing import Any
 import numpy as np
 
 from skeleton.clip import ClipRule, decide, fall_probability, window_ends
+from skeleton.falls import fastest_descent
 from skeleton.layouts import get_layout
+from skeleton.paths import DATA_DIR_ENV, missing_data
 from skeleton.preprocess import mediapipe_to_canonical, prepare_window, sequence_to_layout
 from skeleton.types import SkeletonSequence
-from training.augment import add_noise, geometric
+from training.augment import add_noise, corrupt, geometric
 from training.config import TrainConfig
 from training.datasets import ActionDataset
 from training.metrics import binary_metrics, classification_metrics
@@ -41,9 +43,6 @@ FALL_LABELS: tuple[str, ...] = ACTIVITIES[:5]
 STANDING = ACTIVITIES.index("standing")
 LAYING = ACTIVITIES.index("laying")
 _NAME = re.compile(r"Activity(\d+)[/\\]Trial(\d+)Cam(\d+)\.npz$")
-# Hip-height smoothing before differentiating (frames at the source rate): suppresses jitter
-# without blurring a ~0.5 s fall.
-_SMOOTH_FRAMES = 5
 
 
 @dataclass(frozen=True)
@@ -84,21 +83,19 @@ def detect_fall_time(seq: SkeletonSequence, frame_height: float) -> float | None
     img = mediapipe_to_canonical(seq, "image", frame_height)
     hip_y = img[:, [23, 24], 1].mean(axis=1)
     ok = np.isfinite(hip_y)
-    if ok.sum() < _SMOOTH_FRAMES + 2:
-        return None
-    t, y = seq.timestamps[ok], hip_y[ok]
-    kernel = np.ones(_SMOOTH_FRAMES) / _SMOOTH_FRAMES
-    pad = _SMOOTH_FRAMES // 2
-    smooth = np.convolve(np.pad(y, pad, mode="edge"), kernel, mode="valid")
-    velocity = np.gradient(smooth, t)
-    return float(t[int(velocity.argmin())])
+    return fastest_descent(seq.timestamps[ok], -hip_y[ok])  # canonical y points up
 
 
 def load_upfall(cache_dir: Path, cfg: TrainConfig, trials: list[int]) -> list[UpFallClip]:
     """Primary tracks of the cached clips of ``trials`` / ``cfg.dataset.cameras``, sorted by name."""
     files = iter_cache(cache_dir)
     if not files:
-        raise FileNotFoundError(f"no UP-Fall skeleton cache under {cache_dir}: run training.extract")
+        raise missing_data(
+            "the UP-Fall skeleton cache",
+            cache_dir,
+            f"then extract it: python -m training.extract --videos ${DATA_DIR_ENV}/upfall --out {cache_dir} "
+            "--max-people 2 --jobs 2",
+        )
     clips = []
     for path in files:
         a, t, c = parse_cache_name(path)
@@ -206,7 +203,7 @@ class UpFallDataset(ActionDataset):
             t = end + (t - end) / f
         if aug.shift_s:
             end = end + rng.uniform(-aug.shift_s, aug.shift_s)
-        joints = geometric(clip.joints, aug, rng, self.layout)
+        joints = corrupt(geometric(clip.joints, aug, rng, self.layout), aug.corrupt, rng, self.layout)
         return add_noise(prepare_window(t, joints, self.cfg.input, end), aug.noise, rng)
 
     def predict_clips(self, probs: np.ndarray) -> list[dict[str, Any]]:

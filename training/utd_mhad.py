@@ -16,6 +16,7 @@ import numpy as np
 import scipy.io
 
 from skeleton.layouts import KINECT_20
+from skeleton.paths import missing_data
 from skeleton.preprocess import kinect_to_canonical
 
 SKELETON_DIR = "utd_mhad/skeleton"
@@ -73,7 +74,7 @@ def load_utd_mhad(data_root: Path, subjects: set[int] | None = None) -> list[Utd
     """Every clip (optionally only ``subjects``), sorted by (action, subject, trial)."""
     files = skeleton_files(data_root)
     if not files:
-        raise FileNotFoundError(f"no UTD-MHAD skeleton files under {data_root / SKELETON_DIR}")
+        raise missing_data("UTD-MHAD skeleton files (a*_s*_t*_skeleton.mat)", data_root / SKELETON_DIR)
     clips = []
     for path in files:
         a, s, t = parse_name(path)

@@ -3,34 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
-from collections.abc import Awaitable
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
 
-from perception.video import VIDEO_SUFFIXES
 from service.api.deps import FramesOut, ModelDep, ReadyState, Stride, TopK
+from service.api.hangup import ClientDisconnected, unless_disconnected
+from service.api.jobs import Mode, accepted, wants_async
+from service.api.outcomes import CLIENT_CLOSED, CountedRoute
+from service.api.upload import VIDEO_FIELD, save_upload, video_upload
 from service.clips.job import ClipJob
-from service.core.errors import ServiceError, too_large, validation_message
+from service.core.errors import ServiceError, validation_message
 from service.core.limits import check_skeleton_sequence
-from service.schemas import RecognizeResponse, SkeletonSequenceIn
+from service.jobs import Progress
+from service.schemas import JobStatus, RecognizeResponse, SkeletonSequenceIn
 from service.state import ServiceState
 
-router = APIRouter(tags=["recognize"])
-
-# content types of videos whose file name has none of VIDEO_SUFFIXES
-_VIDEO_TYPES = {
-    "video/mp4": ".mp4",
-    "video/quicktime": ".mov",
-    "video/webm": ".webm",
-    "video/x-msvideo": ".avi",
-    "video/avi": ".avi",
-}
+router = APIRouter(tags=["recognize"], route_class=CountedRoute)  # every outcome in the metrics
 
 _OPENAPI_BODY: dict[str, Any] = {
     "requestBody": {
@@ -39,9 +30,9 @@ _OPENAPI_BODY: dict[str, Any] = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "required": ["file"],
+                    "required": [VIDEO_FIELD],
                     "properties": {
-                        "file": {
+                        VIDEO_FIELD: {
                             "type": "string",
                             "format": "binary",
                             "description": "mp4, avi, webm or mov video",
@@ -90,98 +81,42 @@ async def _read_json(request: Request) -> SkeletonSequenceIn:
         ) from None
 
 
-class ClientDisconnected(Exception):
-    """The client hung up before its recognition finished; the work was cancelled."""
-
-
-async def _unless_disconnected(request: Request, work: Awaitable[RecognizeResponse]) -> RecognizeResponse:
-    """Await ``work`` but cancel it as soon as the client disconnects.
-
-    A clip costs seconds of pose time per second of video; a client that gave up (closed tab,
-    timeout on its side) must not hold one of the places of the clips run at once. Called once the
-    body has been read, so the next ASGI message can only be ``http.disconnect``.
-    """
-
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not task.done():
-            task.cancel()
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
-    if not task.done() or task.cancelled():
-        await asyncio.gather(task, return_exceptions=True)
-        raise ClientDisconnected
-    return task.result()
-
-
-def _save_upload(upload: UploadFile, suffix: str) -> Path:
-    fd, name = tempfile.mkstemp(suffix=suffix, prefix="skelact-upload-")
-    with open(fd, "wb") as out:
-        upload.file.seek(0)
-        shutil.copyfileobj(upload.file, out, 1 << 20)
-    return Path(name)
-
-
 async def _recognize_upload(
-    request: Request, state: ServiceState, job: ClipJob, overlay: bool
-) -> RecognizeResponse:
-    limit = state.settings.max_upload_bytes
+    request: Request,
+    state: ServiceState,
+    model: ModelDep,
+    top_k: int | None,
+    stride: int | None,
+    overlay: bool,
+    run_async: bool,
+    frames: str = "none",
+) -> RecognizeResponse | Response:
     form = await request.form(max_files=1, max_fields=16)
     try:
-        uploads = [v for v in form.values() if isinstance(v, UploadFile)]
-        if not uploads:
-            raise ServiceError(
-                422,
-                "missing_file",
-                "no file in the multipart body",
-                "send the video as the multipart field 'file' (curl -F file=@clip.mp4)",
-            )
-        upload = uploads[0]
+        upload, suffix = video_upload(form, state.settings.max_upload_bytes)
         filename = upload.filename or "upload"
-        suffix = Path(filename).suffix.lower()
-        ctype = (upload.content_type or "").lower()
-        if suffix not in VIDEO_SUFFIXES:
-            if ctype not in _VIDEO_TYPES:
-                raise ServiceError(
-                    415,
-                    "unsupported_media_type",
-                    f"{filename!r} ({ctype or 'no content type'}) is not a supported video",
-                    f"send one of {', '.join(s.lstrip('.') for s in VIDEO_SUFFIXES)}; "
-                    "skeletons go as application/json",
-                )
-            suffix = _VIDEO_TYPES[ctype]
-        size = upload.size if upload.size is not None else 0
-        if size > limit:  # the file itself, without the multipart framing the middleware allows
-            raise too_large(size, limit, "SKELACT_MAX_UPLOAD_MB")
-        if size == 0:
-            raise ServiceError(
-                422,
-                "undecodable_video",
-                f"{filename}: upload is empty (0 bytes)",
-                "check the file path in your client",
-            )
         loop = asyncio.get_running_loop()
-        path = await loop.run_in_executor(state.io_pool, _save_upload, upload, suffix)
+        path = await loop.run_in_executor(state.io_pool, save_upload, upload, suffix)
     finally:
         await form.close()
     overlay_path: Path | None = None
-    rid = ""
+    overlay_url: str | None = None
     if overlay:
         rid, overlay_path = state.results.new(".webm")
+        overlay_url = str(request.url_for("result", result_id=rid).path)
+
+    async def work(progress: Progress | None) -> RecognizeResponse:
+        job = ClipJob(state, model, top_k, stride, progress, frames=frames)
+        response = await job.video(path, filename, overlay_path)
+        response.overlay_url = overlay_url
+        return response
+
+    if run_async:
+        return accepted(request, state.jobs.submit(work, cleanup=lambda: path.unlink(missing_ok=True)))
     try:
-        response = await _unless_disconnected(request, job.video(path, filename, overlay_path))
+        return await unless_disconnected(request, work(None))
     finally:
         path.unlink(missing_ok=True)
-    if overlay:
-        response.overlay_url = str(request.url_for("result", result_id=rid).path)
-    return response
 
 
 @router.post(
@@ -189,6 +124,7 @@ async def _recognize_upload(
     response_model=RecognizeResponse,
     openapi_extra=_OPENAPI_BODY,
     responses={
+        202: {"model": JobStatus, "description": "mode=async: the job; follow its Location (GET /jobs/{id})"},
         413: {"description": "upload too large or video too long"},
         415: {"description": "not a supported video type"},
         422: {"description": "undecodable video or invalid skeletons"},
@@ -202,40 +138,35 @@ async def recognize(
     top_k: TopK = None,
     stride: Stride = None,
     overlay: Annotated[bool, Query(description="also render an annotated video (overlay_url)")] = False,
+    mode: Mode = "sync",
     frames: FramesOut = "none",
 ) -> RecognizeResponse | Response:
     """Recognise the actions in a clip: per-track timelines, the primary person and the clip label.
 
     Send ``multipart/form-data`` with the video in the field ``file``, or ``application/json``
-    with a ``SkeletonSequenceIn`` (clients that run pose themselves).
+    with a ``SkeletonSequenceIn`` (clients that run pose themselves). ``mode=async``: 202 and a job.
     """
     ctype = request.headers.get("content-type", "").lower()
-    outcome = "ok"
-    job = ClipJob(state, model, top_k, stride, frames)
+    run_async = wants_async(request, mode)
     try:
+        if run_async:
+            state.jobs.admit()  # before the upload is read
         if ctype.startswith("application/json"):
             seq = await _read_json(request)
             check_skeleton_sequence(seq, model.window_info(stride), state.settings)
-            return await job.skeletons(seq)
+            if run_async:
+                job = state.jobs.submit(
+                    lambda p: ClipJob(state, model, top_k, stride, p, frames=frames).skeletons(seq)
+                )
+                return accepted(request, job)
+            return await ClipJob(state, model, top_k, stride, frames=frames).skeletons(seq)
         if ctype.startswith("multipart/form-data"):
-            return await _recognize_upload(request, state, job, overlay)
+            return await _recognize_upload(request, state, model, top_k, stride, overlay, run_async, frames)
         raise ServiceError(
             415,
             "unsupported_media_type",
             f"content type {ctype or 'none'!r} is not accepted",
-            "send multipart/form-data with the video in 'file', or application/json skeletons",
+            f"send multipart/form-data with the video in {VIDEO_FIELD!r}, or application/json skeletons",
         )
-    except ServiceError as exc:
-        outcome = exc.code
-        raise
     except ClientDisconnected:
-        outcome = "client_disconnected"
-        return Response(status_code=499)  # nobody reads it; nginx's code for "client closed request"
-    except Exception:
-        outcome = "internal_error"
-        raise
-    except asyncio.CancelledError:  # the request timed out (service.core.limits) or the server stops
-        outcome = "cancelled"
-        raise
-    finally:
-        state.metrics.requests.labels(outcome=outcome).inc()
+        return Response(status_code=CLIENT_CLOSED)  # counted as client_disconnected

@@ -25,9 +25,10 @@ from perception.tracking.clip_tracks import TrackHistory
 from perception.video import VideoDecodeError
 from service.batching import BatchResult
 from service.buffer import TrackWindow
-from service.clips.result import clip_people, decide_clip
+from service.clips.result import clip_people, decide_clip, too_short
 from service.clips.source import ClipFrame, ImageFrame, VideoSource, check_video, prefetch, undecodable
 from service.frames import FrameTracking, PosedFrame, TrackedPerson
+from service.jobs import Progress
 from service.overlay import render_overlay
 from service.registry import LoadedModel
 from service.schemas import RecognizeResponse, SkeletonSequenceIn, VideoInfo
@@ -84,12 +85,15 @@ class ClipJob:
         model: LoadedModel,
         top_k: int | None = None,
         stride: int | None = None,
+        progress: Progress | None = None,
         frames: str = "none",
     ) -> None:
         self.state = state
         self.model = model
         self.top_k = top_k or state.settings.top_k
         self.stride = stride or state.settings.stride
+        self.progress = progress  # told (frames done, frames in the clip) as frames leave tracking
+        self._frames_total: int | None = None
         self.frames = frames  # per-frame people in the response: "none", "boxes" or "landmarks"
 
     async def video(self, path: Path, filename: str, overlay_path: Path | None = None) -> RecognizeResponse:
@@ -99,6 +103,7 @@ class ClipJob:
         info = await loop.run_in_executor(
             self.state.io_pool, check_video, path, filename, s.max_video_seconds, s.max_frame_side
         )
+        self._frames_total = info.frames or round(info.duration_s * info.fps) or None
         async with self.state.clip_admission, pose.clip_in_pose():
             lanes = s.clip_lanes(info.fps)
             estimators = list(await asyncio.gather(*(pose.take_estimator() for _ in range(lanes))))
@@ -115,6 +120,9 @@ class ClipJob:
                     raise undecodable(filename, exc, hint) from None
             finally:
                 await pose.close_estimators(estimators)
+        short = too_short(filename, outcome.frames_decoded, info.fps, self.model)
+        if short is not None:
+            raise short
         warnings = []
         if info.frames and outcome.frames_decoded < 0.9 * info.frames - 1:
             warnings.append(
@@ -124,6 +132,7 @@ class ClipJob:
         t0 = time.perf_counter()
         response = await self._respond(outcome, "video", video, warnings)
         if overlay_path is not None:
+            t_overlay = time.perf_counter()
             await loop.run_in_executor(
                 self.state.io_pool,
                 render_overlay,
@@ -133,6 +142,7 @@ class ClipJob:
                 response,
                 s.pose_max_side,
             )
+            response.stats.overlay_s = round(time.perf_counter() - t_overlay, 3)
         return self._done(response, outcome, t0)
 
     async def skeletons(self, seq: SkeletonSequenceIn) -> RecognizeResponse:
@@ -143,6 +153,7 @@ class ClipJob:
             yield first
             yield from source
 
+        self._frames_total = len(seq.frames)
         async with self.state.clip_admission:
             outcome = await self._pass(frames(), (), keep_frames=False)
         t0 = time.perf_counter()
@@ -179,8 +190,13 @@ class ClipJob:
         return response
 
     def _done(self, response: RecognizeResponse, outcome: ClipOutcome, t0: float) -> RecognizeResponse:
-        """Time the encoding and count the clip in the metrics."""
-        response.stats.stage_ms.encode = round((time.perf_counter() - t0) * 1e3, 3)
+        """Time the encoding (annotated video included), make ``wall_s`` the whole job's time, and
+        count the clip in the metrics."""
+        encode_s = time.perf_counter() - t0
+        response.stats.stage_ms.encode = round(encode_s * 1e3, 3)
+        stats = response.stats
+        stats.wall_s = round(outcome.wall_s + encode_s, 3)
+        stats.fps_processed = round(stats.frames_processed / max(stats.wall_s, 1e-9), 2)
         m = self.state.metrics
         m.frames_processed.labels(source="clip").inc(outcome.frames_processed)
         m.frames_received.labels(source="clip").inc(outcome.frames_decoded)
@@ -213,6 +229,8 @@ class ClipJob:
         decoded = processed = width = height = 0
         last_time = 0.0
         history = TrackHistory()
+        if self.progress is not None:  # the pass has its place: the clip is running
+            self.progress(0, self._frames_total)
 
         def submit(windows: list[TrackWindow]) -> None:
             if windows:
@@ -230,6 +248,8 @@ class ClipJob:
             last_time = frame.timestamp
             if keep_frames:
                 frame_people.append((frame.timestamp, tracked.people))
+            if self.progress is not None:
+                self.progress(processed, self._frames_total)
             outcome = tracks.observe(tracked)
             clock.buffer += outcome.buffer_s
             submit(list(outcome.windows))

@@ -15,6 +15,7 @@ import numpy as np
 
 from perception.tracking.clip_tracks import MIN_TRACK_FRAMES, clip_tracks, select_primary_track
 from service.core.config import Settings
+from service.core.errors import ServiceError
 from service.registry import LoadedModel
 from service.smoothing import TimelineSegment, smoothing_config, timeline
 from skeleton.clip import ClipDecision, ClipRule, decide, window_ends
@@ -25,7 +26,31 @@ from skeleton.types import SkeletonSequence
 if TYPE_CHECKING:
     from service.clips.job import ClipOutcome
 
-__all__ = ["MIN_TRACK_FRAMES", "PersonResult", "clip_people", "decide_clip"]
+__all__ = ["MIN_TRACK_FRAMES", "PersonResult", "clip_people", "decide_clip", "too_short"]
+
+
+def too_short(filename: str, frames: int, fps: float, model: LoadedModel) -> ServiceError | None:
+    """A 422 for a video with too few frames for any window of ``model`` (None: long enough).
+
+    The rule is the clip's own: a person seen in fewer than ``MIN_TRACK_FRAMES`` frames is dropped
+    as a blip before windows are cut, so no clip shorter than that can get a label; a clip shorter
+    than one window gets a single window (``skeleton.clip.window_ends``), with its first pose held.
+    """
+    if frames >= MIN_TRACK_FRAMES:
+        return None
+    window = model.manifest.input.window
+    rate = fps if fps > 0 else window.fps
+    need = MIN_TRACK_FRAMES / rate
+    return ServiceError(
+        422,
+        "video_too_short",
+        f"{filename} has {frames} frame{'s' if frames != 1 else ''}: too short for any window of "
+        f"{model.name}, which needs a person seen in at least {MIN_TRACK_FRAMES} frames "
+        f"({need:.2f} s at {rate:g} fps); its full window is {window.seconds:.2f} s "
+        f"({window.length} frames at {window.fps:g} fps)",
+        f"send a video of at least {need:.2f} s, ideally {window.seconds:.2f} s or more "
+        "(a still image is not a video)",
+    )
 
 
 @dataclass

@@ -140,8 +140,31 @@ class Settings(BaseSettings):
     max_frame_bytes: int = Field(default=8 << 20, gt=0, description="largest WebSocket frame")
     max_streams: int = Field(default=32, ge=1)
     max_concurrent_clips: int = Field(default=4, ge=1, description="/recognize requests run at once")
-    results_dir: Path | None = Field(default=None, description="annotated videos (default: a temp dir)")
-    results_keep: int = Field(default=32, ge=1, description="annotated videos kept for download")
+    results_dir: Path | None = Field(
+        default=None,
+        description="annotated videos, shared by every replica that mounts it (default: a temp dir)",
+    )
+    results_keep: int = Field(
+        default=32, ge=1, description="annotated videos kept in SKELACT_RESULTS_DIR (oldest deleted first)"
+    )
+    results_ttl_s: float = Field(
+        default=86400.0, gt=0, description="annotated videos and finished clip jobs are deleted at this age"
+    )
+    jobs_dir: Path | None = Field(
+        default=None,
+        description="asynchronous POST /recognize jobs (state, progress, result), shared by every "
+        "replica that mounts it (default: a temp dir)",
+    )
+    job_lease_s: float = Field(
+        default=30.0,
+        ge=1,
+        description="a job whose replica wrote no heartbeat for this long is reported failed (it died)",
+    )
+    action_sets_dir: Path | None = Field(
+        default=None,
+        description="custom action sets, shared by every replica that mounts it (the storage "
+        "contract: service/store.py)",
+    )
 
     # --- reliability and access (docs/security.md)
     max_json_mb: float = Field(default=64.0, gt=0, description="largest JSON body (skeleton sequences)")

@@ -1,13 +1,16 @@
 """Access control (docs/security.md): optional API keys, the CORS allow-list, WebSocket origins.
 
 With ``SKELACT_API_KEYS`` set, every route needs a key except the open ones (``OPEN_PATHS``: the
-liveness probe and the browser page with its static files, which hold no data; the API calls the
-page makes carry the key). The check is ASGI middleware in front of the router, so a route added
-later is protected without doing anything.
+health probes and the browser page with its static files, which hold no data; the API calls the
+page makes carry the key). ``/health/ready`` answers everyone with its status, readiness and reason
+(kubelets and load balancers probe without a key) and only callers with a key with the model and
+pose details (`authenticated`). The check is ASGI middleware in front of the router, so a route
+added later is protected without doing anything.
 
-* HTTP: header ``X-API-Key``. Missing: 401 ``unauthorized``; wrong: 403 ``forbidden``.
-* WebSocket: header ``X-API-Key``, query ``?api_key=``, or -- to keep the key out of URLs and
-  access logs -- a first text message ``{"type": "auth", "api_key": "..."}`` within
+* HTTP: header ``X-API-Key``, or ``Authorization: Bearer <key>`` (what Prometheus and most HTTP
+  clients send). Missing: 401 ``unauthorized``; wrong: 403 ``forbidden``.
+* WebSocket: header ``X-API-Key`` or ``Authorization: Bearer``, query ``?api_key=``, or -- to keep
+  the key out of URLs and access logs -- a first text message ``{"type": "auth", "api_key": "..."}`` within
   ``read_timeout_s``, after which the stream starts as usual (``hello``). A refused WebSocket is
   accepted, gets ``{"type": "error", "code": "unauthorized"|"forbidden", ...}`` and is closed with
   1008 (policy violation) and a reason.
@@ -29,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 from fastapi import FastAPI
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -39,13 +43,28 @@ from service.core.limits import RequestLimitsMiddleware
 log = logging.getLogger(__name__)
 
 API_KEY_HEADER = "x-api-key"
-OPEN_PATHS = frozenset({"/health/live", "/"})
+OPEN_PATHS = frozenset({"/health/live", "/health/ready", "/"})
 OPEN_PREFIXES = ("/static/",)
+AUTHENTICATED = "skelact.authenticated"  # scope key: the caller sent a valid key (or none is needed)
 
 
 def is_open(path: str) -> bool:
-    """Routes that never need a key (the liveness probe and the harmless browser page)."""
+    """Routes that never need a key (the health probes and the harmless browser page)."""
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
+def authenticated(conn: HTTPConnection) -> bool:
+    """The caller may see details on an open route: it sent a valid key, or keys are off."""
+    return bool(conn.scope.get(AUTHENTICATED, True))
+
+
+def given_key(headers: Headers) -> str | None:
+    """The key a request carries: ``X-API-Key``, else ``Authorization: Bearer <key>``."""
+    key = headers.get(API_KEY_HEADER)
+    if key is not None:
+        return key
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 def key_matches(given: str, keys: list[str]) -> bool:
@@ -89,6 +108,9 @@ class AccessMiddleware:
             return
         keys = self.keys()
         if not keys or is_open(scope["path"]):
+            if keys:
+                given = given_key(headers)
+                scope[AUTHENTICATED] = given is not None and key_matches(given, keys)
             await self.app(scope, receive, send)
             return
         if kind == "http":
@@ -108,19 +130,23 @@ class AccessMiddleware:
     async def _http(
         self, scope: Scope, receive: Receive, send: Send, headers: Headers, keys: list[str]
     ) -> None:
-        given = headers.get(API_KEY_HEADER)
+        given = given_key(headers)
         if given is not None and key_matches(given, keys):
             await self.app(scope, receive, send)
             return
         if not given:
             status, body = (
                 401,
-                error_body("unauthorized", "an API key is required", "send it in the X-API-Key header"),
+                error_body(
+                    "unauthorized",
+                    "an API key is required",
+                    "send it in the X-API-Key header (or Authorization: Bearer <key>)",
+                ),
             )
         else:
-            status, body = 403, error_body("forbidden", "invalid API key", "check the X-API-Key header")
+            status, body = 403, error_body("forbidden", "invalid API key", "check the key you send")
         response = JSONResponse(
-            body, status_code=status, headers={"WWW-Authenticate": 'ApiKey header="X-API-Key"'}
+            body, status_code=status, headers={"WWW-Authenticate": 'ApiKey header="X-API-Key", Bearer'}
         )
         await response(scope, receive, send)
 
@@ -128,7 +154,7 @@ class AccessMiddleware:
         self, scope: Scope, receive: Receive, send: Send, headers: Headers, keys: list[str]
     ) -> None:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        given = headers.get(API_KEY_HEADER) or next(iter(query.get("api_key", [])), None)
+        given = given_key(headers) or next(iter(query.get("api_key", [])), None)
         if given is not None:
             if key_matches(given, keys):
                 await self.app(scope, receive, send)
@@ -253,6 +279,7 @@ def install(app: FastAPI, settings: Settings) -> None:
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST"],
-            allow_headers=["X-API-Key", "Content-Type"],
+            allow_headers=["X-API-Key", "Authorization", "Content-Type", "Prefer"],
+            expose_headers=["Location", "Retry-After"],
             max_age=600,
         )

@@ -7,7 +7,8 @@ import { clearOverlay, drawFrame } from "./draw.js";
 const MAX_IN_FLIGHT = 2; // frames sent but not yet answered (or reported dropped) by the server
 const STALL_MS = 5000; // no answer for this long: give up on the frames in flight
 const SLOW_RTT_MS = 800; // round trip above this: warn about a slow network / busy server
-const MAX_BACKOFF_MS = 10000;
+const MAX_BACKOFF_MS = 8000;
+const GOING_AWAY = 1001; // the server is shutting down (restart, scale-down): another one takes over
 const MAX_FPS = 15;
 const MAX_SIDE = 640;
 
@@ -147,8 +148,8 @@ export class LiveView {
     this.switching = false;
     this.attempt = 0;
     this.hello = msg;
-    const provider = msg.provider ? ` on ${msg.provider.replace("ExecutionProvider", "")}` : "";
-    setStatus(`Streaming to model ${msg.model}${provider}. Move into view of the camera.`, "ok");
+    this.provider = msg.provider ? ` on ${msg.provider.replace("ExecutionProvider", "")}` : "";
+    setStatus(this.streamingText([]), "ok");
   }
 
   onError(msg) {
@@ -166,23 +167,33 @@ export class LiveView {
     this.ws = null;
     this.ready = false;
     if (!this.running) return;
+    this.last = null; // the next server starts new tracks: do not keep drawing the old ones
+    clearOverlay(this.overlay);
+    renderPeople([]);
     // 1008: refused for good (unknown model, bad request): retrying would fail the same way.
-    // Anything else (server restart, 1013 "try again later" while warming up, network): back off and retry.
+    // 1001: this server is going away; reconnect at once (0-1 s, spread): the next connection lands
+    // on another replica or the restarted server. Anything else (1013 "try again later" while
+    // warming up or full, a lost connection): back off exponentially with jitter and retry.
     if (ev.code === 1008) {
       this.stop();
       setStatus(this.lastError || `The server refused the stream: ${ev.reason || "policy violation"}.`, "error");
       return;
     }
-    this.attempt += 1;
-    const delay = Math.min(MAX_BACKOFF_MS, 500 * 2 ** (this.attempt - 1)) * (0.8 + 0.4 * Math.random());
+    const goingAway = ev.code === GOING_AWAY;
+    this.attempt = goingAway ? 0 : this.attempt + 1;
+    const delay = goingAway
+      ? Math.random() * 1000
+      : Math.min(MAX_BACKOFF_MS, 500 * 2 ** (this.attempt - 1)) * (0.8 + 0.4 * Math.random());
     const due = performance.now() + delay;
-    const why =
-      ev.code === 1013 && this.lastError
+    const why = goingAway
+      ? "The server is going away (restart or scale-down)."
+      : ev.code === 1013 && this.lastError
         ? `The server cannot take the stream yet (${this.lastError.replace(/^Server error /, "")}).`
         : "Connection to the server lost.";
     const countdown = () => {
       const s = Math.max(0, Math.ceil((due - performance.now()) / 1000));
-      setStatus(`${why} Reconnecting (attempt ${this.attempt})…`, "warn", ` in ${s} s`);
+      const attempt = this.attempt ? ` (attempt ${this.attempt})` : "";
+      setStatus(`${why} Reconnecting${attempt}…`, "warn", ` in ${s} s`);
       if (performance.now() < due) this.timers.countdown = setTimeout(countdown, 1000);
     };
     countdown();
@@ -275,9 +286,16 @@ export class LiveView {
         "warn",
         ` (round trip ${(this.rtt / 1000).toFixed(1)} s)`,
       );
-    } else if ($("status").dataset.level !== "ok" && performance.now() > this.noticeUntil) {
-      setStatus(`Streaming to model ${this.hello?.model || ""}.`, "ok");
+    } else if (performance.now() > this.noticeUntil) {
+      setStatus(this.streamingText(msg.tracks || []), "ok");
     }
+  }
+
+  /** The status line while streaming: who is tracked now (announced only when it changes). */
+  streamingText(tracks) {
+    const n = tracks.length;
+    const who = n ? `${n} ${n === 1 ? "person" : "people"} tracked` : "move into view of the camera";
+    return `Streaming to model ${this.hello?.model || ""}${this.provider || ""}: ${who}.`;
   }
 
   renderEvents(events) {

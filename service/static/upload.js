@@ -1,11 +1,15 @@
-// Upload view: POST a clip to /recognize and draw each person's timeline as coloured segments.
-import { apiKey, errorText } from "./api.js";
+// Upload view: POST a clip to /recognize as a job (?mode=async), follow its progress on GET /jobs/{id}
+// with a progress bar, and draw each person's timeline as coloured segments.
+import { apiKey, authHeaders, errorText } from "./api.js";
 import { labelColor, pct } from "./colors.js";
 import { $, el, setStatus } from "./dom.js";
+
+const POLL_MS = 500; // how often the job's progress is read
 
 export class UploadView {
   constructor(getModel) {
     this.getModel = getModel;
+    this.progress = $("upload-progress");
     $("upload-form").addEventListener("submit", (ev) => {
       ev.preventDefault();
       this.submit();
@@ -19,19 +23,24 @@ export class UploadView {
       $("file").focus();
       return;
     }
-    const params = new URLSearchParams({ top_k: $("top-k").value || "3" });
+    const params = new URLSearchParams({ top_k: $("top-k").value || "3", mode: "async" });
     if (this.getModel()) params.set("model", this.getModel());
+    if ($("overlay-video").checked) params.set("overlay", "true");
     const body = new FormData();
     body.append("file", file);
     $("upload-btn").disabled = true;
     $("result").replaceChildren();
     $("result").setAttribute("aria-busy", "true");
     const t0 = performance.now();
+    this.showProgress(0, 1, "upload");
     try {
-      const result = await post(`/recognize?${params}`, body, (sent) => {
+      const answer = await post(`/recognize?${params}`, body, (sent) => {
         const mb = (file.size / 1e6).toFixed(1);
-        setStatus(sent < 1 ? `Uploading ${file.name} (${mb} MB): ${pct(sent)}…` : "Analysing the clip on the server…");
+        this.showProgress(sent, 1, "upload");
+        setStatus(sent < 1 ? `Uploading ${file.name} (${mb} MB): ${pct(sent)}…` : "Waiting for the server…");
       });
+      // 202: a job to follow; a server without jobs answers 200 with the result itself.
+      const result = answer.job_id ? await this.follow(answer) : answer;
       const secs = ((performance.now() - t0) / 1000).toFixed(1);
       const n = (result.tracks || []).length;
       setStatus(`Done in ${secs} s: ${n} ${n === 1 ? "person" : "people"} found in ${file.name}.`, "ok");
@@ -41,7 +50,38 @@ export class UploadView {
     } finally {
       $("upload-btn").disabled = false;
       $("result").removeAttribute("aria-busy");
+      this.progress.hidden = true;
     }
+  }
+
+  /** Poll GET /jobs/{id} until the job is done (its RecognizeResponse) or failed (throws). */
+  async follow(job) {
+    const url = `/jobs/${encodeURIComponent(job.job_id)}`;
+    for (;;) {
+      if (job.state === "done") return job.result;
+      if (job.state === "failed") throw new Error(job.error ? errorText(0, { error: job.error }) : "the job failed");
+      const { frames_done: done, frames_total: total } = job.progress || {};
+      if (job.state === "queued") setStatus("Waiting for a free place on the server…");
+      else setStatus(`Analysing the clip: frame ${done} of ${total ?? "?"}${total ? ` (${pct(done / total)})` : ""}…`);
+      this.showProgress(done || 0, total || 0, "analyse");
+      await new Promise((r) => setTimeout(r, POLL_MS));
+      const res = await fetch(url, { headers: authHeaders() });
+      const body = await res.json().catch(() => null);
+      if (!res.ok) throw new Error(errorText(res.status, body));
+      job = body;
+    }
+  }
+
+  /** The progress bar: the upload (0..1), then frames analysed of the clip's total. */
+  showProgress(value, max, phase) {
+    const bar = this.progress;
+    bar.hidden = false;
+    bar.dataset.phase = phase;
+    if (max > 0) {
+      bar.max = max;
+      bar.value = Math.min(value, max);
+    } else bar.removeAttribute("value"); // unknown total: an indeterminate bar
+    bar.setAttribute("aria-label", phase === "upload" ? "Upload progress" : "Analysis progress");
   }
 }
 
@@ -82,6 +122,7 @@ export function renderResult(root, result) {
   const labels = [...new Set(tracks.flatMap((t) => (t.segments || []).map((s) => s.label)))];
   const parts = [
     verdict(result),
+    result.overlay_url ? annotatedVideo(result.overlay_url) : null,
     (result.warnings || []).length
       ? el("ul", { className: "warnings" }, result.warnings.map((w) => el("li", {}, w)))
       : null,
@@ -101,6 +142,24 @@ export function renderResult(root, result) {
     stats(result),
   ];
   root.replaceChildren(...parts.filter(Boolean));
+}
+
+/** The annotated video of ?overlay=true: played inline, and a download link. With an API key the
+ * file is fetched with the key (a <video> cannot send headers) and played from memory. */
+function annotatedVideo(url) {
+  const video = el("video", { controls: true, preload: "metadata", playsInline: true, muted: true });
+  const link = el("a", { href: url, download: "annotated.webm" }, "Download the annotated video");
+  if (apiKey()) {
+    fetch(url, { headers: authHeaders() })
+      .then((r) => (r.ok ? r.blob() : Promise.reject(new Error(`HTTP ${r.status}`))))
+      .then((blob) => {
+        video.src = link.href = URL.createObjectURL(blob);
+      })
+      .catch((err) => link.replaceWith(el("span", { className: "muted" }, `Annotated video unavailable: ${err.message}`)));
+  } else {
+    video.src = url;
+  }
+  return el("figure", { className: "annotated" }, video, el("figcaption", { className: "small" }, link));
 }
 
 function verdict(result) {

@@ -173,3 +173,43 @@ def test_bench_stops_at_once_when_results_cannot_be_written(
     assert isinstance(exc.value.__cause__, OSError)
     message = str(exc.value)
     assert str(blocker / "results") in message and "SKELACT_BENCH_USER=$(id -u):$(id -g)" in message
+
+
+def test_capacity_finds_the_streams_a_pod_takes(tmp_path: Path) -> None:
+    """``python -m bench capacity`` (small): a server pinned to one core like a one-core pod, the
+    stream ramp and the concurrent clips, written to results.json and the report. Whether a step
+    meets the target decides the ramp: with a target every step meets it, the ramp runs to
+    --max-clients; with one no step can meet, it stops after the first and reports 0."""
+    import psutil
+
+    from bench.__main__ import main
+    from bench.capacity import pod_cpus, stream_capacity
+    from bench.clips import PIPELINE_CLIP, STREAM_CLIP, jpeg_frames
+    from bench.server import launch_server
+    from tests.service_helpers import write_linear_model
+
+    require_data(PIPELINE_CLIP)
+    stream_clip = require_data(STREAM_CLIP)
+    zoo = tmp_path / "zoo"
+    write_linear_model(zoo / "linear", ["a", "b"], length=16, fps=10, stride=4)
+    out = tmp_path / "results"
+    common = ["--out", str(out), "--no-docs", "--no-plots", "--models-dir", str(zoo), "--cores", "1"]
+    small = ["--capacity-fps", "5", "--step-seconds", "2", "--max-clients", "2", "--clip-seconds", "1"]
+    lax = ["--latency-p95-ms", "600000", "--max-drop", "1"]
+    assert main(["capacity", *common, *small, *lax]) == 0
+    sec = json.loads((out / "results.json").read_text())["sections"]["capacity"]
+    assert sec["cores"] == 1 and len(sec["cpus"]) == 1
+    assert [s["clients"] for s in sec["steps"]] == [1, 2] and all(s["meets_target"] for s in sec["steps"])
+    assert sec["streams"] == 2 and sec["streams_per_core"] == 2
+    assert all(s["replies"] > 0 and s["latency_ms"]["p95"] > 0 for s in sec["steps"])
+    clips = sec["clips"]
+    assert clips["concurrent"] == 1 and clips["frames"][0] >= 15 and clips["video_s_per_s_per_core"] > 0
+    assert "### Capacity of one pod" in (out / "report.md").read_text()
+
+    frames = jpeg_frames(stream_clip, 30)
+    cpus = pod_cpus(1)
+    with launch_server({"SKELACT_MODELS_DIR": str(zoo), "SKELACT_POSE_WORKERS": "1"}, cpus=cpus) as server:
+        assert set(server.process.cpu_affinity()) == cpus  # the whole server, threads included
+        assert all(set(psutil.Process(t.id).cpu_affinity()) == cpus for t in server.process.threads())
+        strict = stream_capacity(server, frames, 5.0, 2.0, target_p95_ms=0.001, max_drop=0.0, max_clients=3)
+    assert strict["streams"] == 0 and len(strict["steps"]) == 1 and not strict["steps"][0]["meets_target"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from service import engine_cache
+from service import engine_cache, providers
 from service.classifier import OnnxClassifier
 from service.engine_cache import RECORD, complete_files, load_or_build, lock_path
 from skeleton.manifest import load_manifest
@@ -190,7 +190,7 @@ def test_no_cache_folder_where_tensorrt_cannot_run(tmp_path: Path) -> None:
     assert clf.provider == "cpu" and clf.engine_dir is not None
     assert not (model / "trt_cache").exists()
     lib = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_tensorrt.so"
-    assert engine_cache.tensorrt_unusable(lib)  # says why (no driver here)
+    assert providers.gpu_provider_unusable(lib)  # says why (no driver here)
 
 
 def test_unwritable_cache_is_said_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

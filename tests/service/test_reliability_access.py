@@ -97,7 +97,8 @@ def test_every_http_route_but_the_open_ones_needs_a_key(client: TestClient) -> N
     documented = {(m.upper(), _concrete(p)) for p, ops in client.app.openapi()["paths"].items() for m in ops}
     assert documented <= set(routes), documented - set(routes)
     # the app's own routes are all here (a new one would be too, and is then checked below)
-    assert {"/health/live", "/health/ready", "/metrics", "/models", "/recognize", "/results/x", "/"} <= paths
+    own = {"/health/live", "/health/ready", "/metrics", "/models", "/recognize", "/results/x", "/jobs/x", "/"}
+    assert own <= paths
     assert {"/openapi.json", "/docs", "/static/index.html"} <= paths
     checked = []
     for method, path in routes:
@@ -113,13 +114,30 @@ def test_every_http_route_but_the_open_ones_needs_a_key(client: TestClient) -> N
         assert "X-API-Key" in anonymous.json()["error"]["hint"]
         assert anonymous.headers["www-authenticate"].startswith("ApiKey")
         assert wrong.status_code == 403 and wrong.json()["error"]["code"] == "forbidden", (method, path)
+        bearer = client.request(method, path, headers={"Authorization": f"Bearer {KEYS[0]}"})
+        assert bearer.status_code == good.status_code, (method, path, bearer.text[:200])
+        wrong_bearer = client.request(method, path, headers={"Authorization": "Bearer guess"})
+        assert wrong_bearer.status_code == 403, (method, path)
         checked.append(f"{method} {path}")
-    assert "GET /health/ready" in checked and "POST /recognize" in checked and "GET /metrics" in checked
-    # decided and documented (docs/security.md): only the liveness probe and the browser page are open
-    assert {p for _, p in routes if is_open(p)} == {"/health/live", "/", "/static/index.html"}
-    assert set(OPEN_PATHS) == {"/health/live", "/"}
+    assert "GET /jobs/x" in checked and "POST /recognize" in checked and "GET /metrics" in checked
+    # decided and documented (docs/security.md): only the health probes and the browser page are open
+    open_paths = {p for _, p in routes if is_open(p)}
+    assert open_paths == {"/health/live", "/health/ready", "/", "/static/index.html"}
+    assert set(OPEN_PATHS) == {"/health/live", "/health/ready", "/"}
     # an unknown path is not a way around the check
     assert client.get("/no/such/route").status_code == 401
+
+
+def test_readiness_is_open_but_its_details_need_a_key(client: TestClient) -> None:
+    """Probes without a key (kubelet, load balancer) get status, readiness and reason; the models,
+    providers and warnings only with a key (header or Bearer)."""
+    anonymous = client.get("/health/ready")
+    assert anonymous.status_code == 200 and anonymous.json() == {"status": "ok", "ready": True, "reason": ""}
+    for headers in (GOOD, {"Authorization": f"Bearer {KEYS[0]}"}):
+        detailed = client.get("/health/ready", headers=headers).json()
+        assert detailed["ready"] and detailed["models"] == {"linear": "cpu"} and "pose" in detailed
+    wrong = client.get("/health/ready", headers={"X-API-Key": "guess"}).json()
+    assert set(wrong) == {"status", "ready", "reason"}
 
 
 def test_every_websocket_route_needs_a_key(client: TestClient) -> None:
@@ -143,13 +161,15 @@ def test_every_websocket_route_needs_a_key(client: TestClient) -> None:
         assert closed.value.code == 1008
 
 
-@pytest.mark.parametrize("how", ["query", "header", "first message"])
+@pytest.mark.parametrize("how", ["query", "header", "bearer", "first message"])
 def test_websocket_with_a_key_streams(client: TestClient, how: str) -> None:
     url, headers = "/stream", {}
     if how == "query":
         url += f"?api_key={KEYS[0]}"
     elif how == "header":
         headers = GOOD
+    elif how == "bearer":
+        headers = {"Authorization": f"Bearer {KEYS[0]}"}
     with client.websocket_connect(url, headers=headers) as ws:
         if how == "first message":
             ws.send_json({"type": "auth", "api_key": KEYS[0]})

@@ -411,11 +411,12 @@ def test_slow_request_times_out_and_frees_its_slot(client: TestClient, tmp_path:
     assert _error(r)[:2] == (503, "timeout") and took < 10, (r.text, took)
     assert 'skelact_recognize_requests_total{outcome="cancelled"}' in client.get("/metrics").text
     # the clip slots were released: as many clips as allowed run again at once
-    slots = client.app.state.service.clip_admission  # type: ignore[attr-defined]
+    admission = client.app.state.service.clip_admission  # type: ignore[attr-defined]
     deadline = time.monotonic() + 10
-    while slots._value != settings.max_concurrent_clips and time.monotonic() < deadline:
+    while admission.pending and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert slots._value == settings.max_concurrent_clips
+    assert (admission.running, admission.waiting) == (0, 0)
+    assert "skelact_active_clips 0.0" in client.get("/metrics").text
     good = _skeletons([{"timestamp": 0.0, "people": []}])
     assert (
         client.post("/recognize", content=good, headers={"content-type": "application/json"}).status_code

@@ -19,4 +19,6 @@ def test_first_segment_starts_when_the_person_was_first_seen() -> None:
     # without the first sighting it would reach a whole window back from the first window's end
     assert timeline(labels, SmoothingConfig(), ends, probs, 2.61, 39.2)[0].start == 38.5 - 2.61
     # a track seen before its first window's start keeps the window's start
-    assert timeline(labels, SmoothingConfig(), ends, probs, 2.61, 39.2, first_seen=30.0)[0].start == 38.5 - 2.61
+    assert (
+        timeline(labels, SmoothingConfig(), ends, probs, 2.61, 39.2, first_seen=30.0)[0].start == 38.5 - 2.61
+    )

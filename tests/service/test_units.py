@@ -139,8 +139,8 @@ def test_classifier_reports_the_provider_in_use(tmp_path: Path) -> None:
     probs = clf.predict(np.zeros((5, 3, 32, 33), np.float32))
     assert probs.shape == (5, 3) and np.allclose(probs.sum(axis=1), 1)
     assert clf.provider in ("tensorrt", "cuda", "cpu") and clf.provider == clf.providers[0]
-    if not gpu_available():  # the GPU was asked for and CPU is used: flagged for /health/ready
-        assert clf.provider == "cpu" and clf.gpu_fell_back
+    if not gpu_available():  # no GPU here: CPU is the only provider that can run, nothing fell back
+        assert clf.provider == "cpu" and clf.choice.available == ["cpu"] and not clf.gpu_fell_back
     cpu = OnnxClassifier(folder, manifest, ["cpu"])
     assert cpu.provider == "cpu" and not cpu.gpu_fell_back
 

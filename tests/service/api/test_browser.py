@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,11 +28,11 @@ from tests.browser_helpers import (
     chromium_args,
     free_port,
     run_server,
-    stop_process,
     wait_http,
     write_y4m,
 )
 from tests.conftest import require_data
+from tests.service_helpers import trim_video
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -152,6 +153,7 @@ class WsRecorder:
         self.sent: list[tuple[float, bytes]] = []
         self.replies: list[dict[str, Any]] = []
         self.max_in_flight = 0
+        self.errors = []
         page.on("websocket", self._attach)
 
     def _attach(self, ws: Any) -> None:
@@ -166,6 +168,8 @@ class WsRecorder:
 
     def _received(self, payload: str | bytes) -> None:
         msg = json.loads(payload)
+        if msg.get("type") == "error":
+            self.errors.append(msg)
         if msg.get("type") == "hello":
             self.sent_base = len(self.sent)
             self.hello = msg
@@ -174,6 +178,7 @@ class WsRecorder:
 
     sent_base = 0
     hello: dict[str, Any] | None = None
+    errors: list[dict[str, Any]]
 
     @property
     def sent_on_connection(self) -> int:
@@ -266,9 +271,25 @@ def test_live_stream_tracks_and_labels_a_person(page: Any, server: Server) -> No
     )
 
 
+RECORD_PROGRESS = """() => {
+    window.__progress = [];
+    const bar = document.getElementById('upload-progress');
+    const note = () => window.__progress.push(
+        {hidden: bar.hidden, phase: bar.dataset.phase || '', value: bar.value, max: bar.max,
+         determinate: bar.hasAttribute('value')});
+    new MutationObserver(note).observe(bar, {attributes: true});
+    setInterval(note, 50);
+}"""
+
+
 def test_upload_clip_shows_timeline(page: Any, server: Server, clip_path: Path) -> None:
+    """The upload runs as a job (POST ?mode=async, then GET /jobs/{id}) and a progress bar shows
+    the frames analysed of the clip's total while it runs."""
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(f"{r.method} {r.url.removeprefix(server.url)}"))
     page.goto(server.url + "/")
     page.wait_for_function("document.querySelector('#model').options[0]?.value !== ''", timeout=15_000)
+    page.evaluate(RECORD_PROGRESS)
     # Keyboard: arrow keys move between the tabs (WAI-ARIA tabs pattern).
     page.focus("#tab-live")
     page.keyboard.press("ArrowRight")
@@ -292,7 +313,78 @@ def test_upload_clip_shows_timeline(page: Any, server: Server, clip_path: Path) 
     assert "Whole clip" in (page.text_content(".verdict") or "")
     page.screenshot(path=str(ARTIFACTS / "upload.png"), full_page=True)
     assert not page.errors, page.errors
-    print(f"upload: {rows.count()} track(s), {segments.count()} segment(s) in {elapsed:.1f} s")
+    posts = [r for r in requests if r.startswith("POST /recognize")]
+    assert len(posts) == 1 and "mode=async" in posts[0], posts
+    polls = [r for r in requests if r.startswith("GET /jobs/")]
+    assert polls, requests
+    samples = page.evaluate("window.__progress")
+    analysing = [x for x in samples if x["phase"] == "analyse" and not x["hidden"] and x["determinate"]]
+    midway = [x for x in analysing if 0 < x["value"] < x["max"]]
+    assert midway, f"no progress between start and end: {analysing[-5:]}"
+    assert {x["max"] for x in midway} == {300}, "the clip's frames are the bar's total"
+    values = [x["value"] for x in midway]
+    assert values == sorted(values), "the bar never goes back"
+    assert page.is_hidden("#upload-progress"), "the bar goes away with the result"
+    print(
+        f"upload: {rows.count()} track(s), {segments.count()} segment(s) in {elapsed:.1f} s; "
+        f"{len(polls)} job polls, bar at {sorted(set(values))[:8]}..."
+    )
+
+
+def test_upload_can_ask_for_the_annotated_video(
+    page: Any, server: Server, clip_path: Path, tmp_path: Path
+) -> None:
+    clip = trim_video(clip_path, tmp_path / "tai_chi_3s.mp4", frames=90)
+    page.goto(server.url + "/")
+    page.wait_for_function("document.querySelector('#model').options[0]?.value !== ''", timeout=15_000)
+    page.click("#tab-upload")
+    page.set_input_files("#file", str(clip))
+    page.check("#overlay-video")
+    with page.expect_request(lambda r: "/recognize" in r.url) as sent:
+        page.click("#upload-btn")
+    assert "overlay=true" in sent.value.url
+    page.wait_for_selector("#status[data-level='ok'] >> text=Done", timeout=UPLOAD_TIMEOUT_MS)
+    video = page.locator("figure.annotated video")
+    assert video.count() == 1
+    # the browser loads and decodes it: it knows the picture's size and the clip's length
+    page.wait_for_function(
+        "() => { const v = document.querySelector('figure.annotated video'); "
+        "return v.readyState >= 1 && v.videoWidth > 0 && v.duration > 2; }",
+        timeout=60_000,
+    )
+    size = page.evaluate("() => { const v = document.querySelector('figure.annotated video'); "
+                         "return [v.videoWidth, v.videoHeight]; }")
+    assert size == [340, 256], size  # the clip's own size (under the 720p cap)
+    href = page.get_attribute("figure.annotated a", "href") or ""
+    assert href.startswith("/results/") and href == page.get_attribute("figure.annotated video", "src")
+    page.screenshot(path=str(ARTIFACTS / "upload_annotated.png"), full_page=True)
+    assert not page.errors, page.errors
+
+
+def test_status_line_says_how_many_people_are_tracked(playwright_api: Any, server: Server) -> None:
+    """Three people exercising (felix_exercise.avi) as the camera: the status line counts them."""
+    camera = ARTIFACTS / "fake_camera_three_people.y4m"
+    write_y4m(require_data("clips", "felix_exercise.avi"), camera, size=(640, 480), seconds=8.0, fps=10)
+    b = playwright_api.chromium.launch(executable_path=str(CHROMIUM), args=chromium_args(camera))
+    try:
+        pg = b.new_context(viewport={"width": 1280, "height": 720}).new_page()
+        pg.goto(server.url + "/")
+        pg.wait_for_function("document.querySelector('#model').options[0]?.value !== ''", timeout=15_000)
+        pg.click("#start")
+        pg.wait_for_selector("#status[data-level='ok'] >> text=Streaming", timeout=30_000)
+        # status line and people list read in the same task, so they describe the same reply
+        seen = pg.wait_for_function(
+            """() => { const m = document.getElementById('status').textContent.match(/(\\d+) people tracked/);
+                 const rows = document.querySelectorAll('#people .person').length;
+                 return m && Number(m[1]) >= 2 && Number(m[1]) === rows ? [Number(m[1]), rows] : null; }""",
+            timeout=LIVE_LABEL_TIMEOUT_MS,
+        ).json_value()
+        text = pg.text_content("#status") or ""
+        assert "Move into view" not in text and "move into view" not in text, text
+        pg.screenshot(path=str(ARTIFACTS / "three_people.png"))
+        print(f"status: {text!r} with {seen[1]} people listed")
+    finally:
+        b.close()
 
 
 def test_denied_camera_shows_a_clear_message(playwright_api: Any, server: Server, fake_camera: Path) -> None:
@@ -350,24 +442,37 @@ def test_slow_network_warns_and_recovers(page: Any, server: Server) -> None:
     page.wait_for_selector("#status[data-level='ok'] >> text=Streaming", timeout=45_000)
 
 
-def test_reconnects_after_server_restart(page: Any, server: Server) -> None:
-    """Runs last: it restarts the module's server."""
+RECORD_STATUS = """() => {
+    window.__status = [];
+    const s = document.getElementById('status');
+    new MutationObserver(() => window.__status.push(s.dataset.level + ': ' + s.dataset.text))
+        .observe(s, {attributes: true, childList: true, subtree: true, characterData: true});
+}"""
+
+
+def test_reconnects_when_the_server_goes_away(page: Any, server: Server) -> None:
+    """SIGTERM under the page: the server closes the stream with 1001 (going away); the page
+    clears the old tracks, reconnects (through refused attempts while no server listens) and,
+    once a new server runs on the same port, streams and shows tracked people again.
+    Runs last: it restarts the module's server."""
     rec = _start_live(page, server)
-    page.wait_for_function(
-        "document.getElementById('stat-latency').textContent.endsWith('ms')", timeout=60_000
-    )
+    page.evaluate(RECORD_STATUS)
+    page.wait_for_selector("#people .person", timeout=LIVE_LABEL_TIMEOUT_MS)
     assert server.proc is not None
-    stop_process(server.proc)
+    server.proc.send_signal(signal.SIGTERM)  # what the kubelet sends (after preStop)
     t0 = time.monotonic()
-    page.wait_for_selector("#status[data-level='warn'] >> text=Reconnecting", timeout=15_000)
-    assert "lost" in (page.text_content("#status") or "")
+    page.wait_for_function(
+        "window.__status.some(s => s.includes('going away') && s.startsWith('warn'))", timeout=60_000
+    )
+    page.wait_for_selector("#people .person", state="detached", timeout=15_000)
+    assert server.proc.wait(60) in (0, -signal.SIGTERM), "the drained server exits"
+    assert any(m.get("code") == "shutting_down" for m in rec.errors), rec.errors
     server.stop()
     server.start()
     wait_http(server.url + "/health/ready", 60)
     n_before = len(rec.replies)
     page.wait_for_selector("#status[data-level='ok'] >> text=Streaming", timeout=60_000)
-    deadline = time.monotonic() + 30
-    while len(rec.replies) <= n_before and time.monotonic() < deadline:
-        page.wait_for_timeout(200)
-    assert len(rec.replies) > n_before, "no frames answered after the restart"
-    print(f"reconnected and streaming again {time.monotonic() - t0:.1f} s after the server went down")
+    page.wait_for_selector("#people .person", timeout=LIVE_LABEL_TIMEOUT_MS)
+    assert any(m["tracks"] for m in rec.replies[n_before:]), "no tracks after the restart"
+    print(f"streaming with tracks again {time.monotonic() - t0:.1f} s after SIGTERM; statuses seen:")
+    print("\n".join(f"  {s}" for s in dict.fromkeys(page.evaluate("window.__status"))))

@@ -114,6 +114,9 @@ message (tests/test_helm.py renders each case).
 {{- if and .Values.persistence.enabled (not .Values.persistence.existingClaim) (include "skelact.multiPod" .) (not (has "ReadWriteMany" .Values.persistence.accessModes)) }}
 {{- fail "persistence.accessModes must include ReadWriteMany when more than one pod runs: every pod mounts the shared volume" }}
 {{- end }}
+{{- if and .Values.httpRoute.enabled (not .Values.httpRoute.parentRefs) }}
+{{- fail "httpRoute.parentRefs is required with httpRoute.enabled: the Gateway (name, namespace) the route attaches to" }}
+{{- end }}
 {{- if and .Values.ingress.enabled .Values.ingress.tls.enabled (not .Values.ingress.host) }}
 {{- fail "ingress.tls.enabled needs ingress.host (the certificate's host name)" }}
 {{- end }}
@@ -121,17 +124,11 @@ message (tests/test_helm.py renders each case).
 
 {{- /*
 Readiness and start-up probe: GET /health/ready (200 once the models are warm; 503 while starting,
-draining or, with the service side of issue 20, at SKELACT_MAX_STREAMS). With API keys that route
-needs a key and an httpGet probe cannot read one from a Secret, so the image's health check script
-(deploy/healthcheck.py, which sends the first key of SKELACT_API_KEYS) runs instead.
+draining or at SKELACT_MAX_STREAMS). The route answers without an API key (status, readiness and
+reason; the model details only with a key), so a plain HTTP probe works with API keys on.
 */}}
 {{- define "skelact.readyProbe" -}}
-{{- if .keys }}
-exec:
-  command: ["python", "/app/deploy/healthcheck.py", "/health/ready"]
-{{- else }}
 httpGet:
   path: /health/ready
   port: http
-{{- end }}
 {{- end }}
