@@ -32,20 +32,24 @@ __all__ = ["MAX_DEFAULT_LANES", "MIN_LANE_FPS", "default_lanes", "run_lanes"]
 # one is another estimator in memory.
 MAX_DEFAULT_LANES = 4
 
-# Frames a second each lane's estimator must see at least. Measured on the labelled clips (clip
-# view, `python -m bench.poses dump --lanes 2`, 2026-12-03): felix_exercise.avi at 10 fps on two
-# lanes (5 fps each) fell from MOTA 97 to 66 (6 identity switches; small people lost between a
-# lane's frames); UP-Fall at 18 fps (9 each) and mmaction2_demo_skeleton at 28 fps (14 each)
-# stayed within 2 points of one lane. 8 lies between.
-MIN_LANE_FPS = 8.0
+# Frames a second each lane's estimator must see at least. A lane's estimator follows people by
+# its own ROIs from one of its frames to its next; the fewer frames it sees, the more it loses.
+# Measured in the clip view against the labelled clips (2026-12-03, `python -m bench.poses dump
+# --lanes 2` and `python -m bench tracking`): at 5 fps a lane (felix_exercise.avi, 10 fps on two
+# lanes) MOTA fell from 97 to 66 with 6 identity switches; at 9 (UP-Fall, 18 fps) the seated
+# bystander of Activity9/Trial1Cam2 from 98 % to 91 % of frames; at 14 (mmaction2_demo_skeleton,
+# 28 fps) the left man of the embracing pair from 100 % to 82 %. So lanes only where each still
+# sees 15 (a 30 fps camera: two lanes; the nominal rate counts: 29.97 is 30).
+MIN_LANE_FPS = 15.0
 
 
 def default_lanes(fps: float | None = None, cores: int | None = None) -> int:
     """Pose lanes of a clip of ``fps`` analysed frames a second by default: one per core
-    (``os.cpu_count()``), at most ``MAX_DEFAULT_LANES``, and at most ``fps / MIN_LANE_FPS``."""
+    (``os.cpu_count()``), at most ``MAX_DEFAULT_LANES``, and at most ``fps / MIN_LANE_FPS`` (the
+    nominal rate, rounded)."""
     lanes = min(cores if cores is not None else (os.cpu_count() or 1), MAX_DEFAULT_LANES)
     if fps is not None and fps > 0:
-        lanes = min(lanes, int(fps // MIN_LANE_FPS))
+        lanes = min(lanes, int(round(fps) // MIN_LANE_FPS))
     return max(1, lanes)
 
 
