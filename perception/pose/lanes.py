@@ -37,7 +37,7 @@ MAX_DEFAULT_LANES = 4
 # Measured in the clip view against the labelled clips (2026-12-03, `python -m bench.poses dump
 # --lanes 2` and `python -m bench tracking`): at 5 fps a lane (felix_exercise.avi, 10 fps on two
 # lanes) MOTA fell from 97 to 66 with 6 identity switches; at 9 (UP-Fall, 18 fps) the seated
-# bystander of Activity9/Trial1Cam2 from 98 % to 91 % of frames; at 14 (mmaction2_demo_skeleton,
+# bystander of Activity9/Trial1Cam2 from 95 % to 91 % of frames; at 14 (mmaction2_demo_skeleton,
 # 28 fps) the left man of the embracing pair from 100 % to 82 %. So lanes only where each still
 # sees 15 (a 30 fps camera: two lanes; the nominal rate counts: 29.97 is 30).
 MIN_LANE_FPS = 15.0

@@ -108,7 +108,7 @@ class Settings(BaseSettings):
         le=16,
         description="frames of one POST /recognize clip in pose at once, each lane with its own "
         "estimator fed every lanes-th frame (capped by SKELACT_POSE_WORKERS). 0: one per core while "
-        "each lane still sees 8 frames/s, as offline extraction (training.extract --lanes) uses by "
+        "each lane still sees 15 frames/s, as offline extraction (training.extract --lanes) uses by "
         "default, so both see the same poses (perception/pose/lanes.py)",
     )
     pose_spares: int = Field(
