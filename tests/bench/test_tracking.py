@@ -116,3 +116,21 @@ def test_stream_view_through_a_real_server(server: object) -> None:
     s = score(run, truth)
     assert s.frames == len(run.frames)
     assert s.recall_per_person[1] >= 0.8
+
+
+def test_stream_view_finds_the_three_small_people(server: object) -> None:
+    """felix_exercise.avi over WS /stream at 10 fps (before issue 18 part 2: the left man in 4 % of
+    the replies, the right man never): each person in >= 90 % of the frames. Each frame is sent once
+    the previous one is answered, so none is dropped whatever the load (measured 2026-12-03 at load
+    40: 96.7 / 98.5 / 95.9 %). Identities are not asserted here: the server stamps frames on
+    arrival, and a loaded machine's second per reply exceeds the tracker's one-second timeout."""
+    from bench.clips import jpeg_frames
+    from bench.tracking import stream_view
+
+    require_data("clips", "felix_exercise.avi")
+    info, truth = load_truth("clips/felix_exercise.avi")
+    jpegs = jpeg_frames(info.video_path, info.frames)
+    run = stream_view(server, info, 10.0, jpegs, wait_replies=True)  # type: ignore[arg-type]
+    assert run.errors == [] and len(run.frames) == run.sent == 393
+    s = score(run, truth)
+    assert min(s.recall_per_person.values()) >= 0.9, s.recall_per_person
