@@ -2,6 +2,7 @@
 
     python -m bench.poses dump --out DIR [--clips A,B] [--rate R] [--lanes N]
     python -m bench.poses score DIR [--clips A,B]
+    python -m bench.poses searchcost CLIP [CLIP ...]
 
 ``dump`` runs the service's default estimator (``Settings().pose_spec()``) on labelled clips
 (groundtruth/) in the service's lane order (`perception.pose.lanes.run_lanes`) and keeps every
@@ -199,6 +200,41 @@ def _per_frame(
     return out
 
 
+def search_cost(video: Path) -> dict[str, float]:
+    """Pose time per frame of the default estimator against the same without search windows, both
+    on every frame of ``video``, interleaved frame by frame (the ratio holds under any load)."""
+    import time
+
+    from perception.pose.estimator import create_pose_estimator
+    from perception.video import VideoReader
+    from service.core.config import Settings
+
+    s = Settings()
+    spec = s.pose_spec()
+    plain = create_pose_estimator(spec.kind, max_people=spec.max_people, **{**spec.options, "search": False})
+    with_search = spec.create()
+    times: dict[str, list[float]] = {"search": [], "none": []}
+    try:
+        with VideoReader(video, max_side=s.pose_max_side) as reader:
+            for f in reader:
+                pair = [("search", with_search), ("none", plain)]
+                for name, est in pair if f.index % 2 == 0 else pair[::-1]:
+                    t0 = time.perf_counter()
+                    est.estimate(f.rgb, f.timestamp_s)
+                    times[name].append(1e3 * (time.perf_counter() - t0))
+    finally:
+        plain.close()
+        with_search.close()
+    a, b = np.asarray(times["search"]), np.asarray(times["none"])
+    return {
+        "frames": float(len(a)),
+        "mean_ms": float(a.mean()),
+        "mean_ms_without": float(b.mean()),
+        "mean_ratio": float(a.mean() / b.mean()),
+        "median_ratio": float(np.median(a) / np.median(b)),
+    }
+
+
 def _line(s: TrackingScore) -> str:
     people = " / ".join(f"{100 * v:.1f}" for v in s.recall_per_person.values())
     ph = ", ".join(f"{p['track']}:{p['unmatched']}" for p in s.phantoms) or "0"
@@ -232,10 +268,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     d.add_argument("--lanes", type=int, default=None, help="default: a clip's (POST /recognize's) lanes")
     sc = sub.add_parser("score", help="re-run the people rules on saved poses and score them")
+    cost = sub.add_parser("searchcost", help="pose time with search windows / without, interleaved")
+    cost.add_argument("videos", nargs="+", help="data paths (e.g. clips/stgcn_ta_chi.mp4)")
     sc.add_argument("folder", type=Path)
     sc.add_argument("--clips")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    if args.command == "searchcost":
+        from skeleton.paths import data_root
+
+        for video in args.videos:
+            print(video, json.dumps({k: round(v, 3) for k, v in search_cost(data_root() / video).items()}))
+        return 0
     if args.command == "dump":
         for info in _chosen(args.clips):
             dump = dump_clip(info, args.rate, args.lanes)
