@@ -100,7 +100,7 @@ def main() -> None:
                 f"p50 {np.percentile(lat, 50):.0f} p95 {np.percentile(lat, 95):.0f} max {lat.max():.0f}; "
                 f"pose p50 {np.percentile(pose, 50):.0f}"
             )
-            parts = ("decode", "pose", "track", "classify", "total", "latency")
+            parts = ("queue", "decode", "pose", "track", "classify", "total", "latency")
             print("  stage ms p50 / p95: " + ", ".join(
                 f"{name} {np.percentile([m['timings_ms'][name] for m in out], 50):.1f} / "  # type: ignore[index]
                 f"{np.percentile([m['timings_ms'][name] for m in out], 95):.1f}"  # type: ignore[index]

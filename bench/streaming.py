@@ -247,7 +247,7 @@ def summarize(runs: list[ClientRun], fps: float) -> dict[str, Any]:
 
 def _server_side(before: dict[MetricKey, float], after: dict[MetricKey, float]) -> dict[str, Any]:
     stages = {}
-    for stage in ("decode", "pose", "track", "classify", "total", "latency"):
+    for stage in ("decode", "pose", "track", "classify", "total", "latency", "queue"):
         n = metric_delta(before, after, "skelact_stage_seconds_count", stage=stage, source="stream")
         total = metric_delta(before, after, "skelact_stage_seconds_sum", stage=stage, source="stream")
         stages[stage] = round(1e3 * total / n, 2) if n else None

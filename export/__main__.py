@@ -4,6 +4,7 @@
                           [--force]
     python -m export tensorrt --models-dir model_zoo [--workspace-gb N] [--no-fp16] [--max-batch N]
                               [--trt-cache-dir DIR] [--dry-run]
+    python -m export open-set --model-dir model_zoo/<name> --config configs/<name>.yaml
 """
 
 from __future__ import annotations
@@ -43,9 +44,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="allow --out inside model_zoo/ (replaces a shipped model)")
     o.add_argument("--fp16", action="store_true", help="also write model_fp16.onnx and its measured error")
     o.add_argument("--name", help="model name in the manifest (default: the config's name)")
+    o.add_argument("--description", help="manifest description (default: the config's)")
     o.add_argument("--data-dir", type=Path, help="real data for the parity check (default $SKELACT_DATA_DIR)")
     o.add_argument("--cv-metrics", type=Path, nargs="*", default=[],
                    help="metrics.json of cross-validation runs to record with a model trained on all data")
+    o.add_argument("--extra-metrics", type=Path,
+                   help="a JSON object merged into the metrics (e.g. few-shot results)")
+    u = sub.add_parser("open-set", help="copy a config's open_set rule ('unknown') into an exported model")
+    u.add_argument("--model-dir", type=Path, required=True)
+    u.add_argument("--config", type=Path, required=True, help="YAML config with an open_set section")
     t = sub.add_parser("tensorrt", help="build TensorRT engines for every model (needs an NVIDIA GPU)")
     t.add_argument("--models-dir", type=Path, default=REPO_ROOT / "model_zoo")
     t.add_argument("--workspace-gb", type=float, default=2.0)
@@ -68,12 +75,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {out} is inside the shipped model zoo (model_zoo/); export into runs/model_zoo "
                   "(the default) or pass --force to replace the shipped model", file=sys.stderr)
             return 2
-        extra = _cv_metrics(args.cv_metrics) if args.cv_metrics else None
+        extra = _cv_metrics(args.cv_metrics) if args.cv_metrics else {}
+        if args.extra_metrics:
+            extra.update(json.loads(args.extra_metrics.read_text()))
         plots = {p.parent.name: p.parent for p in args.cv_metrics}
         try:
             manifest = export_checkpoint(args.checkpoint, out, args.data_dir or data_root(), REPO_ROOT,
-                                         fp16=args.fp16, name=args.name, extra_metrics=extra,
-                                         extra_plots=plots)
+                                         fp16=args.fp16, name=args.name, extra_metrics=extra or None,
+                                         extra_plots=plots, description=args.description)
         except ExportError as exc:
             print(f"export failed: {exc}", file=sys.stderr)
             return 1
@@ -82,6 +91,17 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(json.dumps({"name": manifest.name, "out": str(out), "onnx": manifest.onnx.model_dump(),
                           "parity": manifest.metrics.get("onnx_parity")}, indent=1))
+        return 0
+    if args.cmd == "open-set":
+        from export.onnx_export import apply_open_set
+        from training.config import load_config
+
+        spec = load_config(args.config).open_set
+        if spec is None:
+            print(f"error: {args.config} has no open_set section", file=sys.stderr)
+            return 1
+        manifest = apply_open_set(args.model_dir, spec)
+        print(json.dumps({"model": manifest.name, "open_set": spec.model_dump()}, indent=1))
         return 0
     import dataclasses
 

@@ -22,7 +22,16 @@ import torch
 
 from export.fuse import fuse_for_inference
 from skeleton.layouts import get_layout
-from skeleton.manifest import MANIFEST_FILE, ClipRuleSpec, ModelManifest, OnnxSpec, sha256_file
+from skeleton.manifest import (
+    MANIFEST_FILE,
+    ClipRuleSpec,
+    EmbeddingSpec,
+    ModelManifest,
+    OnnxSpec,
+    OpenSetSpec,
+    load_manifest,
+    sha256_file,
+)
 from training.checkpoint import LoadedCheckpoint, load_checkpoint
 from training.datasets import real_windows
 
@@ -31,13 +40,15 @@ log = logging.getLogger("export")
 OPSET = 18
 INPUT_NAME = "skeleton"
 OUTPUT_NAME = "logits"
+EMBEDDING_OUTPUT_NAME = "embedding"  # an embedding model (manifest kind "embedding") outputs unit vectors
 BATCH_AXIS = "batch"
 MAX_REL_ERROR = 1e-4
 MAX_ONNX_BYTES = 10 * 1024 * 1024
 # Metrics copied into the manifest (the full set, with confusion matrices, is in metrics.json).
 MANIFEST_METRIC_KEYS = ("top1", "clip_top1", "window_top1", "fall", "window_fall", "num_samples",
                         "num_test", "num_clips", "num_windows", "params", "flops", "epochs",
-                        "train_seconds", "protocol", "cross_validation")
+                        "train_seconds", "protocol", "cross_validation", "prototype_top1", "loss", "few_shot",
+                        "unknown")
 
 
 class ExportError(RuntimeError):
@@ -55,7 +66,8 @@ class Parity:
 CHECKPOINT_SHIP_BYTES = 10 << 20
 
 
-def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int = OPSET) -> None:
+def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int = OPSET,
+                output_name: str = OUTPUT_NAME) -> None:
     """Export with a named dynamic batch axis; the graph is saved as one self-contained file.
 
     The TorchScript exporter is used first: on this 2-core machine it takes ~3 s where the dynamo
@@ -64,9 +76,9 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset
     """
     model.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
-    names: dict[str, Any] = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME],
+    names: dict[str, Any] = {"input_names": [INPUT_NAME], "output_names": [output_name],
                              "opset_version": opset}
-    axes = {INPUT_NAME: {0: BATCH_AXIS}, OUTPUT_NAME: {0: BATCH_AXIS}}
+    axes = {INPUT_NAME: {0: BATCH_AXIS}, output_name: {0: BATCH_AXIS}}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -82,15 +94,16 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset
         raise ExportError(f"{path}: expected input {INPUT_NAME!r} with dynamic axis {BATCH_AXIS!r}")
 
 
-def ort_logits(path: Path, windows: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """Logits from ONNX Runtime on CPU, in chunks (also exercises several batch sizes)."""
+def ort_logits(path: Path, windows: np.ndarray, batch_size: int = 16,
+               output_name: str = OUTPUT_NAME) -> np.ndarray:
+    """Logits (or an embedding's vectors) from ONNX Runtime on CPU, in chunks (several batch sizes)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    out = [sess.run([OUTPUT_NAME], {INPUT_NAME: windows[i : i + batch_size]})[0]
+    out = [sess.run([output_name], {INPUT_NAME: windows[i : i + batch_size]})[0]
            for i in range(0, len(windows), batch_size)]
     return np.concatenate(out).astype(np.float32)
 
@@ -132,6 +145,15 @@ def _toposort(graph: onnx.GraphProto) -> None:
     graph.node.extend(ordered)
 
 
+def embedding_logit_scale(cfg: Any) -> float:
+    """The served softmax(scale * cosine): the calibrated scale when the config has one, else the
+    loss's own (the margin losses' scale, SupCon's 1 / temperature)."""
+    e = cfg.embedding
+    if e.logit_scale is not None:
+        return float(e.logit_scale)
+    return float(1.0 / e.temperature if e.loss == "supcon" else e.scale)
+
+
 def _manifest_metrics(metrics: dict[str, Any], parity: Parity) -> dict[str, Any]:
     out = {k: metrics[k] for k in MANIFEST_METRIC_KEYS if k in metrics}
     out["onnx_parity"] = {"windows": parity.windows, "max_abs_error": parity.max_abs_error,
@@ -141,7 +163,8 @@ def _manifest_metrics(metrics: dict[str, Any], parity: Parity) -> dict[str, Any]
 
 def export_checkpoint(checkpoint: Path, out_dir: Path, data_root: Path, repo_root: Path, fp16: bool = False,
                       name: str | None = None, extra_metrics: dict[str, Any] | None = None,
-                      parity_windows: int = 32, extra_plots: dict[str, Path] | None = None) -> ModelManifest:
+                      parity_windows: int = 32, extra_plots: dict[str, Path] | None = None,
+                      description: str | None = None) -> ModelManifest:
     """Export, verify and write one model directory; returns its manifest. ``extra_plots`` maps a
     prefix to a run directory whose PNGs are copied too (cross-validation folds)."""
     ck: LoadedCheckpoint = load_checkpoint(checkpoint)
@@ -153,11 +176,13 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, data_root: Path, repo_roo
         raise ExportError(f"real windows have shape {windows.shape[1:]}, model expects {expected}")
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / "model.onnx.tmp"
+    emb = cfg.embedding
+    output_name = OUTPUT_NAME if emb is None else EMBEDDING_OUTPUT_NAME
     # the graph convolutions are rewritten for inference; parity is checked against the trained model
-    export_onnx(fuse_for_inference(ck.model), torch.from_numpy(windows[:2]), tmp)
+    export_onnx(fuse_for_inference(ck.model), torch.from_numpy(windows[:2]), tmp, output_name=output_name)
     with torch.no_grad():
         reference = ck.model(torch.from_numpy(windows)).numpy()
-    parity = compare(reference, ort_logits(tmp, windows))
+    parity = compare(reference, ort_logits(tmp, windows, output_name=output_name))
     log.info("ONNX vs PyTorch on %d real windows: max abs %.3g, rel %.3g", parity.windows,
              parity.max_abs_error, parity.rel_error)
     if not parity.rel_error <= MAX_REL_ERROR:
@@ -172,7 +197,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, data_root: Path, repo_roo
     if fp16:
         fp16_path = out_dir / "model_fp16.onnx"
         convert_fp16(onnx_path, fp16_path)
-        fp16_parity = compare(reference, ort_logits(fp16_path, windows))
+        fp16_parity = compare(reference, ort_logits(fp16_path, windows, output_name=output_name))
         fp16_file, fp16_err = fp16_path.name, fp16_parity.max_abs_error
         log.info("fp16: max abs error %.3g (rel %.3g), top-1 agreement %.3f", fp16_parity.max_abs_error,
                  fp16_parity.rel_error, fp16_parity.top1_agreement)
@@ -183,19 +208,24 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, data_root: Path, repo_roo
         metrics.update(extra_metrics)
     fall_group = ClipRuleSpec().fall_group
     rule = cfg.clip_rule
+    outputs = int(reference.shape[1])  # labels, or the embedding's width (its head's or its backbone's)
     manifest = ModelManifest(
         name=name or cfg.name,
+        kind="classifier" if emb is None else "embedding",
         version=cfg.version,
         architecture=cfg.model.arch,
-        description=cfg.description,
-        labels=ck.labels,
+        description=cfg.description if description is None else description,
+        labels=ck.labels if emb is None else [],
         label_groups=ck.label_groups,
         input=cfg.input,
         onnx=OnnxSpec(
             file=onnx_path.name, sha256=sha256_file(onnx_path), opset=OPSET, input_name=INPUT_NAME,
-            input_shape=[BATCH_AXIS, *expected], output_name=OUTPUT_NAME,
-            output_shape=[BATCH_AXIS, len(ck.labels)], fp16_file=fp16_file, fp16_max_abs_error=fp16_err,
+            input_shape=[BATCH_AXIS, *expected], output_name=output_name,
+            output_shape=[BATCH_AXIS, outputs], fp16_file=fp16_file, fp16_max_abs_error=fp16_err,
         ),
+        embedding=None if emb is None else EmbeddingSpec(dim=outputs, logit_scale=embedding_logit_scale(cfg),
+                                                         trained_on=ck.labels),
+        open_set=cfg.open_set,
         clip_rule=ClipRuleSpec(fall_group=fall_group, fall_threshold=rule.fall_threshold,
                                min_fall_windows=rule.min_fall_windows),
         fall_rule=cfg.fall_rule,
@@ -216,4 +246,13 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, data_root: Path, repo_roo
     for prefix, run_dir in (extra_plots or {}).items():
         for png in sorted(run_dir.glob("*.png")):
             shutil.copy2(png, out_dir / f"{prefix}-{png.name}")
+    return manifest
+
+
+def apply_open_set(model_dir: Path, spec: OpenSetSpec) -> ModelManifest:
+    """Write an "unknown" rule into an exported model's manifest (the additive ``open_set`` field);
+    nothing else changes (ONNX graph, sha256, checkpoint), so after a re-export the same command
+    writes it again."""
+    manifest = load_manifest(model_dir).model_copy(update={"open_set": spec})
+    (model_dir / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=1))
     return manifest

@@ -77,24 +77,41 @@ class STGCNClassifier(nn.Module):
 
         blocks: list[nn.Module] = [block(c_in, base_channels, 1, residual=False)]
         channels, inflations = base_channels, 0
+        self.block_channels = [base_channels]
         for stage in range(2, num_stages + 1):
             inflations += stage in inflate_stages
             out = int(base_channels * ch_ratio**inflations + 1e-6)
             stride = 2 if stage in down_stages else 1
             blocks.append(block(channels, out, stride, drop=dropout))
             channels = out
+            self.block_channels.append(out)
         self.blocks = nn.Sequential(*blocks)
         self.drop = nn.Dropout(head_dropout)
         self.fc = nn.Linear(channels, num_classes)
         self.num_joints = graph.num_joints
         self.in_channels = in_channels
 
+    @property
+    def feature_dim(self) -> int:
+        """Width of the pooled features the head sees (the "penultimate" layer)."""
+        return int(self.fc.in_features)
+
     def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.drop(self.forward_features(x)))
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(N, C, T, V) -> (N, feature_dim) pooled backbone features (embeddings, few-shot baselines)."""
+        return self.block_outputs(x)[-1].mean(dim=(2, 3))
+
+    def block_outputs(self, x: Tensor) -> list[Tensor]:
+        """Every block's (N, C_b, T_b, V) output, first to last (the embedding's readout reads several)."""
         x = self.features(x)
         c, t, v = x.shape[1], x.shape[2], x.shape[3]
         # BatchNorm over (C*V) per sample, as ST-GCN's data_bn: per-joint, per-axis statistics.
         x = self.data_bn(x.permute(0, 1, 3, 2).reshape(-1, c * v, t))
         x = x.reshape(-1, c, v, t).permute(0, 1, 3, 2)
-        x = self.blocks(x)
-        x = x.mean(dim=(2, 3))
-        return self.fc(self.drop(x))
+        outs = []
+        for block in self.blocks:
+            x = block(x)
+            outs.append(x)
+        return outs

@@ -31,6 +31,7 @@ class PosedFrame:
     people: tuple[TrackedPerson, ...] | None = None  # the client's own track ids (then no poses)
     decode_s: float = 0.0
     pose_s: float = 0.0
+    queue_s: float = 0.0  # streams: from the frame's arrival to the start of its decode + pose
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ _STAGE_BUCKETS = (
     1.0,
     2.5,
 )
-STAGES = ("decode", "pose", "track", "buffer", "classify", "encode", "total", "latency")
+STAGES = ("decode", "pose", "track", "buffer", "classify", "encode", "total", "latency", "queue")
 
 
 class Metrics:
@@ -45,6 +45,12 @@ class Metrics:
         )
         self.frames_dropped = Counter(
             "skelact_frames_dropped_total", "stream frames dropped because a newer one arrived", registry=r
+        )
+        self.frames_expired = Counter(
+            "skelact_frames_expired_total",
+            "stream frames dropped because they waited longer than SKELACT_STREAM_MAX_QUEUE_MS for pose "
+            "(also counted in skelact_frames_dropped_total)",
+            registry=r,
         )
         self.solo_frames = Counter(
             "skelact_solo_pose_frames_total",
@@ -71,6 +77,18 @@ class Metrics:
         )
         self.requests = Counter(
             "skelact_recognize_requests_total", "POST /recognize by outcome", ["outcome"], registry=r
+        )
+        self.clips_in_pose = Gauge(
+            "skelact_clips_in_pose",
+            "clips between taking their pose estimators and finishing their frames (a stream poses "
+            "solo only while there are none)",
+            registry=r,
+        )
+        self.recognize_in_progress = Gauge(
+            "skelact_recognize_in_progress",
+            "POST /recognize requests admitted and not finished, their upload included (503 busy at "
+            "SKELACT_MAX_CONCURRENT_CLIPS + SKELACT_MAX_QUEUED_CLIPS)",
+            registry=r,
         )
         self.events = Counter(
             "skelact_action_events_total", "action start events", ["model", "label"], registry=r

@@ -44,6 +44,7 @@ class PoseSlots:
             raise ValueError("count must be >= 1")
         self.count = count
         self._free = asyncio.Semaphore(count)
+        self.waiting = 0  # callers waiting for slots now
         self.meter = BusyMeter(count)  # the pose load: skelact_pose_busy_ratio
 
     @property
@@ -57,6 +58,7 @@ class PoseSlots:
         if not 1 <= count <= self.count:
             raise ValueError(f"take 1..{self.count} slots, not {count}")
         taken = 0
+        self.waiting += 1
         try:
             while taken < count:
                 await self._free.acquire()
@@ -65,6 +67,8 @@ class PoseSlots:
         except BaseException:
             self.give(taken)
             raise
+        finally:
+            self.waiting -= 1
 
     def give(self, count: int = 1) -> None:
         self.meter.add(-count)
@@ -115,10 +119,12 @@ class PosePool:
         """A clip's pose work: streams stop posing solo from here on (the clip's frames take one
         pose slot each, so none runs beside a solo frame still in pose)."""
         self.clips_in_pose += 1
+        self.metrics.clips_in_pose.inc()
         try:
             yield
         finally:
             self.clips_in_pose -= 1
+            self.metrics.clips_in_pose.dec()
 
     # ----------------------------------------------------------------- estimators
 

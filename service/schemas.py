@@ -268,6 +268,11 @@ class FrameTimings(BaseModel):
     classify: float
     total: float = Field(description="processing time of this frame")
     latency: float = Field(description="frame received -> reply sent, including waiting")
+    queue: float = Field(
+        0.0,
+        description="frame received -> its decode + pose started: waiting for a pose lane, a pose "
+        "slot (other streams, clips) and a pose thread (SKELACT_STREAM_MAX_QUEUE_MS bounds it)",
+    )
 
 
 class FrameMessage(BaseModel):

@@ -88,6 +88,41 @@ class ClipRuleSpec(BaseModel):
     min_fall_windows: int = Field(default=1, ge=1, description="consecutive fall windows needed")
 
 
+class OpenSetSpec(BaseModel):
+    """When a prediction is ``unknown`` (``skeleton.open_set``): ``score`` of a window or clip below
+    ``threshold``. Optional in the manifest: a model without it never answers ``unknown``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    score: Literal["max_softmax", "max_logit", "energy", "max_cosine"] = Field(
+        description="max_softmax / max_logit / energy (= logsumexp) of a classifier's logits; "
+        "max_cosine: similarity to the nearest prototype of an embedding's enrolled labels"
+    )
+    threshold: float = Field(description="unknown when score < threshold")
+    chosen_by: str = Field(default="", description="how the threshold was chosen (data, rule)")
+    metrics: dict[str, Any] = Field(default_factory=dict, description="measured known/unknown results")
+
+
+class EmbeddingSpec(BaseModel):
+    """What an embedding model's output is and how examples become a classifier (``skeleton.prototypes``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dim: int = Field(gt=0, description="length of the output vector")
+    metric: Literal["cosine"] = Field(
+        default="cosine", description="outputs are L2-normalised: similarity = dot product"
+    )
+    pooling: Literal["mean"] = Field(
+        default="mean",
+        description="an example or a query of several windows = normalised mean of its window vectors",
+    )
+    logit_scale: float = Field(
+        default=16.0, gt=0,
+        description="softmax(logit_scale * cosine) over the enrolled labels gives per-label probabilities",
+    )
+    trained_on: list[str] = Field(default_factory=list, description="labels the embedding was trained on")
+
+
 class FallRuleSpec(BaseModel):
     """Parameters of the confirmed-fall rule (``skeleton.falls``): the defaults were chosen by
     cross-validation on UP-Fall (docs/falls.md); a model, a request or a stream may override them."""
@@ -122,6 +157,11 @@ class FallRuleSpec(BaseModel):
 
 class ModelManifest(BaseModel):
     name: str
+    kind: Literal["classifier", "embedding"] = Field(
+        default="classifier",
+        description="classifier: output = logits over `labels`; embedding: output = unit vectors "
+        "(`embedding`), labels come from enrolled examples",
+    )
     version: str
     architecture: str
     description: str = ""
@@ -132,6 +172,8 @@ class ModelManifest(BaseModel):
     input: InputSpec
     onnx: OnnxSpec
     clip_rule: ClipRuleSpec = Field(default_factory=ClipRuleSpec)
+    embedding: EmbeddingSpec | None = None
+    open_set: OpenSetSpec | None = None
     fall_rule: FallRuleSpec = Field(default_factory=FallRuleSpec)
     metrics: dict[str, Any] = Field(default_factory=dict)
     created: str = ""

@@ -27,7 +27,13 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
     """The eval-mode model and everything recorded with it by ``training.train``."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     cfg = TrainConfig.model_validate(ckpt["config"])
-    model = build_model(cfg.model.arch, len(ckpt["labels"]), cfg.input.layout, **cfg.model.kwargs)
+    model: nn.Module
+    if cfg.embedding is not None:  # an embedding (training.metric_learning): unit vectors, no labels out
+        from training.metric_learning import build_embedding_model
+
+        model = build_embedding_model(cfg)
+    else:
+        model = build_model(cfg.model.arch, len(ckpt["labels"]), cfg.input.layout, **cfg.model.kwargs)
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     return LoadedCheckpoint(model, cfg, list(ckpt["labels"]), dict(ckpt["label_groups"]),

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from skeleton.manifest import FallRuleSpec, InputSpec
+from skeleton.manifest import FallRuleSpec, InputSpec, OpenSetSpec
 
 
 class _Strict(BaseModel):
@@ -27,6 +27,10 @@ class ModelConfig(_Strict):
 class DatasetConfig(_Strict):
     name: Literal["utd_mhad", "upfall"]
     # UTD-MHAD cross-subject protocol.
+    # Only these actions (1-based; empty = all), e.g. a few-shot split's base classes. UTD-MHAD drops
+    # the others (labels renumbered); UP-Fall keeps its 11 labels and only trains on these (the
+    # held-out activities of its "unknown" folds, training.upfall_fewshot).
+    classes: list[int] = Field(default_factory=list)
     train_subjects: list[int] = Field(default_factory=lambda: [1, 3, 5, 7])
     test_subjects: list[int] = Field(default_factory=lambda: [2, 4, 6, 8])
     # UP-Fall: trials to train / test on (an empty test list trains the shipped model on all data).
@@ -95,6 +99,33 @@ class ClipRuleConfig(_Strict):
     min_fall_windows: int = 1
 
 
+class EmbeddingConfig(_Strict):
+    """Metric learning (``training.metric_learning``): the model outputs a unit vector per window."""
+
+    dim: int = 128
+    head: Literal["linear", "mlp"] = "mlp"
+    # What the model outputs (normalised; models.embedding): per-joint features of several blocks
+    # ("joints"), the backbone's pooled features, or the head the losses see.
+    output: Literal["joints", "backbone", "head"] = "joints"
+    # What the head (and so the loss) sees: globally pooled features, or the joint readout.
+    head_input: Literal["pooled", "joints"] = "pooled"
+    # cosface / arcface: normalised softmax with an additive cosine / angular margin (scale, margin);
+    # supcon: supervised contrastive (temperature); "+" combines a margin loss with supcon
+    # (supcon_weight); softmax: plain cross-entropy on the head (the ablation).
+    loss: Literal["cosface", "arcface", "supcon", "cosface+supcon", "softmax"] = "cosface"
+    scale: float = 16.0
+    margin: float = 0.2
+    temperature: float = 0.1
+    supcon_weight: float = 1.0
+    # + instance discrimination (two views of each clip are positives; training.metric_learning)
+    instance_weight: float = 0.0
+    # Batches hold classes_per_batch classes x (batch_size / classes_per_batch) windows each.
+    classes_per_batch: int = 8
+    # Served probabilities are softmax(logit_scale * cosine) over the enrolled labels: a temperature
+    # fitted on training subjects (training.fewshot calibrate); None: the loss's own scale.
+    logit_scale: float | None = None
+
+
 class TrainConfig(_Strict):
     name: str
     version: str = "1.0.0"
@@ -107,6 +138,10 @@ class TrainConfig(_Strict):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     clip_rule: ClipRuleConfig = Field(default_factory=ClipRuleConfig)
+    # Set: train an embedding (python -m training.train dispatches to training.metric_learning).
+    embedding: EmbeddingConfig | None = None
+    # "unknown" rule copied into the exported manifest (chosen by training.fewshot, docs/fewshot.md).
+    open_set: OpenSetSpec | None = None
     # Confirmed fall events (skeleton.falls), copied into the manifest like ``input``.
     fall_rule: FallRuleSpec = Field(default_factory=FallRuleSpec)
 

@@ -58,16 +58,19 @@ class UtdMhadDataset(ActionDataset):
         self.layout = get_layout(cfg.input.layout)
         if self.layout.name != "kinect20":
             raise ValueError("UTD-MHAD skeletons are Kinect-20: use input.layout kinect20")
-        self.labels = list(UTD_LABELS)
-        self.label_groups = {}
         ds = cfg.dataset
+        actions = ds.classes or list(range(1, len(UTD_LABELS) + 1))
+        index = {a: i for i, a in enumerate(actions)}  # action -> label index (a subset is renumbered)
+        self.labels = [UTD_LABELS[a - 1] for a in actions]
+        self.label_groups = {}
         self.protocol = (f"cross-subject, whole clip: train subjects {ds.train_subjects}, "
-                         f"test subjects {ds.test_subjects}")
-        self.train_clips: list[UtdClip] = load_utd_mhad(data_root, set(ds.train_subjects))
-        self.test_clips: list[UtdClip] = (load_utd_mhad(data_root, set(ds.test_subjects))
-                                          if ds.test_subjects else [])
-        self.train_labels = np.array([c.label for c in self.train_clips], np.int64)
-        self.test_labels = np.array([c.label for c in self.test_clips], np.int64)
+                         f"test subjects {ds.test_subjects}" + (f", actions {actions}" if ds.classes else ""))
+        self.train_clips: list[UtdClip] = [c for c in load_utd_mhad(data_root, set(ds.train_subjects))
+                                           if c.action in index]
+        self.test_clips: list[UtdClip] = ([c for c in load_utd_mhad(data_root, set(ds.test_subjects))
+                                           if c.action in index] if ds.test_subjects else [])
+        self.train_labels = np.array([index[c.action] for c in self.train_clips], np.int64)
+        self.test_labels = np.array([index[c.action] for c in self.test_clips], np.int64)
         empty = np.zeros((0, 3, cfg.input.window.length, self.layout.num_joints), np.float32)
         self.test_inputs = (np.stack([prepare_clip(c.joints, cfg.input) for c in self.test_clips])
                             if self.test_clips else empty)

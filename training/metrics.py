@@ -39,3 +39,24 @@ def binary_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
         "recall": round(tp / (tp + fn), 4) if tp + fn else None,
         "tp": tp, "fp": fp, "fn": fn, "tn": tn,
     }
+
+
+def auroc(known: np.ndarray, unknown: np.ndarray) -> float:
+    """Area under the ROC curve of "known scores higher than unknown" (Mann-Whitney U / n1 n2)."""
+    from scipy.stats import mannwhitneyu
+
+    k, u = np.asarray(known, np.float64), np.asarray(unknown, np.float64)
+    if not len(k) or not len(u):
+        return float("nan")
+    return float(mannwhitneyu(k, u, alternative="two-sided").statistic / (len(k) * len(u)))
+
+
+def youden_threshold(known: np.ndarray, unknown: np.ndarray) -> float:
+    """The threshold t (accept when score >= t) maximising known accepted - unknown accepted;
+    midway between the two neighbouring scores, so it does not sit on a calibration sample."""
+    k, u = np.sort(np.asarray(known, np.float64)), np.sort(np.asarray(unknown, np.float64))
+    values = np.unique(np.concatenate([k, u]))
+    cands = np.concatenate([[values[0] - 1e-6], (values[:-1] + values[1:]) / 2, [values[-1] + 1e-6]])
+    tpr = 1.0 - np.searchsorted(k, cands, side="left") / len(k)
+    fpr = 1.0 - np.searchsorted(u, cands, side="left") / len(u)
+    return float(cands[int(np.argmax(tpr - fpr))])

@@ -80,7 +80,12 @@ def epoch_indices(ds: ActionDataset, cfg: TrainConfig, rng: np.random.Generator)
 def train(cfg: TrainConfig, out_dir: Path, data_root: Path, log: Callable[[str], None] = print,
           repo_root: Path = REPO_ROOT, max_train: int | None = None, plots: bool = True) -> dict[str, Any]:
     """Train ``cfg`` and write the run directory; returns the metrics. ``max_train`` caps the
-    training set and ``plots=False`` skips the PNGs (quick tests)."""
+    training set and ``plots=False`` skips the PNGs (quick tests). A config with an ``embedding``
+    section trains an embedding model instead (``training.metric_learning``)."""
+    if cfg.embedding is not None:
+        from training.metric_learning import train_embedding
+
+        return train_embedding(cfg, out_dir, data_root, log, max_train=max_train, plots=plots)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed, cfg.threads)
     rng = np.random.default_rng(cfg.seed)
@@ -197,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         except MissingDataError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    summary = {k: metrics[k] for k in ("top1", "clip_top1", "window_top1", "fall", "params", "flops",
-                                       "train_seconds") if k in metrics}
+    summary = {k: metrics[k] for k in ("top1", "clip_top1", "window_top1", "fall", "prototype_top1", "params",
+                                       "flops", "train_seconds") if k in metrics}
     print(json.dumps({**summary, "out": str(out)}))
     return 0
 

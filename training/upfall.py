@@ -162,7 +162,7 @@ class UpFallDataset(ActionDataset):
         for ci, clip in enumerate(self.train_clips):
             for end in clip_window_ends(clip, cfg, self.TRAIN_HOP_S, ds.train_lead_in):
                 label = window_label(clip, float(end), cfg)
-                if label is not None:
+                if label is not None and (not ds.classes or label + 1 in ds.classes):
                     items.append((ci, float(end), label))
         self.train_items = items
         self.train_labels = np.array([i[2] for i in items], np.int64)

@@ -21,6 +21,7 @@ from skeleton.preprocess import kinect_to_canonical
 
 SKELETON_DIR = "utd_mhad/skeleton"
 NUM_FILES = 861  # 27 actions x 8 subjects x 4 trials, minus 3 missing in the release
+FPS = 30.0  # Kinect v1 skeleton rate: a clip played as a stream (training.metric_learning) uses it
 
 LABELS: tuple[str, ...] = (
     "right arm swipe to the left", "right arm swipe to the right", "right hand wave", "two hand front clap",

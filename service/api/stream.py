@@ -22,6 +22,7 @@ from service.core.errors import CloseCode, ServiceError, internal_message, repor
 from service.core.limits import StreamGuard
 from service.schemas import ConfigMessage, ErrorMessage, FrameMessage, HelloMessage, SkeletonFrameMessage
 from service.state import ServiceState
+from service.streams.clock import CaptureTimes
 from service.streams.inbox import Arrival, Inbox
 from service.streams.scheduler import FrameScheduler, StreamClosed
 from service.streams.session import StreamSession
@@ -38,6 +39,7 @@ class _Connection:
         self.state = state
         self.inbox = Inbox(state.metrics)
         self.guard = StreamGuard(state.settings)
+        self.capture = CaptureTimes()
         self._send_lock = asyncio.Lock()
 
     def stop(self) -> None:
@@ -59,13 +61,20 @@ class _Connection:
         box = self.inbox
         guard = self.guard
         idle = False
+        timeout = wait = self.state.settings.stream_idle_timeout_s
         try:
             while True:
                 try:
-                    msg = await asyncio.wait_for(self.ws.receive(), self.state.settings.stream_idle_timeout_s)
+                    msg = await asyncio.wait_for(self.ws.receive(), wait)
                 except TimeoutError:
+                    # not idle while the client waits for our reply, nor sooner than the timeout after it
+                    quiet = box.quiet_for(time.perf_counter())
+                    if quiet < timeout:
+                        wait = timeout - quiet
+                        continue
                     idle = True
                     break
+                wait = timeout
                 if msg["type"] == "websocket.disconnect":
                     break
                 now = time.perf_counter()
@@ -79,12 +88,17 @@ class _Connection:
                         if guard.should_report(now):
                             await self.error(over_rate.code, over_rate.ws_message())
                         continue
-                    bad = guard.check_frame(data, frame_id)
+                    try:
+                        capture_time, image = self.capture.split(data, frame_id)
+                    except ServiceError as bad_time:
+                        await self.error(bad_time.code, bad_time.ws_message())
+                        continue
+                    bad = guard.check_frame(image, frame_id)
                     if bad is not None:
                         await self.error(bad.code, bad.ws_message())
                         continue
                     pace_arrived(now)
-                    box.offer(Arrival(frame_id, now, image=data))
+                    box.offer(Arrival(frame_id, now, image=image, capture_time=capture_time))
                 elif text is not None:
                     bad = over_rate or guard.check_text(text)
                     if bad is not None:

@@ -188,6 +188,13 @@ class Settings(BaseSettings):
     stream_idle_timeout_s: float = Field(
         default=300.0, gt=0, description="close a WebSocket stream that sends nothing for this long"
     )
+    stream_max_queue_ms: float = Field(
+        default=2000.0,
+        gt=0,
+        description="a stream frame that waited longer than this between its arrival and the start "
+        "of its pose is dropped (counted, and the client told with frame_expired): its reply would "
+        "no longer be live",
+    )
     shutdown_timeout_s: float = Field(
         default=20.0, ge=0, description="on SIGTERM: time for open streams and requests to finish"
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
@@ -59,7 +60,9 @@ class RequestLimitsMiddleware:
         limit, knob = self.body_limit(headers)
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
-            await _reply(scope, receive, send, too_large(int(length), limit, knob))
+            refused = too_large(int(length), limit, knob)
+            _count_refused(scope, refused.code)
+            await _reply(scope, receive, send, refused)
             return
         heavy = (scope.get("method", ""), scope.get("path", "")) in HEAVY_ROUTES
         if heavy:
@@ -71,14 +74,17 @@ class RequestLimitsMiddleware:
                     f"{self.in_flight} recognition requests are in progress or waiting (limit {cap})",
                     "retry later; SKELACT_MAX_CONCURRENT_CLIPS and SKELACT_MAX_QUEUED_CLIPS set the limit",
                 )
+                _count_refused(scope, busy.code)
                 await _reply(scope, receive, send, busy, {"Retry-After": "5"})
                 return
             self.in_flight += 1
+            _publish_in_progress(scope, self.in_flight)
         try:
             await self._run(scope, receive, send, limit, knob)
         finally:
             if heavy:
                 self.in_flight -= 1
+                _publish_in_progress(scope, self.in_flight)
 
     async def _run(self, scope: Scope, receive: Receive, send: Send, limit: int, knob: str) -> None:
         s = self.settings
@@ -133,6 +139,25 @@ class RequestLimitsMiddleware:
                 "send a shorter clip, or raise SKELACT_REQUEST_TIMEOUT_S",
             )
             await _reply(scope, receive, send, timeout)
+
+
+def _service(scope: Scope) -> Any:
+    """The app's `ServiceState` (its metrics), once its lifespan has started; else None."""
+    return getattr(getattr(scope.get("app"), "state", None), "service", None)
+
+
+def _publish_in_progress(scope: Scope, count: int) -> None:
+    """``skelact_recognize_in_progress``."""
+    if (service := _service(scope)) is not None:
+        service.metrics.recognize_in_progress.set(count)
+
+
+def _count_refused(scope: Scope, code: str) -> None:
+    """A ``POST /recognize`` refused here, before its route: counted in
+    ``skelact_recognize_requests_total`` like the outcomes the route counts itself."""
+    heavy = (scope.get("method", ""), scope.get("path", "")) in HEAVY_ROUTES
+    if heavy and (service := _service(scope)) is not None:
+        service.metrics.requests.labels(outcome=code).inc()
 
 
 async def _reply(

@@ -153,6 +153,12 @@ export class LiveView {
   }
 
   onError(msg) {
+    if (msg.code === "frame_expired") {
+      // The server dropped a frame that waited too long (it is busy); the next reply counts it.
+      setStatus("The server is busy: frames are dropped to stay live.", "warn");
+      this.noticeUntil = performance.now() + 5000;
+      return;
+    }
     const text = `Server error${msg.code ? ` (${msg.code})` : ""}: ${msg.message || "unknown error"}`;
     this.lastError = text; // shown again if the server then closes with "policy violation"
     if (this.switching) {
@@ -224,11 +230,13 @@ export class LiveView {
     const scale = Math.min(1, side / Math.max(vw, vh));
     this.canvas.width = Math.round(vw * scale);
     this.canvas.height = Math.round(vh * scale);
+    const captured = performance.now() / 1000; // the window clock runs on it, not on arrival
     this.canvas.getContext("2d").drawImage(this.video, 0, 0, this.canvas.width, this.canvas.height);
     this.encoding = true;
     try {
       const blob = await new Promise((resolve) => this.canvas.toBlob(resolve, "image/jpeg", quality));
-      const bytes = blob && (await blob.arrayBuffer()); // ArrayBuffer: sent as is, visible to devtools
+      // ArrayBuffer: sent as is, visible to devtools
+      const bytes = blob && (await new Blob([capturePrefix(captured), blob]).arrayBuffer());
       if (!bytes || ws !== this.ws || ws.readyState !== WebSocket.OPEN) return;
       this.pending.push(performance.now());
       ws.send(bytes);
@@ -330,6 +338,14 @@ function renderPeople(tracks) {
       );
     }),
   );
+}
+
+/** The 12 bytes before a frame's JPEG: "SKTS" and its capture time (s, float64 LE); docs/api.md. */
+function capturePrefix(seconds) {
+  const head = new DataView(new ArrayBuffer(12));
+  [..."SKTS"].forEach((c, i) => head.setUint8(i, c.charCodeAt(0)));
+  head.setFloat64(4, seconds, true);
+  return head.buffer;
 }
 
 function cameraErrorText(err) {

@@ -8,6 +8,7 @@ and counted, so latency stays bounded.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 from service.metrics import Metrics
@@ -21,12 +22,14 @@ MAX_PENDING_CONFIGS = 4
 
 @dataclass(frozen=True, slots=True)
 class Arrival:
-    """A frame as the receiver got it: raw bytes or a skeleton frame, with its arrival time."""
+    """A frame as the receiver got it: raw bytes or a skeleton frame, with its arrival time (and
+    the client's capture time, when it sent one: `service.streams.clock`)."""
 
     frame_id: int
     received_at: float  # time.perf_counter()
     image: bytes | None = None
     skeleton: SkeletonFrameIn | None = None
+    capture_time: float | None = None  # seconds on the client's clock
 
 
 @dataclass
@@ -43,6 +46,24 @@ class Inbox:
     received: int = 0
     processed: int = 0
     dropped: int = 0
+    working: int = 0  # frames taken by the scheduler and not yet answered
+    answered_at: float = 0.0  # time.perf_counter() when the last frame in work was answered
+
+    @property
+    def awaits_server(self) -> bool:
+        """A frame of the client's is waiting or in work: the client is waiting for us, not idle."""
+        return self.pending is not None or self.working > 0
+
+    def quiet_for(self, now: float) -> float:
+        """Seconds the client has been the one to act: 0 while a frame of its own waits or is in
+        work, else the time since its last frame was answered."""
+        return 0.0 if self.awaits_server else now - self.answered_at
+
+    def answered(self) -> None:
+        """A frame taken by the scheduler has had its reply (or error)."""
+        self.working -= 1
+        self.answered_at = time.perf_counter()
+        self.wake.set()
 
     def next_frame_id(self) -> int:
         """Count a received frame (whether or not it is kept); returns its id."""

@@ -23,7 +23,7 @@ from service.registry import ModelRegistry
 from service.schemas import ConfigMessage, ErrorMessage, FrameMessage, HelloMessage
 from service.streams.inbox import Arrival, Inbox
 from service.streams.pacing import Lanes, Pace
-from service.streams.session import StreamSession
+from service.streams.session import FrameExpired, StreamSession
 
 __all__ = ["FrameScheduler", "Send", "StreamClosed"]
 
@@ -87,13 +87,17 @@ class FrameScheduler:
                     box.wake.set()
                     continue
                 arrival, box.pending = box.pending, None
+                box.working += 1
                 ts = self.session.stamp(arrival)
                 previous = asyncio.ensure_future(self._frame(arrival, ts, lane, lanes, previous, slots, solo))
-                previous.add_done_callback(lambda _: box.wake.set())  # a failed frame ends the loop
+                previous.add_done_callback(self._frame_done)  # a failed frame ends the loop
                 box.wake.set()  # another lane may take the next frame at once
         finally:
             if previous is not None:  # finish (and reply to) the frames in flight
                 await asyncio.gather(previous, return_exceptions=True)
+
+    def _frame_done(self, _: asyncio.Task[bool]) -> None:
+        self.inbox.answered()
 
     async def _frame(
         self,
@@ -135,6 +139,10 @@ class FrameScheduler:
             await self.send(reply)
         except DecodeError as exc:
             await self.error("undecodable_image", f"frame {arrival.frame_id}: {exc.reason}")
+        except FrameExpired as exc:  # dropped like a frame a newer one replaced, and said
+            box.drop()
+            self.pose.metrics.frames_expired.inc()
+            await self.error(exc.code, exc.ws_message())
         except ServiceError as exc:
             await self.error(exc.code, exc.ws_message(f"frame {arrival.frame_id}: "))
             if not exc.recoverable:

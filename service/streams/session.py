@@ -19,6 +19,7 @@ from dataclasses import replace
 from perception.pose.estimator import PoseEstimator
 from perception.video import decode_image
 from service.core.config import Settings
+from service.core.errors import ServiceError
 from service.frames import FrameTracking, PosedFrame
 from service.metrics import Metrics
 from service.pose_pool import PosePool
@@ -30,9 +31,32 @@ from service.streams.inbox import Arrival
 from service.tracks import TrackSet, stack_windows
 from service.wire import frame_message, ms
 
-__all__ = ["StreamSession"]
+__all__ = ["FrameExpired", "StreamSession"]
 
 log = logging.getLogger(__name__)
+
+
+class FrameExpired(ServiceError):
+    """A frame waited longer than ``SKELACT_STREAM_MAX_QUEUE_MS`` for its pose: dropped unposed
+    (its reply would come too late to be live; the client is told, so one that waits for each
+    reply sends the next)."""
+
+    def __init__(self, frame_id: int, waited_s: float, bound_s: float) -> None:
+        super().__init__(
+            408,
+            "frame_expired",
+            f"frame {frame_id} waited {waited_s * 1e3:.0f} ms for a pose worker, more than "
+            f"{bound_s * 1e3:.0f} ms (SKELACT_STREAM_MAX_QUEUE_MS): dropped",
+            "the server is busy: send smaller or fewer frames, or add pose workers",
+        )
+
+
+def _queued(arrival: Arrival, bound_s: float) -> float:
+    """Seconds ``arrival`` waited until now, the start of its pose; `FrameExpired` beyond ``bound_s``."""
+    waited = time.perf_counter() - arrival.received_at
+    if waited > bound_s:
+        raise FrameExpired(arrival.frame_id, waited, bound_s)
+    return waited
 
 
 class StreamSession:
@@ -59,6 +83,7 @@ class StreamSession:
         self.tracks = TrackSet(model, smoothing_config(settings), self.stride, keep_history=False)
         self.started = time.perf_counter()
         self._last_stamp = -1.0
+        self._client_clock = False  # the last stamp was the client's (skeleton or capture time)
         self.lane_estimators: list[PoseEstimator] = []  # lane i's estimator (lane 0: from open())
         self._solo: asyncio.Future[PoseEstimator] | None = None  # None: not asked for yet
         self._tracks_gauge = 0
@@ -87,7 +112,7 @@ class StreamSession:
 
     def switch_model(self, model: LoadedModel) -> list[tuple[int, LabelEvent]]:
         """Use another model from now on; open labels end, buffers restart (new window geometry)."""
-        now = self._stream_time(time.perf_counter())
+        now = self._last_stamp if self._client_clock else self._stream_time(time.perf_counter())
         events = [e for record in self.tracks.open.values() for e in record.end_label(now)]
         if self._producing:
             self.model.batcher.remove_producer()
@@ -100,11 +125,15 @@ class StreamSession:
         return max(received_at - self.started, self._last_stamp + 1e-3)
 
     def stamp(self, arrival: Arrival) -> float:
-        """Stream time of a frame, strictly increasing; call in arrival order, when it is taken."""
-        if arrival.skeleton is not None:
-            ts = max(arrival.skeleton.timestamp, self._last_stamp + 1e-3)
-        else:
+        """Stream time of a frame, strictly increasing; call in arrival order, when it is taken:
+        the client's time (a skeleton frame's, or a binary frame's capture time), else the time
+        since connect when it arrived."""
+        client = arrival.skeleton.timestamp if arrival.skeleton is not None else arrival.capture_time
+        self._client_clock = client is not None
+        if client is None:
             ts = self._stream_time(arrival.received_at)
+        else:
+            ts = max(client, self._last_stamp + 1e-3)
         self._last_stamp = ts
         return ts
 
@@ -156,17 +185,22 @@ class StreamSession:
     async def pose(self, arrival: Arrival, ts: float, lane: int = 0, solo: bool = False) -> PosedFrame:
         """The frame's people: decode + pose of an image on pose lane ``lane``, or with ``solo`` on
         the estimator whose calls use every pose core (`solo_ready`; the caller holds every pose
-        slot); a skeleton frame's people as the client sent them."""
+        slot); a skeleton frame's people as the client sent them. `FrameExpired` when the frame
+        waited too long for that (``SKELACT_STREAM_MAX_QUEUE_MS``)."""
+        bound_s = self.settings.stream_max_queue_ms / 1e3
         if arrival.skeleton is not None:  # at its stream time: the client's, strictly increasing
+            queued = _queued(arrival, bound_s)
             coordinates = self.model.manifest.input.coordinates
-            return replace(posed_frame(arrival.skeleton, arrival.frame_id, coordinates), timestamp=ts)
+            posed = posed_frame(arrival.skeleton, arrival.frame_id, coordinates)
+            return replace(posed, timestamp=ts, queue_s=queued)
         assert arrival.image is not None
         if solo:
             assert self._solo is not None and self._solo.done(), "solo_ready() first"
             estimator = self._solo.result()
         else:
             estimator = await self._lane_estimator(lane)
-        return await self.pose_pool.run(_decode_pose, estimator, arrival, ts, self.settings.pose_max_side)
+        max_side = self.settings.pose_max_side
+        return await self.pose_pool.run(_decode_pose, estimator, arrival, ts, max_side, bound_s)
 
     async def reply(
         self, arrival: Arrival, posed: PosedFrame, counters: tuple[int, int, int], t_start: float
@@ -189,6 +223,7 @@ class StreamSession:
             classify=ms(classify_s),
             total=ms(now - t_start),
             latency=ms(now - arrival.received_at),
+            queue=ms(posed.queue_s),
         )
         msg = frame_message(tracked, self.tracks, self.top, events, timings, counters)
         self._observe(msg)
@@ -201,7 +236,7 @@ class StreamSession:
 
     def _observe(self, msg: FrameMessage) -> None:
         m, t = self.metrics, msg.timings_ms
-        for stage_name in ("decode", "pose", "track", "classify", "total", "latency"):
+        for stage_name in ("decode", "pose", "track", "classify", "total", "latency", "queue"):
             m.observe_stage(stage_name, getattr(t, stage_name) / 1e3, "stream")
         m.frames_processed.labels(source="stream").inc()
         for ev in msg.events:
@@ -215,13 +250,16 @@ def _log_failed_build(built: asyncio.Future[PoseEstimator]) -> None:
         log.error("building the solo pose estimator failed", exc_info=built.exception())
 
 
-def _decode_pose(estimator: PoseEstimator, arrival: Arrival, ts: float, max_side: int | None) -> PosedFrame:
+def _decode_pose(
+    estimator: PoseEstimator, arrival: Arrival, ts: float, max_side: int | None, bound_s: float
+) -> PosedFrame:
+    """On the pose executor: the queue wait ends here (`FrameExpired` beyond ``bound_s``)."""
     assert arrival.image is not None
+    queued = _queued(arrival, bound_s)
     t0 = time.perf_counter()
     rgb = decode_image(arrival.image, max_side)
     t1 = time.perf_counter()
     poses = estimator.estimate(rgb, ts)
     t2 = time.perf_counter()
-    return PosedFrame(
-        arrival.frame_id, ts, rgb.shape[1], rgb.shape[0], poses, decode_s=t1 - t0, pose_s=t2 - t1
-    )
+    w, h = rgb.shape[1], rgb.shape[0]
+    return PosedFrame(arrival.frame_id, ts, w, h, poses, decode_s=t1 - t0, pose_s=t2 - t1, queue_s=queued)

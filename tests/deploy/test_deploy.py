@@ -328,11 +328,12 @@ def test_bench_service(variants: dict[str, dict[str, Any]], dockerfile: Any) -> 
     # the clips: the team's data folder next to the repository, read-only
     data = mounts[env["SKELACT_DATA_DIR"]]
     assert data["type"] == "bind" and data["read_only"] is True
-    assert Path(data["source"]) == (REPO.parent / "shared" / "data").resolve()
+    # paths compared resolved on both sides: ../shared may be a symlink (compose does not resolve it)
+    assert Path(data["source"]).resolve() == (REPO.parent / "shared" / "data").resolve()
     # results, and every cache the run writes, land in the one writable mount
     results = mounts[env["SKELACT_BENCH_OUT"]]
     assert results["type"] == "bind" and not results.get("read_only")
-    assert Path(results["source"]) == REPO / "bench" / "results-gpu"
+    assert Path(results["source"]).resolve() == (REPO / "bench" / "results-gpu").resolve()
     assert env["SKELACT_CACHE_DIR"].startswith(env["SKELACT_BENCH_OUT"] + "/")
     assert "bench/results-gpu/" in (REPO / ".gitignore").read_text()
     assert variants["gpu+bench"]["services"]["skelact"]["image"] != bench["image"]
@@ -390,7 +391,7 @@ def test_scale_variant(variants: dict[str, dict[str, Any]]) -> None:
     assert proxy["depends_on"]["skelact"]["condition"] == "service_healthy"
     assert [(p["target"], p["published"]) for p in proxy["ports"]] == [(8080, "8000")]
     conf = {v["target"]: v for v in proxy["volumes"]}["/etc/nginx/nginx.conf"]
-    assert Path(conf["source"]) == REPO / "deploy" / "nginx.conf" and conf["read_only"]
+    assert Path(conf["source"]).resolve() == (REPO / "deploy" / "nginx.conf").resolve() and conf["read_only"]
     assert re.fullmatch(r"nginx:1\.(2[89]|[3-9]\d)[\w.-]*", proxy["image"]), (
         "nginx >= 1.28: upstream `resolve`"
     )

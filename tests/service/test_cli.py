@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from service.providers import driver_problem
-from tests.conftest import REPO_ROOT, require_data
+from tests.conftest import REPO_ROOT, gpu_providers, require_data
 from tests.service_helpers import trim_video
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -65,10 +65,13 @@ def test_recognize_writes_only_json_to_stdout_from_any_folder(skelact: Path, tmp
     notes = [line for line in run.stderr.splitlines() if "ONNX Runtime runs on" in line]
     assert len(notes) == 1, run.stderr
     assert not [n for n in ORT_NOISE if n in run.stderr + run.stdout], run.stderr
+    assert result["provider"] in gpu_providers(), result["provider"]  # the GPU where there is one
     if driver_problem() is not None:  # a CPU host: CPU and the reason for it
         assert result["provider"] == "cpu"
         assert "ONNX Runtime runs on CPU: no NVIDIA driver" in notes[0], notes[0]
         assert "TensorRT and CUDA are not used" in notes[0] and "(available here: cpu)" in notes[0]
+    else:
+        assert "runs on CPU" not in notes[0], notes[0]
     assert not list(elsewhere.iterdir()), "the command wrote into the working folder"
 
 

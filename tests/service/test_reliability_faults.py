@@ -22,7 +22,7 @@ from service.core.config import Settings
 from service.metrics import Metrics
 from service.registry import ModelRegistry
 from skeleton.manifest import sha256_file
-from tests.conftest import gpu_available
+from tests.conftest import gpu_available, gpu_providers
 from tests.service_helpers import write_linear_model
 
 pytestmark = pytest.mark.timeout(60)
@@ -98,18 +98,26 @@ def _settled(client: TestClient) -> dict[str, Any]:
     return body
 
 
-def test_strict_start_up_fails_with_the_reasons(zoo: Path) -> None:
-    with TestClient(create_app(Settings(models_dir=zoo, providers=["cpu"]))) as c:
+@pytest.mark.parametrize("case", ["broken models (strict)", "no models"])
+def test_failed_start_up_is_503_with_the_reasons(zoo: Path, case: str) -> None:
+    """Start-up that fails: /health/ready and POST /recognize answer 503 with why, once start-up is
+    over (waited for, not timed); the process itself is live."""
+    broken = case.startswith("broken")
+    models_dir, says = (zoo, "failed to load") if broken else (zoo / "missing", "no models")
+    with TestClient(create_app(Settings(models_dir=models_dir, providers=["cpu"]))) as c:
         ready = _settled(c)
         assert c.get("/health/ready").status_code == 503
         assert ready["status"] == "error" and not ready["ready"]
-        for name, phrase in BROKEN.items():
-            assert name in ready["reason"] and phrase in ready["reason"], name
-        assert "SKELACT_STRICT_MODELS=false" in ready["reason"]
+        if broken:
+            for name, phrase in BROKEN.items():
+                assert name in ready["reason"] and phrase in ready["reason"], name
+            assert "SKELACT_STRICT_MODELS=false" in ready["reason"]
+        else:
+            assert "no models" in ready["reason"], ready
         assert c.get("/health/live").status_code == 200  # the process is up and says why
         r = c.post("/recognize", json={"frames": [{"timestamp": 0}]})
         assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready"
-        assert "failed to load" in r.json()["error"]["message"]
+        assert says in r.json()["error"]["message"], r.json()
 
 
 def test_lenient_start_up_serves_the_good_model_and_warns(zoo: Path) -> None:
@@ -122,9 +130,9 @@ def test_lenient_start_up_serves_the_good_model_and_warns(zoo: Path) -> None:
         warnings = "\n".join(ready["warnings"])
         for name, phrase in BROKEN.items():
             assert f"model {name} not loaded" in warnings and phrase in warnings, name
-        if not gpu_available():
-            assert ready["models"]["good"] == "cpu"
-            assert "runs on CPU" in warnings and "SKELACT_PROVIDERS=cpu" in warnings
+        assert ready["models"]["good"] in gpu_providers(), ready  # the GPU where there is one
+        on_cpu = "runs on CPU" in warnings and "SKELACT_PROVIDERS=cpu" in warnings
+        assert on_cpu == (not gpu_available()), warnings
         models = c.get("/models").json()
         assert [m["name"] for m in models["models"]] == ["good"]
         body = {"frames": [{"timestamp": 0.0, "people": []}]}

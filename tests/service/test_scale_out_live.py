@@ -162,6 +162,8 @@ def test_ready_is_503_at_stream_capacity(replicas: dict[str, Replica]) -> None:
             "models": {"linear": "cpu"},
             "pose": full.json()["pose"],
             "warnings": [],
+            "providers": ["cpu"],
+            "provider_note": full.json()["provider_note"],
         }
         assert a.metric("skelact_active_streams") == MAX_STREAMS
         with connect(a.ws_url, open_timeout=60) as third:  # refused: try again later

@@ -1,7 +1,11 @@
-"""Several people at once through POST /recognize: one track (timeline, top-k) per person.
+"""Several people at once through POST /recognize, as a user gets it (the default settings, the
+whole clip): one track per person, checked against the hand-made ground truth in groundtruth/.
 
-felix_exercise.avi shows three people side by side (small, 384x288: the pose stage's tiles find
-them); mmaction2_demo_skeleton.mp4 two people close together at 1920x1080 (analysed at 640 px).
+The one place the suite counts the people of felix_exercise.avi (three people side by side,
+small: 384x288) and mmaction2_demo_skeleton.mp4 (two people at arm's length, 1920x1080).
+A track is matched to a person by how many frames it covers (the per-frame boxes, frames=boxes,
+are checked in the last test and scored in tests/bench/test_tracking.py); floors are a little
+below what the default service measured.
 """
 
 from __future__ import annotations
@@ -12,43 +16,56 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.groundtruth import load_truth
 from service.app import create_app
 from service.core.config import Settings
 from service.schemas import RecognizeResponse
 from tests.conftest import require_data
 from tests.service_helpers import trim_video, wait_ready, write_linear_model
 
+# clip -> the share of their labelled frames each person's track must cover, best covered first.
+# Measured 2026-12-03 after issue 18 part 2 (search windows; docs/tracking.md, clip view against
+# the boxes): felix 1.0 / 0.985 / 0.967 (before: 0.98 / 0.77 / 0.04), mmaction 1.0 / 1.0.
+FLOORS = {
+    "clips/felix_exercise.avi": (0.93, 0.93, 0.93),
+    "clips/mmaction2_demo_skeleton.mp4": (0.95, 0.95),
+}
+
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     zoo = tmp_path_factory.mktemp("zoo")
     write_linear_model(zoo / "linear", ["a", "b", "c"], length=16, fps=10, stride=4)
-    settings = Settings(models_dir=zoo, providers=["cpu"], pose_tiles=True, pose_max_side=640)
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(Settings(models_dir=zoo, providers=["cpu"]))) as c:
         wait_ready(c)
         yield c
 
 
-@pytest.mark.parametrize(
-    ("clip", "frames", "people"),
-    [
-        ("felix_exercise.avi", 30, 3),
-        ("mmaction2_demo_skeleton.mp4", 30, 2),
-    ],
-)
-def test_each_person_gets_a_track(
-    client: TestClient, tmp_path: Path, clip: str, frames: int, people: int
-) -> None:
-    video = trim_video(require_data("clips", clip), tmp_path / f"{Path(clip).stem}.mp4", frames=frames)
+@pytest.mark.parametrize("clip", sorted(FLOORS))
+def test_each_person_gets_a_track(client: TestClient, clip: str) -> None:
+    video = require_data(*clip.split("/"))
+    info, truth = load_truth(clip)
+    labelled: dict[int, int] = {}  # person -> frames in which they count
+    for rows in truth.values():
+        for row in rows:
+            if row.counted:
+                labelled[row.person] = labelled.get(row.person, 0) + 1
     with video.open("rb") as f:
-        r = client.post("/recognize", files={"file": (video.name, f, "video/mp4")})
+        r = client.post("/recognize", files={"file": (Path(clip).name, f, "video/mp4")})
     assert r.status_code == 200, r.text
     res = RecognizeResponse.model_validate(r.json())
-    # people present for a good part of the clip (short detector blips are not people)
-    steady = [t for t in res.tracks if t.frames >= frames // 3]
-    assert len(steady) == people, [(t.track_id, t.frames) for t in res.tracks]
+    assert res.stats.frames_processed == info.frames
+    # tracks and people, each in order of frames covered
+    tracks = sorted(res.tracks, key=lambda t: -t.frames)
+    people = sorted(labelled.values(), reverse=True)
+    coverage = [t.frames / n for t, n in zip(tracks, people, strict=False)]
+    found = (tracks, coverage)
+    floors = FLOORS[clip]
+    assert len(coverage) >= len(floors) and all(c >= f for c, f in zip(coverage, floors, strict=False)), found
+    assert len(res.tracks) <= len(people) + 1, found  # ids do not churn: a person is one track
     assert sum(t.primary for t in res.tracks) == 1
-    assert all(t.windows >= 1 and t.top for t in steady)
+    steady = tracks[: len(floors)]
+    assert all(t.windows >= 1 and t.top for t in steady), steady
 
 
 def test_frames_give_each_persons_box_in_every_frame(client: TestClient, tmp_path: Path) -> None:

@@ -12,9 +12,11 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +187,13 @@ class WsRecorder:
         return len(self.sent) - self.sent_base
 
 
+def _capture_time(message: bytes) -> float:
+    """The capture time before a frame's image (docs/api.md: b"SKTS" + float64 LE seconds)."""
+    magic, seconds = struct.unpack_from("<4sd", message)
+    assert magic == b"SKTS", message[:12]
+    return float(seconds)
+
+
 def _stat(page: Any, name: str) -> str:
     return str(page.text_content(f"#stat-{name}")).strip()
 
@@ -239,9 +248,14 @@ def test_live_stream_tracks_and_labels_a_person(page: Any, server: Server) -> No
     if os.environ.get("SKELACT_UPDATE_DEMO_IMG"):
         shutil.copy(shot, REPO_ROOT / "docs" / "img" / "demo.png")
 
-    # What went over the wire: capped JPEGs, capped rate, never more than two frames unanswered.
+    # What went over the wire: capped JPEGs with their capture times, capped rate, never more
+    # than two frames unanswered; the replies are dated on the page's capture clock.
     assert rec.replies and rec.sent
-    jpeg = rec.sent[-1][1]
+    captured = [_capture_time(data) for _, data in rec.sent]
+    assert all(b > a for a, b in pairwise(captured)), "capture times must increase"
+    answered = {r["timestamp"] for r in rec.replies}
+    assert answered <= {round(t, 4) for t in captured}, sorted(answered - {round(t, 4) for t in captured})[:3]
+    jpeg = rec.sent[-1][1][12:]
     assert jpeg[:2] == b"\xff\xd8", "frames must be JPEG"
     img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert img is not None and max(img.shape[:2]) <= 640
@@ -258,11 +272,11 @@ def test_live_stream_tracks_and_labels_a_person(page: Any, server: Server) -> No
     deadline = time.monotonic() + 20
     while len(rec.sent) < n_sent + 3 and time.monotonic() < deadline:
         page.wait_for_timeout(200)
-    small = cv2.imdecode(np.frombuffer(rec.sent[-1][1], np.uint8), cv2.IMREAD_COLOR)
+    small = cv2.imdecode(np.frombuffer(rec.sent[-1][1][12:], np.uint8), cv2.IMREAD_COLOR)
     assert small is not None and small.shape[:2] == (90, 160), small.shape
-    last = rec.replies[-1]
     assert any(t["label"] for m in rec.replies for t in m["tracks"])
-    assert len(last["tracks"][0]["landmarks"]) == 33 if last["tracks"] else True
+    tracked = [t for m in rec.replies for t in m["tracks"]]  # a person was found (waited for above)
+    assert tracked and all(len(t["landmarks"]) == 33 for t in tracked)
     assert not page.errors, page.errors
     print(
         f"person after {t_person:.1f} s, first label {label!r} after {t_label:.1f} s; "

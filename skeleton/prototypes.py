@@ -1,0 +1,83 @@
+"""Few-shot classification with an embedding model: examples -> prototypes -> label or unknown (numpy only).
+
+The embedding model maps each window to a unit vector (``skeleton.manifest.EmbeddingSpec``). A
+clip, a segment of it or a stream's recent seconds is several windows cut on the model's schedule
+(``skeleton.clip.window_ends``); it becomes one vector by ``pool``: the normalised mean of its
+window vectors. An example is such a pooled vector; a label's prototype is the normalised mean of
+its examples; a query (one window, or a pooled clip) gets the label of the most similar prototype
+(cosine), or ``unknown`` when that similarity is below the open-set threshold (``max_cosine``).
+The same functions produce the offline few-shot numbers (training.fewshot) and serve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from skeleton.open_set import softmax
+
+UNKNOWN = "unknown"
+
+
+def normalize(vectors: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows scaled to unit length (float32)."""
+    v = np.asarray(vectors, np.float32)
+    return np.asarray(v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), eps), np.float32)
+
+
+def pool(window_vectors: np.ndarray) -> np.ndarray:
+    """(W, D) window embeddings of one clip/segment -> its (D,) unit vector (normalised mean)."""
+    w = np.asarray(window_vectors, np.float32)
+    if w.ndim != 2 or w.shape[0] == 0:
+        raise ValueError(f"expected (W>0, D) window embeddings, got {w.shape}")
+    return normalize(normalize(w).mean(axis=0))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Per query: the nearest label (or ``UNKNOWN``), its cosine similarity and softmax confidence."""
+
+    labels: list[str]
+    similarity: np.ndarray  # (N,) cosine to the nearest prototype
+    confidence: np.ndarray  # (N,) softmax(logit_scale * cosine) of that label
+    known: np.ndarray  # (N,) bool
+
+
+@dataclass(frozen=True)
+class PrototypeSet:
+    """One prototype per label: the normalised mean of its examples' unit vectors."""
+
+    labels: tuple[str, ...]
+    vectors: np.ndarray  # (L, D) unit rows
+
+    @classmethod
+    def from_examples(cls, examples: Mapping[str, Sequence[np.ndarray] | np.ndarray]) -> PrototypeSet:
+        """``examples``: label -> its examples' (pooled) vectors, one row each."""
+        labels, rows = [], []
+        for label, vecs in examples.items():
+            v = np.atleast_2d(np.asarray(vecs, np.float32))
+            if v.shape[0] == 0:
+                continue
+            labels.append(label)
+            rows.append(normalize(normalize(v).mean(axis=0)))
+        if not rows:
+            raise ValueError("no examples: enrol at least one example of one label")
+        return cls(tuple(labels), np.stack(rows))
+
+    def similarities(self, queries: np.ndarray) -> np.ndarray:
+        """(N, D) query vectors -> (N, L) cosine similarities."""
+        return np.asarray(normalize(np.atleast_2d(queries)) @ self.vectors.T)
+
+    def predict(
+        self, queries: np.ndarray, threshold: float | None = None, logit_scale: float = 16.0
+    ) -> Prediction:
+        """Nearest prototype per query; ``unknown`` below ``threshold`` (None: never unknown)."""
+        sims = self.similarities(queries)
+        best = sims.argmax(axis=1)
+        top = sims[np.arange(len(sims)), best]
+        conf = softmax(sims, logit_scale)[np.arange(len(sims)), best]
+        known = np.ones(len(sims), bool) if threshold is None else top >= threshold
+        labels = [self.labels[b] if k else UNKNOWN for b, k in zip(best, known, strict=True)]
+        return Prediction(labels, top, conf, known)

@@ -1,0 +1,72 @@
+"""The "unknown" rule and few-shot prototypes, numpy only (skeleton.open_set, skeleton.prototypes), and the
+manifest fields they read (kind, embedding, open_set), which old manifests may lack."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from skeleton.manifest import EmbeddingSpec, ModelManifest, OpenSetSpec
+from skeleton.open_set import clip_score, is_unknown, open_set_score
+from skeleton.paths import REPO_ROOT
+from skeleton.prototypes import UNKNOWN, PrototypeSet, pool
+
+
+def test_open_set_scores() -> None:
+    """One rule for every model: unknown when the named score is below the threshold; a clip is
+    unknown when most of its windows are (the median)."""
+    logits = np.array([[4.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    assert open_set_score("max_softmax", logits)[1] == pytest.approx(1 / 3)
+    assert open_set_score("energy", logits)[1] == pytest.approx(1 + np.log(3))
+    assert open_set_score("max_logit", logits).tolist() == [4.0, 1.0]
+    assert open_set_score("max_cosine", np.array([[0.2, 0.9]])).tolist() == [0.9]
+    spec = OpenSetSpec(score="max_softmax", threshold=0.5)
+    assert is_unknown(spec, logits).tolist() == [False, True]
+    assert is_unknown(spec, logits, threshold=0.99).tolist() == [True, True]
+    assert clip_score(np.array([0.9, 0.1, 0.8, 0.2, 0.7])) == pytest.approx(0.7)
+    assert clip_score(np.array([0.9, 0.1, 0.2])) < 0.5  # two of three windows unknown: the clip is
+    with pytest.raises(ValueError, match="at least one window"):
+        clip_score(np.array([]))
+    with pytest.raises(ValueError, match="open-set score"):
+        open_set_score("entropy", logits)
+
+
+def test_prototypes_classify_reject_and_follow_their_examples() -> None:
+    """Nearest prototype by cosine, unknown below the threshold; a prototype is the normalised mean
+    of its examples, so removing an example moves it."""
+    rng = np.random.default_rng(0)
+    axes = np.eye(8, dtype=np.float32)
+    examples = {"wave": axes[0] + 0.1 * rng.normal(size=(3, 8)),
+                "clap": axes[1] + 0.1 * rng.normal(size=(2, 8))}
+    protos = PrototypeSet.from_examples(examples)
+    assert protos.labels == ("wave", "clap") and np.allclose(np.linalg.norm(protos.vectors, axis=1), 1)
+    queries = np.stack([axes[0] * 3, axes[1] + 0.05, axes[5]])  # wave, clap, something else
+    p = protos.predict(queries, threshold=0.5, logit_scale=16.0)
+    assert p.labels == ["wave", "clap", UNKNOWN] and p.known.tolist() == [True, True, False]
+    assert p.confidence[0] > 0.9 and abs(p.similarity[2]) < 0.5
+    assert protos.predict(queries).labels[2] in ("wave", "clap")  # no threshold: never unknown
+    fewer = PrototypeSet.from_examples({**examples, "wave": examples["wave"][:1]})
+    assert not np.allclose(fewer.vectors[0], protos.vectors[0])
+    window_vectors = rng.normal(size=(5, 8))
+    v = pool(window_vectors)
+    assert v.shape == (8,) and np.linalg.norm(v) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError, match="no examples"):
+        PrototypeSet.from_examples({"wave": np.zeros((0, 8))})
+
+
+def test_manifests_stay_backwards_compatible() -> None:
+    """A shipped manifest without kind / embedding / open_set still loads as a classifier that never
+    says unknown; the new fields round-trip."""
+    shipped = sorted((REPO_ROOT / "model_zoo").glob("*/manifest.json"))
+    assert len(shipped) >= 2
+    for path in shipped:
+        raw = json.loads(path.read_text())
+        for key in ("kind", "embedding", "open_set"):
+            raw.pop(key, None)
+        old = ModelManifest.model_validate(raw)
+        assert old.kind == "classifier" and old.open_set is None and old.embedding is None
+        new = old.model_copy(update={"kind": "embedding", "embedding": EmbeddingSpec(dim=64),
+                                     "open_set": OpenSetSpec(score="max_cosine", threshold=0.8)})
+        assert ModelManifest.model_validate_json(new.model_dump_json()) == new

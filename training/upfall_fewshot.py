@@ -1,0 +1,250 @@
+"""UP-Fall offline previews of issue 17: few-shot enrolment with the exported embedding, and "unknown"
+for the UP-Fall classifier measured on held-out activities.
+
+    python -m training.upfall_fewshot enrol [--embedding model_zoo/embeddings/<name>]
+    python -m training.upfall_fewshot unknown          # trains the two held-out-activity folds if missing
+
+``enrol`` does offline what the service will do over HTTP: one example per activity from a trial's
+clips (Cam1; the example is the activity's windows -- for a fall clip the windows around the fall,
+labelled as the supervised models' training labels them, ``training.upfall.window_label``; for the
+others every window of the clip), then every clip of the other trial (both cameras) through the
+service's windows, the ONNX embedding, the prototypes (``skeleton.prototypes``), softmax(scale *
+cosine) and the service's clip rule (``skeleton.clip.decide`` with the five fall activities as the
+fall group, the manifest's default threshold 0.5: nothing tuned on these clips). Both directions
+(enrol trial 1 -> test trial 2, and 2 -> 1) are reported.
+
+``unknown`` trains the trial-1 and trial-2 folds of the UP-Fall recipe without two daily activities
+(picking up an object, jumping), and scores the held-out trial: known = the 9 trained activities,
+unknown = the 2 held out. The score and its threshold are chosen on one fold's held-out trial and
+measured on the other fold (both ways); the shipped model gets the mean of the two thresholds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from skeleton.clip import ClipRule, decide
+from skeleton.manifest import ModelManifest, load_manifest
+from skeleton.open_set import LOGIT_SCORES, clip_score, open_set_score, softmax
+from skeleton.paths import REPO_ROOT
+from skeleton.preprocess import prepare_window
+from skeleton.prototypes import PrototypeSet, pool
+from training.config import TrainConfig, load_config
+from training.metrics import auroc, binary_metrics, youden_threshold
+from training.upfall import (
+    ACTIVITIES,
+    FALL_LABELS,
+    UpFallClip,
+    UpFallDataset,
+    clip_window_ends,
+    load_upfall,
+    window_label,
+)
+
+EMBEDDING = REPO_ROOT / "model_zoo" / "embeddings" / "utd-mhad-stgcnpp-lite-embedding"
+RECIPE = {
+    1: REPO_ROOT / "configs" / "upfall-stgcnpp-lite-t1.yaml",
+    2: REPO_ROOT / "configs" / "upfall-stgcnpp-lite-t2.yaml",
+}
+OUT = REPO_ROOT / "runs" / "upfall-fewshot"
+HELD_OUT = (9, 10)  # picking up an object, jumping: daily activities left out of the "unknown" folds
+ENROL_CAMERA = 1
+
+
+class OnnxEmbedder:
+    """The exported embedding on ONNX Runtime (CPU, one thread), as the service runs it."""
+
+    def __init__(self, model_dir: Path) -> None:
+        import onnxruntime as ort
+
+        self.manifest: ModelManifest = load_manifest(model_dir)
+        if self.manifest.kind != "embedding" or self.manifest.embedding is None:
+            raise ValueError(f"{model_dir} is not an embedding model (manifest kind {self.manifest.kind!r})")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(model_dir / self.manifest.onnx.file), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        o = self.manifest.onnx
+        return np.concatenate(
+            [
+                self.session.run([o.output_name], {o.input_name: windows[i : i + 64]})[0]
+                for i in range(0, len(windows), 64)
+            ]
+        )
+
+
+def _clips(cfg: TrainConfig, cache: Path, trial: int) -> list[UpFallClip]:
+    return load_upfall(cache, cfg, [trial])
+
+
+def enrol_and_test(embedder: OnnxEmbedder, cache: Path, enrol_trial: int, test_trial: int) -> dict[str, Any]:
+    """One example per activity from ``enrol_trial`` (Cam1), every clip of ``test_trial`` classified."""
+    m = embedder.manifest
+    assert m.embedding is not None
+    base = load_config(RECIPE[enrol_trial])
+    cfg = base.model_copy(update={"input": m.input})  # the embedding's layout, coordinates and window
+    examples: dict[str, np.ndarray] = {}
+    for clip in _clips(cfg, cache, enrol_trial):
+        if clip.camera != ENROL_CAMERA:
+            continue
+        fall_ends = [
+            float(e) for e in clip_window_ends(clip, cfg) if window_label(clip, float(e), cfg) == clip.label
+        ]
+        if fall_ends:
+            windows = np.stack([prepare_window(clip.timestamps, clip.joints, m.input, e) for e in fall_ends])
+            examples[ACTIVITIES[clip.label]] = pool(embedder(windows))[None]
+    protos = PrototypeSet.from_examples(examples)
+    labels = list(protos.labels)
+    rule = ClipRule.from_labels(labels, [f for f in FALL_LABELS if f in labels])
+    threshold = m.open_set.threshold if m.open_set else None
+    rows, unknown_windows, total_windows = [], 0, 0
+    for clip in _clips(cfg, cache, test_trial):
+        ends = clip_window_ends(clip, cfg)
+        windows = np.stack([prepare_window(clip.timestamps, clip.joints, m.input, float(e)) for e in ends])
+        sims = protos.similarities(embedder(windows))
+        d = decide(softmax(sims, m.embedding.logit_scale), ends, rule)
+        if threshold is not None:
+            unknown_windows += int((sims.max(1) < threshold).sum())
+        total_windows += len(ends)
+        rows.append(
+            {
+                "clip": clip.name,
+                "true": ACTIVITIES[clip.label],
+                "pred": labels[d.label],
+                "fall": d.fall,
+                "is_fall": clip.is_fall,
+                "windows": len(ends),
+            }
+        )
+    correct = [r["true"] == r["pred"] for r in rows]
+    fall = binary_metrics(np.array([r["is_fall"] for r in rows]), np.array([r["fall"] for r in rows]))
+    return {
+        "enrol_trial": enrol_trial,
+        "test_trial": test_trial,
+        "examples": len(examples),
+        "clip_top1": float(np.mean(correct)),
+        "clips": len(rows),
+        "fall": fall,
+        "windows_below_threshold": unknown_windows / max(1, total_windows),
+        "threshold": threshold,
+        "per_clip": rows,
+    }
+
+
+def unknown_folds(cache: Path, out: Path) -> dict[str, Any]:
+    """Train (if missing) the two held-out-activity folds, score their held-out trials, cross-validate."""
+    from training.checkpoint import load_checkpoint
+    from training.datasets import build_dataset
+    from training.train import train
+
+    keep = [a for a in range(1, len(ACTIVITIES) + 1) if a not in HELD_OUT]
+    scores: dict[int, dict[str, dict[str, np.ndarray]]] = {}
+    for trial, recipe in RECIPE.items():
+        run = out / f"unknown-t{trial}"
+        cfg = load_config(recipe, {"name": f"upfall-unknown-t{trial}", "threads": 1, "dataset.classes": keep})
+        if not (run / "checkpoint.pt").is_file():
+            t0 = time.perf_counter()
+            train(cfg, run, REPO_ROOT, print)
+            print(f"[unknown-t{trial}] trained in {time.perf_counter() - t0:.0f} s", flush=True)
+        model = load_checkpoint(run / "checkpoint.pt").model
+        ds = build_dataset(cfg, REPO_ROOT, REPO_ROOT)
+        assert isinstance(ds, UpFallDataset)
+        with torch.no_grad():
+            logits = np.concatenate(
+                [
+                    model(torch.from_numpy(ds.all_test_inputs[i : i + 128])).numpy()
+                    for i in range(0, len(ds.all_test_inputs), 128)
+                ]
+            )
+        clip_unknown = np.array([c.activity in HELD_OUT for c in ds.test_clips])
+        win_unknown = clip_unknown[ds.test_owner]
+        scores[trial] = {}
+        for score in LOGIT_SCORES:
+            win = open_set_score(score, logits)
+            clip_scores = np.array([clip_score(win[ds.test_owner == ci]) for ci in range(len(ds.test_clips))])
+            scores[trial][score] = {
+                "window_known": win[~win_unknown],
+                "window_unknown": win[win_unknown],
+                "known": clip_scores[~clip_unknown],
+                "unknown": clip_scores[clip_unknown],
+            }
+    # The score: best mean window AUROC of the two folds, each on its own held-out trial; then each
+    # fold's threshold (Youden's J on its own held-out trial) is measured on the other fold.
+    auc = {
+        s: [auroc(scores[t][s]["window_known"], scores[t][s]["window_unknown"]) for t in RECIPE]
+        for s in LOGIT_SCORES
+    }
+    best = max(auc, key=lambda s: float(np.mean(auc[s])))
+    result: dict[str, Any] = {
+        "held_out": [ACTIVITIES[a - 1] for a in HELD_OUT],
+        "score": best,
+        "calibration_window_auroc": auc,
+        "folds": {},
+    }
+    thresholds = {}
+    for chosen_on, measured_on in ((1, 2), (2, 1)):
+        cal = scores[chosen_on][best]
+        thr = youden_threshold(cal["window_known"], cal["window_unknown"])
+        thresholds[chosen_on] = thr
+        test = scores[measured_on][best]
+        result["folds"][f"threshold from fold t{chosen_on}, measured on fold t{measured_on}"] = {
+            "threshold": thr,
+            "window_auroc": auroc(test["window_known"], test["window_unknown"]),
+            "clip_auroc": auroc(test["known"], test["unknown"]),
+            "window_coverage": float((test["window_known"] >= thr).mean()),
+            "window_unknown_rejected": float((test["window_unknown"] < thr).mean()),
+            "clip_coverage": float((test["known"] >= thr).mean()),
+            "clip_unknown_rejected": float((test["unknown"] < thr).mean()),
+            "known_clips": len(test["known"]),
+            "unknown_clips": len(test["unknown"]),
+            "known_windows": len(test["window_known"]),
+            "unknown_windows": len(test["window_unknown"]),
+        }
+    result["shipped"] = {"score": best, "threshold": float(np.mean(list(thresholds.values())))}
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m training.upfall_fewshot", description=__doc__.splitlines()[0]
+    )
+    ap.add_argument("command", choices=["enrol", "unknown"])
+    ap.add_argument("--embedding", type=Path, default=EMBEDDING)
+    ap.add_argument("--cache", type=Path, default=REPO_ROOT / "cache" / "skeletons" / "upfall")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.command == "enrol":
+        emb = OnnxEmbedder(args.embedding)
+        folds = [enrol_and_test(emb, args.cache, 1, 2), enrol_and_test(emb, args.cache, 2, 1)]
+        (args.out / "enrol.json").write_text(
+            json.dumps({"embedding": emb.manifest.name, "folds": folds}, indent=1)
+        )
+        for f in folds:
+            print(
+                f"enrol trial {f['enrol_trial']} -> test trial {f['test_trial']}: clip top-1 "
+                f"{100 * f['clip_top1']:.1f} % ({f['clips']} clips), fall P/R {f['fall']['precision']} / "
+                f"{f['fall']['recall']}, windows below the unknown threshold "
+                f"{100 * f['windows_below_threshold']:.1f} %"
+            )
+        return 0
+    result = unknown_folds(args.cache, args.out)
+    (args.out / "unknown.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: v for k, v in result.items()}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
