@@ -240,8 +240,8 @@ def stream_view(
     """Send the clip over ``WS /stream`` at ``rate`` in real time; the reply boxes per frame.
 
     ``wait_replies``: send a frame only once the previous one is answered (and not before its time
-    at ``rate``), so no frame is dropped whatever the machine's load; the server's clock (arrival
-    times) then runs slower than the clip's when it cannot keep up (tests on a loaded machine)."""
+    at ``rate``), each with its capture time k / ``rate`` (docs/api.md, the ``SKTS`` prefix), so no
+    frame is dropped and the server's clock is the clip's whatever the machine's load (tests)."""
     from bench.streaming import ClientRun, _drive, _open
 
     schedule = stream_schedule(len(jpegs), info.fps, rate)
@@ -269,15 +269,17 @@ def stream_view(
 
 
 async def _lockstep(ws: Any, run: Any, rate: float, reply_timeout_s: float) -> None:
-    """Each frame of ``run`` after the previous one's reply, at most ``rate`` frames a second."""
+    """Each frame of ``run`` after the previous one's reply, at most ``rate`` frames a second, frame
+    k stamped with capture time k / ``rate``."""
     import json
+    import struct
 
     loop = asyncio.get_running_loop()
     next_at = loop.time()
-    for frame in run.frames:
+    for k, frame in enumerate(run.frames):
         await asyncio.sleep(max(0.0, next_at - loop.time()))
         next_at = loop.time() + 1.0 / rate
-        await ws.send(frame)
+        await ws.send(struct.pack("<4sd", b"SKTS", k / rate) + frame)
         run.sent += 1
         while True:
             msg = json.loads(await asyncio.wait_for(ws.recv(), reply_timeout_s))
