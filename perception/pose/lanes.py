@@ -6,7 +6,7 @@ concurrently; `run_lanes` runs it one frame after another (offline extraction, b
 the same poses. `run_lanes` can also hand each estimator the people the tracks expect (as of frame
 i - L, the latest tracked when frame i starts); the service does not: on the labelled clips those
 hints changed nothing with one lane (felix_exercise.avi) and cost identity switches where a walker
-passes people behind glass (UP-Fall Activity6/Trial2Cam1 clip view: 18 switches, none without).
+passes people behind glass (UP-Fall Activity6/Trial2Cam1 clip view: 28 switches, none without).
 
 How many lanes by default: `default_lanes`, one per core, but never so many that a lane's estimator
 sees fewer than ``MIN_LANE_FPS`` frames a second (MediaPipe follows a person from one of its frames
