@@ -242,7 +242,7 @@ def run_sections(args: argparse.Namespace, run: set[str], out: Path) -> dict[str
     done: dict[str, Any] = {}
     frames: list[Any] = []
     with _clip(args.clip, args.clip_seconds) as clip:
-        if run & {"pipeline", "stream"} or ("tracking" in run and "stream" in args.tracking_views):
+        if run & {"pipeline", "stream", "tracking"}:
             log.info("starting the service (models from %s)", models_dir)
             with launch_server(server_env, log_path=out / "server.log") as server:
                 log.info("service ready at %s: %s", server.url, server.ready)
@@ -267,11 +267,9 @@ def run_sections(args: argparse.Namespace, run: set[str], out: Path) -> dict[str
                         settings=settings,
                     )
                 if "tracking" in run:
-                    done["tracking"] = _tracking(args, server, settings)
-        elif "tracking" in run:
-            done["tracking"] = _tracking(args, None, settings)
+                    done["tracking"] = _tracking(args, server)
         lanes = args.clip_lanes
-        if "pipeline" in run and lanes > 1 and int(os.environ.get("SKELACT_CLIP_POSE_LANES", "1")) != lanes:
+        if "pipeline" in run and lanes > 1 and int(os.environ.get("SKELACT_CLIP_POSE_LANES", "0")) != lanes:
             lanes_env = {**server_env, "SKELACT_CLIP_POSE_LANES": str(lanes)}
             log.info("pipeline: POST /recognize with %d pose lanes per clip (a second server)", lanes)
             with launch_server(lanes_env, log_path=out / "server-lanes.log") as server:
@@ -319,14 +317,14 @@ def run_sections(args: argparse.Namespace, run: set[str], out: Path) -> dict[str
     return done
 
 
-def _tracking(args: argparse.Namespace, server: Any, settings: Any) -> dict[str, Any]:
+def _tracking(args: argparse.Namespace, server: Any) -> dict[str, Any]:
     from bench.tracking import run_tracking_bench
 
     clips = [c for c in (args.tracking_clips or "").split(",") if c] or None
     views = [v for v in args.tracking_views.split(",") if v]
     log.info("tracking: views %s on %s", views, clips or "every labelled clip")
     save = args.out.resolve() / "tracking"
-    return run_tracking_bench(server, clips, args.tracking_rates, views, args.model, settings, save)
+    return run_tracking_bench(server, clips, args.tracking_rates, views, args.model, save)
 
 
 @contextlib.contextmanager

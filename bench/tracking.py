@@ -2,12 +2,10 @@
 
 Two views of every labelled clip:
 
-* ``clip`` -- what ``POST /recognize`` tracks: the service's own pose + tracking stage
-  (``service.pipeline.PoseTrackStage``, built from the default settings) on every frame, tracks
-  seen in fewer than 3 frames dropped and fragments stitched as ``/recognize`` does, each final
-  track's box per frame from its landmarks. Computed in this process from the same code (the
-  response has no per-frame boxes).
-* ``stream@R`` -- a real server (``python -m service serve``) fed over ``WS /stream`` at R frames/s
+* ``clip`` -- what ``POST /recognize`` returns on a real server (``python -m service serve``) with
+  ``frames=boxes``: the final people of the clip (tracks seen in fewer than 3 frames dropped,
+  fragments stitched) and each one's box in every frame, from its landmarks.
+* ``stream@R`` -- the same server fed over ``WS /stream`` at R frames/s
   in real time (frame k sent at k/R s shows the clip at that time: frames are skipped, or repeated
   when R exceeds the clip's rate); the reply boxes per frame. Frames the server dropped (latest
   frame wins) have no reply and are not scored: ``replies`` / ``sent`` says how many were.
@@ -45,7 +43,6 @@ from bench.groundtruth import Box, ClipInfo, TruthBox, load_index, load_truth
 
 if TYPE_CHECKING:
     from bench.server import ServerHandle
-    from service.core.config import Settings
 
 log = logging.getLogger("bench.tracking")
 
@@ -191,46 +188,34 @@ def _num(x: Any) -> float:
 # ----------------------------------------------------------------------------- the clip view
 
 
-def clip_view(info: ClipInfo, settings: Settings | None = None) -> ViewRun:
-    """The people ``POST /recognize`` tracks on ``info``'s video, with their boxes in every frame."""
-    from perception.pose.person import pose_from_pixels
-    from perception.tracking.clip_tracks import TrackHistory, stitch_tracks
-    from perception.video import VideoReader
-    from service.clips.result import MIN_TRACK_FRAMES
-    from service.core.config import Settings
-    from service.frames import FrameTracking, PosedFrame
+def clip_view(server: ServerHandle, info: ClipInfo, model: str | None = None) -> ViewRun:
+    """The people ``POST /recognize`` returns for ``info``'s video, frame by frame (``frames=boxes``:
+    the final people, blips dropped and fragments stitched, each box in the video's pixels).
+    ``pose_ms``: the clip's pose time per frame (the response has no per-frame figure)."""
+    import httpx
 
-    s = settings or Settings()
-    estimator = s.pose_spec().create()
-    tracking = FrameTracking(s.min_pose_visibility)
-    history = TrackHistory()
-    run = ViewRun(info.video, "clip")
-    width = height = 0
-    scale = 1.0
-    try:
-        with VideoReader(info.video_path, max_side=s.pose_max_side) as reader:
-            for f in reader:
-                t0 = time.perf_counter()
-                poses = estimator.estimate(f.rgb, f.timestamp_s)
-                run.pose_ms.append(1e3 * (time.perf_counter() - t0))
-                run.people.append(len(poses))
-                tracked = tracking.track(PosedFrame(f.index, f.timestamp_s, f.width, f.height, tuple(poses)))
-                history.add(tracked.update)
-                run.frames.append(f.index + 1)
-                width, height, scale = f.width, f.height, f.scale
-    finally:
-        estimator.close()
-    sequences = history.sequences(min_frames=MIN_TRACK_FRAMES)
-    joined = stitch_tracks(sequences, frame_size=(width, height))[0] if s.stitch_tracks else sequences
-    per_frame: list[FrameTracks] = [[] for _ in run.frames]
-    for tid, seq in joined.items():
-        seen = np.isfinite(seq.image[:, :, :2]).all(axis=(1, 2))
-        for k in np.flatnonzero(seen):
-            box = pose_from_pixels(seq.image[k], seq.world[k], seq.visibility[k], width, height).box
-            per_frame[k].append((tid, (box.x0 / scale, box.y0 / scale, box.x1 / scale, box.y1 / scale)))
-    run.tracks = per_frame
-    run.sent = len(run.frames)
+    params = {"frames": "boxes", **({"model": model} if model else {})}
+    with info.video_path.open("rb") as f:
+        r = httpx.post(
+            server.url + "/recognize",
+            params=params,
+            files={"file": (info.video_path.name, f, "application/octet-stream")},
+            timeout=3600,
+        )
+    r.raise_for_status()
+    body = r.json()
+    stats = body["stats"]
+    per_frame = float(stats["stage_ms"]["pose"]) / max(int(stats["frames_processed"]), 1)
+    run = ViewRun(info.video, "clip", sent=len(body["frames"]))
+    for frame in body["frames"]:
+        tracks: FrameTracks = [(int(p["track_id"]), _corners(p["box"])) for p in frame["people"]]
+        run.add(int(frame["frame"]) + 1, tracks, per_frame)
     return run
+
+
+def _corners(box: Sequence[float]) -> Box:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return x0, y0, x1, y1
 
 
 # ----------------------------------------------------------------------------- the stream view
@@ -250,8 +235,13 @@ def stream_view(
     model: str | None = None,
     drain_s: float = 5.0,
     open_timeout_s: float = 120.0,
+    wait_replies: bool = False,
 ) -> ViewRun:
-    """Send the clip over ``WS /stream`` at ``rate`` in real time; the reply boxes per frame."""
+    """Send the clip over ``WS /stream`` at ``rate`` in real time; the reply boxes per frame.
+
+    ``wait_replies``: send a frame only once the previous one is answered (and not before its time
+    at ``rate``), each with its capture time k / ``rate`` (docs/api.md, the ``SKTS`` prefix), so no
+    frame is dropped and the server's clock is the clip's whatever the machine's load (tests)."""
     from bench.streaming import ClientRun, _drive, _open
 
     schedule = stream_schedule(len(jpegs), info.fps, rate)
@@ -260,7 +250,10 @@ def stream_view(
         ws, hello, _ = await _open(server.url, model, open_timeout_s)
         run = ClientRun(0, [jpegs[i] for i in schedule], rate, 0.0, hello=hello, keep_messages=True)
         try:
-            await _drive(ws, run, asyncio.get_running_loop().time() + 0.3, drain_s)
+            if wait_replies:
+                await _lockstep(ws, run, rate, open_timeout_s)
+            else:
+                await _drive(ws, run, asyncio.get_running_loop().time() + 0.3, drain_s)
         finally:
             await ws.close()
         return run
@@ -268,25 +261,47 @@ def stream_view(
     client = asyncio.run(go())
     out = ViewRun(info.video, f"stream@{rate:g}", sent=client.sent, errors=client.errors)
     for msg in client.messages:
-        tracks: FrameTracks = []
-        for t in msg["tracks"]:
-            x0, y0, x1, y1 = (float(v) for v in t["box"])
-            tracks.append((int(t["track_id"]), (x0, y0, x1, y1)))
+        tracks: FrameTracks = [(int(t["track_id"]), _corners(t["box"])) for t in msg["tracks"]]
         out.add(schedule[int(msg["frame_id"])] + 1, tracks, float(msg["timings_ms"].get("pose") or 0.0))
     if client.messages:
         out.dropped = int(client.messages[-1]["dropped"])
     return out
 
 
+async def _lockstep(ws: Any, run: Any, rate: float, reply_timeout_s: float) -> None:
+    """Each frame of ``run`` after the previous one's reply, at most ``rate`` frames a second, frame
+    k stamped with capture time k / ``rate``."""
+    import json
+    import struct
+
+    loop = asyncio.get_running_loop()
+    next_at = loop.time()
+    for k, frame in enumerate(run.frames):
+        await asyncio.sleep(max(0.0, next_at - loop.time()))
+        next_at = loop.time() + 1.0 / rate
+        await ws.send(struct.pack("<4sd", b"SKTS", k / rate) + frame)
+        run.sent += 1
+        while True:
+            msg = json.loads(await asyncio.wait_for(ws.recv(), reply_timeout_s))
+            if msg.get("type") == "frame":
+                run.messages.append(msg)
+                break
+            if msg.get("type") == "error":
+                run.errors.append(str(msg))
+                break
+
+
 # ----------------------------------------------------------------------------- the section
 
 
 def pose_by_people(runs: Iterable[ViewRun]) -> list[dict[str, Any]]:
-    """Pose time per frame against the number of people the pose stage found in it, per view kind
-    (the clip view: poses the estimator returned; a stream: tracks in the reply)."""
+    """Pose time per frame against the number of people tracked in it (a stream's reply has both;
+    ``POST /recognize`` reports only its pose time per clip: see each clip row)."""
     groups: dict[tuple[str, int], list[float]] = defaultdict(list)
     for run in runs:
         kind = run.view.split("@")[0]
+        if kind == "clip":
+            continue
         for people, ms in zip(run.people, run.pose_ms, strict=True):
             groups[(kind, min(people, 4))].append(ms)
     out = []
@@ -309,7 +324,6 @@ def run_tracking_bench(
     rates: Sequence[float] = RATES,
     views: Sequence[str] = VIEWS,
     model: str | None = None,
-    settings: Settings | None = None,
     save_dir: Path | None = None,
 ) -> dict[str, Any]:
     """The ``tracking`` section: every labelled clip (or ``clips``) in every view, scored.
@@ -328,10 +342,12 @@ def run_tracking_bench(
     runs: list[ViewRun] = []
     for info in chosen:
         _, truth = load_truth(info.video)
-        if "clip" in views:
+        if "clip" in views and server is not None:
             log.info("tracking: clip view of %s", info.video)
-            runs.append(clip_view(info, settings))
-            rows.append(score(runs[-1], truth).as_dict())
+            runs.append(clip_view(server, info, model))
+            rows.append(
+                {**score(runs[-1], truth).as_dict(), "pose_ms_per_frame": round(runs[-1].pose_ms[0], 1)}
+            )
             _save(runs[-1], save_dir)
         if "stream" in views and server is not None:
             jpegs = jpeg_frames(info.video_path, info.frames)

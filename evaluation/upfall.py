@@ -112,14 +112,14 @@ class OfflineEvaluator:
     ``training.extract``) + shared preprocessing + ONNX Runtime + clip rule."""
 
     def __init__(
-        self, model_dir: Path, settings: Settings, cache_dir: Path | None = None, lanes: int = 1
+        self, model_dir: Path, settings: Settings, cache_dir: Path | None = None, lanes: int | None = None
     ) -> None:
         import onnxruntime as ort
 
         self.manifest = load_manifest(model_dir)
         self.settings = settings
         self.cache_dir = cache_dir
-        self.lanes = lanes  # estimators alternating frames when skeletons are extracted here
+        self.lanes = lanes  # estimators alternating frames when extracted here (None: /recognize's default)
         self.session = ort.InferenceSession(
             str(model_dir / self.manifest.onnx.file), providers=["CPUExecutionProvider"]
         )
@@ -344,7 +344,7 @@ def evaluate(
     jobs: int = 1,
     cache_dir: Path | None = None,
     progress: Path | None = None,
-    lanes: int = 1,
+    lanes: int | None = None,
 ) -> EvaluationReport:
     """Run the clips through the chosen paths and compare them (``progress``: JSON rewritten per clip;
     ``lanes``: estimators alternating frames where skeletons are extracted here)."""
@@ -463,9 +463,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--lanes",
         type=int,
-        default=1,
+        default=None,
         help="offline (extracting) and online: estimators alternating frames, as /recognize with "
-        "SKELACT_CLIP_POSE_LANES and a stream's pose lanes (default 1, as training)",
+        "SKELACT_CLIP_POSE_LANES and a stream's pose lanes (default: /recognize's, one per core)",
     )
     args = parser.parse_args(argv)
     cache_dir = None if args.no_cache or not args.cache.is_dir() else args.cache

@@ -85,9 +85,7 @@ async def _recognize(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="skelact", description="skeleton action recognition service"
-    )
+    parser = argparse.ArgumentParser(prog="skelact", description="skeleton action recognition service")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the HTTP/WebSocket server (settings: SKELACT_* variables)")
     serve.add_argument("--host", default=None, help="bind address (default SKELACT_HOST or 127.0.0.1)")

@@ -205,7 +205,6 @@ class OnnxClassifier:
         # ORT adds CPU to every session's list for unsupported ops; the first one runs the graph.
         self._provider = used[0] if used else "cpu"
 
-
     @property
     def provider(self) -> str:
         return self._provider

@@ -217,6 +217,24 @@ class ProcessingStats(BaseModel):
     )
 
 
+class FramePerson(BaseModel):
+    """One person in one frame of a clip, with the id of their entry in ``tracks``."""
+
+    track_id: int
+    box: list[float] = Field(description="[x0, y0, x1, y1] of the landmarks, pixels of the video's frames")
+    landmarks: list[list[float]] | None = Field(
+        default=None, description="33 × [x, y, visibility], pixels (with frames=landmarks)"
+    )
+
+
+class FramePeople(BaseModel):
+    """Who is where in one frame (``frames=boxes|landmarks``): the people of ``tracks`` seen in it."""
+
+    frame: int = Field(description="0-based index of the frame (video: as decoded; skeletons: as sent)")
+    time: float = Field(description="seconds")
+    people: list[FramePerson]
+
+
 class RecognizeResponse(BaseModel):
     model: str
     provider: str
@@ -234,6 +252,9 @@ class RecognizeResponse(BaseModel):
     )
     fall_rule: FallRuleSpec | None = Field(
         default=None, description="the fall rule applied (with the request's overrides); null: no falls"
+    )
+    frames: list[FramePeople] | None = Field(
+        default=None, description="every frame's people, when frames=boxes or frames=landmarks"
     )
 
 

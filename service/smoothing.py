@@ -152,12 +152,17 @@ def timeline(
     probs: np.ndarray,
     window_seconds: float,
     last_seen: float,
+    first_seen: float | None = None,
 ) -> list[TimelineSegment]:
     """Segments of a whole track's windows at once (a label found in the first window dates from
-    that window's start), as the clip pipeline builds them window by window."""
+    that window's start, or from ``first_seen`` when the person was seen later), as the clip
+    pipeline builds them window by window."""
     smoother = LabelSmoother(labels, config)
     builder = TimelineBuilder()
     for i, (end, p) in enumerate(zip(ends, probs, strict=True)):
         state = smoother.update(p, float(end))
-        builder.add(state, segment_start=float(end) - window_seconds if i == 0 else None)
+        start = float(end) - window_seconds
+        if first_seen is not None:
+            start = max(start, first_seen)
+        builder.add(state, segment_start=start if i == 0 else None)
     return builder.end(last_seen)

@@ -112,9 +112,12 @@ class TrackSet:
             if self.keep_history:
                 record.window_ends.append(w.end_time)
                 record.window_probs.append(p)
-                # a label found in the first window was there since the window started
+                # a label found in the first window was there since the window started, but not
+                # before the person was seen (a window at the end of a clip reaches further back)
                 first = len(record.window_ends) == 1
-                record.timeline.add(state, segment_start=w.start_time if first else None)
+                seen = record.buffer.first_seen
+                start = w.start_time if seen is None else max(w.start_time, seen)
+                record.timeline.add(state, segment_start=start if first else None)
             events.extend((w.track_id, e) for e in state.events)
         return events
 

@@ -17,6 +17,8 @@ from service.schemas import (
     EventOut,
     FallEventOut,
     FrameMessage,
+    FramePeople,
+    FramePerson,
     FrameTimings,
     LabelScore,
     PostureOut,
@@ -40,6 +42,7 @@ __all__ = [
     "box_corners",
     "fall_events_out",
     "frame_message",
+    "frames_out",
     "landmarks_with_visibility",
     "ms",
     "recognize_response",
@@ -169,6 +172,33 @@ class ClipStats:
     wall_s: float
     pose_lanes: int
     stage_ms: dict[str, float]
+
+
+def frames_out(
+    people: list[PersonResult],
+    timestamps: Sequence[float],
+    size: tuple[int, int],
+    scale: float,
+    landmarks: bool,
+) -> list[FramePeople]:
+    """Every frame's people (``frames=boxes|landmarks``), from the people's sequences on the clip's
+    time axis: boxes of the landmarks clipped to the analysed frame of ``size``, in pixels of the
+    video (analysed pixels / ``scale``)."""
+    from perception.pose.person import pose_from_pixels
+
+    out = [FramePeople(frame=k, time=round(float(t), 4), people=[]) for k, t in enumerate(timestamps)]
+    for p in people:
+        seq = p.sequence
+        seen = np.isfinite(seq.image[:, :, :2]).all(axis=(1, 2))
+        for k in np.flatnonzero(seen):
+            pose = pose_from_pixels(seq.image[k], seq.world[k], seq.visibility[k], *size)
+            person = FramePerson(track_id=p.track_id, box=[round(v / scale, 1) for v in box_corners(pose)])
+            if landmarks:
+                xyv = landmarks_with_visibility(pose).astype(np.float64)
+                xyv[:, :2] /= scale
+                person.landmarks = np.round(xyv, 2).tolist()
+            out[k].people.append(person)
+    return out
 
 
 def recognize_response(

@@ -16,7 +16,7 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 from functools import partial
@@ -28,11 +28,13 @@ from tqdm import tqdm
 
 from perception.pose.estimator import create_pose_estimator
 from perception.pose.graph import ASSOCIATIONS
+from perception.pose.lanes import MIN_LANE_FPS, default_lanes, run_lanes
 from perception.pose.person import nms_poses, pose_from_pixels
-from perception.tracking.clip_tracks import TrackHistory, select_primary_track, stitch_tracks
+from perception.tracking.clip_tracks import TrackHistory, clip_tracks, select_primary_track
 from perception.tracking.tracker import Tracker, TrackerConfig
-from perception.video import DecodeError, VideoReader
+from perception.video import DecodeError, Frame, VideoReader
 from skeleton.paths import data_root, missing_data
+from skeleton.types import PersonPose
 from training.skeleton_cache import ClipSkeletons, cache_path_for, iter_cache, load_clip, save_clip
 
 log = logging.getLogger("training.extract")
@@ -53,7 +55,7 @@ def extract_video(
     stride: int = 1,
     stitch: bool = True,
     max_frames: int | None = None,
-    lanes: int = 1,
+    lanes: int | None = None,
     since_s: float = 0.0,
     until_s: float | None = None,
 ) -> ClipSkeletons:
@@ -62,35 +64,47 @@ def extract_video(
     Tracks seen in fewer than ``min_track_frames`` frames (detector blips) are dropped; with
     ``stitch`` the fragments of one person are joined (`perception.tracking.clip_tracks.stitch_tracks`).
     ``stride`` > 1 analyses every stride-th frame only, ``max_frames`` stops after that many
-    analysed frames (quick looks, tests). ``lanes`` > 1 alternates that many estimators (analysed
-    frame i on estimator i mod lanes), as ``/recognize`` with ``SKELACT_CLIP_POSE_LANES`` and a
-    stream's pose lanes do; training uses one. Only frames timed in [``since_s``, ``until_s``] are
+    analysed frames (quick looks, tests). ``lanes``: estimators the analysed frames alternate
+    between, in ``POST /recognize``'s order (`perception.pose.lanes.run_lanes`); None: as many as
+    ``/recognize`` uses by default (`perception.pose.lanes.default_lanes`), so a model is trained
+    on the poses the service gives it. Only frames timed in [``since_s``, ``until_s``] are
     analysed (the labelled part of a long recording; the rest is decoded, not posed).
     """
-    if stride < 1 or lanes < 1:
+    if stride < 1 or (lanes is not None and lanes < 1):
         raise ValueError("stride and lanes must be >= 1")
     reader = VideoReader(video, max_side=max_side)
+    if lanes is None:
+        lanes = default_lanes(reader.info.fps / stride if reader.info.fps else None)
     estimators = [
         create_pose_estimator(kind, max_people=max_people, **(estimator_options or {})) for _ in range(lanes)
     ]
     estimator = estimators[0]
     tracker = Tracker(tracker_config)
     history = TrackHistory()
-    width = height = 0
-    try:
+    size = (0, 0)
+
+    def analysed() -> Iterator[Frame]:
         frames = tqdm(
             reader, total=reader.info.frame_count or None, unit="f", leave=False, disable=not progress
         )
+        taken = 0
         for frame in frames:
             if frame.index % stride or frame.timestamp_s < since_s:
                 continue
             if until_s is not None and frame.timestamp_s > until_s:
                 break
-            if max_frames is not None and len(history) >= max_frames:
+            if max_frames is not None and taken >= max_frames:
                 break
-            width, height = frame.width, frame.height
-            poses = estimators[len(history) % lanes].estimate(frame.rgb, frame.timestamp_s)
-            history.add(tracker.update(poses, frame.timestamp_s, (width, height)))
+            taken += 1
+            yield frame
+
+    def track(frame: Frame, poses: tuple[PersonPose, ...], _pose_s: float) -> None:
+        nonlocal size
+        size = (frame.width, frame.height)
+        history.add(tracker.update(poses, frame.timestamp_s, size))
+
+    try:
+        run_lanes(analysed(), estimators, track)
         config = estimator.config() if hasattr(estimator, "config") else {"name": estimator.name}
     finally:
         for est in estimators:
@@ -101,8 +115,8 @@ def extract_video(
         tracker.config,
         video=name or Path(video).name,
         fps=reader.info.fps,
-        width=width,
-        height=height,
+        width=size[0],
+        height=size[1],
         source_width=reader.info.width,
         source_height=reader.info.height,
         estimator=config,
@@ -128,10 +142,7 @@ def clip_from_history(
     stitch: bool = True,
 ) -> ClipSkeletons:
     """Tracks of a finished clip -> `ClipSkeletons`: drop blips, stitch fragments, pick the actor."""
-    sequences = history.sequences(min_frames=min_track_frames)
-    members: dict[int, tuple[int, ...]] = {i: (i,) for i in sequences}
-    if stitch:
-        sequences, members = stitch_tracks(sequences, frame_size=(width, height))
+    sequences, members = clip_tracks(history, (width, height), stitch, min_track_frames)
     ids = tuple(sorted(sequences))
     tracks = [sequences[i] for i in ids]
     primary = select_primary_track(
@@ -302,6 +313,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--min-track-frames", type=int, default=3, help="drop tracks seen in fewer frames")
     parser.add_argument("--stride", type=int, default=1, help="analyse every N-th frame only")
+    parser.add_argument(
+        "--lanes",
+        type=int,
+        default=None,
+        help="pose lanes per video (default: as POST /recognize, one per core while each lane sees "
+        f"{MIN_LANE_FPS:g} frames/s; here up to {default_lanes()})",
+    )
     parser.add_argument("--no-stitch", action="store_true", help="keep the online tracker's fragments apart")
     parser.add_argument(
         "--retrack",
@@ -343,6 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress=args.progress,
         stride=args.stride,
         stitch=not args.no_stitch,
+        lanes=args.lanes,
     )
     print(
         f"extracted {len(written)}, skipped {len(skipped)} (already done), failed {len(failed)} -> {args.out}"

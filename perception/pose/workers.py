@@ -14,6 +14,7 @@ import itertools
 import logging
 import multiprocessing as mp
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -41,8 +42,8 @@ def _worker_main(conn: Connection) -> None:
                 estimators[sid] = spec.create()
                 conn.send(("ok", estimators[sid].name))
             elif op == "estimate":
-                _, sid, frame, ts = msg
-                conn.send(("ok", estimators[sid].estimate(frame, ts)))
+                _, sid, frame, ts, expected = msg
+                conn.send(("ok", estimators[sid].estimate(frame, ts, expected)))
             elif op == "close":
                 est = estimators.pop(msg[1], None)
                 if est is not None:
@@ -84,9 +85,11 @@ class RemoteEstimator:
         self.max_people = max_people
         self._closed = False
 
-    def estimate(self, frame_rgb: np.ndarray, timestamp_s: float) -> tuple[PersonPose, ...]:
+    def estimate(
+        self, frame_rgb: np.ndarray, timestamp_s: float, expected: Sequence[PersonPose] = ()
+    ) -> tuple[PersonPose, ...]:
         poses: tuple[PersonPose, ...] = self._worker.call(
-            "estimate", self._sid, frame_rgb, float(timestamp_s)
+            "estimate", self._sid, frame_rgb, float(timestamp_s), tuple(expected)
         )
         return poses
 

@@ -20,8 +20,10 @@ from perception.tracking.tracker import TrackUpdate
 from skeleton.types import PersonPose, SkeletonSequence
 
 __all__ = [
+    "MIN_TRACK_FRAMES",
     "PrimaryScore",
     "TrackHistory",
+    "clip_tracks",
     "primary_track_scores",
     "select_primary_track",
     "stitch_tracks",
@@ -57,6 +59,26 @@ class TrackHistory:
             poses = [seen.get(i) for i in range(len(self.timestamps))]
             out[tid] = SkeletonSequence.from_poses(self.timestamps, poses)
         return out
+
+
+# Tracks seen in fewer frames are detector blips, not people: dropped from a finished clip
+# (POST /recognize and offline extraction alike).
+MIN_TRACK_FRAMES = 3
+
+
+def clip_tracks(
+    history: TrackHistory,
+    frame_size: tuple[float, float] | None,
+    stitch: bool = True,
+    min_frames: int = MIN_TRACK_FRAMES,
+) -> tuple[dict[int, SkeletonSequence], dict[int, tuple[int, ...]]]:
+    """A finished clip's people: tracks seen in fewer than ``min_frames`` frames dropped, and with
+    ``stitch`` the fragments of one person joined (`stitch_tracks`). Returns (first id ->
+    sequence, first id -> the online track ids it is made of)."""
+    sequences = history.sequences(min_frames=min_frames)
+    if not stitch:
+        return dict(sequences), {i: (i,) for i in sequences}
+    return stitch_tracks(sequences, frame_size=frame_size)
 
 
 # --------------------------------------------------------------------------- primary person

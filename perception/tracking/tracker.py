@@ -22,6 +22,7 @@ from perception.tracking.geometry import (
     BORDER_GAP_S,
     box_of,
     known_size,
+    landmark_box,
     torso_length,
     touches_border,
 )
@@ -137,6 +138,22 @@ class Tracker:
     def live_track_ids(self) -> tuple[int, ...]:
         """Tracks not yet closed (including ones missed in the latest frames)."""
         return tuple(self._tracks)
+
+    def expected(self, timestamp_s: float) -> tuple[PersonPose, ...]:
+        """Where the confirmed tracks expect their people at ``timestamp_s``: each one's latest
+        pose moved by its velocity (at most ``max_prediction_s`` ahead). A pose estimator that
+        lost someone (another pose lane saw the frames in between, or the detector missed a small
+        or partly hidden person) looks there (`perception.pose.estimator.PoseEstimator.estimate`)."""
+        cfg = self.config
+        out = []
+        for tr in self._tracks.values():
+            if tr.hits < cfg.confirm_hits:
+                continue
+            xy = tr.predicted_xy(float(timestamp_s), cfg.max_prediction_s)
+            image = tr.pose.image.copy()
+            image[:, :2] = xy
+            out.append(replace(tr.pose, image=image, box=landmark_box(image)))
+        return tuple(out)
 
     def update(
         self, poses: Sequence[PersonPose], timestamp_s: float, frame_size: tuple[float, float] | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, Query
 from pydantic import BaseModel
@@ -62,7 +62,8 @@ Stride = Annotated[
 
 
 def get_fall_overrides(
-    model: ModelDep, query: Annotated[FallRuleQuery, Query()]  # type: ignore[valid-type]
+    model: ModelDep,
+    query: Annotated[FallRuleQuery, Query()],  # type: ignore[valid-type]
 ) -> dict[str, float]:
     """The request's changes to the model's fall rule, checked against the model (a 422 names the
     field) before any work starts."""
@@ -72,3 +73,9 @@ def get_fall_overrides(
 
 
 FallOverrides = Annotated[dict[str, float], Depends(get_fall_overrides)]
+
+
+FramesOut = Annotated[
+    Literal["none", "boxes", "landmarks"],
+    Query(description="also return each frame's people: their boxes, or boxes and landmarks (docs/api.md)"),
+]

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from pydantic import ValidationError
 
-from service.api.deps import FallOverrides, ModelDep, ReadyState, Stride, TopK
+from service.api.deps import FallOverrides, FramesOut, ModelDep, ReadyState, Stride, TopK
 from service.api.hangup import ClientDisconnected, unless_disconnected
 from service.api.jobs import Mode, accepted, wants_async
 from service.api.outcomes import CLIENT_CLOSED, CountedRoute
@@ -90,6 +90,7 @@ async def _recognize_upload(
     overlay: bool,
     run_async: bool,
     falls: dict[str, float],
+    frames: str = "none",
 ) -> RecognizeResponse | Response:
     form = await request.form(max_files=1, max_fields=16)
     try:
@@ -106,7 +107,7 @@ async def _recognize_upload(
         overlay_url = str(request.url_for("result", result_id=rid).path)
 
     async def work(progress: Progress | None) -> RecognizeResponse:
-        job = ClipJob(state, model, top_k, stride, progress, falls)
+        job = ClipJob(state, model, top_k, stride, progress, falls, frames=frames)
         response = await job.video(path, filename, overlay_path)
         response.overlay_url = overlay_url
         return response
@@ -140,6 +141,7 @@ async def recognize(
     stride: Stride = None,
     overlay: Annotated[bool, Query(description="also render an annotated video (overlay_url)")] = False,
     mode: Mode = "sync",
+    frames: FramesOut = "none",
 ) -> RecognizeResponse | Response:
     """Recognise the actions in a clip: per-track timelines, the primary person and the clip label.
 
@@ -156,12 +158,14 @@ async def recognize(
             check_skeleton_sequence(seq, model.window_info(stride), state.settings)
             if run_async:
                 job = state.jobs.submit(
-                    lambda p: ClipJob(state, model, top_k, stride, p, falls).skeletons(seq)
+                    lambda p: ClipJob(state, model, top_k, stride, p, falls, frames=frames).skeletons(seq)
                 )
                 return accepted(request, job)
-            return await ClipJob(state, model, top_k, stride, None, falls).skeletons(seq)
+            return await ClipJob(state, model, top_k, stride, None, falls, frames=frames).skeletons(seq)
         if ctype.startswith("multipart/form-data"):
-            return await _recognize_upload(request, state, model, top_k, stride, overlay, run_async, falls)
+            return await _recognize_upload(
+                request, state, model, top_k, stride, overlay, run_async, falls, frames
+            )
         raise ServiceError(
             415,
             "unsupported_media_type",

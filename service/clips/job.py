@@ -37,7 +37,7 @@ from service.skeleton_input import sequence_frames
 from service.smoothing import smoothing_config
 from service.state import ServiceState
 from service.tracks import TrackSet, stack_windows
-from service.wire import ClipStats, recognize_response
+from service.wire import ClipStats, frames_out, recognize_response
 from skeleton.falls import clip_events
 from skeleton.types import PersonPose
 
@@ -89,6 +89,7 @@ class ClipJob:
         stride: int | None = None,
         progress: Progress | None = None,
         fall_overrides: Mapping[str, float] | None = None,
+        frames: str = "none",
     ) -> None:
         self.state = state
         self.model = model
@@ -98,6 +99,7 @@ class ClipJob:
         self.fall_rule = rule_for(model.manifest, fall_overrides)
         self.progress = progress  # told (frames done, frames in the clip) as frames leave tracking
         self._frames_total: int | None = None
+        self.frames = frames  # per-frame people in the response: "none", "boxes" or "landmarks"
 
     async def video(self, path: Path, filename: str, overlay_path: Path | None = None) -> RecognizeResponse:
         s = self.state.settings
@@ -138,7 +140,7 @@ class ClipJob:
         )
         self._frames_total = info.frames or round(info.duration_s * info.fps) or None
         async with self.state.clip_admission, pose.clip_in_pose():
-            lanes = max(1, min(s.clip_pose_lanes, s.pose_workers))
+            lanes = s.clip_lanes(info.fps)
             estimators = list(await asyncio.gather(*(pose.take_estimator() for _ in range(lanes))))
             try:
                 source = await loop.run_in_executor(
@@ -206,7 +208,7 @@ class ClipJob:
             outcome.pose_lanes,
             outcome.clock.as_ms(),
         )
-        return recognize_response(
+        response = recognize_response(
             self.model,
             people,
             primary,
@@ -220,6 +222,12 @@ class ClipJob:
             falls,
             self.fall_rule,
         )
+        if self.frames != "none":
+            scale = outcome.width / video.width if video is not None and video.width else 1.0
+            size = (outcome.width, outcome.height)
+            landmarks = self.frames == "landmarks"
+            response.frames = frames_out(people, outcome.history.timestamps, size, scale, landmarks)
+        return response
 
     def _done(self, response: RecognizeResponse, outcome: ClipOutcome, t0: float) -> RecognizeResponse:
         """Time the encoding (annotated video included), make ``wall_s`` the whole job's time, and
@@ -291,6 +299,8 @@ class ClipJob:
         in_pose: deque[tuple[ImageFrame, Future[tuple[tuple[PersonPose, ...], float]]]] = deque()
 
         async def pose_on_lane(lane: PoseEstimator, src: ImageFrame) -> None:
+            # frame i on lane i mod lanes, tracked in order: perception.pose.lanes.run_lanes's order,
+            # which offline extraction reproduces
             await slots.take()
             job = self.state.pose.executor.submit(_timed_estimate, lane, src.rgb, src.timestamp)
             # the slot is given back when the call ends (or is cancelled before it runs)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from perception.tracking.clip_tracks import select_primary_track, stitch_tracks
+from perception.tracking.clip_tracks import MIN_TRACK_FRAMES, clip_tracks, select_primary_track
 from service.core.config import Settings
 from service.core.errors import ServiceError
 from service.registry import LoadedModel
@@ -31,9 +31,6 @@ if TYPE_CHECKING:
     from service.clips.job import ClipOutcome
 
 __all__ = ["MIN_TRACK_FRAMES", "PersonResult", "clip_people", "clip_sequences", "decide_clip", "too_short"]
-
-# Same as training.extract's default: shorter tracks are detector blips, not people.
-MIN_TRACK_FRAMES = 3
 
 
 def too_short(filename: str, frames: int, fps: float, model: LoadedModel) -> ServiceError | None:
@@ -72,7 +69,7 @@ class PersonResult:
     window_ends: np.ndarray  # (W,)
     window_probs: np.ndarray  # (W, K)
     segments: list[TimelineSegment]
-    sequence: SkeletonSequence  # the person's landmarks over the clip (fall postures)
+    sequence: SkeletonSequence  # on the clip's time axis, NaN where not seen (fall postures)
 
 
 def decide_clip(
@@ -95,13 +92,9 @@ def clip_sequences(
     """The clip's people as sequences (blips dropped, fragments stitched), the online tracks each
     joins, and the primary person's id (None: nobody)."""
     history = outcome.history
-    sequences = history.sequences(min_frames=MIN_TRACK_FRAMES)
-    if not sequences:
+    joined, members = clip_tracks(history, (outcome.width, outcome.height), settings.stitch_tracks)
+    if not joined:
         return {}, {}, None
-    if settings.stitch_tracks:
-        joined, members = stitch_tracks(sequences, frame_size=(outcome.width, outcome.height))
-    else:
-        joined, members = dict(sequences), {i: (i,) for i in sequences}
     ids = sorted(joined)
     idx = select_primary_track(
         [joined[i] for i in ids],
@@ -138,7 +131,9 @@ async def clip_people(
             segments = list(record.timeline.segments)
         else:
             ends, probs = await _classify_sequence(model, seq, seen, outcome.height, window)
-            segments = timeline(model.labels, smoothing, ends, probs, window.seconds, float(t_seen[-1]))
+            segments = timeline(
+                model.labels, smoothing, ends, probs, window.seconds, float(t_seen[-1]), float(t_seen[0])
+            )
         out.append(
             PersonResult(
                 tid, parts, float(t_seen[0]), float(t_seen[-1]), int(seen.sum()), ends, probs, segments, seq

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from perception.pose.estimator import PoseSpec
 from perception.pose.graph import Association
+from perception.pose.lanes import default_lanes
 from skeleton.paths import REPO_ROOT
 
 ProviderName = Literal["tensorrt", "cuda", "cpu"]
@@ -102,13 +103,13 @@ class Settings(BaseSettings):
         "than single-threaded frames. 0: SKELACT_POSE_WORKERS (at most 4); 1: off",
     )
     clip_pose_lanes: int = Field(
-        default=1,
-        ge=1,
+        default=0,
+        ge=0,
         le=16,
         description="frames of one POST /recognize clip in pose at once, each lane with its own "
-        "estimator fed every lanes-th frame (capped by SKELACT_POSE_WORKERS). 1 keeps the poses "
-        "identical to offline extraction (training.extract); 2 runs a clip ~1.5-2x faster on two "
-        "cores with slightly different landmarks (docs/benchmarks.md)",
+        "estimator fed every lanes-th frame (capped by SKELACT_POSE_WORKERS). 0: one per core while "
+        "each lane still sees 15 frames/s, as offline extraction (training.extract --lanes) uses by "
+        "default, so both see the same poses (perception/pose/lanes.py)",
     )
     pose_spares: int = Field(
         default=1,
@@ -240,6 +241,13 @@ class Settings(BaseSettings):
                 **({"threads": threads} if threads > 1 else {}),
             }
         return PoseSpec(self.pose_kind, self.max_people, options)
+
+    def clip_lanes(self, fps: float | None = None) -> int:
+        """Pose lanes of a clip of ``fps`` frames a second: ``clip_pose_lanes``, or by default
+        `perception.pose.lanes.default_lanes` (one per core, as many as the frame rate allows);
+        at most one per pose worker."""
+        lanes = self.clip_pose_lanes or default_lanes(fps)
+        return max(1, min(lanes, self.pose_workers))
 
     @property
     def solo_threads(self) -> int:

@@ -188,7 +188,7 @@ def test_without_the_spare_slot_one_person_costs_one_landmark_pass() -> None:
         try:
             for f in frames:
                 found.append(len(est.estimate(f.rgb, f.timestamp_s)))
-                raw.append(est.last_raw_count)  # type: ignore[attr-defined]
+                raw.append(len(est.last_raw))  # type: ignore[attr-defined]
             return found, raw, est.config()  # type: ignore[attr-defined]
         finally:
             est.close()
