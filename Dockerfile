@@ -64,7 +64,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 skelact \
     && useradd --system --uid 10001 --gid skelact --create-home --shell /usr/sbin/nologin skelact \
-    && install -d -o skelact -g skelact /app /models /var/cache/skelact
+    && install -d -o skelact -g skelact /app /models /var/cache/skelact /var/lib/skelact/action-sets
 COPY --from=python /opt/python /opt/python
 COPY --from=venv-export /opt/venv /opt/venv
 # TensorRT's shared libraries (pip wheel) on the loader path, for libonnxruntime_providers_tensorrt.so.
@@ -113,7 +113,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 skelact \
     && useradd --system --uid 10001 --gid skelact --create-home --shell /usr/sbin/nologin skelact \
-    && install -d -o skelact -g skelact /app /models /var/cache/skelact
+    && install -d -o skelact -g skelact /app /models /var/cache/skelact /var/lib/skelact/action-sets
 COPY --from=python /opt/python /opt/python
 COPY --from=venv-service /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:${PATH} \
@@ -145,7 +145,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 skelact \
     && useradd --system --uid 10001 --gid skelact --create-home --shell /usr/sbin/nologin skelact \
-    && install -d -o skelact -g skelact /app /models /var/cache/skelact
+    && install -d -o skelact -g skelact /app /models /var/cache/skelact /var/lib/skelact/action-sets
 COPY --from=python /opt/python /opt/python
 COPY --from=venv-gpu /opt/venv /opt/venv
 # TensorRT's shared libraries (pip wheel) on the loader path, for libonnxruntime_providers_tensorrt.so.

@@ -272,7 +272,7 @@ def http_recognize(
     with case.path.open("rb") as f:
         r = httpx.post(
             f"{url}/recognize",
-            params={"model": model, "top_k": 100},
+            params={"model": model, "top_k": 100, "unknown_threshold": "-inf"},  # the closed-set label
             files={"file": (case.path.name, f, "video/mp4")},
             timeout=1800,
         )

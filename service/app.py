@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
-from service.api import jobs, ops, recognize, stream
+from service.api import action_sets, jobs, ops, recognize, stream
 from service.core import security
 from service.core.config import Settings
 from service.core.errors import install_error_handlers
@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     recognize.document_request_models(app)
     app.include_router(jobs.router)
     app.include_router(stream.router)
+    app.include_router(action_sets.router)
 
     @app.get("/", include_in_schema=False, response_model=None)
     async def index() -> Response:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -31,6 +32,23 @@ class BatchResult:
     batch_id: int
     infer_ms: float  # model call
     wait_ms: float  # queued before the call started
+    scores: np.ndarray | None = None  # (n,) open-set scores ("unknown" below a threshold), if known
+
+
+class WindowBatcher(Protocol):
+    """What the pipeline needs from a model's batcher (`MicroBatcher`, or an action set's)."""
+
+    async def submit(self, windows: np.ndarray) -> BatchResult: ...
+
+    def add_producer(self) -> None: ...
+
+    def remove_producer(self) -> None: ...
+
+    def producing(self) -> contextlib.AbstractContextManager[None]: ...
+
+    def start(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -116,12 +134,14 @@ class MicroBatcher:
             parts = await asyncio.gather(
                 *(self.submit(windows[i : i + self.max_batch]) for i in range(0, n, self.max_batch))
             )
+            scores = [p.scores for p in parts]
             return BatchResult(
                 np.concatenate([p.probs for p in parts]),
                 max(p.batch_size for p in parts),
                 parts[-1].batch_id,
                 sum(p.infer_ms for p in parts),
                 max(p.wait_ms for p in parts),
+                None if any(x is None for x in scores) else np.concatenate(scores),  # type: ignore[arg-type]
             )
         fut: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(np.asarray(windows, np.float32), fut))
@@ -160,13 +180,15 @@ class MicroBatcher:
         batch = np.concatenate([p.windows for p in group]) if len(group) > 1 else group[0].windows
         started = time.perf_counter()
 
-        def call() -> tuple[np.ndarray, float]:
+        scored = getattr(self.runtime, "predict_scored", None)  # probabilities and open-set scores
+
+        def call() -> tuple[np.ndarray, np.ndarray | None, float]:
             t0 = time.perf_counter()
-            out = self.runtime.predict(batch)
-            return out, (time.perf_counter() - t0) * 1e3
+            out, scores = scored(batch) if scored is not None else (self.runtime.predict(batch), None)
+            return out, scores, (time.perf_counter() - t0) * 1e3
 
         try:
-            probs, infer_ms = await loop.run_in_executor(self._executor, call)
+            probs, scores, infer_ms = await loop.run_in_executor(self._executor, call)
         except Exception as exc:
             for p in group:
                 if not p.future.done():
@@ -186,6 +208,7 @@ class MicroBatcher:
                         self._batches,
                         infer_ms,
                         (started - p.enqueued) * 1e3,
+                        None if scores is None else scores[offset : offset + n],
                     )
                 )
             offset += n

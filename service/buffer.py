@@ -43,12 +43,18 @@ class TrackBuffer:
     """
 
     def __init__(
-        self, track_id: int, spec: InputSpec, stride: int | None = None, keep_all: bool = False
+        self,
+        track_id: int,
+        spec: InputSpec,
+        stride: int | None = None,
+        keep_all: bool = False,
+        history_s: float = 0.0,
     ) -> None:
         self.track_id = track_id
         self.spec = spec
         self.window_spec = spec.window.with_stride(stride)
         self.keep_all = keep_all  # clips keep everything (for the timeline); streams only recent history
+        self.history_s = history_s  # streams: keep at least this much (an example from recent seconds)
         self._times: list[float] = []
         self._joints: list[np.ndarray] = []  # (V, 3) per frame in the model layout, NaN: unseen
         self._seen: list[bool] = []
@@ -83,7 +89,7 @@ class TrackBuffer:
                 self._next_end = self._first_end
             self.last_seen = timestamp
         if not self.keep_all:
-            horizon = timestamp - self.window_spec.seconds - _HISTORY_MARGIN_S
+            horizon = timestamp - max(self.window_spec.seconds + _HISTORY_MARGIN_S, self.history_s)
             k = bisect.bisect_left(self._times, horizon) - 1  # keep one frame before the horizon
             if k >= _TRIM_BATCH:
                 del self._times[:k], self._joints[:k], self._seen[:k]
@@ -142,6 +148,16 @@ class TrackBuffer:
         while hi < n - 1 and not seen[hi]:
             hi += 1
         return max(lo, 0), min(hi, n - 1) + 1
+
+    def recent(self, seconds: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(times, (T, V, 3) joints in the model layout, seen) of the last ``seconds`` up to the
+        last sighting (an enrolment example from a stream)."""
+        if self.last_seen is None:
+            return np.zeros(0), np.zeros((0, 0, 3), np.float32), np.zeros(0, bool)
+        lo = bisect.bisect_left(self._times, self.last_seen - seconds)
+        hi = bisect.bisect_right(self._times, self.last_seen)
+        times = np.asarray(self._times[lo:hi], np.float64)
+        return times, np.stack(self._joints[lo:hi]), np.asarray(self._seen[lo:hi], bool)
 
     def cut(self, ends: list[float]) -> list[TrackWindow]:
         return [self.window(e) for e in ends]

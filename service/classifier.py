@@ -26,8 +26,14 @@ from service.engine_cache import (
 from service.providers import ORT_NAMES as _ORT_NAMES
 from service.providers import SHORT_NAMES as _SHORT
 from skeleton.manifest import ModelManifest
+from skeleton.open_set import open_set_score
 
 log = logging.getLogger(__name__)
+
+
+def score_name(manifest: ModelManifest) -> str:
+    """The open-set score of a classifier's windows: the manifest's, else the top probability."""
+    return manifest.open_set.score if manifest.open_set is not None else "max_softmax"
 
 
 def _user_cache() -> Path:
@@ -223,11 +229,24 @@ class OnnxClassifier:
         return gpu_here and self._provider == "cpu"
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
+        """Class probabilities; an embedding model's unit vectors as they come out."""
+        raw = self.predict_raw(windows)
+        return raw if self.manifest.kind == "embedding" else softmax(raw)
+
+    def predict_scored(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """`predict` and each window's open-set score (`service.open_set.score_name`; None for an
+        embedding, whose score depends on the enrolled prototypes)."""
+        raw = self.predict_raw(windows)
+        if self.manifest.kind == "embedding":
+            return raw, None
+        return softmax(raw), open_set_score(score_name(self.manifest), raw).astype(np.float32)
+
+    def predict_raw(self, windows: np.ndarray) -> np.ndarray:
+        """The graph's output (logits, or an embedding) as float32."""
         x = np.ascontiguousarray(windows, dtype=np.float32)
         if self._max_batch is not None and x.shape[0] != self._max_batch:
             return self._predict_fixed(x)
-        logits = self._session.run([self._output_name], {self._input_name: x})[0]
-        return softmax(np.asarray(logits, np.float32))
+        return np.asarray(self._session.run([self._output_name], {self._input_name: x})[0], np.float32)
 
     def _predict_fixed(self, x: np.ndarray) -> np.ndarray:
         """Models exported with a fixed batch size: pad and split."""
@@ -240,4 +259,4 @@ class OnnxClassifier:
             if n < b:
                 chunk = np.concatenate([chunk, np.zeros((b - n, *chunk.shape[1:]), np.float32)])
             outs.append(self._session.run([self._output_name], {self._input_name: chunk})[0][:n])
-        return softmax(np.concatenate(outs).astype(np.float32))
+        return np.concatenate(outs).astype(np.float32)

@@ -47,10 +47,12 @@ def check_graph(name: str, manifest: ModelManifest, runtime: HasGraphIO) -> None
             f"{_fmt(want_in)} (channels {spec.channels}, window length {spec.window.length}, layout "
             f"{spec.layout} with {want_in[3]} joints); {fix}"
         )
-    if len(out_shape) != 2 or (isinstance(out_shape[1], int) and out_shape[1] != manifest.num_classes):
+    width = manifest.embedding.dim if manifest.embedding is not None else manifest.num_classes
+    if len(out_shape) != 2 or (isinstance(out_shape[1], int) and out_shape[1] != width):
+        what = "an embedding of" if manifest.embedding is not None else "labels:"
         raise ModelMismatch(
             f"model {name}: model.onnx outputs {_fmt(out_shape)} but manifest.json lists "
-            f"{manifest.num_classes} labels; {fix}"
+            f"{what} {width}; {fix}"
         )
     if in_name != manifest.onnx.input_name:
         raise ModelMismatch(

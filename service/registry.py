@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.batching import MicroBatcher
+from service.batching import MicroBatcher, WindowBatcher
 from service.classifier import OnnxClassifier
 from service.core.config import Settings
 from service.core.errors import ServiceError, not_ready, unknown_model
@@ -24,6 +24,12 @@ from skeleton.layouts import get_layout
 from skeleton.manifest import MANIFEST_FILE, ModelManifest, WindowSpec, load_manifest
 
 log = logging.getLogger(__name__)
+EMBEDDINGS_DIR = "embeddings"
+
+
+def output_width(manifest: ModelManifest) -> int:
+    """Outputs per window: one per label, or an embedding's length."""
+    return manifest.embedding.dim if manifest.embedding is not None else manifest.num_classes
 
 
 @dataclass
@@ -32,7 +38,7 @@ class LoadedModel:
     path: Path
     manifest: ModelManifest
     runtime: OnnxClassifier
-    batcher: MicroBatcher
+    batcher: WindowBatcher
     window: WindowSpec  # the manifest's, with SKELACT_STRIDE
     warmup_ms: float = 0.0
 
@@ -64,6 +70,7 @@ class LoadedModel:
             providers=self.runtime.providers,
             default=default,
             metrics=m.metrics,
+            kind=m.kind,
         )
 
 
@@ -79,6 +86,9 @@ class ModelRegistry:
         if not root.is_dir():
             return []
         dirs = sorted(p for p in root.iterdir() if (p / MANIFEST_FILE).is_file())
+        nested = root / EMBEDDINGS_DIR  # embedding models may sit one level down (model_zoo/embeddings/)
+        if nested.is_dir():
+            dirs += sorted(p for p in nested.iterdir() if (p / MANIFEST_FILE).is_file())
         wanted = self.settings.models
         if wanted is not None:
             missing = set(wanted) - {p.name for p in dirs}
@@ -124,10 +134,10 @@ class ModelRegistry:
             t0 = time.perf_counter()
             for n in sorted({1, min(8, s.batch_max_size), s.batch_max_size}):
                 probs = runtime.predict(np.zeros(model.input_shape(n), np.float32))
-                if probs.shape != (n, manifest.num_classes):
+                if probs.shape != (n, output_width(manifest)):
                     raise ValueError(
                         f"model output {probs.shape} does not match the manifest's "
-                        f"{manifest.num_classes} labels: re-export the model"
+                        f"{output_width(manifest)} outputs: re-export the model"
                     )
             model.warmup_ms = (time.perf_counter() - t0) * 1e3
         log.info("model %s ready on %s (warm-up %.0f ms)", path.name, runtime.provider, model.warmup_ms)
@@ -138,7 +148,8 @@ class ModelRegistry:
         wanted = self.settings.default_model
         if wanted is not None:
             return wanted if wanted in self.models else None
-        return next(iter(sorted(self.models)), None)
+        labelled = (n for n, m in sorted(self.models.items()) if m.manifest.kind != "embedding")
+        return next(labelled, None)  # an embedding has no labels of its own: never the default
 
     def get(self, name: str | None) -> LoadedModel:
         key = name or self.default_name

@@ -275,6 +275,9 @@ class ModelInfo(BaseModel):
     providers: list[str]
     default: bool
     metrics: dict[str, object] = Field(default_factory=dict)
+    kind: Literal["classifier", "embedding"] = Field(
+        default="classifier", description="embedding: no labels of its own; action sets enrol on it"
+    )
 
 
 class ModelsResponse(BaseModel):
@@ -375,6 +378,9 @@ class ConfigMessage(BaseModel):
 
     type: Literal["config"]
     model: str | None = None
+    unknown_threshold: float | None = Field(
+        default=None, description="open-set threshold from now on (null: the model's manifest)"
+    )
     fall_rule: FallRuleOverrides | None = Field(  # type: ignore[valid-type]
         default=None, description="new fall-rule overrides for the stream ({}: the model's own rule)"
     )

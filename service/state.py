@@ -13,16 +13,19 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from service.action_sets import SET_PREFIX, ActionSets, default_sets_dir
 from service.core.config import Settings
+from service.core.errors import ServiceError
 from service.jobs import JobRunner, JobStore
 from service.lifecycle import Lifecycle, Stoppable
 from service.load import ClipAdmission
 from service.memory import release_memory
 from service.metrics import Metrics
+from service.open_set import with_unknown
 from service.pose_pool import PosePool
 from service.providers import describe as describe_providers
 from service.providers import usable as usable_providers
-from service.registry import ModelRegistry
+from service.registry import LoadedModel, ModelRegistry
 from service.results import ResultStore
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,7 @@ class ServiceState:
     results: ResultStore = field(init=False)
     jobs: JobRunner = field(init=False)
     clip_admission: ClipAdmission = field(init=False)  # SKELACT_MAX_CONCURRENT_CLIPS clips at once
+    action_sets: ActionSets = field(init=False)  # custom action sets (service.action_sets)
     ready: bool = False
     starting: bool = True
     pose_info: str = ""
@@ -57,6 +61,7 @@ class ServiceState:
         self.results = ResultStore(s.results_dir, s.results_keep, s.results_ttl_s)
         self.jobs = JobRunner(JobStore(s.jobs_dir, s.results_ttl_s, s.job_lease_s), s, self.io_pool)
         self.clip_admission = ClipAdmission(s.max_concurrent_clips)
+        self.action_sets = ActionSets(s.action_sets_dir or default_sets_dir(), self.registry)
         m = self.metrics
         m.stream_capacity.set(s.max_streams)
         m.active_clips.set_function(lambda: self.clip_admission.running)
@@ -74,6 +79,20 @@ class ServiceState:
         if open_streams >= cap:
             return False, f"at stream capacity: {open_streams} of {cap} streams open (SKELACT_MAX_STREAMS)"
         return True, ""
+
+    def model(self, name: str | None, unknown_threshold: float | None = None) -> LoadedModel:
+        """A model or an action set (``set:NAME``) by name, with ``unknown`` (`service.open_set`)."""
+        if name is not None and name.startswith(SET_PREFIX):
+            return with_unknown(self.action_sets.model(name.removeprefix(SET_PREFIX)), unknown_threshold)
+        model = self.registry.get(name)
+        if model.manifest.kind == "embedding":
+            raise ServiceError(
+                422,
+                "embedding_model",
+                f"model {model.name!r} is an embedding: it has no labels of its own",
+                f"enrol examples into an action set (POST /action-sets) and use model={SET_PREFIX}NAME",
+            )
+        return with_unknown(model, unknown_threshold)
 
     @property
     def ready_event(self) -> asyncio.Event:

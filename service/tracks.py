@@ -18,7 +18,10 @@ from service.frames import TrackedFrame
 from service.registry import LoadedModel
 from service.smoothing import LabelEvent, LabelSmoother, SmoothedState, SmoothingConfig, TimelineBuilder
 
-__all__ = ["FrameOutcome", "TrackRecord", "TrackSet", "stack_windows"]
+__all__ = ["STREAM_HISTORY_S", "FrameOutcome", "TrackRecord", "TrackSet", "stack_windows"]
+
+# a stream keeps this many seconds of each track, so an example can be enrolled from them
+STREAM_HISTORY_S = 10.0
 
 
 @dataclass
@@ -127,7 +130,13 @@ class TrackSet:
     def _reopen_or_new(self, track_id: int) -> TrackRecord:
         record = self.ended.pop(track_id, None)
         if record is None:
-            buffer = TrackBuffer(track_id, self.model.manifest.input, self.stride, keep_all=self.keep_history)
+            buffer = TrackBuffer(
+                track_id,
+                self.model.manifest.input,
+                self.stride,
+                keep_all=self.keep_history,
+                history_s=0.0 if self.keep_history else STREAM_HISTORY_S,
+            )
             record = TrackRecord(track_id, buffer, LabelSmoother(self.model.labels, self.smoothing))
         self.open[track_id] = record
         return record

@@ -14,7 +14,7 @@ import numpy as np
 
 from bench.clips import jpeg_frames as bench_jpeg_frames
 from perception.video import ContainerInfo, Frame, VideoReader
-from skeleton.manifest import sha256_file
+from skeleton.manifest import load_manifest, sha256_file
 from skeleton.paths import REPO_ROOT
 
 # The shipped models; SKELACT_MODELS_DIR points the tests at another zoo, as it does the service.
@@ -144,3 +144,16 @@ def require_upfall_model() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return name
+
+
+def embedding_dir() -> Path:
+    """The shipped embedding model (a development export under runs/ until one is shipped)."""
+    for root in (
+        REPO_ROOT / "model_zoo" / "embeddings",
+        REPO_ROOT / "model_zoo",
+        REPO_ROOT / "runs" / "dev-zoo",
+    ):
+        for manifest in sorted(root.glob("*/manifest.json")):
+            if load_manifest(manifest.parent, verify_sha=False).kind == "embedding":
+                return manifest.parent
+    raise AssertionError("no embedding model (manifest kind 'embedding') under model_zoo/")

@@ -32,13 +32,26 @@ def require_ready(state: StateDep) -> ServiceState:
 ReadyState = Annotated[ServiceState, Depends(require_ready)]
 
 
+UnknownThreshold = Annotated[
+    float | None,
+    Query(
+        description="open-set threshold: windows scoring below it are 'unknown' (default: the "
+        "model's manifest; docs/api.md)"
+    ),
+]
+
+
 def get_model(
     state: ReadyState,
     model: Annotated[
-        str | None, Query(description="model name (GET /models); default: the default model")
+        str | None,
+        Query(
+            description="model name (GET /models) or an action set as set:NAME; default: the default model"
+        ),
     ] = None,
+    unknown_threshold: UnknownThreshold = None,
 ) -> LoadedModel:
-    return state.registry.get(model)
+    return state.model(model, unknown_threshold)
 
 
 ModelDep = Annotated[LoadedModel, Depends(get_model)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -17,9 +18,11 @@ from collections.abc import Callable
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
+from service.action_set_schemas import EnrolledMessage, EnrolMessage
 from service.api.deps import StateDep
 from service.core.errors import CloseCode, ServiceError, internal_message, report_internal, validation_message
 from service.core.limits import StreamGuard
+from service.enrol import from_stream
 from service.falls import rule_for
 from service.schemas import (
     ConfigMessage,
@@ -54,7 +57,7 @@ class _Connection:
         """Shutdown (service.lifecycle): end after the frame in progress; the route closes with 1001."""
         self.inbox.stop()
 
-    async def send(self, message: FrameMessage | HelloMessage | ErrorMessage) -> None:
+    async def send(self, message: FrameMessage | HelloMessage | ErrorMessage | EnrolledMessage) -> None:
         async with self._send_lock:
             try:
                 await self.ws.send_text(message.model_dump_json())
@@ -126,6 +129,8 @@ class _Connection:
             kind = raw.get("type") if isinstance(raw, dict) else None
             if kind == "config":
                 box.configure(ConfigMessage.model_validate(raw))
+            elif kind == "enrol":
+                box.configure(EnrolMessage.model_validate(raw))
             elif kind == "skeleton":
                 sk = SkeletonFrameMessage.model_validate(raw)
                 box.offer(Arrival(box.next_frame_id(), now, skeleton=sk))
@@ -133,7 +138,7 @@ class _Connection:
                 await self.error(
                     "unknown_message",
                     f"unknown message type {kind!r}; send binary JPEG/PNG "
-                    "frames, or JSON with type 'skeleton' or 'config'",
+                    "frames, or JSON with type 'skeleton', 'config' or 'enrol'",
                 )
         except ValidationError as exc:
             await self.error("invalid_message", validation_message(exc.errors()))
@@ -171,6 +176,7 @@ async def stream(
     model: str | None = None,
     stride: int | None = None,
     top_k: int | None = None,
+    unknown_threshold: float | None = None,
 ) -> None:
     """See docs/api.md for the message schema (service/schemas.py: HelloMessage, FrameMessage...)."""
     await websocket.accept()
@@ -178,7 +184,7 @@ async def stream(
     refused = _refusal(state, stride, top_k)
     if refused is None:
         try:
-            loaded = state.registry.get(model)
+            loaded = state.model(model, unknown_threshold)
             falls = FallRuleQuery.model_validate(dict(websocket.query_params)).model_dump(exclude_none=True)
             rule_for(loaded.manifest, falls)  # checked here: a bad override refuses the stream
         except ValidationError as exc:
@@ -191,7 +197,10 @@ async def stream(
         await websocket.close(close_code)
         return
     session = StreamSession(loaded, state.settings, state.pose, state.metrics, stride, top_k, falls)
-    scheduler = FrameScheduler(session, conn.inbox, state.pose, state.registry, conn.send)
+    enrol = functools.partial(from_stream, state)
+    scheduler = FrameScheduler(
+        session, conn.inbox, state.pose, state.model, conn.send, unknown_threshold, enrol
+    )
     receiver: asyncio.Task[None] | None = None
     try:
         async with state.stream_open(conn):

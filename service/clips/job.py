@@ -103,31 +103,8 @@ class ClipJob:
 
     async def video(self, path: Path, filename: str, overlay_path: Path | None = None) -> RecognizeResponse:
         s = self.state.settings
-        pose = self.state.pose
         loop = asyncio.get_running_loop()
-        info = await loop.run_in_executor(
-            self.state.io_pool, check_video, path, filename, s.max_video_seconds, s.max_frame_side
-        )
-        self._frames_total = info.frames or round(info.duration_s * info.fps) or None
-        async with self.state.clip_admission, pose.clip_in_pose():
-            lanes = s.clip_lanes(info.fps)
-            estimators = list(await asyncio.gather(*(pose.take_estimator() for _ in range(lanes))))
-            try:
-                source = await loop.run_in_executor(
-                    self.state.io_pool, VideoSource, path, s.pose_max_side, s.max_video_seconds
-                )
-                try:
-                    outcome = await self._pass(
-                        source, tuple(estimators), keep_frames=overlay_path is not None
-                    )
-                except VideoDecodeError as exc:
-                    hint = "re-encode the video (e.g. ffmpeg -i in.x -c:v libx264 out.mp4)"
-                    raise undecodable(filename, exc, hint) from None
-            finally:
-                await pose.close_estimators(estimators)
-        short = too_short(filename, outcome.frames_decoded, info.fps, self.model)
-        if short is not None:
-            raise short
+        outcome, info = await self.video_pass(path, filename, keep_frames=overlay_path is not None)
         warnings = []
         if info.frames and outcome.frames_decoded < 0.9 * info.frames - 1:
             warnings.append(
@@ -150,7 +127,48 @@ class ClipJob:
             response.stats.overlay_s = round(time.perf_counter() - t_overlay, 3)
         return self._done(response, outcome, t0)
 
+    async def video_pass(
+        self, path: Path, filename: str, keep_frames: bool = False, until_s: float | None = None
+    ) -> tuple[ClipOutcome, VideoInfo]:
+        """The video's pass (checked, decoded, posed, tracked, windows classified), not yet
+        answered; ``until_s``: only the frames up to that time."""
+        s = self.state.settings
+        pose = self.state.pose
+        loop = asyncio.get_running_loop()
+        info = await loop.run_in_executor(
+            self.state.io_pool, check_video, path, filename, s.max_video_seconds, s.max_frame_side
+        )
+        self._frames_total = info.frames or round(info.duration_s * info.fps) or None
+        async with self.state.clip_admission, pose.clip_in_pose():
+            lanes = s.clip_lanes(info.fps)
+            estimators = list(await asyncio.gather(*(pose.take_estimator() for _ in range(lanes))))
+            try:
+                source = await loop.run_in_executor(
+                    self.state.io_pool, VideoSource, path, s.pose_max_side, s.max_video_seconds, until_s
+                )
+                try:
+                    outcome = await self._pass(source, tuple(estimators), keep_frames=keep_frames)
+                except VideoDecodeError as exc:
+                    hint = "re-encode the video (e.g. ffmpeg -i in.x -c:v libx264 out.mp4)"
+                    raise undecodable(filename, exc, hint) from None
+            finally:
+                await pose.close_estimators(estimators)
+        short = too_short(filename, outcome.frames_decoded, info.fps, self.model)
+        if short is not None:
+            raise short
+        return outcome, info
+
     async def skeletons(self, seq: SkeletonSequenceIn) -> RecognizeResponse:
+        outcome = await self.skeletons_pass(seq)
+        warnings = []
+        if self.fall_rule is not None and all(p.image is None for f in seq.frames for p in f.people):
+            warnings.append("no 'image' landmarks: falls cannot be confirmed without them (docs/api.md)")
+        t0 = time.perf_counter()
+        response = await self._respond(outcome, "skeleton", None, warnings)
+        return self._done(response, outcome, t0)
+
+    async def skeletons_pass(self, seq: SkeletonSequenceIn) -> ClipOutcome:
+        """The skeleton sequence's pass (tracked, windows classified), not yet answered."""
         source = sequence_frames(seq, self.model.manifest.input.coordinates)
         first = next(source)  # validate eagerly: errors become a 422 before any work starts
 
@@ -160,13 +178,7 @@ class ClipJob:
 
         self._frames_total = len(seq.frames)
         async with self.state.clip_admission:
-            outcome = await self._pass(frames(), (), keep_frames=False)
-        warnings = []
-        if self.fall_rule is not None and all(p.image is None for f in seq.frames for p in f.people):
-            warnings.append("no 'image' landmarks: falls cannot be confirmed without them (docs/api.md)")
-        t0 = time.perf_counter()
-        response = await self._respond(outcome, "skeleton", None, warnings)
-        return self._done(response, outcome, t0)
+            return await self._pass(frames(), (), keep_frames=False)
 
     async def _respond(
         self, outcome: ClipOutcome, source: str, video: VideoInfo | None, warnings: list[str]

@@ -30,7 +30,7 @@ from skeleton.types import SkeletonSequence
 if TYPE_CHECKING:
     from service.clips.job import ClipOutcome
 
-__all__ = ["MIN_TRACK_FRAMES", "PersonResult", "clip_people", "decide_clip", "too_short"]
+__all__ = ["MIN_TRACK_FRAMES", "PersonResult", "clip_people", "clip_sequences", "decide_clip", "too_short"]
 
 
 def too_short(filename: str, frames: int, fps: float, model: LoadedModel) -> ServiceError | None:
@@ -86,6 +86,25 @@ def decide_clip(
     return decide_confirmed(p, t, ClipRule(fall_rule.fall_classes), falls, person.track_id)
 
 
+def clip_sequences(
+    outcome: ClipOutcome, settings: Settings
+) -> tuple[dict[int, SkeletonSequence], dict[int, tuple[int, ...]], int | None]:
+    """The clip's people as sequences (blips dropped, fragments stitched), the online tracks each
+    joins, and the primary person's id (None: nobody)."""
+    history = outcome.history
+    joined, members = clip_tracks(history, (outcome.width, outcome.height), settings.stitch_tracks)
+    if not joined:
+        return {}, {}, None
+    ids = sorted(joined)
+    idx = select_primary_track(
+        [joined[i] for i in ids],
+        frame_height=float(outcome.height) or None,
+        clip_frames=len(history),
+        frame_width=float(outcome.width) or None,
+    )
+    return joined, {k: tuple(v) for k, v in members.items()}, None if idx is None else ids[idx]
+
+
 async def clip_people(
     model: LoadedModel, outcome: ClipOutcome, settings: Settings, stride: int | None
 ) -> tuple[list[PersonResult], int | None]:
@@ -94,18 +113,10 @@ async def clip_people(
     A person made of one online track keeps the windows classified during the pass; a stitched
     person's windows are recomputed over the joined sequence (the same window protocol).
     """
-    history = outcome.history
-    joined, members = clip_tracks(history, (outcome.width, outcome.height), settings.stitch_tracks)
+    joined, members, primary = clip_sequences(outcome, settings)
     if not joined:
         return [], None
     ids = sorted(joined)
-    idx = select_primary_track(
-        [joined[i] for i in ids],
-        frame_height=float(outcome.height) or None,
-        clip_frames=len(history),
-        frame_width=float(outcome.width) or None,
-    )
-    primary = None if idx is None else ids[idx]
     smoothing = smoothing_config(settings)
     window = model.manifest.input.window.with_stride(stride)
     out = []

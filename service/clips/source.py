@@ -52,10 +52,17 @@ def undecodable(filename: str, exc: VideoDecodeError, hint: str) -> ServiceError
 class VideoSource:
     """Decoded frames of a video file with per-frame decode time (iterated on an I/O thread)."""
 
-    def __init__(self, path: Path, max_side: int | None = None, max_seconds: float | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        max_side: int | None = None,
+        max_seconds: float | None = None,
+        until_s: float | None = None,
+    ) -> None:
         self.reader = VideoReader(path, max_side=max_side, allow_truncated=True)
         self._it = iter(self.reader)
         self.max_seconds = max_seconds  # containers may not declare (or may understate) their length
+        self.until_s = until_s  # stop here (an example's end: later frames are not needed)
 
     def __iter__(self) -> Iterator[ImageFrame]:
         return self
@@ -63,6 +70,8 @@ class VideoSource:
     def __next__(self) -> ImageFrame:
         t0 = time.perf_counter()
         f = next(self._it)
+        if self.until_s is not None and f.timestamp_s > self.until_s:
+            raise StopIteration
         if self.max_seconds is not None and f.timestamp_s > self.max_seconds:
             raise too_long(f"the video runs past {self.max_seconds:.0f} s", self.max_seconds)
         return ImageFrame(f.index, f.timestamp_s, f.width, f.height, f.rgb, time.perf_counter() - t0)

@@ -163,7 +163,7 @@ class Settings(BaseSettings):
     action_sets_dir: Path | None = Field(
         default=None,
         description="custom action sets, shared by every replica that mounts it (the storage "
-        "contract: service/store.py)",
+        "contract: service/store.py); default: $SKELACT_CACHE_DIR or ~/.cache/skelact, /action-sets",
     )
 
     # --- reliability and access (docs/security.md)

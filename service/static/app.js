@@ -2,6 +2,7 @@
 import { fetchModels } from "./api.js";
 import { $, el, setStatus } from "./dom.js";
 import { LiveView } from "./live.js";
+import { TeachView } from "./teach.js";
 import { UploadView } from "./upload.js";
 
 let models = [];
@@ -11,7 +12,7 @@ async function loadModels(retryIn = 2) {
   const select = $("model");
   try {
     const info = await fetchModels();
-    models = info.models;
+    models = info.models.filter((m) => m.kind !== "embedding"); // an embedding has no labels of its own
     const wanted = new URLSearchParams(location.search).get("model") || info.default;
     select.replaceChildren(
       ...models.map((m) => el("option", { value: m.name, selected: m.name === wanted }, m.name)),
@@ -65,6 +66,18 @@ setupTabs();
 $("settings").addEventListener("submit", (e) => e.preventDefault());
 const live = new LiveView(currentModel);
 new UploadView(currentModel);
+
+/** Select a model (an action set: set:NAME, added to the list) and switch the live stream to it. */
+async function selectModel(name, force = false) {
+  const select = $("model");
+  if (![...select.options].some((o) => o.value === name)) select.append(el("option", { value: name }, name));
+  if (select.value === name && !force) return;
+  select.value = name;
+  describeModel();
+  live.restart();
+}
+const teach = new TeachView(live, selectModel);
+teach.refresh();
 $("model").addEventListener("change", () => {
   describeModel();
   live.restart();

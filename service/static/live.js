@@ -131,6 +131,7 @@ export class LiveView {
       if (msg.type === "hello") this.onHello(msg);
       else if (msg.type === "frame") this.onFrame(msg);
       else if (msg.type === "error") this.onError(msg);
+      else if (msg.type === "enrolled") this.onEnrolled?.(msg);
     };
     ws.onclose = (ev) => this.onClose(ev);
   }
@@ -152,6 +153,12 @@ export class LiveView {
     setStatus(this.streamingText([]), "ok");
   }
 
+  /** Send a JSON message on the open stream (e.g. an "enrol" request of the teach panel). */
+  send(message) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) throw new Error("the stream is not connected");
+    this.ws.send(JSON.stringify(message));
+  }
+
   onError(msg) {
     if (msg.code === "frame_expired") {
       // The server dropped a frame that waited too long (it is busy); the next reply counts it.
@@ -159,6 +166,7 @@ export class LiveView {
       this.noticeUntil = performance.now() + 5000;
       return;
     }
+    this.onEnrolError?.(msg);
     const text = `Server error${msg.code ? ` (${msg.code})` : ""}: ${msg.message || "unknown error"}`;
     this.lastError = text; // shown again if the server then closes with "policy violation"
     if (this.switching) {

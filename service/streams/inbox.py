@@ -11,6 +11,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from service.action_set_schemas import EnrolMessage
 from service.metrics import Metrics
 from service.schemas import ConfigMessage, SkeletonFrameIn
 
@@ -38,7 +39,7 @@ class Inbox:
 
     metrics: Metrics
     pending: Arrival | None = None
-    configs: list[ConfigMessage] = field(default_factory=list)
+    configs: list[ConfigMessage | EnrolMessage] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     closed: bool = False  # the client went away (or the receiver stopped)
     shutdown: bool = False  # the server is going down: finish the current frame, then close 1001
@@ -83,7 +84,7 @@ class Inbox:
         self.pending = arrival
         self.wake.set()
 
-    def configure(self, config: ConfigMessage) -> None:
+    def configure(self, config: ConfigMessage | EnrolMessage) -> None:
         self.configs.append(config)
         del self.configs[:-MAX_PENDING_CONFIGS]
         self.wake.set()

@@ -16,10 +16,12 @@ import time
 from collections.abc import Awaitable, Callable
 
 from perception.video import DecodeError
+from service.action_set_schemas import EnrolledMessage, EnrolMessage
+from service.action_sets import SET_PREFIX
 from service.core.errors import ServiceError, internal_message, report_internal
 from service.frames import PosedFrame
 from service.pose_pool import PosePool
-from service.registry import ModelRegistry
+from service.registry import LoadedModel
 from service.schemas import ConfigMessage, ErrorMessage, FrameMessage, HelloMessage
 from service.streams.inbox import Arrival, Inbox
 from service.streams.pacing import Lanes, Pace
@@ -27,7 +29,9 @@ from service.streams.session import FrameExpired, StreamSession
 
 __all__ = ["FrameScheduler", "Send", "StreamClosed"]
 
-Send = Callable[[FrameMessage | HelloMessage | ErrorMessage], Awaitable[None]]
+Send = Callable[[FrameMessage | HelloMessage | ErrorMessage | EnrolledMessage], Awaitable[None]]
+ModelLookup = Callable[[str | None, float | None], LoadedModel]
+Enrol = Callable[[StreamSession, EnrolMessage], Awaitable[EnrolledMessage]]
 
 
 class StreamClosed(Exception):
@@ -38,12 +42,21 @@ class FrameScheduler:
     """Runs one stream's frames from its inbox to its replies (``send``)."""
 
     def __init__(
-        self, session: StreamSession, inbox: Inbox, pose: PosePool, registry: ModelRegistry, send: Send
+        self,
+        session: StreamSession,
+        inbox: Inbox,
+        pose: PosePool,
+        models: ModelLookup,
+        send: Send,
+        unknown_threshold: float | None = None,
+        enrol: Enrol | None = None,
     ) -> None:
         self.session = session
         self.inbox = inbox
         self.pose = pose
-        self.registry = registry
+        self.models = models  # (name, unknown threshold) -> model (`ServiceState.model`)
+        self.unknown_threshold = unknown_threshold
+        self.enrol = enrol  # an example from this stream's recent seconds (`service.enrol.from_stream`)
         self.send = send
         self.pace = Pace()
 
@@ -159,6 +172,19 @@ class FrameScheduler:
                 return False
         return True
 
+    async def _enrol(self, msg: EnrolMessage) -> None:
+        """Add the example; a stream running that set goes on with the new prototypes (a new hello)."""
+        if self.enrol is None:
+            await self.error("invalid_message", "this server does not enrol from streams")
+            return
+        try:
+            await self.send(await self.enrol(self.session, msg))
+            if self.session.model.name == SET_PREFIX + msg.action_set:
+                self.session.configure(self.models(self.session.model.name, self.unknown_threshold), None)
+                await self.send(self.session.hello())
+        except ServiceError as exc:
+            await self.error(exc.code, exc.ws_message())
+
     def _may_pose_solo(self) -> bool:
         """This stream is the server's only pose work, its next frame is an image and its pace
         says solo (`Pace.wants_solo`)."""
@@ -167,15 +193,23 @@ class FrameScheduler:
             return False
         return self.pose.stream_is_alone()
 
-    async def _apply_config(self, cfg: ConfigMessage) -> None:
+    async def _apply_config(self, cfg: ConfigMessage | EnrolMessage) -> None:
+        if isinstance(cfg, EnrolMessage):
+            await self._enrol(cfg)
+            return
         model = self.session.model
         overrides = None if cfg.fall_rule is None else cfg.fall_rule.model_dump(exclude_none=True)
+        new_threshold = "unknown_threshold" in cfg.model_fields_set
+        threshold = cfg.unknown_threshold if new_threshold else self.unknown_threshold
+        # naming an action set again picks up its latest examples
+        named = cfg.model is not None and (cfg.model != model.name or cfg.model.startswith(SET_PREFIX))
         try:
-            if cfg.model is not None and cfg.model != model.name:
-                model = self.registry.get(cfg.model)
+            if named or new_threshold:
+                model = self.models(cfg.model or model.name, threshold)
             if model is not self.session.model or overrides is not None:
                 self.session.configure(model, overrides)
         except ServiceError as exc:
             await self.error(exc.code, exc.ws_message())
             return
+        self.unknown_threshold = threshold
         await self.send(self.session.hello())

@@ -1,0 +1,94 @@
+"""Wire models of the action-set resources (``/action-sets``; docs/api.md)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from service.store import Versioned
+
+
+class ActionSetCreate(BaseModel):
+    name: str = Field(description="1-64 letters, digits, '_', '.' or '-'; the set is then model=set:NAME")
+    embedding: str | None = Field(
+        default=None, description="embedding model (GET /models, kind embedding); default: the first loaded"
+    )
+
+
+class Rename(BaseModel):
+    name: str = Field(description="the new name")
+
+
+class ExampleInfo(BaseModel):
+    id: str
+    windows: int = Field(description="model windows pooled into the example's vector")
+    seconds: float = Field(description="how long the person is seen in it")
+    source: dict[str, Any] = Field(description="video/skeleton/stream, and the span used (start, end in s)")
+    added: str
+
+
+class LabelInfo(BaseModel):
+    name: str
+    examples: list[ExampleInfo]
+
+
+class ActionSet(BaseModel):
+    name: str
+    model: str = Field(description="the name to use in /recognize and /stream: set:NAME")
+    embedding: str
+    version: int = Field(description="grows with every change; its ETag is the If-Match of a write")
+    created: str
+    updated: str
+    labels: list[LabelInfo]
+
+    @classmethod
+    def of(cls, saved: Versioned) -> ActionSet:
+        doc = saved.doc or {}
+        labels = [
+            LabelInfo(name=k, examples=[ExampleInfo(**_info(e)) for e in v]) for k, v in doc["labels"].items()
+        ]
+        return cls(
+            name=doc["name"],
+            model=f"set:{doc['name']}",
+            embedding=doc["embedding"],
+            version=saved.version,
+            created=doc["created"],
+            updated=doc.get("updated", doc["created"]),
+            labels=labels,
+        )
+
+
+class ActionSetList(BaseModel):
+    sets: list[ActionSet]
+
+
+class ExampleAdded(BaseModel):
+    set: str
+    label: str
+    version: int
+    example: ExampleInfo
+
+
+def _info(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in item.items() if k != "vector"}
+
+
+class EnrolMessage(BaseModel):
+    """Client -> server on ``/stream``: add the last ``seconds`` of a person to a set's label."""
+
+    type: Literal["enrol"]
+    action_set: str
+    label: str
+    seconds: float = Field(default=3.0, gt=0, le=10.0, description="how far back (at most 10 s are kept)")
+    track_id: int | None = Field(default=None, description="whose (default: the one person in view)")
+
+
+class EnrolledMessage(BaseModel):
+    """Server -> client: the example was added (then a new hello when the stream runs that set)."""
+
+    type: Literal["enrolled"] = "enrolled"
+    action_set: str
+    label: str
+    version: int
+    example: ExampleInfo

@@ -1,0 +1,327 @@
+"""Custom action sets: labels taught by a few examples, each set usable as a model (``set:NAME``).
+
+A set is one versioned JSON document in ``SKELACT_ACTION_SETS_DIR`` (`service.store.VersionedStore`:
+every replica that mounts the folder sees it, concurrent writers never overwrite each other):
+its embedding model's name and, per label, its examples. An example is the pooled unit vector of
+its windows (`skeleton.prototypes.pool`, float32 in base64) with where it came from. Nothing of
+one set is read when another is used: a set's prototypes are built from its own document only.
+
+Used as a model, a set is the embedding model's windows (its ONNX session and micro-batcher,
+shared with every other set on that embedding) followed by `PrototypeBatcher`: cosine to each
+label's prototype (the normalised mean of its examples), probabilities softmax(logit_scale x
+cosine), and the nearest cosine as the open-set score (`service.open_set` makes ``unknown``). A
+set without examples is a model too, whose every window is ``unknown`` (a stream can run it while
+its first example is enrolled from that stream).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import os
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.batching import BatchResult, WindowBatcher
+from service.core.errors import ServiceError
+from service.registry import LoadedModel, ModelRegistry
+from service.store import VersionConflict, Versioned, VersionedStore, new_id
+from skeleton.open_set import softmax
+from skeleton.prototypes import UNKNOWN, PrototypeSet
+
+__all__ = ["SET_PREFIX", "ActionSets", "Example", "PrototypeBatcher", "default_sets_dir"]
+
+SET_PREFIX = "set:"  # model=set:NAME in /recognize and /stream
+_SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_LABEL = re.compile(r"[^\x00-\x1f/]{1,64}")
+_RETRIES = 8  # read-modify-write attempts when other writers keep winning
+
+
+def default_sets_dir() -> Path:
+    """Where sets live without SKELACT_ACTION_SETS_DIR: the user's cache, so a restart keeps them."""
+    return Path(os.environ.get("SKELACT_CACHE_DIR") or Path.home() / ".cache" / "skelact") / "action-sets"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def encode_vector(v: np.ndarray) -> str:
+    return base64.b64encode(np.asarray(v, "<f4").tobytes()).decode()
+
+
+def decode_vector(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), "<f4").astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """A new example: its pooled vector and what the store keeps about it."""
+
+    vector: np.ndarray
+    windows: int
+    seconds: float
+    source: dict[str, Any]
+
+
+def not_found(what: str, hint: str) -> ServiceError:
+    return ServiceError(404, "not_found", f"{what} does not exist", hint)
+
+
+def check_set_name(name: str) -> str:
+    if _SET_NAME.fullmatch(name) is None:
+        raise ServiceError(
+            422,
+            "invalid_name",
+            f"action set name {name!r} is not allowed",
+            "use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit",
+        )
+    return name
+
+
+def check_label(label: str) -> str:
+    if _LABEL.fullmatch(label) is None or label.strip() != label or label == UNKNOWN:
+        raise ServiceError(
+            422,
+            "invalid_label",
+            f"label {label!r} is not allowed",
+            f"use 1-64 characters without '/', control characters or outer spaces; {UNKNOWN!r} is reserved",
+        )
+    return label
+
+
+class PrototypeBatcher:
+    """An action set's classifier: the embedding's batcher, then the nearest prototypes."""
+
+    def __init__(self, embedding: WindowBatcher, prototypes: PrototypeSet | None, logit_scale: float) -> None:
+        self.embedding = embedding
+        self.prototypes = prototypes
+        self.logit_scale = logit_scale
+
+    async def submit(self, windows: np.ndarray) -> BatchResult:
+        if self.prototypes is None:  # a set without examples yet: every window is unknown
+            n = len(windows)
+            return BatchResult(np.zeros((n, 0), np.float32), n, 0, 0.0, 0.0, np.full(n, -np.inf, np.float32))
+        r = await self.embedding.submit(windows)
+        sims = self.prototypes.similarities(r.probs)
+        probs = softmax(sims, self.logit_scale).astype(np.float32)
+        return dataclasses.replace(r, probs=probs, scores=sims.max(axis=1).astype(np.float32))
+
+    def add_producer(self) -> None:
+        self.embedding.add_producer()
+
+    def remove_producer(self) -> None:
+        self.embedding.remove_producer()
+
+    def producing(self) -> contextlib.AbstractContextManager[None]:
+        return self.embedding.producing()
+
+    def start(self) -> None:
+        self.embedding.start()
+
+    async def close(self) -> None:
+        """The embedding's batcher belongs to the registry: nothing to close here."""
+
+
+class ActionSets:
+    """The sets in one folder; every change is a compare-and-swap of the set's document."""
+
+    def __init__(self, root: Path, registry: ModelRegistry) -> None:
+        self.root = root
+        self.registry = registry
+        self._store: VersionedStore | None = None
+        self._models: dict[str, tuple[int, LoadedModel]] = {}  # name -> (version, model)
+
+    @property
+    def store(self) -> VersionedStore:
+        if self._store is None:  # made on first use: a read-only image without sets still starts
+            self._store = VersionedStore(self.root)
+        return self._store
+
+    # ---------------------------------------------------------------- reading
+
+    def names(self) -> list[str]:
+        return self.store.names()
+
+    def read(self, name: str) -> Versioned:
+        """The set's document and version; 404 when there is none."""
+        current = self.store.read(check_set_name(name))
+        if current.doc is None:
+            raise not_found(
+                f"action set {name!r}", "GET /action-sets lists them; POST /action-sets creates one"
+            )
+        return current
+
+    def embedding_model(self, name: str | None) -> LoadedModel:
+        """An embedding model from the registry (None: the first one loaded)."""
+        found = sorted(n for n, m in self.registry.models.items() if m.manifest.kind == "embedding")
+        if name is None:
+            if not found:
+                raise ServiceError(
+                    409,
+                    "no_embedding_model",
+                    "no embedding model is loaded, so examples cannot be turned into vectors",
+                    "add an embedding model folder (manifest kind 'embedding') to SKELACT_MODELS_DIR",
+                )
+            name = found[0]
+        model = self.registry.get(name)
+        if model.manifest.kind != "embedding":
+            raise ServiceError(
+                422, "not_an_embedding", f"model {name!r} is a classifier", f"use one of {found}"
+            )
+        return model
+
+    def model(self, name: str) -> LoadedModel:
+        """The set as a model (``set:NAME``): the embedding and this set's prototypes."""
+        current = self.read(name)
+        cached = self._models.get(name)
+        if cached is not None and cached[0] == current.version:
+            return cached[1]
+        doc = current.doc or {}
+        emb = self.embedding_model(doc["embedding"])
+        examples = {
+            label: np.stack([decode_vector(e["vector"]) for e in items])
+            for label, items in doc["labels"].items()
+            if items
+        }
+        protos = PrototypeSet.from_examples(examples) if examples else None  # empty: all unknown
+        spec = emb.manifest.embedding
+        scale = spec.logit_scale if spec is not None else 16.0
+        model_name = SET_PREFIX + name
+        manifest = emb.manifest.model_copy(
+            update={"name": model_name, "labels": list(protos.labels if protos else ()), "label_groups": {}}
+        )
+        model = dataclasses.replace(
+            emb, name=model_name, manifest=manifest, batcher=PrototypeBatcher(emb.batcher, protos, scale)
+        )
+        self._models[name] = (current.version, model)
+        return model
+
+    # ---------------------------------------------------------------- writing
+
+    def _change(
+        self, name: str, change: Callable[[dict[str, Any]], None], if_version: int | None = None
+    ) -> Versioned:
+        """Read, change, write back if nobody wrote in between (else again, or 412 with If-Match)."""
+        for _ in range(_RETRIES):
+            current = self.read(name)
+            if if_version is not None and current.version != if_version:
+                raise precondition_failed(name, if_version, current.version)
+            doc = dict(current.doc or {})
+            doc["labels"] = {k: list(v) for k, v in doc["labels"].items()}
+            change(doc)
+            doc["updated"] = _now()
+            try:
+                return self.store.write(name, doc, if_version=current.version)
+            except VersionConflict:
+                if if_version is not None:
+                    raise precondition_failed(name, if_version, self.store.read(name).version) from None
+        raise ServiceError(409, "conflict", f"action set {name!r} keeps changing", "retry the request")
+
+    def create(self, name: str, embedding: str | None) -> Versioned:
+        emb = self.embedding_model(embedding)
+        created = _now()
+        doc = {"name": check_set_name(name), "embedding": emb.name, "created": created, "updated": created}
+        return self._create_doc(name, {**doc, "labels": {}})
+
+    def _create_doc(self, name: str, doc: dict[str, Any]) -> Versioned:
+        """Write a new set (a deleted name may be used again); 409 when it exists."""
+        current = self.store.read(name)
+        try:
+            if current.doc is not None:
+                raise VersionConflict(name, current.version, current)
+            return self.store.write(name, doc, if_version=current.version)
+        except VersionConflict:
+            raise ServiceError(
+                409,
+                "already_exists",
+                f"action set {name!r} exists",
+                "choose another name, or DELETE it first",
+            ) from None
+
+    def rename(self, name: str, new: str, if_version: int | None = None) -> Versioned:
+        current = self.read(name)
+        if if_version is not None and current.version != if_version:
+            raise precondition_failed(name, if_version, current.version)
+        created = self._create_doc(
+            check_set_name(new), {**(current.doc or {}), "name": new, "updated": _now()}
+        )
+        self.store.delete(name)
+        self._models.pop(name, None)
+        return created
+
+    def delete(self, name: str, if_version: int | None = None) -> None:
+        current = self.read(name)
+        try:
+            self.store.delete(name, current.version if if_version is None else if_version)
+        except VersionConflict as exc:
+            raise precondition_failed(name, if_version or current.version, exc.current.version) from None
+        self._models.pop(name, None)
+
+    def add_example(self, name: str, label: str, example: Example) -> tuple[Versioned, dict[str, Any]]:
+        check_label(label)
+        item = {
+            "id": new_id(),
+            "vector": encode_vector(example.vector),
+            "windows": example.windows,
+            "seconds": round(example.seconds, 3),
+            "source": example.source,
+            "added": _now(),
+        }
+        saved = self._change(name, lambda doc: doc["labels"].setdefault(label, []).append(item))
+        return saved, item
+
+    def delete_example(self, name: str, label: str, example_id: str) -> Versioned:
+        def change(doc: dict[str, Any]) -> None:
+            items = self._label(doc, name, label)
+            kept = [e for e in items if e["id"] != example_id]
+            if len(kept) == len(items):
+                raise not_found(f"example {example_id!r} of {label!r}", f"GET /action-sets/{name} lists them")
+            doc["labels"][label] = kept
+            if not kept:
+                del doc["labels"][label]
+
+        return self._change(name, change)
+
+    def rename_label(self, name: str, label: str, new: str) -> Versioned:
+        check_label(new)
+
+        def change(doc: dict[str, Any]) -> None:
+            items = self._label(doc, name, label)
+            if new in doc["labels"]:
+                raise ServiceError(
+                    409, "already_exists", f"label {new!r} exists in {name!r}", "choose another name"
+                )
+            doc["labels"] = {(new if k == label else k): v for k, v in doc["labels"].items()}
+            del items
+
+        return self._change(name, change)
+
+    def delete_label(self, name: str, label: str) -> Versioned:
+        def change(doc: dict[str, Any]) -> None:
+            self._label(doc, name, label)
+            del doc["labels"][label]
+
+        return self._change(name, change)
+
+    @staticmethod
+    def _label(doc: dict[str, Any], name: str, label: str) -> list[dict[str, Any]]:
+        items = doc["labels"].get(label)
+        if items is None:
+            raise not_found(f"label {label!r} of action set {name!r}", f"GET /action-sets/{name} lists them")
+        return list(items)
+
+
+def precondition_failed(name: str, expected: int, current: int) -> ServiceError:
+    return ServiceError(
+        412,
+        "precondition_failed",
+        f"action set {name!r} is at version {current}, If-Match named {expected}",
+        "GET it again and retry with its ETag",
+    )

@@ -1,0 +1,321 @@
+"""Action sets on the real service (``python -m service serve`` in a subprocess: uvicorn, MediaPipe,
+ONNX Runtime, API keys on): enrol from real UP-Fall clips over HTTP, recognise the new labels in
+``/recognize`` and ``/stream``, ``unknown`` for actions outside the set, a restart keeps the set,
+deleting an example changes the prototypes, every new route needs a key, bad examples get 4xx."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+from websockets.sync.client import connect
+
+from skeleton.manifest import load_manifest
+from tests.browser_helpers import REPO_ROOT, free_port, run_server
+from tests.conftest import require_data
+from tests.service_helpers import embedding_dir, trim_video
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+KEY = "test-key-action-sets"
+AUTH = {"X-API-Key": KEY}
+# each UP-Fall clip is cut to 4 s (18 fps): jumping from trials 1 and 2; walking from 5 s and 20 s into
+# trial 1 (trial 2's walking leaves the frame early in its first seconds)
+SECONDS = 4.0
+
+
+def _copy_model(src: Path, zoo: Path) -> None:
+    dst = zoo / src.name
+    dst.mkdir()
+    shutil.copy2(src / "manifest.json", dst)
+    shutil.copy2(src / load_manifest(src, verify_sha=False).onnx.file, dst)
+
+
+class Server:
+    def __init__(self, url: str, sets: Path, zoo: Path, clips: dict[str, Path]) -> None:
+        self.url, self.sets, self.zoo, self.clips = url, sets, zoo, clips
+
+    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {**AUTH, **kwargs.pop("headers", {})}
+        return httpx.request(method, self.url + path, headers=headers, timeout=600, **kwargs)
+
+    def upload(self, path: str, clip: Path, **params: Any) -> httpx.Response:
+        with clip.open("rb") as f:
+            return self.call("POST", path, params=params, files={"file": (clip.name, f, "video/mp4")})
+
+
+def _env(zoo: Path, sets: Path) -> dict[str, str]:
+    return {
+        "SKELACT_MODELS_DIR": str(zoo),
+        "SKELACT_ACTION_SETS_DIR": str(sets),
+        "SKELACT_API_KEYS": KEY,
+        "SKELACT_DEFAULT_MODEL": "upfall-stgcnpp-lite",
+    }
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    data = require_data("upfall")
+    tmp = tmp_path_factory.mktemp("action_sets")
+    zoo, sets = tmp / "zoo", tmp / "sets"
+    zoo.mkdir()
+    _copy_model(REPO_ROOT / "model_zoo" / "upfall-stgcnpp-lite", zoo)
+    (zoo / "embeddings").mkdir()
+    _copy_model(embedding_dir(), zoo / "embeddings")  # where the shipped embedding lives
+    frames = int(SECONDS * 18)
+    clips = {
+        "jump1": trim_video(data / "Activity10/Trial1Cam1.mp4", tmp / "jump1.mp4", frames=frames),
+        "walk1": trim_video(data / "Activity6/Trial1Cam1.mp4", tmp / "walk1.mp4", start=90, frames=frames),
+        "jump2": trim_video(data / "Activity10/Trial2Cam1.mp4", tmp / "jump2.mp4", frames=frames),
+        "walk2": trim_video(data / "Activity6/Trial1Cam1.mp4", tmp / "walk2.mp4", start=360, frames=frames),
+        "taichi": trim_video(require_data("clips") / "stgcn_ta_chi.mp4", tmp / "taichi.mp4", frames=120),
+    }
+    port = free_port()
+    with run_server(port, tmp / "server.log", env=_env(zoo, sets), ready_timeout=300):
+        yield Server(f"http://127.0.0.1:{port}", sets, zoo, clips)
+
+
+@pytest.fixture(scope="module")
+def enrolled(server: Server) -> dict[str, Any]:
+    """A set 'moves' with one example each of jumping and walking (trial 1 clips)."""
+    r = server.call("POST", "/action-sets", json={"name": "moves"})
+    assert r.status_code == 201, r.text
+    assert r.headers["Location"] == "/action-sets/moves" and r.json()["model"] == "set:moves"
+    ids = {}
+    for label, clip in (("jumping", "jump1"), ("walking", "walk1")):
+        r = server.upload(f"/action-sets/moves/labels/{label}/examples", server.clips[clip])
+        assert r.status_code == 201, r.text
+        ex = r.json()["example"]
+        assert ex["windows"] >= 1 and ex["seconds"] > 3 and ex["source"]["kind"] == "video", ex
+        ids[label] = ex["id"]
+    return ids
+
+
+def _clip(server: Server, clip: str, model: str = "set:moves", **params: Any) -> dict[str, Any]:
+    r = server.upload("/recognize", server.clips[clip], model=model, top_k=10, **params)
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def test_a_new_set_recognises_its_labels_in_clips(server: Server, enrolled: dict[str, Any]) -> None:
+    r = server.call("GET", "/action-sets/moves")
+    assert r.status_code == 200 and r.headers["ETag"] == f'"{r.json()["version"]}"'
+    assert [lab["name"] for lab in r.json()["labels"]] == ["jumping", "walking"]
+    for clip, truth in (("jump2", "jumping"), ("walk2", "walking")):
+        body = _clip(server, clip)
+        assert body["model"] == "set:moves"
+        assert body["clip"]["label"] == truth, body["clip"]
+        assert {s["label"] for s in body["clip"]["top"]} == {"jumping", "walking", "unknown"}
+        assert any(seg["label"] == truth for t in body["tracks"] for seg in t["segments"]), body["tracks"]
+
+
+def test_actions_outside_the_set_are_unknown_and_the_threshold_is_per_request(
+    server: Server, enrolled: dict[str, Any]
+) -> None:
+    body = _clip(server, "taichi")
+    assert body["clip"]["label"] == "unknown", body["clip"]
+    assert {seg["label"] for t in body["tracks"] for seg in t["segments"]} <= {"unknown"}, body["tracks"]
+    lenient = _clip(server, "taichi", unknown_threshold=-1.0)  # every cosine is >= -1: never unknown
+    assert lenient["clip"]["label"] in ("jumping", "walking"), lenient["clip"]
+    for bad in ("2", "nan", "x"):
+        r = server.upload("/recognize", server.clips["taichi"], model="set:moves", unknown_threshold=bad)
+        assert r.status_code == 422, r.text
+    # a base classifier says unknown too, with its own score's range checked
+    base = _clip(server, "jump2", model="upfall-stgcnpp-lite", unknown_threshold=1.0)
+    assert base["clip"]["label"] == "unknown", base["clip"]
+    r = server.upload("/recognize", server.clips["jump2"], model="upfall-stgcnpp-lite", unknown_threshold=1.5)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_unknown_threshold", r.text
+
+
+@pytest.fixture(scope="module")
+def jump2_skeletons(server: Server) -> dict[str, Any]:
+    """The trial-2 jumping clip as skeleton JSON, posed here by the real MediaPipe estimator."""
+    from bench.action_sets import clip_skeletons
+
+    return clip_skeletons(server.clips["jump2"])
+
+
+def test_a_stream_on_the_set_gives_its_labels(
+    server: Server, enrolled: dict[str, Any], jump2_skeletons: dict[str, Any]
+) -> None:
+    """Skeleton frames carry their own timestamps: the stream's windows follow the clip's clock
+    however slowly the loaded machine answers."""
+    url = server.url.replace("http", "ws") + f"/stream?model=set:moves&api_key={KEY}"
+    labels: list[str | None] = []
+    with connect(url, open_timeout=120, max_size=None) as ws:
+        hello = json.loads(ws.recv(timeout=120))
+        assert hello["type"] == "hello" and hello["labels"] == ["jumping", "walking", "unknown"], hello
+        for frame in jump2_skeletons["frames"]:
+            time.sleep(1 / 30)  # under SKELACT_MAX_STREAM_FPS (60 messages per second)
+            ws.send(json.dumps({"type": "skeleton", "width": 640, "height": 480, **frame}))
+            msg = json.loads(ws.recv(timeout=120))  # one reply per frame, sent one at a time
+            assert msg["type"] == "frame", msg
+            labels += [t["label"] for t in msg["tracks"] if t["label"] is not None]
+        assert labels and labels[-1] == "jumping", labels
+        # an example from the stream's last 3 s, into another set
+        assert server.call("POST", "/action-sets", json={"name": "from-stream"}).status_code == 201
+        ws.send(json.dumps({"type": "enrol", "action_set": "from-stream", "label": "hop", "seconds": 3}))
+        reply = json.loads(ws.recv(timeout=120))
+        assert reply["type"] == "enrolled" and reply["label"] == "hop", reply
+        assert reply["example"]["source"]["kind"] == "stream" and reply["example"]["seconds"] > 2.5, reply
+        ws.send(json.dumps({"type": "enrol", "action_set": "from-stream", "label": "hop", "track_id": 999}))
+        reply = json.loads(ws.recv(timeout=120))
+        assert reply["type"] == "error" and reply["code"] == "nobody_found", reply
+        r = server.call("GET", "/action-sets/from-stream")
+        assert r.status_code == 200 and r.json()["labels"][0]["examples"][0]["source"]["kind"] == "stream", (
+            r.text
+        )
+        assert server.call("DELETE", "/action-sets/from-stream").status_code == 204
+        # the same stream, told a threshold no window reaches, says unknown from then on
+        ws.send(json.dumps({"type": "config", "unknown_threshold": 1.0}))
+        hello = json.loads(ws.recv(timeout=120))
+        assert hello["type"] == "hello", hello
+        labels = []
+        for frame in jump2_skeletons["frames"]:
+            shifted = {**frame, "timestamp": frame["timestamp"] + 10.0}
+            time.sleep(1 / 30)
+            ws.send(json.dumps({"type": "skeleton", "width": 640, "height": 480, **shifted}))
+            msg = json.loads(ws.recv(timeout=120))
+            assert msg["type"] == "frame", msg
+            labels += [t["label"] for t in msg["tracks"] if t["label"] is not None]
+        assert labels and set(labels) == {"unknown"}, labels
+
+
+def test_an_example_from_skeleton_json(
+    server: Server, enrolled: dict[str, Any], jump2_skeletons: dict[str, Any]
+) -> None:
+    r = server.call("POST", "/action-sets", json={"name": "json-set"})
+    assert r.status_code == 201, r.text
+    r = server.call(
+        "POST", "/action-sets/json-set/labels/jump/examples", json=jump2_skeletons, params={"end": 3.0}
+    )
+    assert r.status_code == 201, r.text
+    ex = r.json()["example"]
+    assert ex["source"]["kind"] == "skeleton" and ex["source"]["end"] <= 3.0 and ex["windows"] >= 1, ex
+    r = server.call("POST", "/recognize", params={"model": "set:json-set"}, json=jump2_skeletons)
+    assert r.status_code == 200 and r.json()["clip"]["label"] == "jump", r.text
+    assert server.call("DELETE", "/action-sets/json-set").status_code == 204
+
+
+def test_deleting_an_example_changes_the_prototypes(server: Server, enrolled: dict[str, Any]) -> None:
+    before = _clip(server, "jump2")["clip"]["top"]
+    r = server.upload("/action-sets/moves/labels/walking/examples", server.clips["jump2"])
+    assert r.status_code == 201, r.text
+    extra = r.json()["example"]["id"]
+    mixed = _clip(server, "jump2")["clip"]["top"]
+    assert mixed != before  # a jumping clip enrolled as walking pulls the walking prototype over
+    r = server.call("DELETE", f"/action-sets/moves/labels/walking/examples/{extra}")
+    assert r.status_code == 204, r.text
+    after = _clip(server, "jump2")["clip"]["top"]
+    assert after == before
+    assert server.call("DELETE", f"/action-sets/moves/labels/walking/examples/{extra}").status_code == 404
+
+
+def test_bad_examples_get_clear_4xx(server: Server, enrolled: dict[str, Any], tmp_path: Path) -> None:
+    empty = tmp_path / "empty.mp4"
+    writer = cv2.VideoWriter(str(empty), cv2.VideoWriter.fourcc(*"mp4v"), 18.0, (320, 240))
+    for _ in range(54):
+        writer.write(np.full((240, 240 + 80, 3), 90, np.uint8)[:, :320])
+    writer.release()
+    cases = [
+        ("/action-sets/moves/labels/jumping/examples", empty, {}, 422, "nobody_found"),
+        (
+            "/action-sets/moves/labels/jumping/examples",
+            server.clips["jump1"],
+            {"start": 1.0, "end": 1.5},
+            422,
+            "example_too_short",
+        ),
+        (
+            "/action-sets/moves/labels/jumping/examples",
+            server.clips["jump1"],
+            {"start": 3.0, "end": 2.0},
+            422,
+            "invalid_span",
+        ),
+        ("/action-sets/moves/labels/unknown/examples", server.clips["jump1"], {}, 422, "invalid_label"),
+        ("/action-sets/nope/labels/jumping/examples", server.clips["jump1"], {}, 404, "not_found"),
+    ]
+    for path, clip, params, status, code in cases:
+        r = server.upload(path, clip, **params)
+        assert (r.status_code, r.json()["error"]["code"]) == (status, code), (path, params, r.text)
+    # two real people side by side: two UP-Fall clips joined left and right
+    two = tmp_path / "two.mp4"
+    left, right = cv2.VideoCapture(str(server.clips["jump1"])), cv2.VideoCapture(str(server.clips["walk1"]))
+    writer = cv2.VideoWriter(str(two), cv2.VideoWriter.fourcc(*"mp4v"), 18.0, (1280, 480))
+    for _ in range(54):
+        (ok1, a), (ok2, b) = left.read(), right.read()
+        assert ok1 and ok2
+        writer.write(np.hstack([a, b]))
+    writer.release()
+    r = server.upload("/action-sets/moves/labels/pair/examples", two, one_person="true")
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "several_people"), r.text
+    assert server.call("POST", "/action-sets", json={"name": "moves"}).status_code == 409
+    assert server.call("POST", "/action-sets", json={"name": "../x"}).status_code == 422
+    assert [lab["name"] for lab in server.call("GET", "/action-sets/moves").json()["labels"]] == [
+        "jumping",
+        "walking",
+    ]
+
+
+def test_every_action_set_route_needs_a_key(server: Server, enrolled: dict[str, Any]) -> None:
+    routes = [
+        ("GET", "/action-sets"),
+        ("POST", "/action-sets"),
+        ("GET", "/action-sets/moves"),
+        ("PATCH", "/action-sets/moves"),
+        ("DELETE", "/action-sets/moves"),
+        ("PATCH", "/action-sets/moves/labels/walking"),
+        ("DELETE", "/action-sets/moves/labels/walking"),
+        ("GET", "/action-sets/moves/labels/walking/examples"),
+        ("POST", "/action-sets/moves/labels/walking/examples"),
+        ("DELETE", "/action-sets/moves/labels/walking/examples/" + "0" * 32),
+    ]
+    for method, path in routes:
+        for headers, status in (({}, 401), ({"X-API-Key": "wrong"}, 403)):
+            r = httpx.request(method, server.url + path, headers=headers, json={"name": "x"}, timeout=60)
+            assert r.status_code == status, (method, path, r.status_code, r.text)
+    assert server.call("GET", "/action-sets/moves").status_code == 200  # nothing was changed
+
+
+def test_rename_labels_and_sets_and_sets_do_not_share_examples(
+    server: Server, enrolled: dict[str, Any]
+) -> None:
+    r = server.call("POST", "/action-sets", json={"name": "other"})
+    assert r.status_code == 201
+    r = server.upload("/action-sets/other/labels/hop/examples", server.clips["jump1"])
+    assert r.status_code == 201, r.text
+    other = _clip(server, "jump2", model="set:other")
+    assert {s["label"] for s in other["clip"]["top"]} == {"hop", "unknown"}  # nothing of 'moves'
+    r = server.call("PATCH", "/action-sets/other/labels/hop", json={"name": "bounce"})
+    assert r.status_code == 200 and [lab["name"] for lab in r.json()["labels"]] == ["bounce"]
+    etag = r.headers["ETag"]
+    r = server.call("PATCH", "/action-sets/other", json={"name": "other2"}, headers={"If-Match": '"1"'})
+    assert r.status_code == 412, r.text
+    r = server.call("PATCH", "/action-sets/other", json={"name": "other2"}, headers={"If-Match": etag})
+    assert r.status_code == 200 and r.json()["model"] == "set:other2", r.text
+    assert server.call("GET", "/action-sets/other").status_code == 404
+    r = server.call("POST", "/recognize", params={"model": "set:other"}, json={"frames": [{"timestamp": 0}]})
+    assert r.status_code == 404, r.text
+    assert server.call("DELETE", "/action-sets/other2").status_code == 204
+    assert "other2" not in [s["name"] for s in server.call("GET", "/action-sets").json()["sets"]]
+
+
+def test_a_restart_keeps_the_set(server: Server, enrolled: dict[str, Any], tmp_path: Path) -> None:
+    """A second server on the same folder (a restart, or another replica) serves the same set."""
+    before = _clip(server, "walk2")["clip"]
+    port = free_port()
+    with run_server(port, tmp_path / "again.log", env=_env(server.zoo, server.sets), ready_timeout=300):
+        again = Server(f"http://127.0.0.1:{port}", server.sets, server.zoo, server.clips)
+        r = again.call("GET", "/action-sets/moves")
+        assert r.status_code == 200 and [lab["name"] for lab in r.json()["labels"]] == ["jumping", "walking"]
+        assert _clip(again, "walk2")["clip"] == before

@@ -1,0 +1,113 @@
+"""Action sets and ``unknown`` without HTTP: the shipped embedding on ONNX Runtime, real UTD-MHAD-shaped
+windows from the shipped preprocessing, the versioned store in a temp folder (two `ActionSets` on one
+folder stand for two replicas)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.action_sets import ActionSets, Example, decode_vector, encode_vector
+from service.core.config import Settings
+from service.core.errors import ServiceError
+from service.metrics import Metrics
+from service.open_set import UNKNOWN, with_unknown
+from service.registry import ModelRegistry
+from skeleton.prototypes import PrototypeSet, normalize
+from tests.service_helpers import embedding_dir
+
+
+@pytest.fixture(scope="module")
+def registry() -> ModelRegistry:
+    emb = embedding_dir()
+    reg = ModelRegistry(Settings(models_dir=emb.parent, models=[emb.name], warmup=False), Metrics())
+    reg.load_all()
+    assert not reg.failed and emb.name in reg.models, reg.failed
+    return reg
+
+
+def _vector(seed: int, dim: int) -> np.ndarray:
+    return normalize(np.random.default_rng(seed).normal(size=dim))
+
+
+def _example(seed: int, dim: int) -> Example:
+    return Example(_vector(seed, dim), 3, 2.5, {"kind": "skeleton"})
+
+
+def test_sets_are_versioned_documents_seen_by_every_replica(registry: ModelRegistry, tmp_path: Path) -> None:
+    a, b = ActionSets(tmp_path, registry), ActionSets(tmp_path, registry)  # two replicas, one folder
+    dim = next(iter(registry.models.values())).manifest.embedding.dim  # type: ignore[union-attr]
+    assert a.create("gym", None).version == 1
+    with pytest.raises(ServiceError) as exc:
+        b.create("gym", None)
+    assert exc.value.status == 409
+    saved, item = b.add_example("gym", "squat", _example(0, dim))
+    assert saved.version == 2 and a.read("gym").doc["labels"]["squat"][0]["id"] == item["id"]  # type: ignore[index]
+    a.add_example("gym", "lunge", _example(1, dim))
+    model = b.model("gym")
+    assert model.name == "set:gym" and model.labels == ["squat", "lunge"]
+    assert np.allclose(decode_vector(encode_vector(_vector(0, dim))), _vector(0, dim))
+    a.rename_label("gym", "lunge", "split squat")
+    assert b.model("gym").labels == ["squat", "split squat"]  # the new version rebuilds the model
+    with pytest.raises(ServiceError) as exc:
+        a.delete("gym", if_version=2)
+    assert exc.value.status == 412
+    b.rename("gym", "gym2")
+    with pytest.raises(ServiceError) as exc:
+        a.read("gym")
+    assert exc.value.status == 404 and a.names() == ["gym2"]
+    a.create("gym", None)  # a deleted name can be used again, empty
+    assert a.read("gym").doc["labels"] == {}  # type: ignore[index]
+    for bad in ("unknown", "a/b", " x"):
+        with pytest.raises(ServiceError) as exc:
+            a.add_example("gym2", bad, _example(2, dim))
+        assert exc.value.code == "invalid_label"
+
+
+def test_a_set_classifies_by_its_own_prototypes_and_says_unknown(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    sets = ActionSets(tmp_path, registry)
+    emb = next(iter(registry.models.values()))
+    dim = emb.manifest.embedding.dim  # type: ignore[union-attr]
+    x = np.random.default_rng(5).normal(size=(4, *emb.input_shape(1)[1:])).astype(np.float32)
+    vectors = emb.runtime.predict(x)  # real window embeddings
+    sets.create("mine", None)
+    sets.add_example("mine", "a", Example(vectors[0], 1, 2.0, {}))
+    sets.add_example("mine", "b", Example(vectors[1], 1, 2.0, {}))
+    sets.create("other", None)
+    sets.add_example("other", "c", Example(_vector(9, dim), 1, 2.0, {}))
+
+    async def classify_all(
+        calls: list[tuple[str, float | None]],
+    ) -> list[tuple[list[str], np.ndarray]]:
+        out = []
+        try:
+            for name, threshold in calls:  # one event loop: the embedding's batcher is bound to it
+                model = with_unknown(sets.model(name), threshold)
+                out.append((model.labels, (await model.batcher.submit(x)).probs))
+        finally:
+            await registry.models[emb.name].batcher.close()
+        return out
+
+    sets.create("empty", None)
+    protos = PrototypeSet.from_examples({"a": vectors[:1], "b": vectors[1:2]})
+    between = (protos.similarities(vectors)[2:].max() + 1.0) / 2  # windows 0, 1 are the prototypes
+    calls = [("mine", -1.0), ("mine", float(between)), ("other", None), ("empty", None)]
+    results = asyncio.run(classify_all(calls))
+    labels, probs = results[0]  # -1: no window is unknown
+    assert labels == ["a", "b", UNKNOWN] and probs.shape == (4, 3)
+    assert np.array_equal(probs[:, :2].argmax(1), protos.similarities(vectors).argmax(1))
+    assert probs[0].argmax() == 0 and probs[1].argmax() == 1 and (probs[:, 2] == 0).all()
+    labels, probs = results[1]  # the threshold between: the other two windows are unknown
+    assert list(probs.argmax(1)) == [0, 1, 2, 2]
+    labels, _ = results[2]
+    assert labels == ["c", UNKNOWN]  # nothing of 'mine'
+    labels, probs = results[3]
+    assert labels == [UNKNOWN] and (probs == 1).all()
+    with pytest.raises(ServiceError) as exc:
+        with_unknown(sets.model("mine"), 1.5)
+    assert exc.value.code == "invalid_unknown_threshold"
