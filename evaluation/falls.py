@@ -172,23 +172,33 @@ def clip_view(url: str, rec: Recording, model: str, overrides: dict[str, float] 
     return res
 
 
-def stream_view(
-    url: str, rec: Recording, model: str, overrides: dict[str, float] | None = None, drain_s: float = 60.0
-) -> ViewResult:
-    """``WS /stream``: every frame JPEG-encoded and sent at the recording's frame rate in real time
-    (the server keeps the newest frame when it falls behind, as with a webcam); the replies' fall
-    events, until the reply to the last frame."""
+@contextlib.contextmanager
+def _stream(url: str, model: str, overrides: dict[str, float] | None, res: ViewResult) -> Iterator[Any]:
+    """An open ``WS /stream`` past its hello, or None with ``res.error`` saying what came instead."""
     from urllib.parse import urlencode
 
     from websockets.sync.client import connect
 
-    res = ViewResult(rec.name, "stream", rec.fall, rec.duration_s, rec.kind)
     query = urlencode({"model": model, **(overrides or {})})
     ws_url = url.replace("http://", "ws://") + f"/stream?{query}"
     with connect(ws_url, max_size=None, open_timeout=120, proxy=None) as ws:
         hello = json.loads(ws.recv(timeout=120))
         if hello.get("type") != "hello":
             res.error = str(hello)
+            yield None
+        else:
+            yield ws
+
+
+def stream_view(
+    url: str, rec: Recording, model: str, overrides: dict[str, float] | None = None, drain_s: float = 60.0
+) -> ViewResult:
+    """``WS /stream``: every frame JPEG-encoded and sent at the recording's frame rate in real time
+    (the server keeps the newest frame when it falls behind, as with a webcam); the replies' fall
+    events, until the reply to the last frame."""
+    res = ViewResult(rec.name, "stream", rec.fall, rec.duration_s, rec.kind)
+    with _stream(url, model, overrides, res) as ws:
+        if ws is None:
             return res
         frames = _jpegs(rec.path)
         first = next(frames, None)
@@ -254,17 +264,9 @@ def replay_view(
 ) -> ViewResult:
     """``WS /stream`` with every frame stamped with its capture time in the recording and sent once
     the previous one was answered: no frame dropped, the windows and events on the recording's clock."""
-    from urllib.parse import urlencode
-
-    from websockets.sync.client import connect
-
     res = ViewResult(rec.name, "replay", rec.fall, rec.duration_s, rec.kind)
-    query = urlencode({"model": model, **(overrides or {})})
-    ws_url = url.replace("http://", "ws://") + f"/stream?{query}"
-    with connect(ws_url, max_size=None, open_timeout=120, proxy=None) as ws:
-        hello = json.loads(ws.recv(timeout=120))
-        if hello.get("type") != "hello":
-            res.error = str(hello)
+    with _stream(url, model, overrides, res) as ws:
+        if ws is None:
             return res
         for i, (jpg, fps) in enumerate(_jpegs(rec.path)):
             ws.send(capture_prefix(i / fps) + jpg)

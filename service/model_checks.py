@@ -49,10 +49,9 @@ def check_graph(name: str, manifest: ModelManifest, runtime: HasGraphIO) -> None
         )
     width = manifest.embedding.dim if manifest.embedding is not None else manifest.num_classes
     if len(out_shape) != 2 or (isinstance(out_shape[1], int) and out_shape[1] != width):
-        what = "an embedding of" if manifest.embedding is not None else "labels:"
+        what = f"an embedding of {width}" if manifest.embedding is not None else f"{width} labels"
         raise ModelMismatch(
-            f"model {name}: model.onnx outputs {_fmt(out_shape)} but manifest.json lists "
-            f"{what} {width}; {fix}"
+            f"model {name}: model.onnx outputs {_fmt(out_shape)} but manifest.json lists {what}; {fix}"
         )
     if in_name != manifest.onnx.input_name:
         raise ModelMismatch(
