@@ -190,6 +190,15 @@ def _stream(url: str, model: str, overrides: dict[str, float] | None, res: ViewR
             yield ws
 
 
+def _frame_reply(ws: Any, res: ViewResult, timeout: float) -> dict[str, Any] | None:
+    """The next ``frame`` reply, or None with ``res.error`` set when the server answers an error."""
+    while (msg := json.loads(ws.recv(timeout=timeout))).get("type") != "frame":
+        if msg.get("type") == "error":
+            res.error = f"{msg.get('code')}: {msg.get('message')}"
+            return None
+    return dict(msg)
+
+
 def stream_view(
     url: str, rec: Recording, model: str, overrides: dict[str, float] | None = None, drain_s: float = 60.0
 ) -> ViewResult:
@@ -208,10 +217,8 @@ def stream_view(
         # The first frame alone, its reply awaited: the session's pose model starts on it (seconds on
         # a busy CPU), as a webcam's first frames are while a stream starts; then real pace.
         ws.send(first[0])
-        while (msg := json.loads(ws.recv(timeout=120))).get("type") != "frame":
-            if msg.get("type") == "error":
-                res.error = f"{msg.get('code')}: {msg.get('message')}"
-                return res
+        if (msg := _frame_reply(ws, res, 120)) is None:
+            return res
         res.events += msg.get("falls", [])
         sent = threading.Event()
         total: list[int] = []
@@ -271,10 +278,8 @@ def replay_view(
         for i, (jpg, fps) in enumerate(_jpegs(rec.path)):
             ws.send(capture_prefix(i / fps) + jpg)
             res.frames_sent += 1
-            while (msg := json.loads(ws.recv(timeout=300))).get("type") != "frame":
-                if msg.get("type") == "error":
-                    res.error = f"{msg.get('code')}: {msg.get('message')}"
-                    return res
+            if (msg := _frame_reply(ws, res, 300)) is None:
+                return res
             res.frames_processed = int(msg["processed"])
             res.events += msg.get("falls", [])
     return res
