@@ -37,7 +37,7 @@ from skeleton.paths import REPO_ROOT
 DEFAULT_CLIP = "upfall/Activity10/Trial1Cam1.mp4"
 
 
-def clip_skeletons(video: Path) -> dict[str, Any]:
+def clip_skeletons(video: Path, max_people: int = 1) -> dict[str, Any]:
     """The clip as skeleton JSON (``SkeletonSequenceIn``), posed by the service's estimator."""
     import numpy as np
 
@@ -45,7 +45,7 @@ def clip_skeletons(video: Path) -> dict[str, Any]:
     from perception.video import VideoReader
 
     reader = VideoReader(video)
-    est = create_pose_estimator("tasks", max_people=1)
+    est = create_pose_estimator("tasks", max_people=max_people)
     frames = []
     try:
         for f in reader:

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from perception.pose.estimator import create_pose_estimator
 from service.app import create_app
 from service.core.config import Settings
 from service.schemas import ModelsResponse, RecognizeResponse
@@ -101,23 +100,10 @@ def test_json_skeletons_give_the_same_answer_as_the_video(client: TestClient, sh
     """A client running MediaPipe itself gets what the server's own pose stage would give."""
     wait_ready(client)
     clip = trim_video(short_clip, short_clip.with_name("json_check.mp4"), frames=20)
-    _, frames = read_video(clip)
-    est = create_pose_estimator("tasks", max_people=4)
-    body_frames = []
-    try:
-        for f in frames:
-            people = [
-                {
-                    "image": p.image.tolist(),
-                    "world": np.nan_to_num(p.world).tolist(),
-                    "visibility": p.visibility.tolist(),
-                }
-                for p in est.estimate(f.rgb, f.timestamp_s)
-            ]
-            body_frames.append({"timestamp": f.timestamp_s, "people": people})
-    finally:
-        est.close()
-    body = {"width": 640, "height": 480, "frames": body_frames}
+    from bench.action_sets import clip_skeletons  # the clip posed as a JSON client would
+
+    body = clip_skeletons(clip, max_people=4)
+    assert (body["width"], body["height"]) == (640, 480)
     for model in ("linear", "linear-image"):
         r = client.post(f"/recognize?model={model}", json=body)
         assert r.status_code == 200, r.text
