@@ -48,7 +48,7 @@ MAX_ONNX_BYTES = 10 * 1024 * 1024
 MANIFEST_METRIC_KEYS = ("top1", "clip_top1", "window_top1", "fall", "window_fall", "num_samples",
                         "num_test", "num_clips", "num_windows", "params", "flops", "epochs",
                         "train_seconds", "protocol", "cross_validation", "prototype_top1", "loss", "few_shot",
-                        "unknown")
+                        "unknown", "member_metrics")
 
 
 class ExportError(RuntimeError):
@@ -169,6 +169,9 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, data_root: Path, repo_roo
     prefix to a run directory whose PNGs are copied too (cross-validation folds)."""
     ck: LoadedCheckpoint = load_checkpoint(checkpoint)
     cfg = ck.config
+    if ck.ensemble is not None and cfg.open_set is not None and cfg.open_set.score != "max_softmax":
+        raise ExportError(f"an ensemble outputs log mean probabilities: open-set score "
+                          f"{cfg.open_set.score!r} of raw logits has no meaning there (use max_softmax)")
     windows = real_windows(cfg, data_root, repo_root, parity_windows)
     v = get_layout(cfg.input.layout).num_joints
     expected = (cfg.input.channels, cfg.input.window.length, v)
@@ -229,6 +232,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, data_root: Path, repo_roo
         clip_rule=ClipRuleSpec(fall_group=fall_group, fall_threshold=rule.fall_threshold,
                                min_fall_windows=rule.min_fall_windows),
         fall_rule=cfg.fall_rule,
+        ensemble=ck.ensemble,
         metrics=_manifest_metrics(metrics, parity),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )

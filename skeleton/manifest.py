@@ -155,6 +155,26 @@ class FallRuleSpec(BaseModel):
     posture_s: float = Field(default=0.5, gt=0, description="posture = medians over this many seconds")
 
 
+class EnsembleMember(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run: str = Field(description="the member's training run (folder name)")
+    seed: int
+    sha256: str = Field(description="sha256 of the member run's checkpoint.pt when the ensemble was built")
+
+
+class EnsembleSpec(BaseModel):
+    """One graph that runs several trained members on each window and averages them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    combine: Literal["mean_probability"] = Field(
+        default="mean_probability",
+        description="output logits = log of the members' mean softmax probability (softmax gives the mean)",
+    )
+    members: list[EnsembleMember] = Field(min_length=2)
+
+
 class ModelManifest(BaseModel):
     name: str
     kind: Literal["classifier", "embedding"] = Field(
@@ -175,6 +195,10 @@ class ModelManifest(BaseModel):
     embedding: EmbeddingSpec | None = None
     open_set: OpenSetSpec | None = None
     fall_rule: FallRuleSpec = Field(default_factory=FallRuleSpec)
+    ensemble: EnsembleSpec | None = Field(
+        default=None,
+        description="set when the graph averages several trained members (its cost is theirs summed)",
+    )
     metrics: dict[str, Any] = Field(default_factory=dict)
     created: str = ""
 

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from models import build_model
+from models.ensemble import ProbabilityEnsemble
+from skeleton.manifest import EnsembleSpec
 from training.config import TrainConfig
 
 
@@ -21,12 +23,24 @@ class LoadedCheckpoint:
     label_groups: dict[str, list[str]]
     metrics: dict[str, Any]
     path: Path
+    ensemble: EnsembleSpec | None = None  # the members, when ``model`` is a ``ProbabilityEnsemble``
 
 
 def load_checkpoint(path: Path) -> LoadedCheckpoint:
-    """The eval-mode model and everything recorded with it by ``training.train``."""
+    """The eval-mode model and everything recorded with it by ``training.train`` (or, for an
+    ensemble written by ``training.ensemble``, its members inside one ``ProbabilityEnsemble``)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     cfg = TrainConfig.model_validate(ckpt["config"])
+    if "members" in ckpt:
+        members = [_build(TrainConfig.model_validate(m["config"]), m) for m in ckpt["members"]]
+        return LoadedCheckpoint(ProbabilityEnsemble(members).eval(), cfg, list(ckpt["labels"]),
+                                dict(ckpt["label_groups"]), dict(ckpt["metrics"]), path,
+                                EnsembleSpec.model_validate(ckpt["ensemble"]))
+    return LoadedCheckpoint(_build(cfg, ckpt), cfg, list(ckpt["labels"]), dict(ckpt["label_groups"]),
+                            dict(ckpt["metrics"]), path)
+
+
+def _build(cfg: TrainConfig, ckpt: dict[str, Any]) -> nn.Module:
     model: nn.Module
     if cfg.embedding is not None:  # an embedding (training.metric_learning): unit vectors, no labels out
         from training.metric_learning import build_embedding_model
@@ -35,6 +49,4 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
     else:
         model = build_model(cfg.model.arch, len(ckpt["labels"]), cfg.input.layout, **cfg.model.kwargs)
     model.load_state_dict(ckpt["state_dict"])
-    model.eval()
-    return LoadedCheckpoint(model, cfg, list(ckpt["labels"]), dict(ckpt["label_groups"]),
-                            dict(ckpt["metrics"]), path)
+    return model.eval()

@@ -1,0 +1,110 @@
+"""Build one ensemble checkpoint from K training runs of one recipe (seeds), for ``python -m export``.
+
+    python -m training.ensemble runs/study/corrupt-shipped-s0 runs/study/corrupt-shipped-s1 \\
+        runs/study/corrupt-shipped-s2 --out runs/upfall-stgcnpp-lite-ens3
+
+The members must agree on everything the service relies on (labels, label groups, input spec,
+dataset split); they differ by seed. The checkpoint keeps each member's weights and config, and
+the ensemble's own config (the first member's, which carries the fall/clip rules), labels and
+metrics, so ``training.checkpoint.load_checkpoint`` returns a ``ProbabilityEnsemble`` and
+``export``, ``training.falls cv --write``, ``training.study`` and the bench treat it like any run.
+With test data (a fold's held-out trial) its metrics are measured as ``training.train`` measures a
+run: ``ActionDataset.evaluate`` on the ensemble's mean probabilities.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from skeleton.manifest import EnsembleMember, EnsembleSpec, sha256_file
+from skeleton.paths import REPO_ROOT, MissingDataError, data_root
+from training.checkpoint import load_checkpoint
+from training.config import TrainConfig
+
+CHECKPOINT = "checkpoint.pt"
+_SAME = ("labels", "label_groups")
+
+
+def build_ensemble(runs: Sequence[Path], out_dir: Path, data: Path | None, evaluate: bool = True,
+                   log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Write ``out_dir/checkpoint.pt`` (+ metrics.json, config.yaml) for the runs' mean-probability
+    ensemble; returns its metrics."""
+    raws = [torch.load(r / CHECKPOINT, map_location="cpu", weights_only=False) for r in runs]
+    first, cfg = raws[0], TrainConfig.model_validate(raws[0]["config"])
+    for run, raw in zip(runs[1:], raws[1:], strict=True):
+        other = TrainConfig.model_validate(raw["config"])
+        same = (other.input, other.dataset, other.model) == (cfg.input, cfg.dataset, cfg.model)
+        if not same or any(raw[k] != first[k] for k in _SAME):
+            raise ValueError(f"{run} differs from {runs[0]} in labels, input, dataset or model: "
+                             "not one recipe")
+    spec = EnsembleSpec(members=[
+        EnsembleMember(run=r.name, seed=int(TrainConfig.model_validate(raw["config"]).seed),
+                       sha256=sha256_file(r / CHECKPOINT))
+        for r, raw in zip(runs, raws, strict=True)
+    ])
+    member_metrics = [raw["metrics"] for raw in raws]
+    metrics: dict[str, Any] = {
+        "name": cfg.name, "dataset": cfg.dataset.name, "arch": cfg.model.arch,
+        "protocol": first["metrics"].get("protocol", ""),
+        "ensemble": spec.model_dump(),
+        "params": sum(int(m.get("params", 0)) for m in member_metrics),
+        "flops": sum(int(m.get("flops", 0)) for m in member_metrics),
+        "input_shape": first["metrics"].get("input_shape"),
+        "member_metrics": [{k: m[k] for k in ("clip_top1", "window_top1", "top1") if k in m}
+                           for m in member_metrics],
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / CHECKPOINT
+    torch.save({"members": [{k: raw[k] for k in ("state_dict", "config", "labels", "label_groups")}
+                            for raw in raws],
+                "ensemble": spec.model_dump(), "config": first["config"], "labels": first["labels"],
+                "label_groups": first["label_groups"], "metrics": metrics}, ckpt_path)
+    if evaluate and (cfg.dataset.test_trials or cfg.dataset.test_subjects) and data is not None:
+        from training.datasets import build_dataset
+        from training.train import predict
+
+        torch.set_num_threads(cfg.threads)
+        ds = build_dataset(cfg, data, REPO_ROOT)
+        if len(ds.test_labels):
+            model = load_checkpoint(ckpt_path).model
+            metrics.update(ds.evaluate(lambda x: predict(model, x)))
+            keys = ("top1", "clip_top1", "window_top1", "fall")
+            log(f"{out_dir.name}: " + json.dumps({k: metrics[k] for k in keys if k in metrics}))
+            raw = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            raw["metrics"] = metrics
+            torch.save(raw, ckpt_path)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(first["config"], sort_keys=False))
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.ensemble", description=__doc__.splitlines()[0])
+    ap.add_argument("runs", type=Path, nargs="+", help="run folders (each with checkpoint.pt), one recipe")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--data-dir", type=Path, default=None, help="data root (default $SKELACT_DATA_DIR)")
+    ap.add_argument("--no-eval", dest="evaluate", action="store_false", help="skip the test metrics")
+    args = ap.parse_args(argv)
+    if len(args.runs) < 2:
+        ap.error("an ensemble needs at least two runs")
+    try:
+        metrics = build_ensemble(args.runs, args.out, args.data_dir or data_root(), args.evaluate)
+    except (ValueError, MissingDataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: metrics[k] for k in ("clip_top1", "window_top1", "params", "flops") if k in metrics}
+                     | {"out": str(args.out), "members": [m.run for m in EnsembleSpec.model_validate(
+                         metrics["ensemble"]).members]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
