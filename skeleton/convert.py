@@ -64,8 +64,14 @@ def conversion_matrix(target: JointLayout) -> np.ndarray:
 
 
 def from_mediapipe(joints: np.ndarray, target: JointLayout) -> np.ndarray:
-    """Convert (..., 33, C) MediaPipe joints to (..., V_target, C)."""
+    """Convert (..., 33, C) MediaPipe joints to (..., V_target, C). A missing (NaN) landmark makes
+    only the target joints built from it NaN (a plain product would blank the whole frame: 0 * NaN)."""
     if joints.shape[-2] != MEDIAPIPE_33.num_joints:
         raise ValueError(f"expected 33 MediaPipe joints on axis -2, got shape {joints.shape}")
     m = conversion_matrix(target)
-    return np.einsum("vj,...jc->...vc", m, joints).astype(np.float32)
+    missing = ~np.isfinite(joints)
+    if not missing.any():
+        return np.einsum("vj,...jc->...vc", m, joints).astype(np.float32)
+    out = np.einsum("vj,...jc->...vc", m, np.where(missing, 0.0, joints)).astype(np.float32)
+    out[np.einsum("vj,...jc->...vc", (m != 0).astype(np.float32), missing.astype(np.float32)) > 0] = np.nan
+    return out

@@ -76,7 +76,7 @@ class Recording:
 def track_inputs(seq: SkeletonSequence, height: float, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
     """A track's windows as a stream cuts them (``skeleton.clip.window_ends`` over its sightings,
     frames up to its last one): their ends (W,) and model inputs (W, C, T, V); none for a blip."""
-    seen = np.isfinite(seq.image[:, :, :2]).all(axis=(1, 2))
+    seen = np.isfinite(seq.image[:, :, :2]).all(axis=2).any(axis=1)  # damaged frames keep their other joints
     if seen.sum() < MIN_TRACK_FRAMES:
         return np.zeros(0), np.zeros((0, spec.channels, spec.window.length, 0), np.float32)
     idx = np.nonzero(seen)[0]

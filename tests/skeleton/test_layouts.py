@@ -104,3 +104,17 @@ def test_mediapipe_to_kinect_on_real_pose() -> None:
     trunk = np.linalg.norm(j[:, k("shoulder_center")] - j[:, k("hip_center")], axis=1)
     shoulders = np.linalg.norm(j[:, k("left_shoulder")] - j[:, k("right_shoulder")], axis=1)
     assert 0.4 < np.median(trunk) < 0.7 and 0.25 < np.median(shoulders) < 0.5
+
+
+def test_a_missing_mediapipe_landmark_blanks_only_the_joints_built_from_it() -> None:
+    """Damaged input (a NaN landmark) must not make the whole converted frame NaN."""
+    rng = np.random.default_rng(0)
+    joints = rng.normal(size=(4, 33, 3)).astype(np.float32)
+    clean = from_mediapipe(joints, KINECT_20)
+    wrist = MEDIAPIPE_33.index("left_wrist")
+    joints[1, wrist] = np.nan
+    out = from_mediapipe(joints, KINECT_20)
+    uses = conversion_matrix(KINECT_20)[:, wrist] != 0
+    assert uses.any() and np.isnan(out[1, uses]).all()
+    np.testing.assert_array_equal(out[1, ~uses], clean[1, ~uses])
+    np.testing.assert_array_equal(out[[0, 2, 3]], clean[[0, 2, 3]])
