@@ -78,6 +78,9 @@ class ViewResult:
     # stream view: the stream's clock minus the recording's (the server dates frames on arrival);
     # the events' ``time`` and ``fall_time`` are given in the recording's clock
     clock_offset_s: float = 0.0
+    # clip view of an UP-Fall clip: the clip's label as /recognize decides it, and the true activity
+    label: str | None = None
+    truth: str | None = None
 
     @property
     def falls(self) -> int:
@@ -168,6 +171,7 @@ def clip_view(url: str, rec: Recording, model: str, overrides: dict[str, float] 
         return res
     body = r.json()
     res.events = body["falls"]
+    res.label = (body.get("clip") or {}).get("label")
     res.frames_sent = res.frames_processed = int(body["stats"]["frames_processed"])
     return res
 
@@ -321,7 +325,11 @@ def summarize(results: Sequence[ViewResult]) -> dict[str, Any]:
         ordinary = [r for r in others if r.kind in ("daily", "clips")]
         hours = sum(r.duration_s for r in ordinary) / 3600
         false = sum(r.falls for r in ordinary)
+        judged = [r for r in rs if r.truth is not None and view == "clip"]
         out[view] = {
+            # clip view: top-1 over the UP-Fall clips (the label /recognize gives the clip)
+            "clip_top1": round(sum(r.label == r.truth for r in judged) / len(judged), 4) if judged else None,
+            "wrong_clips": [f"{r.recording}->{r.label}" for r in judged if r.label != r.truth],
             "falls_found": f"{sum(r.falls > 0 for r in falls)}/{len(falls)}",
             "fall_recall": round(sum(r.falls > 0 for r in falls) / len(falls), 4) if falls else None,
             "missed": [r.recording for r in falls if not r.falls],
@@ -377,14 +385,17 @@ def evaluate(
         runs.append(run)
         recs = recordings(chosen, sets, joined_dir, limit)
         tasks = [(view, rec) for rec in recs for view in views]
+        labels = load_manifest(models_dir / name, verify_sha=False).labels
 
-        def one(task: tuple[str, Recording], model: str = name) -> ViewResult:
+        def one(task: tuple[str, Recording], model: str = name, labels: list[str] = labels) -> ViewResult:
             view, rec = task
             fn = {"clip": clip_view, "replay": replay_view, "stream": stream_view}[view]
             try:
                 res = fn(url, rec, model)
             except Exception as exc:  # one failed recording is reported, the run goes on
                 res = ViewResult(rec.name, view, rec.fall, rec.duration_s, rec.kind, error=repr(exc))
+            if rec.kind == "falls" and len(labels) >= _upfall_key(rec.path)[0]:
+                res.truth = labels[_upfall_key(rec.path)[0] - 1]
             print(
                 f"{model} {view:6s} {rec.name}: {[e['type'] for e in res.events]}"
                 + (f" ERROR {res.error}" if res.error else ""),
@@ -414,7 +425,7 @@ def _to_json(runs: Sequence[ModelRun]) -> str:
 def print_table(runs: Sequence[ModelRun]) -> None:
     print(
         f"\n{'model':32s} {'view':7s} {'falls found':12s} {'false falls':12s} "
-        f"{'false alarms / hour (hours)':28s} {'recovered':10s} frames processed"
+        f"{'false alarms / hour (hours)':28s} {'recovered':10s} {'frames processed':17s} clip top-1"
     )
     for run in runs:
         for view, s in run.summary()["views"].items():
@@ -422,7 +433,8 @@ def print_table(runs: Sequence[ModelRun]) -> None:
             tag = " (in-sample)" if run.in_sample else f" (trials {run.trials})"
             print(
                 f"{run.model + tag:32s} {view:7s} {s['falls_found']:12s} {s['false_fall_recordings']:12s} "
-                f"{per_hour:28s} {s['recovered_events']:<10d} {s['frames_processed_share']}"
+                f"{per_hour:28s} {s['recovered_events']:<10d} {s['frames_processed_share']:<17} "
+                f"{'-' if s['clip_top1'] is None else s['clip_top1']}"
             )
 
 

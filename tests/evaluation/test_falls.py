@@ -37,6 +37,11 @@ def test_benchmark_command_small(
     # the clip view does not depend on the machine's load: the fall is found
     assert clip["falls_found"] == "1/1" and clip["fall_recall"] == 1.0 and clip["errors"] == []
     assert clip["frames_processed_share"] == 1.0
+    # ... and the clip's label as /recognize decides it is scored against the activity
+    assert runs[0]["truth"] == "falling forward using hands" and clip["clip_top1"] in (0.0, 1.0)
+    assert clip["clip_top1"] == (runs[0]["label"] == runs[0]["truth"])
+    assert clip["wrong_clips"] == ([] if clip["clip_top1"] else [f"Activity1/Trial2Cam1->{runs[0]['label']}"])
+    assert summary["views"]["replay"]["clip_top1"] is None  # a stream has no clip label
     replay = summary["views"]["replay"]  # every frame, on the recording's clock: the fall is found too
     assert replay["falls_found"] == "1/1" and replay["errors"] == []
     assert replay["frames_processed_share"] == 1.0
@@ -46,4 +51,4 @@ def test_benchmark_command_small(
     fall = next(e for e in runs[0]["events"] if e["type"] == "fall")
     assert 0.5 <= fall["fall_time"] <= 6.0 and fall["time"] >= fall["fall_time"] + 1.5  # fall at ~1.2 s
     table = capsys.readouterr().out
-    assert f"{model} (trials [2])" in table and "false alarms / hour" in table
+    assert f"{model} (trials [2])" in table and "false alarms / hour" in table and "clip top-1" in table
