@@ -34,9 +34,10 @@ _SAME = ("labels", "label_groups")
 
 
 def build_ensemble(runs: Sequence[Path], out_dir: Path, data: Path | None, evaluate: bool = True,
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Write ``out_dir/checkpoint.pt`` (+ metrics.json, config.yaml) for the runs' mean-probability
-    ensemble; returns its metrics."""
+                   log: Callable[[str], None] = print, plots: bool = True) -> dict[str, Any]:
+    """Write ``out_dir/checkpoint.pt`` (+ metrics.json, config.yaml, the PNGs: the members' curves,
+    the confusion matrices when measured) for the runs' mean-probability ensemble; returns its
+    metrics."""
     raws = [torch.load(r / CHECKPOINT, map_location="cpu", weights_only=False) for r in runs]
     first, cfg = raws[0], TrainConfig.model_validate(raws[0]["config"])
     for run, raw in zip(runs[1:], raws[1:], strict=True):
@@ -60,6 +61,7 @@ def build_ensemble(runs: Sequence[Path], out_dir: Path, data: Path | None, evalu
         "input_shape": first["metrics"].get("input_shape"),
         "member_metrics": [{k: m[k] for k in ("clip_top1", "window_top1", "top1") if k in m}
                            for m in member_metrics],
+        "member_history": {r.name: m.get("history", []) for r, m in zip(runs, member_metrics, strict=True)},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT
@@ -83,6 +85,10 @@ def build_ensemble(runs: Sequence[Path], out_dir: Path, data: Path | None, evalu
             torch.save(raw, ckpt_path)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (out_dir / "config.yaml").write_text(yaml.safe_dump(first["config"], sort_keys=False))
+    if plots:
+        from training.plots import plot_run
+
+        plot_run(out_dir)
     return metrics
 
 

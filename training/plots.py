@@ -41,6 +41,25 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def plot_member_curves(histories: dict[str, list[dict[str, Any]]], path: Path, title: str) -> None:
+    """An ensemble's members: training loss and top-1 per epoch, one line per member."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, history in histories.items():
+        epochs = [h["epoch"] for h in history]
+        ax_loss.plot(epochs, [h["train_loss"] for h in history], label=name)
+        ax_acc.plot(epochs, [h["train_top1"] for h in history], label=name)
+    for ax, label in ((ax_loss, "cross-entropy"), (ax_acc, "top-1 (train, augmented)")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    ax_acc.set_ylim(0, 1)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
 def plot_confusion(cm: Sequence[Sequence[int]], labels: Sequence[str], path: Path, title: str) -> None:
     """Row-normalised confusion matrix (rows: true class) with counts in the cells."""
     m = np.asarray(cm, np.float64)
@@ -74,7 +93,11 @@ def plot_run(run_dir: Path) -> list[Path]:
     m = json.loads((run_dir / "metrics.json").read_text())
     name, arch = m.get("name", run_dir.name), m.get("arch", "")
     out = [run_dir / "curves.png"]
-    plot_curves(m["history"], out[0], f"{name} ({arch})")
+    if "member_history" in m:  # an ensemble (training.ensemble): its members' training
+        k = len(m["member_history"])
+        plot_member_curves(m["member_history"], out[0], f"{name} ({arch}, ensemble of {k})")
+    else:
+        plot_curves(m["history"], out[0], f"{name} ({arch})")
     labels = list((m.get("per_class_accuracy") or m.get("window_per_class_accuracy") or {}).keys())
     if "confusion_matrix" in m and labels:
         level, acc = ("window", m.get("window_top1")) if "window_top1" in m else ("test", m.get("top1"))

@@ -70,6 +70,8 @@ def test_manifest_names_the_members_and_the_summed_cost(ensemble: Path) -> None:
     single = load_manifest_metrics(ensemble / "run-s0")
     assert m.metrics["flops"] == 2 * single["flops"] and m.metrics["params"] == 2 * single["params"]
     assert "top1" in m.metrics and len(m.metrics["member_metrics"]) == 2  # measured on subject 2
+    for png in ("curves.png", "confusion.png"):  # the members' curves; the ensemble's own confusion
+        assert (ensemble / "zoo" / "tiny-ens" / png).is_file()
     assert type(m).model_validate_json(m.model_dump_json()) == m
 
 
