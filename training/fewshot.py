@@ -3,6 +3,7 @@
     python -m training.fewshot run [--splits 21-27 r0 r1 r2 r3 all] [--draws 50]  # the whole report
     python -m training.fewshot select            # the method choice, on training subjects/classes only
     python -m training.fewshot calibrate         # open-set thresholds, on training subjects only
+    python -m training.fewshot centre --checkpoint runs/fewshot/all/embedding/checkpoint.pt  # before export
 
 Protocol (issue 17): for a split, an embedding and the plain ST-GCN++ lite classifier (the baseline)
 are trained on its 20 base actions with training subjects 1,3,5,7; its 7 unseen actions are enrolled
@@ -53,8 +54,10 @@ from training.metric_learning import (
     embedder_encoder,
     encode,
     feature_encoder,
+    fit_centre,
     head_encoder,
     joints_encoder,
+    refit_centre,
     utd_windows,
 )
 from training.metrics import auroc, youden_threshold
@@ -211,18 +214,32 @@ def backbone_of(ckpt: Path | None, cfg: TrainConfig, seed: int = 0) -> STGCNClas
     return model
 
 
-def method_encoders(emb: Path, clf: Path, cfg: TrainConfig) -> dict[str, Encoder]:
-    """Every compared method. ``embedding`` is the shipped model (its joint readout); the baselines
-    are as the issue defines them (pooled penultimate features of the plain classifier, of an
-    untrained network), and each backbone is also read out like the embedding (``*-joints``,
-    ``embedding-pooled``) to show what the training and what the readout contribute."""
+def centred_embedding(ckpt: Path, bank: ClipBank, actions: Sequence[int]) -> SkeletonEmbedder:
+    """The embedding with its output centre fitted on ``actions``' windows of the training subjects
+    (what it was trained on), as ``training.metric_learning.train_embedding`` now does itself."""
+    model = load_checkpoint(ckpt).model
+    assert isinstance(model, SkeletonEmbedder)
+    keep = np.flatnonzero(np.isin(bank.actions, list(actions)) & np.isin(bank.subjects, TRAIN_SUBJECTS))
+    fit_centre(model, np.concatenate([bank.windows[i] for i in keep]))
+    return model
+
+
+def method_encoders(
+    emb: Path, clf: Path, cfg: TrainConfig, bank: ClipBank, base: Sequence[int]
+) -> dict[str, Encoder]:
+    """Every compared method. ``embedding`` is the model as exported (its centred joint readout,
+    the centre fitted on the split's base actions); the baselines are as the issue defines them
+    (pooled penultimate features of the plain classifier, of an untrained network), and each
+    backbone is also read out like the embedding (``*-joints``, ``embedding-pooled``,
+    ``embedding-uncentred``) to show what the training, the readout and the centring contribute."""
     backbones = {
         "embedding": backbone_of(emb, cfg),
         "classifier": backbone_of(clf, cfg),
         "untrained": backbone_of(None, cfg),
     }
     return {
-        "embedding": joints_encoder(backbones["embedding"]),
+        "embedding": embedder_encoder(centred_embedding(emb, bank, base)),
+        "embedding-uncentred": joints_encoder(backbones["embedding"]),
         "embedding-pooled": feature_encoder(backbones["embedding"]),
         "classifier": feature_encoder(backbones["classifier"]),
         "classifier-joints": joints_encoder(backbones["classifier"]),
@@ -465,7 +482,8 @@ def calibrate(
     )
     keep = np.isin(bank.actions, cal) & np.isin(bank.subjects, TRAIN_SUBJECTS)
     result: dict[str, Any] = {"split": "cal", "unseen": cal, "draws": draws, "methods": {}}
-    for name, enc in method_encoders(emb, clf, split_config("cal", "embedding")).items():
+    encoders = method_encoders(emb, clf, split_config("cal", "embedding"), bank, base_actions("cal"))
+    for name, enc in encoders.items():
         vecs = bank.vectors(enc, keep)
         per_shot = {}
         for shots in SHOTS:
@@ -536,7 +554,7 @@ def evaluate_split(
     group = same_kind(unseen) if split != "all" else None
     cross_kind = split == "21-27"  # enrol the 7 leg/whole-body actions, the base arm gestures are unknown
     keep = np.isin(bank.actions, unseen) | (cross_kind & np.isin(bank.subjects, TEST_SUBJECTS))
-    encoders = method_encoders(emb, clf, split_config(split, "embedding"))
+    encoders = method_encoders(emb, clf, split_config(split, "embedding"), bank, base)
     result: dict[str, Any] = {
         "split": split,
         "unseen": unseen,
@@ -693,6 +711,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 METHODS = {"embedding": "embedding", "classifier": "classifier features", "untrained": "untrained network"}
 READOUTS = {
+    "embedding-uncentred": "embedding, uncentred",
     "embedding-pooled": "embedding, pooled",
     "classifier-joints": "classifier, joint readout",
     "untrained-joints": "untrained, joint readout",
@@ -869,7 +888,8 @@ def report(out: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.fewshot", description=__doc__.splitlines()[0])
-    ap.add_argument("command", choices=["run", "train", "select", "calibrate", "report", "splits"])
+    ap.add_argument("command", choices=["run", "train", "select", "calibrate", "report", "splits", "centre"])
+    ap.add_argument("--checkpoint", type=Path, help="centre: an embedding trained before the centred readout")
     ap.add_argument("--splits", nargs="*", default=["21-27", *(f"r{s}" for s in RANDOM_SPLIT_SEEDS), "all"])
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), help="select: which objectives")
     ap.add_argument("--kinds", nargs="*", default=["embedding", "classifier"], help="train: what to train")
@@ -891,6 +911,10 @@ def main(argv: list[str] | None = None) -> int:
     root = args.data_dir or data_root()
     if args.command == "splits":
         print(json.dumps({k: {"unseen": v, "base": base_actions(k)} for k, v in splits().items()}, indent=1))
+        return 0
+    if args.command == "centre":  # fit its centre, take the recipe's calibrated scale and open-set rule
+        centre = refit_centre(args.checkpoint, root, load_config(EMBEDDING_CONFIG))
+        print(f"{args.checkpoint}: centre fitted (norm {float(np.linalg.norm(centre)):.4f})")
         return 0
     if args.command == "report":
         (args.out / "summary.json").write_text(json.dumps(summary(args.out), indent=1))
