@@ -51,6 +51,17 @@ def is_unknown(spec: OpenSetSpec, values: np.ndarray, threshold: float | None = 
     return np.asarray(open_set_score(spec.score, values) < t)
 
 
+def with_unknown_column(probs: np.ndarray, unknown: np.ndarray) -> np.ndarray:
+    """(N, K) window probabilities -> (N, K + 1) over ``labels + ["unknown"]``: an unknown window
+    gets ``[0, ..., 0, 1]``, every other window its own probabilities and 0 for ``unknown``. A
+    clip's mean over these says ``unknown`` when its unknown windows outweigh every label."""
+    p = np.asarray(probs)
+    out = np.concatenate([p, np.zeros((len(p), 1), p.dtype)], axis=1)
+    out[unknown] = 0.0
+    out[unknown, -1] = 1.0
+    return out
+
+
 def clip_score(window_scores: np.ndarray) -> float:
     """A clip's (or segment's) score from its windows' scores: their median, so a clip is unknown
     exactly when most of its windows are. An untrimmed clip (stand, fall, lie) is judged by what it
