@@ -190,25 +190,31 @@ def set_threshold(embedder: OnnxEmbedder, cache: Path, seconds: float = ENROL_SE
     """Choose the action sets' threshold across UP-Fall trials (module docstring)."""
     m = embedder.manifest
     assert m.embedding is not None
-    grid = np.array(THRESHOLD_GRID)
     vecs = {t: _clip_vectors(embedder, cache, t) for t in (1, 2)}
+    return {"embedding": m.name, **choose_set_threshold(vecs, m.embedding.logit_scale, seconds)}
+
+
+def choose_set_threshold(vecs: dict[int, Vectors], logit_scale: float, seconds: float) -> dict[str, Any]:
+    """``vecs``: trial -> activity -> (window ends, window embeddings). Per direction, the grid
+    threshold with the most right clips over the held-out pairs (the middle one of ties), measured
+    on the other direction; the result's ``threshold`` is the mean of the two choices."""
+    grid = np.array(THRESHOLD_GRID)
     held_outs = [(), *itertools.combinations(DAILY, 2)]
     right: dict[tuple[int, int], np.ndarray] = {}
     full: dict[tuple[int, int], list[list[str]]] = {}
     for a, b in ((1, 2), (2, 1)):
         right[a, b] = np.zeros((len(held_outs), len(grid)))
+        examples = {str(act): pool(v[ends <= seconds])[None] for act, (ends, v) in vecs[a].items()}
         for h, held in enumerate(held_outs):
-            examples = {str(act): pool(v[ends <= seconds])[None] for act, (ends, v) in vecs[a].items()}
             protos = PrototypeSet.from_examples({k: v for k, v in examples.items() if int(k) not in held})
             for act, (_, v) in vecs[b].items():
-                labels = set_clip_labels(protos, v, m.embedding.logit_scale, grid)
+                labels = set_clip_labels(protos, v, logit_scale, grid)
                 truth = UNKNOWN if act in held else str(act)
                 right[a, b][h] += [lab == truth for lab in labels]
                 if not held:
                     full.setdefault((a, b), []).append(labels)
     result: dict[str, Any] = {
-        "embedding": m.name,
-        "logit_scale": m.embedding.logit_scale,
+        "logit_scale": logit_scale,
         "held_out_pairs": len(held_outs) - 1,
         "grid": grid.tolist(),
         "folds": {},
@@ -219,17 +225,17 @@ def set_threshold(embedder: OnnxEmbedder, cache: Path, seconds: float = ENROL_SE
         best = np.flatnonzero(score == score.max())
         i = int(best[len(best) // 2])  # the middle of the best thresholds
         chosen[a, b] = float(grid[i])
-        test = right[c, d]
         labels = np.array(full[c, d])[:, i]
         truth = [str(act) for act in vecs[d]]
         falls = [j for j, act in enumerate(vecs[d]) if act <= len(FALL_LABELS)]
         fall_names = {str(f) for f in range(1, len(FALL_LABELS) + 1)}
+        recall = float(np.mean([labels[j] in fall_names for j in falls])) if falls else None
         result["folds"][f"chosen on trial {a} -> {b}, measured on trial {c} -> {d}"] = {
             "threshold": chosen[a, b],
             "chosen_on_right": float(score[i] / (len(held_outs) - 1) / len(vecs[b])),
-            "held_out_right": float(test[1:, i].sum() / (len(held_outs) - 1) / len(vecs[d])),
+            "held_out_right": float(right[c, d][1:, i].sum() / (len(held_outs) - 1) / len(vecs[d])),
             "full_set_top1": float(np.mean([lab == t for lab, t in zip(labels, truth, strict=True)])),
-            "full_set_fall_recall": float(np.mean([labels[j] in fall_names for j in falls])),
+            "full_set_fall_recall": recall,
             "full_set_unknown": int((labels == UNKNOWN).sum()),
         }
     result["threshold"] = float(np.mean(list(chosen.values())))

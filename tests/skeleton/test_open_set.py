@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from skeleton.manifest import EmbeddingSpec, ModelManifest, OpenSetSpec
-from skeleton.open_set import clip_score, is_unknown, open_set_score
+from skeleton.open_set import clip_score, is_unknown, open_set_score, with_unknown_column
 from skeleton.paths import REPO_ROOT
 from skeleton.prototypes import UNKNOWN, PrototypeSet, pool
 
@@ -31,6 +31,18 @@ def test_open_set_scores() -> None:
         clip_score(np.array([]))
     with pytest.raises(ValueError, match="open-set score"):
         open_set_score("entropy", logits)
+
+
+def test_unknown_windows_get_the_unknown_column() -> None:
+    """Windows below the threshold become [0, ..., 0, 1] over labels + unknown, the others keep
+    their probabilities; a clip's mean then says unknown exactly when those windows outweigh."""
+    probs = np.array([[0.7, 0.3], [0.6, 0.4], [0.9, 0.1]], np.float32)
+    out = with_unknown_column(probs, np.array([True, False, True]))
+    assert out.dtype == probs.dtype
+    assert np.allclose(out, [[0, 0, 1], [0.6, 0.4, 0], [0, 0, 1]])
+    assert int(out.mean(axis=0).argmax()) == 2
+    assert int(with_unknown_column(probs, np.array([True, False, False])).mean(axis=0).argmax()) == 0
+    assert probs[0].tolist() == pytest.approx([0.7, 0.3])  # the input is not changed
 
 
 def test_prototypes_classify_reject_and_follow_their_examples() -> None:
