@@ -2,6 +2,7 @@
 
     python -m training.fewshot run [--splits 21-27 r0 r1 r2 r3 all] [--draws 50]  # the whole report
     python -m training.fewshot select            # the method choice, on training subjects/classes only
+    python -m training.fewshot select-readout    # centred or not, mirrored, k-NN: training subjects only
     python -m training.fewshot calibrate         # open-set thresholds, on training subjects only
     python -m training.fewshot centre --checkpoint runs/fewshot/all/embedding/checkpoint.pt  # before export
 
@@ -46,7 +47,7 @@ from models.embedding import SkeletonEmbedder
 from models.stgcn import STGCNClassifier
 from skeleton.open_set import LOGIT_SCORES, clip_score, open_set_score, softmax
 from skeleton.paths import REPO_ROOT, data_root
-from skeleton.prototypes import PrototypeSet
+from skeleton.prototypes import PrototypeSet, normalize
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig, load_config
 from training.metric_learning import (
@@ -695,6 +696,63 @@ def select(
     return result
 
 
+def mirrored(encoder: Encoder, layout: str) -> Encoder:
+    """Test-time mirroring: each window's vector averaged with its left/right mirror's (x negated,
+    paired joints swapped), normalised."""
+    from skeleton.layouts import get_layout
+
+    perm = np.arange(get_layout(layout).num_joints)
+    for a, b in get_layout(layout).mirror_pairs:
+        perm[a], perm[b] = b, a
+
+    def enc(w: np.ndarray) -> np.ndarray:
+        m = w[..., perm].copy()
+        m[:, 0] *= -1
+        return normalize(encoder(w) + encoder(m))
+
+    return enc
+
+
+def nearest_example(vecs: np.ndarray, bank: ClipBank, episodes: list[Episode]) -> dict[str, Any]:
+    """``closed_set`` with the nearest single example instead of the nearest prototype (k-NN, k=1)."""
+    acc = []
+    for ep in episodes:
+        actions = np.array([a for a, idx in ep.support.items() for _ in idx])
+        examples = normalize(np.concatenate([vecs[idx] for idx in ep.support.values()]))
+        pred = actions[(normalize(vecs[ep.queries]) @ examples.T).argmax(axis=1)]
+        acc.append(float((pred == bank.actions[ep.queries]).mean()))
+    return {"mean": float(np.mean(acc)), "std": float(np.std(acc)), "draws": len(acc)}
+
+
+def select_readout(out: Path, root: Path, draws: int, split_names: Sequence[int | str]) -> dict[str, Any]:
+    """The readout of a trained embedding, chosen on training subjects only: every split's unseen
+    actions, each draw enrolling from three of subjects 1,3,5,7 and querying the fourth (as
+    ``select``); the uncentred joint readout, the centred one (the model's output since this
+    choice), test-time mirroring, and the nearest example instead of the prototype."""
+    bank = ClipBank.load(root, split_config("cal", "embedding"))
+    result: dict[str, Any] = {"draws": draws, "splits": {}}
+    for split in (str(s) for s in split_names):
+        cfg = split_config(split, "embedding")
+        ckpt = out / split / "embedding" / "checkpoint.pt"
+        unseen = unseen_actions(split)
+        keep = np.isin(bank.actions, unseen) & np.isin(bank.subjects, TRAIN_SUBJECTS)
+        plain = joints_encoder(backbone_of(ckpt, cfg))
+        centred = bank.vectors(embedder_encoder(centred_embedding(ckpt, bank, base_actions(split))), keep)
+        vecs = {"uncentred": bank.vectors(plain, keep), "centred": centred,
+                "mirrored": bank.vectors(mirrored(plain, cfg.input.layout), keep)}
+        found: dict[str, Any] = {}
+        for k in SHOTS:
+            eps = draw_episodes(bank, unseen, k, draws, 500 + k, None, None)
+            for name, v in vecs.items():
+                found.setdefault(name, {})[str(k)] = closed_set(v, bank, eps)
+            found.setdefault("centred, nearest example", {})[str(k)] = nearest_example(centred, bank, eps)
+        result["splits"][split] = found
+        _log(f"[readout] {split}: " + ", ".join(
+            f"{n} {100 * r['1']['mean']:.1f} / {100 * r['5']['mean']:.1f}" for n, r in found.items()))
+    _save(out / "select-readout.json", result)
+    return result
+
+
 VARIANTS: dict[str, dict[str, Any]] = {
     "untrained": {},
     "classifier": {},
@@ -888,7 +946,8 @@ def report(out: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.fewshot", description=__doc__.splitlines()[0])
-    ap.add_argument("command", choices=["run", "train", "select", "calibrate", "report", "splits", "centre"])
+    commands = ["run", "train", "select", "select-readout", "calibrate", "report", "splits", "centre"]
+    ap.add_argument("command", choices=commands)
     ap.add_argument("--checkpoint", type=Path, help="centre: an embedding trained before the centred readout")
     ap.add_argument("--splits", nargs="*", default=["21-27", *(f"r{s}" for s in RANDOM_SPLIT_SEEDS), "all"])
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), help="select: which objectives")
@@ -919,6 +978,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         (args.out / "summary.json").write_text(json.dumps(summary(args.out), indent=1))
         print(report(args.out))
+        return 0
+    if args.command == "select-readout":
+        select_readout(args.out, root, args.draws, [s for s in args.splits if s != "all"])
         return 0
     if args.command == "select":
         select(args.out, root, args.draws, {k: VARIANTS[k] for k in args.variants}, overrides)
