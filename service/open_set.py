@@ -30,14 +30,14 @@ from skeleton.prototypes import UNKNOWN
 __all__ = ["UNKNOWN", "UnknownBatcher", "check_threshold", "default_threshold", "with_unknown"]
 
 # the range of each score, for validation (max_logit and energy are unbounded)
-_RANGES = {"max_softmax": (0.0, 1.0), "max_cosine": (-1.0, 1.0)}
+_RANGES = {"max_softmax": (0.0, 1.0), "max_cosine": (-1.0, 1.0), "relative_cosine": (-10.0, 10.0)}
 
 
 def score_of(model: LoadedModel) -> str:
     """The score a model's windows are judged by."""
     m = model.manifest
     if m.kind == "embedding" or m.embedding is not None:
-        return "max_cosine"
+        return m.open_set.score if m.open_set is not None else "max_cosine"
     return score_name(m)
 
 

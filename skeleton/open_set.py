@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from skeleton.manifest import OpenSetSpec
 
 LOGIT_SCORES = ("max_softmax", "max_logit", "energy")
-SIMILARITY_SCORES = ("max_cosine",)
+SIMILARITY_SCORES = ("max_cosine", "relative_cosine")  # relative_cosine: PrototypeSet.relative_scores
 
 
 def softmax(logits: np.ndarray, scale: float = 1.0) -> np.ndarray:
@@ -37,7 +37,7 @@ def open_set_score(score: str, values: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected (N, K>0) values, got {v.shape}")
     if score == "max_softmax":
         return np.asarray(softmax(v).max(axis=1))
-    if score in ("max_logit", "max_cosine"):
+    if score in ("max_logit", "max_cosine", "relative_cosine"):  # relative: without spreads, the max
         return np.asarray(v.max(axis=1))
     if score == "energy":
         m = v.max(axis=1)

@@ -19,8 +19,9 @@ fall group, the manifest's default threshold 0.5: nothing tuned on these clips).
 unknown = the 2 held out. The score and its threshold are chosen on one fold's held-out trial and
 measured on the other fold (both ways); the shipped model gets the mean of the two thresholds.
 
-``set-threshold`` chooses the embedding's ``max_cosine`` threshold, which every action set uses by
-default, on MediaPipe skeletons (what the service sees) instead of UTD-MHAD's Kinect: a set
+``set-threshold`` chooses the embedding's ``relative_cosine`` threshold (a window's cosine to its
+nearest label over that label's example spread, ``skeleton.prototypes``), which every action set
+uses by default, on MediaPipe skeletons (what the service sees) instead of UTD-MHAD's Kinect: a set
 enrolled from one trial as ``evaluation.action_sets`` enrols it (each Cam1 clip's first 10 s, one
 example per activity) but without two daily activities, for each of the 15 pairs of the six daily
 activities; every Cam1 clip of the other trial through the service's clip rule (windows below the
@@ -48,7 +49,7 @@ from skeleton.manifest import ModelManifest, load_manifest
 from skeleton.open_set import LOGIT_SCORES, clip_score, open_set_score, softmax, with_unknown_column
 from skeleton.paths import REPO_ROOT
 from skeleton.preprocess import prepare_window
-from skeleton.prototypes import UNKNOWN, PrototypeSet, pool
+from skeleton.prototypes import UNKNOWN, PrototypeSet, pool, spread
 from training.config import TrainConfig, load_config
 from training.metrics import auroc, binary_metrics, youden_threshold
 from training.upfall import (
@@ -156,7 +157,7 @@ def enrol_and_test(embedder: OnnxEmbedder, cache: Path, enrol_trial: int, test_t
 
 DAILY = (6, 7, 8, 9, 10, 11)  # walking .. laying: the activities a set is enrolled without, in pairs
 ENROL_SECONDS = 10.0  # evaluation.action_sets' example: each clip's first 10 s
-THRESHOLD_GRID = tuple(round(0.025 * i, 3) for i in range(-8, 41))  # cosine -0.2 .. 1.0
+THRESHOLD_GRID = tuple(round(0.025 * i, 3) for i in range(-8, 61))  # relative cosine -0.2 .. 1.5
 
 
 Vectors = dict[int, tuple[np.ndarray, np.ndarray]]
@@ -179,9 +180,9 @@ def set_clip_labels(
     protos: PrototypeSet, windows: np.ndarray, logit_scale: float, thresholds: np.ndarray
 ) -> list[str]:
     """The set's clip label at each threshold: the service's windows -> softmax(scale x cosine),
-    ``unknown`` below the threshold, mean over the clip, argmax."""
+    ``unknown`` when the relative cosine is below the threshold, mean over the clip, argmax."""
     sims = protos.similarities(windows)
-    probs, best = softmax(sims, logit_scale), sims.max(axis=1)
+    probs, best = softmax(sims, logit_scale), protos.relative_scores(sims)
     names = [*protos.labels, UNKNOWN]
     return [names[int(with_unknown_column(probs, best < t).mean(axis=0).argmax())] for t in thresholds]
 
@@ -204,9 +205,13 @@ def choose_set_threshold(vecs: dict[int, Vectors], logit_scale: float, seconds: 
     full: dict[tuple[int, int], list[list[str]]] = {}
     for a, b in ((1, 2), (2, 1)):
         right[a, b] = np.zeros((len(held_outs), len(grid)))
-        examples = {str(act): pool(v[ends <= seconds])[None] for act, (ends, v) in vecs[a].items()}
+        first = {str(act): v[ends <= seconds] for act, (ends, v) in vecs[a].items()}  # the examples' windows
+        examples = {k: pool(w) for k, w in first.items()}
+        spreads = {k: [spread(w, examples[k])] for k, w in first.items()}
         for h, held in enumerate(held_outs):
-            protos = PrototypeSet.from_examples({k: v for k, v in examples.items() if int(k) not in held})
+            keep = [k for k in examples if int(k) not in held]
+            kept = {k: examples[k][None] for k in keep}
+            protos = PrototypeSet.from_examples(kept, {k: spreads[k] for k in keep})
             for act, (_, v) in vecs[b].items():
                 labels = set_clip_labels(protos, v, logit_scale, grid)
                 truth = UNKNOWN if act in held else str(act)

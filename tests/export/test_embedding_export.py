@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from skeleton.manifest import load_manifest
-from skeleton.open_set import LOGIT_SCORES, clip_score, open_set_score
+from skeleton.open_set import LOGIT_SCORES, SIMILARITY_SCORES, clip_score, open_set_score
 from skeleton.prototypes import UNKNOWN, PrototypeSet, pool
 from tests.conftest import REPO_ROOT, require_data
 from tests.model_helpers import require_cache
@@ -47,7 +47,7 @@ def test_embedding_export_parity_and_manifest(tmp_path: Path) -> None:
     assert m.kind == "embedding" and m.labels == [] and m.embedding is not None
     assert m.embedding.dim == model.dim and len(m.embedding.trained_on) == 20
     assert m.onnx.output_name == EMBEDDING_OUTPUT_NAME and m.onnx.output_shape == ["batch", model.dim]
-    assert m.open_set is not None and m.open_set.score == "max_cosine"  # from the config
+    assert m.open_set is not None and m.open_set.score in SIMILARITY_SCORES  # from the config
     assert m.metrics["onnx_parity"]["rel_error"] < 1e-4
     assert load_manifest(tmp_path / "emb") == m
     clips = load_utd_mhad(require_data(), {2})[::40]
@@ -121,7 +121,8 @@ def test_shipped_embedding_enrols_and_rejects_on_real_windows() -> None:
 
     m = load_manifest(EMBEDDING)
     assert m.kind == "embedding" and m.embedding is not None and m.open_set is not None
-    assert m.open_set.score == "max_cosine" and m.labels == [] and m.embedding.dim == m.onnx.output_shape[1]
+    assert m.open_set.score in SIMILARITY_SCORES and m.labels == []
+    assert m.embedding.dim == m.onnx.output_shape[1]
     sess = ort.InferenceSession(str(EMBEDDING / "model.onnx"), providers=["CPUExecutionProvider"])
 
     def vector(clip) -> np.ndarray:  # type: ignore[no-untyped-def]
