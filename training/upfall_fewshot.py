@@ -230,18 +230,18 @@ def choose_set_threshold(vecs: dict[int, Vectors], logit_scale: float, seconds: 
         best = np.flatnonzero(score == score.max())
         i = int(best[len(best) // 2])  # the middle of the best thresholds
         chosen[a, b] = float(grid[i])
-        labels = np.array(full[c, d])[:, i]
-        truth = [str(act) for act in vecs[d]]
+        got = np.array(full[c, d])[:, i]
+        names = [str(act) for act in vecs[d]]
         falls = [j for j, act in enumerate(vecs[d]) if act <= len(FALL_LABELS)]
         fall_names = {str(f) for f in range(1, len(FALL_LABELS) + 1)}
-        recall = float(np.mean([labels[j] in fall_names for j in falls])) if falls else None
+        recall = float(np.mean([got[j] in fall_names for j in falls])) if falls else None
         result["folds"][f"chosen on trial {a} -> {b}, measured on trial {c} -> {d}"] = {
             "threshold": chosen[a, b],
             "chosen_on_right": float(score[i] / (len(held_outs) - 1) / len(vecs[b])),
             "held_out_right": float(right[c, d][1:, i].sum() / (len(held_outs) - 1) / len(vecs[d])),
-            "full_set_top1": float(np.mean([lab == t for lab, t in zip(labels, truth, strict=True)])),
+            "full_set_top1": float(np.mean(got == np.array(names))),
             "full_set_fall_recall": recall,
-            "full_set_unknown": int((labels == UNKNOWN).sum()),
+            "full_set_unknown": int(np.sum(got == UNKNOWN)),
         }
     result["threshold"] = float(np.mean(list(chosen.values())))
     return result
