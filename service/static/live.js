@@ -201,6 +201,7 @@ export class LiveView {
     this.ready = false;
     if (!this.running) return;
     this.last = null; // the next server starts new tracks: do not keep drawing the old ones
+    this.pending.clear(); // never answered now
     this.showLive();
     clearOverlay(this.overlay);
     renderPeople([]);

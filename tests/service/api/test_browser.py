@@ -453,6 +453,7 @@ def test_slow_network_warns_and_recovers(page: Any, server: Server) -> None:
     cdp.send("Network.emulateNetworkConditions", slow)
     page.wait_for_selector("#status[data-level='warn'] >> text=Slow network", timeout=45_000)
     page.screenshot(path=str(ARTIFACTS / "slow.png"))
+    assert int(page.get_attribute("#stage", "data-frames-kept") or -1) <= 2, "only frames in flight are kept"
     fast = {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
     cdp.send("Network.emulateNetworkConditions", fast)
     page.wait_for_selector("#status[data-level='ok'] >> text=Streaming", timeout=45_000)
@@ -607,6 +608,9 @@ def test_reconnects_when_the_server_goes_away(page: Any, server: Server) -> None
         "window.__status.some(s => s.includes('going away') && s.startsWith('warn'))", timeout=60_000
     )
     page.wait_for_selector("#people .person", state="detached", timeout=15_000)
+    # no frame of the closed stream is kept or shown: the live video until the new stream answers
+    assert page.get_attribute("#stage", "data-frames-kept") == "0"
+    assert page.get_attribute("#stage", "data-view") == "live"
     assert server.proc.wait(60) in (0, -signal.SIGTERM), "the drained server exits"
     assert any(m.get("code") == "shutting_down" for m in rec.errors), rec.errors
     server.stop()
