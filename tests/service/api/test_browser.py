@@ -574,6 +574,31 @@ def test_each_skeleton_is_drawn_on_the_frame_it_came_from(playwright_api: Any, s
         b.close()
 
 
+IN_FLIGHT_RELEASES = """async () => {
+    const { InFlight } = await import('/static/synced.js');
+    const closed = [], counts = [];
+    const bitmap = name => ({ name, close: () => closed.push(name) });
+    const q = new InFlight(n => counts.push(n));
+    q.add(1.0, 0, bitmap('a')); q.add(1.0667, 10, bitmap('b')); q.add(1.1333, 20, bitmap('c'));
+    const b = q.take(1.0667);            // 'a' was dropped by the server: released; 'b' is the caller's
+    const late = q.take(1.0);            // a reply for a frame no longer held: nothing
+    q.add(1.2, 30, bitmap('d'));
+    const left = q.clear();              // stall, close, stop: every bitmap released
+    return { got: b && b.bitmap.name, late, closed, counts, left, length: q.length };
+}"""
+
+
+def test_frames_in_flight_are_released(page: Any, server: Server) -> None:
+    """service/static/synced.js on its own: a reply takes its frame by capture time (rounded as
+    the server echoes it) and releases the older ones the server dropped; clear() releases the rest."""
+    page.goto(server.url + "/")
+    out = page.evaluate(IN_FLIGHT_RELEASES)
+    assert out["got"] == "b" and out["late"] is None, out
+    assert out["closed"] == ["a", "c", "d"], out
+    assert out["left"] == 2 and out["length"] == 0 and out["counts"][-1] == 0, out
+    assert max(out["counts"]) == 3, out
+
+
 def _ms(text: str | None) -> float:
     assert text and text.endswith(" ms"), text
     return float(text.removesuffix(" ms"))
