@@ -48,6 +48,7 @@ CLIP = ("clips", "stgcn_ta_chi.mp4")  # one person, full body, 10 s
 # within the time limit (the thresholds are ordinary operator settings, see service/core/config.py).
 SERVER_ENV = {"SKELACT_PROVIDERS": "cpu", "SKELACT_ENTER_THRESHOLD": "0.25", "SKELACT_EXIT_THRESHOLD": "0.15"}
 LIVE_LABEL_TIMEOUT_MS = 120_000  # pose + a full model window on 2 shared CPU cores
+STALL_S = 5.0  # service/static/live.js STALL_MS: frames unanswered this long are given up
 UPLOAD_TIMEOUT_MS = 240_000
 
 
@@ -486,22 +487,24 @@ RECORD_PAINTS = """bandFraction => {
         }
         return out;
     };
-    const sample = ev => {
+    const sample = (ev, before, after) => {  // performance.now() around the page's handler
         let msg; try { msg = JSON.parse(ev.data); } catch { return; }
         if (msg.type !== 'frame') return;
-        const age = performance.now() - msg.timestamp * 1000;  // the page's capture clock (docs/api.md)
         const pics = [...stage.querySelectorAll('video, canvas')].filter(e => e.id !== 'overlay' && shown(e));
         const pic = pics.at(-1);
         window.__paints.push({timestamp: msg.timestamp, tracks: msg.tracks.length,
             picture: pic ? pic.tagName.toLowerCase() + (pic.id ? '#' + pic.id : '') : null,
-            means: pic ? means(pic) : null, age_ms: age,
+            means: pic ? means(pic) : null,
+            // the reply's age (its capture time is on the page's clock, docs/api.md) as the page handled it
+            age_ms: [before - msg.timestamp * 1000, after - msg.timestamp * 1000],
             lag: document.getElementById('stat-lag')?.textContent ?? null,
             kept: stage.dataset.framesKept ?? null});
     };
     const slot = Object.getOwnPropertyDescriptor(WebSocket.prototype, 'onmessage');
     Object.defineProperty(WebSocket.prototype, 'onmessage', {configurable: true,
         get() { return slot.get.call(this); },
-        set(fn) { slot.set.call(this, fn && (ev => { fn.call(this, ev); sample(ev); })); },
+        set(fn) { slot.set.call(this, fn && (ev => {
+            const t0 = performance.now(); fn.call(this, ev); sample(ev, t0, performance.now()); })); },
     });
 }"""
 
@@ -531,25 +534,32 @@ def test_each_skeleton_is_drawn_on_the_frame_it_came_from(playwright_api: Any, s
         paints = pg.evaluate("window.__paints")
         pg.screenshot(path=str(ARTIFACTS / "synced.png"))
         sent = {round(_capture_time(data), 4): frame_code(_jpeg_means(data, band)) for _, data in rec.sent}
-        # (picture element, its frame code, the code of the frame sent for that reply), per skeleton reply
+        # (picture element, its frame code, the code of the frame sent for that reply), per skeleton
+        # reply; not the replies that came after the stall guard (STALL_S) may have given their frame up
         drawn = [
             (p["picture"], p["means"] and frame_code(p["means"]), sent.get(p["timestamp"]))
             for p in paints
-            if p["tracks"] > 0
+            if p["tracks"] > 0 and p["age_ms"][0] < STALL_S * 1000
         ]
         behind = [(c - w + 128) % 256 - 128 if c is not None and w is not None else None for _, c, w in drawn]
         print(f"{len(drawn)} skeleton replies; picture's frame minus the reply's: {behind}")
-        assert all(w is not None for _, _, w in drawn), "every reply answers a frame that was sent"
+        assert len(drawn) >= 15 and all(w is not None for _, _, w in drawn), drawn
         assert all(c == w for _, c, w in drawn), f"the picture under a skeleton is another frame: {drawn}"
-        # The lag figure, in ms after every reply: it follows the ages of the replies drawn (each
-        # readout between the one before and the age of the frame just drawn, up to rounding and the
-        # few ms the page took to draw), so it says how far the picture is behind the camera.
-        shown = [_ms(p["lag"]) for p in paints]
-        ages = [p["age_ms"] for p in paints]
-        assert abs(shown[0] - ages[0]) <= 30, (shown[0], ages[0])
-        for k in range(1, len(paints)):
-            lo, hi = sorted((shown[k - 1], ages[k]))
-            assert lo - 30 <= shown[k] <= hi + 1, (k, shown[k - 1], ages[k], shown[k])
+        # The lag figure, in ms once a reply is drawn: it follows the ages of the replies drawn (each
+        # readout between the one before and the age of the reply just handled, up to rounding), so it
+        # says how far the picture is behind the camera.
+        shown: float | None = None
+        for p in paints:
+            if p["lag"] == "–":
+                assert shown is None, p
+                continue
+            (lo, hi), readout = p["age_ms"], _ms(p["lag"])
+            if shown is not None:
+                lo, hi = min(lo, shown), max(hi, shown)
+            assert lo - 1 <= readout <= hi + 1, (p, shown)
+            shown = readout
+        assert shown is not None, "no lag shown"
+        ages = [p["age_ms"][0] for p in paints]
         # Memory: only the frames in flight are kept (MAX_IN_FLIGHT), none once stopped.
         kept = [int(p["kept"]) for p in paints]
         assert max(kept) <= 2, kept
@@ -569,7 +579,7 @@ def test_each_skeleton_is_drawn_on_the_frame_it_came_from(playwright_api: Any, s
         assert pg.get_attribute("#stage", "data-view") == "live"
         assert not errors, errors
         ages_ms = f"{min(ages):.0f}-{max(ages):.0f}"
-        print(f"behind live: {shown[-5:]} ms shown, replies {ages_ms} ms old; frames kept {set(kept)}")
+        print(f"behind live: {shown} ms shown, replies {ages_ms} ms old; frames kept {set(kept)}")
     finally:
         b.close()
 
