@@ -108,6 +108,7 @@ def enrol_and_test(embedder: OnnxEmbedder, cache: Path, enrol_trial: int, test_t
     base = load_config(RECIPE[enrol_trial])
     cfg = base.model_copy(update={"input": m.input})  # the embedding's layout, coordinates and window
     examples: dict[str, np.ndarray] = {}
+    spreads: dict[str, list[float]] = {}
     for clip in _clips(cfg, cache, enrol_trial):
         if clip.camera != ENROL_CAMERA:
             continue
@@ -116,8 +117,10 @@ def enrol_and_test(embedder: OnnxEmbedder, cache: Path, enrol_trial: int, test_t
         ]
         if fall_ends:
             windows = np.stack([prepare_window(clip.timestamps, clip.joints, m.input, e) for e in fall_ends])
-            examples[ACTIVITIES[clip.label]] = pool(embedder(windows))[None]
-    protos = PrototypeSet.from_examples(examples)
+            vectors = embedder(windows)
+            examples[ACTIVITIES[clip.label]] = pool(vectors)[None]
+            spreads[ACTIVITIES[clip.label]] = [spread(vectors, examples[ACTIVITIES[clip.label]][0])]
+    protos = PrototypeSet.from_examples(examples, spreads)
     labels = list(protos.labels)
     rule = ClipRule.from_labels(labels, [f for f in FALL_LABELS if f in labels])
     threshold = m.open_set.threshold if m.open_set else None
@@ -128,7 +131,7 @@ def enrol_and_test(embedder: OnnxEmbedder, cache: Path, enrol_trial: int, test_t
         sims = protos.similarities(embedder(windows))
         d = decide(softmax(sims, m.embedding.logit_scale), ends, rule)
         if threshold is not None:
-            unknown_windows += int((sims.max(1) < threshold).sum())
+            unknown_windows += int((protos.relative_scores(sims) < threshold).sum())
         total_windows += len(ends)
         rows.append(
             {
