@@ -22,7 +22,7 @@ import numpy as np
 
 from perception.pose.bundle import ensure_pose_bundle, mediapipe_version
 from perception.pose.graph import PoseGraph, Roi, Window, landmark_arrays, landmark_xyz, roi_from_landmarks
-from perception.pose.person import make_person_pose, select_people
+from perception.pose.person import make_person_pose, plausible_people
 from skeleton.types import PersonPose
 
 __all__ = [
@@ -338,7 +338,12 @@ class TasksPoseEstimator(_ClosesAfterFrame):
                 found += self._run(lmk, crop, ms, (x0, y0), factor, width, height)
         self._calls += 1
         self.last_raw = tuple(found)
-        return select_people(found, self.max_people, self.dedupe_iou, self.dedupe_keypoint_distance)
+        kept = plausible_people(found, self.dedupe_iou, self.dedupe_keypoint_distance)
+        if self._full is not None and not tiled:  # the rejected skeletons' ROIs are not tracked on
+            ids = {id(p) for p in kept}
+            self._full.forget(k for k, p in enumerate(found) if id(p) not in ids)
+        kept.sort(key=lambda p: -p.score)
+        return tuple(kept[: self.max_people])
 
     @staticmethod
     def _run(
