@@ -11,6 +11,7 @@ import pytest
 from bench.groundtruth import load_index, load_truth
 from bench.tracking import _iou_matrix
 from perception.pose.person import MIN_RELATIVE_SIZE, plausible_people, select_people, size_floor
+from perception.video import Frame
 from skeleton.types import BoundingBox, PersonPose
 from tests.conftest import require_data
 
@@ -41,7 +42,7 @@ def test_size_floor_drops_skeletons_far_smaller_than_the_person() -> None:
     assert plausible_people([tiny, person]) == [person]
 
 
-def _frames(video: str, count: int) -> list:  # type: ignore[type-arg]
+def _frames(video: str, count: int) -> list[Frame]:
     import itertools
 
     from perception.video import VideoReader
