@@ -438,9 +438,9 @@ class PoseGraph:
 
     def forget(self, poses: Iterable[int]) -> None:
         """Do not carry these of the latest frame's poses (indices into `process`'s result) into
-        the next frame: the caller rejected them (a duplicate, a skeleton far smaller than the
-        people beside it: `perception.pose.person.plausible_people`). The landmark model would
-        otherwise keep tracking its own ROI for them, and a rejected skeleton's ROI lives on
+        the next frame: the caller rejected them (a skeleton far smaller than the people beside
+        it: `perception.pose.person.size_floor`). The landmark model would otherwise keep
+        tracking its own ROI for them, and a rejected skeleton's ROI lives on
         (stgcn_clean_and_jerk.mp4: garbled skeletons over the barbell for 20-55 frames)."""
         if self._aligned:
             self._forgotten = {int(k) for k in poses if 0 <= int(k) < len(self._tracked)}
