@@ -30,15 +30,18 @@ def write_y4m(
     seconds: float = 4.0,
     fps: int = 15,
     crop_borders: bool = True,
+    code_rows: int = 0,
 ) -> int:
     """Decode ``clip`` with OpenCV and write a YUV4MPEG2 4:2:0 file Chromium can use as a camera.
 
     Black letterbox bars baked into the clip are cropped (a camera has none), then frames are
     resampled to ``fps`` (by nearest source frame) and letterboxed into ``size`` (both even).
+    With ``code_rows`` each frame gets that many rows more, below the picture, showing its index in
+    the file (`code_band`), so a test can tell which camera frame a picture shows.
     Returns the number of frames written. Chromium loops the file.
     """
     width, height = size
-    assert width % 2 == 0 and height % 2 == 0, "4:2:0 needs even dimensions"
+    assert width % 2 == 0 and (height + code_rows) % 2 == 0, "4:2:0 needs even dimensions"
     cap = cv2.VideoCapture(str(clip))
     if not cap.isOpened():
         raise RuntimeError(f"cannot open {clip}")
@@ -58,12 +61,42 @@ def write_y4m(
     n_out = max(1, min(int(seconds * fps), int(len(frames) * fps / src_fps)))
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("wb") as f:
-        f.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        f.write(f"YUV4MPEG2 W{width} H{height + code_rows} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
         for i in range(n_out):
             src = frames[min(len(frames) - 1, round(i * src_fps / fps))]
+            picture = _letterbox(src, width, height)
+            if code_rows:
+                picture = np.vstack([picture, code_band(i, width, code_rows)])
             f.write(b"FRAME\n")
-            f.write(cv2.cvtColor(_letterbox(src, width, height), cv2.COLOR_BGR2YUV_I420).tobytes())
+            f.write(cv2.cvtColor(picture, cv2.COLOR_BGR2YUV_I420).tobytes())
     return n_out
+
+
+CODE_BITS = 8  # frame codes repeat every 256 frames (17 s at 15 fps)
+
+
+def code_band(index: int, width: int, rows: int) -> np.ndarray:
+    """``rows`` x ``width`` BGR rows showing ``index`` (mod 256) as 8 black/white blocks, most
+    significant bit left: big enough to survive JPEG and scaling."""
+    bits = [(index >> (CODE_BITS - 1 - b)) & 1 for b in range(CODE_BITS)]
+    cols = np.repeat(np.array(bits, np.uint8) * 255, -(-width // CODE_BITS))[:width]
+    return np.repeat(np.repeat(cols[None, :, None], rows, axis=0), 3, axis=2)
+
+
+def code_band_means(image: np.ndarray, band_fraction: float) -> list[float]:
+    """Mean brightness of the middle of each code block in the bottom ``band_fraction`` of
+    ``image`` (BGR or grey); `frame_code` reads them. The page-side twin is in test_browser.py."""
+    gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    h, w = gray.shape
+    top = h - max(1, round(h * band_fraction))
+    band = gray[top + (h - top) // 4 : h - (h - top) // 4]
+    step = w / CODE_BITS
+    return [float(band[:, int((b + 0.25) * step) : int((b + 0.75) * step)].mean()) for b in range(CODE_BITS)]
+
+
+def frame_code(means: list[float]) -> int:
+    """The frame index (mod 256) that `code_band` drew, from `code_band_means`."""
+    return sum(1 << (CODE_BITS - 1 - b) for b, m in enumerate(means) if m > 128)
 
 
 def _content_box(frames: list[np.ndarray], level: float = 16.0) -> tuple[int, int, int, int]:

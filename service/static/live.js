@@ -3,6 +3,7 @@ import { streamUrl } from "./api.js";
 import { pct, trackColor } from "./colors.js";
 import { $, el, setStatus } from "./dom.js";
 import { clearOverlay, drawFrame } from "./draw.js";
+import { InFlight, paintFrame } from "./synced.js";
 
 const MAX_IN_FLIGHT = 2; // frames sent but not yet answered (or reported dropped) by the server
 const STALL_MS = 5000; // no answer for this long: give up on the frames in flight
@@ -19,6 +20,9 @@ export class LiveView {
     this.getModel = getModel;
     this.video = $("video");
     this.overlay = $("overlay");
+    this.frame = $("frame"); // the synced view: the frame the skeleton on the overlay came from
+    this.stage = $("stage");
+    this.pending = new InFlight((kept) => (this.stage.dataset.framesKept = String(kept)));
     this.canvas = document.createElement("canvas"); // off-screen, for JPEG encoding
     this.stream = null; // MediaStream
     this.ws = null;
@@ -29,6 +33,18 @@ export class LiveView {
     $("stop").addEventListener("click", () => this.stop("Stopped. Press Start to stream again."));
     window.addEventListener("online", () => this.running && !this.ws && this.connect());
     window.addEventListener("resize", () => this.last && drawFrame(this.overlay, this.last));
+    $("set-synced").addEventListener("change", () => this.synced || this.showLive());
+  }
+
+  /** Synced view (default): each skeleton on the frame it came from, the video delayed by the
+   * latency. Unticked: the live video, each skeleton drawn a round trip late. */
+  get synced() {
+    return $("set-synced").checked;
+  }
+
+  /** The live <video> instead of the last synced frame (also until a reply paints one). */
+  showLive() {
+    this.stage.dataset.view = "live";
   }
 
   settings() {
@@ -89,6 +105,8 @@ export class LiveView {
     this.stream = null;
     this.video.srcObject = null;
     this.last = null;
+    this.pending.clear();
+    this.showLive();
     clearOverlay(this.overlay);
     $("placeholder").hidden = false;
     $("start").disabled = false;
@@ -137,10 +155,11 @@ export class LiveView {
   }
 
   resetCounters() {
-    this.pending = []; // send times of frames not yet answered, oldest first
+    this.pending.clear(); // frames not yet answered (a new connection answers none of them)
     this.serverDropped = 0;
     this.serverDroppedBase = this.serverDroppedTotal || 0;
     this.rtt = null;
+    this.lag = null;
     this.replies = [];
   }
 
@@ -182,6 +201,8 @@ export class LiveView {
     this.ready = false;
     if (!this.running) return;
     this.last = null; // the next server starts new tracks: do not keep drawing the old ones
+    this.pending.clear(); // never answered now
+    this.showLive();
     clearOverlay(this.overlay);
     renderPeople([]);
     // 1008: refused for good (unknown model, bad request): retrying would fail the same way.
@@ -238,49 +259,62 @@ export class LiveView {
     const scale = Math.min(1, side / Math.max(vw, vh));
     this.canvas.width = Math.round(vw * scale);
     this.canvas.height = Math.round(vh * scale);
-    const captured = performance.now() / 1000; // the window clock runs on it, not on arrival
-    this.canvas.getContext("2d").drawImage(this.video, 0, 0, this.canvas.width, this.canvas.height);
     this.encoding = true;
+    let frame = null;
     try {
+      const captured = performance.now() / 1000; // the window clock runs on it, not on arrival
+      // One read of the video: the frame sent is the frame later painted under its skeleton.
+      frame = await createImageBitmap(this.video).catch(() => null); // null: no picture yet
+      if (!frame) return;
+      this.canvas.getContext("2d").drawImage(frame, 0, 0, this.canvas.width, this.canvas.height);
       const blob = await new Promise((resolve) => this.canvas.toBlob(resolve, "image/jpeg", quality));
       // ArrayBuffer: sent as is, visible to devtools
       const bytes = blob && (await new Blob([capturePrefix(captured), blob]).arrayBuffer());
       if (!bytes || ws !== this.ws || ws.readyState !== WebSocket.OPEN) return;
-      this.pending.push(performance.now());
+      this.pending.add(captured, performance.now(), frame); // kept until its reply (either view)
+      frame = null;
       ws.send(bytes);
     } finally {
+      frame?.close();
       this.encoding = false;
     }
   }
 
   /** Frames unanswered for too long are given up, so a lost reply cannot stall the stream. */
   checkStall() {
-    if (!this.pending.length || performance.now() - this.pending[0] < STALL_MS) return;
-    this.droppedLocal += this.pending.length;
-    this.pending = [];
+    if (!this.pending.length || performance.now() - this.pending.oldestSentAt < STALL_MS) return;
+    this.droppedLocal += this.pending.clear();
     setStatus("The server has not answered for 5 s: slow network or busy server. Still trying…", "warn");
     this.noticeUntil = performance.now() + 5000;
   }
 
   onFrame(msg) {
     const now = performance.now();
-    // Frames the server skipped since the last answer, then the one answered now (in order).
-    const newlyDropped = Math.max(0, (msg.dropped || 0) - this.serverDropped);
     this.serverDropped = msg.dropped || 0;
     this.serverDroppedTotal = this.serverDroppedBase + this.serverDropped;
-    this.pending.splice(0, newlyDropped);
-    const sentAt = this.pending.shift();
-    if (sentAt !== undefined) {
-      const rtt = now - sentAt;
-      this.rtt = this.rtt === null ? rtt : 0.8 * this.rtt + 0.2 * rtt;
-    }
+    // The frame answered now (by its capture time); frames sent before it were skipped by the server.
+    const sent = this.pending.take(msg.timestamp);
+    if (sent) this.rtt = smooth(this.rtt, now - sent.sentAt);
     this.replies.push(now);
     while (this.replies.length && now - this.replies[0] > 2000) this.replies.shift();
-    this.last = msg;
-    drawFrame(this.overlay, msg);
+    // How far behind the camera what is drawn now is: timestamps are this page's capture times.
+    if (this.draw(msg, sent?.bitmap)) this.lag = smooth(this.lag, now - msg.timestamp * 1000);
     renderPeople(msg.tracks || []);
     this.renderEvents(msg.events || []);
     this.renderStats(msg);
+  }
+
+  /** Draw a reply's skeletons; in the synced view on their own frame (false if it was given up:
+   * the last frame and its skeletons stay). */
+  draw(msg, bitmap) {
+    if (this.synced) {
+      if (!bitmap) return false;
+      paintFrame(this.frame, bitmap);
+      this.stage.dataset.view = "synced";
+    } else bitmap?.close();
+    this.last = msg;
+    drawFrame(this.overlay, msg);
+    return true;
   }
 
   renderStats(msg) {
@@ -294,6 +328,10 @@ export class LiveView {
       el("small", {}, ` ${this.droppedLocal} here · ${this.serverDroppedTotal} server`),
     );
     $("stat-server").textContent = t.total !== undefined ? `${Math.round(t.total)} ms` : "–";
+    $("stat-lag").textContent = this.lag === null ? "–" : `${Math.round(this.lag)} ms`;
+    $("stat-lag").title = this.synced
+      ? "The video shown and its skeletons are this far behind the camera"
+      : "The skeletons are drawn this late over the live video";
     const slow = this.rtt !== null && this.rtt > SLOW_RTT_MS;
     if (slow) {
       setStatus(
@@ -347,6 +385,9 @@ function renderPeople(tracks) {
     }),
   );
 }
+
+/** Exponential smoothing of a readout (null: nothing yet). */
+const smooth = (prev, x) => (prev === null ? x : 0.8 * prev + 0.2 * x);
 
 /** The 12 bytes before a frame's JPEG: "SKTS" and its capture time (s, float64 LE); docs/api.md. */
 function capturePrefix(seconds) {

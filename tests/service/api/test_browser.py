@@ -28,6 +28,8 @@ from tests.browser_helpers import (
     CHROMIUM,
     REPO_ROOT,
     chromium_args,
+    code_band_means,
+    frame_code,
     free_port,
     run_server,
     wait_http,
@@ -46,6 +48,7 @@ CLIP = ("clips", "stgcn_ta_chi.mp4")  # one person, full body, 10 s
 # within the time limit (the thresholds are ordinary operator settings, see service/core/config.py).
 SERVER_ENV = {"SKELACT_PROVIDERS": "cpu", "SKELACT_ENTER_THRESHOLD": "0.25", "SKELACT_EXIT_THRESHOLD": "0.15"}
 LIVE_LABEL_TIMEOUT_MS = 120_000  # pose + a full model window on 2 shared CPU cores
+STALL_S = 5.0  # service/static/live.js STALL_MS: frames unanswered this long are given up
 UPLOAD_TIMEOUT_MS = 240_000
 
 
@@ -451,9 +454,170 @@ def test_slow_network_warns_and_recovers(page: Any, server: Server) -> None:
     cdp.send("Network.emulateNetworkConditions", slow)
     page.wait_for_selector("#status[data-level='warn'] >> text=Slow network", timeout=45_000)
     page.screenshot(path=str(ARTIFACTS / "slow.png"))
+    assert int(page.get_attribute("#stage", "data-frames-kept") or -1) <= 2, "only frames in flight are kept"
     fast = {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
     cdp.send("Network.emulateNetworkConditions", fast)
     page.wait_for_selector("#status[data-level='ok'] >> text=Streaming", timeout=45_000)
+
+
+# Right after the page handles each "frame" reply (same task, so nothing newer is drawn yet): the
+# picture the user sees under the overlay (the topmost visible <video> or canvas below it), read back
+# as its frame code (code_band_means' twin), the lag figure and the frames the page holds.
+RECORD_PAINTS = """bandFraction => {
+    window.__paints = [];
+    const stage = document.getElementById('stage');
+    const scratch = document.createElement('canvas');
+    const shown = e => { const s = getComputedStyle(e);
+        return s.display !== 'none' && s.visibility === 'visible' && Number(s.opacity) > 0; };
+    const means = pic => {
+        const w = pic.videoWidth || pic.width, h = pic.videoHeight || pic.height;
+        if (!w || !h) return null;
+        scratch.width = w; scratch.height = h;
+        const ctx = scratch.getContext('2d', {willReadFrequently: true});
+        ctx.drawImage(pic, 0, 0);
+        const top = h - Math.max(1, Math.round(h * bandFraction));
+        const y0 = top + Math.floor((h - top) / 4), y1 = h - Math.floor((h - top) / 4);
+        const d = ctx.getImageData(0, y0, w, y1 - y0).data, step = w / 8, out = [];
+        for (let b = 0; b < 8; b++) {
+            const x0 = Math.floor((b + 0.25) * step), x1 = Math.floor((b + 0.75) * step);
+            let sum = 0, n = 0;
+            for (let y = 0; y < y1 - y0; y++) for (let x = x0; x < x1; x++) {
+                const i = 4 * (y * w + x); sum += 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2]; n++; }
+            out.push(sum / n);
+        }
+        return out;
+    };
+    const sample = (ev, before, after) => {  // performance.now() around the page's handler
+        let msg; try { msg = JSON.parse(ev.data); } catch { return; }
+        if (msg.type !== 'frame') return;
+        const pics = [...stage.querySelectorAll('video, canvas')].filter(e => e.id !== 'overlay' && shown(e));
+        const pic = pics.at(-1);
+        window.__paints.push({timestamp: msg.timestamp, tracks: msg.tracks.length,
+            picture: pic ? pic.tagName.toLowerCase() + (pic.id ? '#' + pic.id : '') : null,
+            means: pic ? means(pic) : null,
+            // the reply's age (its capture time is on the page's clock, docs/api.md) as the page handled it
+            age_ms: [before - msg.timestamp * 1000, after - msg.timestamp * 1000],
+            lag: document.getElementById('stat-lag')?.textContent ?? null,
+            kept: stage.dataset.framesKept ?? null});
+    };
+    const slot = Object.getOwnPropertyDescriptor(WebSocket.prototype, 'onmessage');
+    Object.defineProperty(WebSocket.prototype, 'onmessage', {configurable: true,
+        get() { return slot.get.call(this); },
+        set(fn) { slot.set.call(this, fn && (ev => {
+            const t0 = performance.now(); fn.call(this, ev); sample(ev, t0, performance.now()); })); },
+    });
+}"""
+
+
+def test_each_skeleton_is_drawn_on_the_frame_it_came_from(playwright_api: Any, server: Server) -> None:
+    """Issue 18: the camera's frames carry their index as a code band; right after each reply the
+    picture under the skeleton must show the same frame as the JPEG sent for that reply (matched by
+    capture time), the page says how far behind live it is, and it keeps only the frames in flight.
+    Unticking *Synced view* shows the live video again (the skeleton then lags)."""
+    code_rows = 20
+    camera = ARTIFACTS / "fake_camera_coded.y4m"
+    write_y4m(require_data(*CLIP), camera, size=(320, 180), seconds=8.0, fps=15, code_rows=code_rows)
+    band = code_rows / (180 + code_rows)
+    b = playwright_api.chromium.launch(executable_path=str(CHROMIUM), args=chromium_args(camera))
+    try:
+        pg = b.new_context(viewport={"width": 1280, "height": 720}, device_scale_factor=1).new_page()
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        rec = WsRecorder(pg)
+        pg.goto(server.url + "/")
+        pg.wait_for_function("document.querySelector('#model').options[0]?.value !== ''", timeout=15_000)
+        pg.evaluate(RECORD_PAINTS, band)
+        pg.click("#start")
+        pg.wait_for_function(
+            "() => window.__paints.filter(p => p.tracks > 0).length >= 20", timeout=LIVE_LABEL_TIMEOUT_MS
+        )
+        paints = pg.evaluate("window.__paints")
+        pg.screenshot(path=str(ARTIFACTS / "synced.png"))
+        sent = {round(_capture_time(data), 4): frame_code(_jpeg_means(data, band)) for _, data in rec.sent}
+        # (picture element, its frame code, the code of the frame sent for that reply), per skeleton
+        # reply; not the replies that came after the stall guard (STALL_S) may have given their frame up
+        drawn = [
+            (p["picture"], p["means"] and frame_code(p["means"]), sent.get(p["timestamp"]))
+            for p in paints
+            if p["tracks"] > 0 and p["age_ms"][0] < STALL_S * 1000
+        ]
+        behind = [(c - w + 128) % 256 - 128 if c is not None and w is not None else None for _, c, w in drawn]
+        print(f"{len(drawn)} skeleton replies; picture's frame minus the reply's: {behind}")
+        assert len(drawn) >= 15 and all(w is not None for _, _, w in drawn), drawn
+        assert all(c == w for _, c, w in drawn), f"the picture under a skeleton is another frame: {drawn}"
+        # The lag figure, in ms once a reply is drawn: it follows the ages of the replies drawn (each
+        # readout between the one before and the age of the reply just handled, up to rounding), so it
+        # says how far the picture is behind the camera.
+        shown: float | None = None
+        for p in paints:
+            if p["lag"] == "–":
+                assert shown is None, p
+                continue
+            (lo, hi), readout = p["age_ms"], _ms(p["lag"])
+            if shown is not None:
+                lo, hi = min(lo, shown), max(hi, shown)
+            assert lo - 1 <= readout <= hi + 1, (p, shown)
+            shown = readout
+        assert shown is not None, "no lag shown"
+        ages = [p["age_ms"][0] for p in paints]
+        # Memory: only the frames in flight are kept (MAX_IN_FLIGHT), none once stopped.
+        kept = [int(p["kept"]) for p in paints]
+        assert max(kept) <= 2, kept
+
+        # The live video with the lagging overlay on request, and back.
+        pg.click("#settings summary")
+        for synced, picture in ((False, "video#video"), (True, "canvas#frame")):
+            pg.set_checked("#set-synced", synced)
+            n = len(pg.evaluate("window.__paints"))
+            pg.wait_for_function(f"() => window.__paints.length >= {n + 5}", timeout=60_000)
+            later = pg.evaluate(f"window.__paints.slice({n})")
+            assert {p["picture"] for p in later[1:] if p["age_ms"][0] < STALL_S * 1000} == {picture}, later
+            assert max(int(p["kept"]) for p in later) <= 2, later
+            _ms(later[-1]["lag"])
+        pg.click("#stop")
+        assert pg.get_attribute("#stage", "data-frames-kept") == "0"
+        assert pg.get_attribute("#stage", "data-view") == "live"
+        assert not errors, errors
+        ages_ms = f"{min(ages):.0f}-{max(ages):.0f}"
+        print(f"behind live: {shown} ms shown, replies {ages_ms} ms old; frames kept {set(kept)}")
+    finally:
+        b.close()
+
+
+IN_FLIGHT_RELEASES = """async () => {
+    const { InFlight } = await import('/static/synced.js');
+    const closed = [], counts = [];
+    const bitmap = name => ({ name, close: () => closed.push(name) });
+    const q = new InFlight(n => counts.push(n));
+    q.add(1.0, 0, bitmap('a')); q.add(1.0667, 10, bitmap('b')); q.add(1.1333, 20, bitmap('c'));
+    const b = q.take(1.0667);            // 'a' was dropped by the server: released; 'b' is the caller's
+    const late = q.take(1.0);            // a reply for a frame no longer held: nothing
+    q.add(1.2, 30, bitmap('d'));
+    const left = q.clear();              // stall, close, stop: every bitmap released
+    return { got: b && b.bitmap.name, late, closed, counts, left, length: q.length };
+}"""
+
+
+def test_frames_in_flight_are_released(page: Any, server: Server) -> None:
+    """service/static/synced.js on its own: a reply takes its frame by capture time (rounded as
+    the server echoes it) and releases the older ones the server dropped; clear() releases the rest."""
+    page.goto(server.url + "/")
+    out = page.evaluate(IN_FLIGHT_RELEASES)
+    assert out["got"] == "b" and out["late"] is None, out
+    assert out["closed"] == ["a", "c", "d"], out
+    assert out["left"] == 2 and out["length"] == 0 and out["counts"][-1] == 0, out
+    assert max(out["counts"]) == 3, out
+
+
+def _ms(text: str | None) -> float:
+    assert text and text.endswith(" ms"), text
+    return float(text.removesuffix(" ms"))
+
+
+def _jpeg_means(message: bytes, band: float) -> list[float]:
+    image = cv2.imdecode(np.frombuffer(message[12:], np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert image is not None
+    return code_band_means(image, band)
 
 
 RECORD_STATUS = """() => {
@@ -479,6 +643,9 @@ def test_reconnects_when_the_server_goes_away(page: Any, server: Server) -> None
         "window.__status.some(s => s.includes('going away') && s.startsWith('warn'))", timeout=60_000
     )
     page.wait_for_selector("#people .person", state="detached", timeout=15_000)
+    # no frame of the closed stream is kept or shown: the live video until the new stream answers
+    assert page.get_attribute("#stage", "data-frames-kept") == "0"
+    assert page.get_attribute("#stage", "data-view") == "live"
     assert server.proc.wait(60) in (0, -signal.SIGTERM), "the drained server exits"
     assert any(m.get("code") == "shutting_down" for m in rec.errors), rec.errors
     server.stop()
