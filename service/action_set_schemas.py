@@ -24,6 +24,11 @@ class ExampleInfo(BaseModel):
     id: str
     windows: int = Field(description="model windows pooled into the example's vector")
     seconds: float = Field(description="how long the person is seen in it")
+    spread: float | None = Field(
+        default=None,
+        description="how closely its windows agree (10th percentile of their cosines to its vector); "
+        "a window's unknown score is its cosine over its label's mean spread",
+    )
     source: dict[str, Any] = Field(description="video/skeleton/stream, and the span used (start, end in s)")
     added: str
 

@@ -3,13 +3,15 @@
 A set is one versioned JSON document in ``SKELACT_ACTION_SETS_DIR`` (`service.store.VersionedStore`:
 every replica that mounts the folder sees it, concurrent writers never overwrite each other):
 its embedding model's name and, per label, its examples. An example is the pooled unit vector of
-its windows (`skeleton.prototypes.pool`, float32 in base64) with where it came from. Nothing of
+its windows (`skeleton.prototypes.pool`, float32 in base64) and their spread around it
+(`skeleton.prototypes.spread`), with where it came from. Nothing of
 one set is read when another is used: a set's prototypes are built from its own document only.
 
 Used as a model, a set is the embedding model's windows (its ONNX session and micro-batcher,
 shared with every other set on that embedding) followed by `PrototypeBatcher`: cosine to each
 label's prototype (the normalised mean of its examples), probabilities softmax(logit_scale x
-cosine), and the nearest cosine as the open-set score (`service.open_set` makes ``unknown``). A
+cosine), and as the open-set score the nearest cosine over that label's mean example spread
+(``relative_cosine``, `PrototypeSet.relative_scores`; `service.open_set` makes ``unknown``). A
 set without examples is a model too, whose every window is ``unknown`` (a stream can run it while
 its first example is enrolled from that stream).
 """
@@ -68,6 +70,7 @@ class Example:
     windows: int
     seconds: float
     source: dict[str, Any]
+    spread: float = 1.0  # skeleton.prototypes.spread of its windows
 
 
 def not_found(what: str, hint: str) -> ServiceError:
@@ -111,7 +114,8 @@ class PrototypeBatcher:
         r = await self.embedding.submit(windows)
         sims = self.prototypes.similarities(r.probs)
         probs = softmax(sims, self.logit_scale).astype(np.float32)
-        return dataclasses.replace(r, probs=probs, scores=sims.max(axis=1).astype(np.float32))
+        scores = self.prototypes.relative_scores(sims).astype(np.float32)
+        return dataclasses.replace(r, probs=probs, scores=scores)
 
     def add_producer(self) -> None:
         self.embedding.add_producer()
@@ -190,7 +194,12 @@ class ActionSets:
             for label, items in doc["labels"].items()
             if items
         }
-        protos = PrototypeSet.from_examples(examples) if examples else None  # empty: all unknown
+        spreads = {  # examples stored before spreads were kept count as 1 (the plain cosine)
+            label: [float(e.get("spread", 1.0)) for e in items]
+            for label, items in doc["labels"].items()
+            if items
+        }
+        protos = PrototypeSet.from_examples(examples, spreads) if examples else None  # empty: all unknown
         spec = emb.manifest.embedding
         scale = spec.logit_scale if spec is not None else 16.0
         model_name = SET_PREFIX + name
@@ -271,6 +280,7 @@ class ActionSets:
             "vector": encode_vector(example.vector),
             "windows": example.windows,
             "seconds": round(example.seconds, 3),
+            "spread": round(example.spread, 4),
             "source": example.source,
             "added": _now(),
         }

@@ -30,7 +30,7 @@ from service.state import ServiceState
 from service.streams.session import StreamSession
 from skeleton.clip import window_ends
 from skeleton.preprocess import prepare_window, sequence_to_layout
-from skeleton.prototypes import pool
+from skeleton.prototypes import pool, spread
 
 __all__ = ["MIN_WINDOW_SHARE", "Span", "from_skeletons", "from_video"]
 
@@ -138,21 +138,23 @@ async def _example(
             f"send at least {need:.2f} s, ideally {window.seconds:.2f} s or more, of the action",
         )
     joints = sequence_to_layout(seq, emb.manifest.input, float(outcome.height))[inside]
-    vector, n = await _pooled(emb, t[inside], joints, t0, t1)
+    vector, n, agree = await _pooled(emb, t[inside], joints, t0, t1)
     span_info = {"start": round(t0, 3), "end": round(t1, 3), "people": len(joined)}
-    return Example(vector, n, t1 - t0, {**source, **span_info})
+    return Example(vector, n, t1 - t0, {**source, **span_info}, agree)
 
 
 async def _pooled(
     emb: LoadedModel, times: np.ndarray, joints: np.ndarray, t0: float, t1: float
-) -> tuple[np.ndarray, int]:
-    """The embedding's windows from ``t0`` to ``t1`` (the service's schedule), pooled."""
+) -> tuple[np.ndarray, int, float]:
+    """The embedding's windows from ``t0`` to ``t1`` (the service's schedule), pooled; with their
+    spread around the pooled vector (``skeleton.prototypes.spread``)."""
     window = emb.window
     ends = window_ends(t0, t1, window.seconds, window.hop_s)
     spec = emb.manifest.input
     windows = np.stack([prepare_window(times, joints, spec, float(e)) for e in ends])
     vectors = (await emb.batcher.submit(windows)).probs
-    return pool(vectors), len(ends)
+    vector = pool(vectors)
+    return vector, len(ends), spread(vectors, vector)
 
 
 async def from_stream(state: ServiceState, session: StreamSession, msg: EnrolMessage) -> EnrolledMessage:
@@ -191,12 +193,13 @@ async def from_stream(state: ServiceState, session: StreamSession, msg: EnrolMes
             f"the person was seen for {t1 - t0:.2f} s; an example needs {need:.2f} s",
             "act a little longer, then send the message",
         )
-    vector, n = await _pooled(emb, times, joints, t0, t1)
+    vector, n, agree = await _pooled(emb, times, joints, t0, t1)
     example = Example(
         vector,
         n,
         t1 - t0,
         {"kind": "stream", "track_id": track_id, "start": round(t0, 3), "end": round(t1, 3)},
+        agree,
     )
     saved, item = await loop.run_in_executor(
         state.io_pool, sets.add_example, msg.action_set, msg.label, example

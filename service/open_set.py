@@ -24,19 +24,20 @@ from service.batching import BatchResult, WindowBatcher
 from service.classifier import score_name
 from service.core.errors import ServiceError
 from service.registry import LoadedModel
+from skeleton.open_set import with_unknown_column
 from skeleton.prototypes import UNKNOWN
 
 __all__ = ["UNKNOWN", "UnknownBatcher", "check_threshold", "default_threshold", "with_unknown"]
 
 # the range of each score, for validation (max_logit and energy are unbounded)
-_RANGES = {"max_softmax": (0.0, 1.0), "max_cosine": (-1.0, 1.0)}
+_RANGES = {"max_softmax": (0.0, 1.0), "max_cosine": (-1.0, 1.0), "relative_cosine": (-10.0, 10.0)}
 
 
 def score_of(model: LoadedModel) -> str:
     """The score a model's windows are judged by."""
     m = model.manifest
     if m.kind == "embedding" or m.embedding is not None:
-        return "max_cosine"
+        return m.open_set.score if m.open_set is not None else "max_cosine"
     return score_name(m)
 
 
@@ -81,10 +82,7 @@ class UnknownBatcher:
         if self.falls is not None and self.falls[0]:  # a fall is never hidden as unknown
             classes, at = self.falls
             unknown &= r.probs[:, classes].sum(axis=1) < at
-        probs = np.concatenate([r.probs, np.zeros((len(r.probs), 1), r.probs.dtype)], axis=1)
-        probs[unknown] = 0.0
-        probs[unknown, -1] = 1.0
-        return dataclasses.replace(r, probs=probs)
+        return dataclasses.replace(r, probs=with_unknown_column(r.probs, unknown))
 
     def add_producer(self) -> None:
         self.inner.add_producer()

@@ -94,9 +94,10 @@ class OpenSetSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    score: Literal["max_softmax", "max_logit", "energy", "max_cosine"] = Field(
+    score: Literal["max_softmax", "max_logit", "energy", "max_cosine", "relative_cosine"] = Field(
         description="max_softmax / max_logit / energy (= logsumexp) of a classifier's logits; "
-        "max_cosine: similarity to the nearest prototype of an embedding's enrolled labels"
+        "max_cosine: similarity to the nearest prototype of an embedding's enrolled labels; "
+        "relative_cosine: that similarity over the label's example spread (skeleton.prototypes)"
     )
     threshold: float = Field(description="unknown when score < threshold")
     chosen_by: str = Field(default="", description="how the threshold was chosen (data, rule)")

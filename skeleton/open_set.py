@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from skeleton.manifest import OpenSetSpec
 
 LOGIT_SCORES = ("max_softmax", "max_logit", "energy")
-SIMILARITY_SCORES = ("max_cosine",)
+SIMILARITY_SCORES = ("max_cosine", "relative_cosine")  # relative_cosine: PrototypeSet.relative_scores
 
 
 def softmax(logits: np.ndarray, scale: float = 1.0) -> np.ndarray:
@@ -37,7 +37,7 @@ def open_set_score(score: str, values: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected (N, K>0) values, got {v.shape}")
     if score == "max_softmax":
         return np.asarray(softmax(v).max(axis=1))
-    if score in ("max_logit", "max_cosine"):
+    if score in ("max_logit", "max_cosine", "relative_cosine"):  # relative: without spreads, the max
         return np.asarray(v.max(axis=1))
     if score == "energy":
         m = v.max(axis=1)
@@ -49,6 +49,17 @@ def is_unknown(spec: OpenSetSpec, values: np.ndarray, threshold: float | None = 
     """(N,) bool: rows of ``values`` whose score is below the manifest's (or an overriding) threshold."""
     t = spec.threshold if threshold is None else threshold
     return np.asarray(open_set_score(spec.score, values) < t)
+
+
+def with_unknown_column(probs: np.ndarray, unknown: np.ndarray) -> np.ndarray:
+    """(N, K) window probabilities -> (N, K + 1) over ``labels + ["unknown"]``: an unknown window
+    gets ``[0, ..., 0, 1]``, every other window its own probabilities and 0 for ``unknown``. A
+    clip's mean over these says ``unknown`` when its unknown windows outweigh every label."""
+    p = np.asarray(probs)
+    out = np.concatenate([p, np.zeros((len(p), 1), p.dtype)], axis=1)
+    out[unknown] = 0.0
+    out[unknown, -1] = 1.0
+    return out
 
 
 def clip_score(window_scores: np.ndarray) -> float:

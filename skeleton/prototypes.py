@@ -7,6 +7,13 @@ window vectors. An example is such a pooled vector; a label's prototype is the n
 its examples; a query (one window, or a pooled clip) gets the label of the most similar prototype
 (cosine), or ``unknown`` when that similarity is below the open-set threshold (``max_cosine``).
 The same functions produce the offline few-shot numbers (training.fewshot) and serve.
+
+An action set in the service judges a window relative to its nearest label (``relative_cosine``):
+its cosine divided by that label's *spread*, how closely the label's own example windows agree
+with their pooled vector (``spread``: the 10th percentile of their cosines, averaged over the
+label's examples). A steady, repetitive action (jumping in place) has a spread near 1, a varied
+one (walking across a room) a lower one, so one threshold asks each label for what its own examples
+showed (chosen across UP-Fall trials, docs/fewshot.md).
 """
 
 from __future__ import annotations
@@ -35,6 +42,16 @@ def pool(window_vectors: np.ndarray) -> np.ndarray:
     return normalize(normalize(w).mean(axis=0))
 
 
+SPREAD_PERCENTILE = 10.0
+MIN_SPREAD = 0.1  # a label's spread is at least this, so a relative cosine lies in [-10, 10]
+
+
+def spread(window_vectors: np.ndarray, vector: np.ndarray) -> float:
+    """How tightly an example's windows agree: the 10th percentile of their cosines to its pooled
+    ``vector`` (1.0 for a one-window example)."""
+    return float(np.percentile(normalize(window_vectors) @ normalize(vector), SPREAD_PERCENTILE))
+
+
 @dataclass(frozen=True)
 class Prediction:
     """Per query: the nearest label (or ``UNKNOWN``), its cosine similarity and softmax confidence."""
@@ -51,20 +68,36 @@ class PrototypeSet:
 
     labels: tuple[str, ...]
     vectors: np.ndarray  # (L, D) unit rows
+    spreads: np.ndarray | None = None  # (L,) each label's mean example spread; None: all 1
 
     @classmethod
-    def from_examples(cls, examples: Mapping[str, Sequence[np.ndarray] | np.ndarray]) -> PrototypeSet:
-        """``examples``: label -> its examples' (pooled) vectors, one row each."""
-        labels, rows = [], []
+    def from_examples(
+        cls,
+        examples: Mapping[str, Sequence[np.ndarray] | np.ndarray],
+        spreads: Mapping[str, Sequence[float]] | None = None,
+    ) -> PrototypeSet:
+        """``examples``: label -> its examples' (pooled) vectors, one row each; ``spreads``: label ->
+        its examples' ``spread`` values (for ``relative_scores``)."""
+        labels, rows, label_spreads = [], [], []
         for label, vecs in examples.items():
             v = np.atleast_2d(np.asarray(vecs, np.float32))
             if v.shape[0] == 0:
                 continue
             labels.append(label)
             rows.append(normalize(normalize(v).mean(axis=0)))
+            if spreads is not None:
+                label_spreads.append(float(np.mean(spreads[label])))
         if not rows:
             raise ValueError("no examples: enrol at least one example of one label")
-        return cls(tuple(labels), np.stack(rows))
+        return cls(tuple(labels), np.stack(rows), None if spreads is None else np.array(label_spreads))
+
+    def relative_scores(self, sims: np.ndarray) -> np.ndarray:
+        """(N, L) cosines -> (N,) ``relative_cosine``: the best cosine over its label's spread."""
+        best = sims.argmax(axis=1)
+        top = sims[np.arange(len(sims)), best]
+        if self.spreads is None:
+            return np.asarray(top)
+        return np.asarray(top / np.maximum(self.spreads[best], MIN_SPREAD))
 
     def similarities(self, queries: np.ndarray) -> np.ndarray:
         """(N, D) query vectors -> (N, L) cosine similarities."""

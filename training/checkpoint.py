@@ -32,6 +32,7 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
         from training.metric_learning import build_embedding_model
 
         model = build_embedding_model(cfg)
+        ckpt["state_dict"].setdefault("centre", model.centre)  # saved before the centred readout: zeros
     else:
         model = build_model(cfg.model.arch, len(ckpt["labels"]), cfg.input.layout, **cfg.model.kwargs)
     model.load_state_dict(ckpt["state_dict"])

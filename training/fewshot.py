@@ -2,7 +2,9 @@
 
     python -m training.fewshot run [--splits 21-27 r0 r1 r2 r3 all] [--draws 50]  # the whole report
     python -m training.fewshot select            # the method choice, on training subjects/classes only
+    python -m training.fewshot select-readout    # centred or not, mirrored, k-NN: training subjects only
     python -m training.fewshot calibrate         # open-set thresholds, on training subjects only
+    python -m training.fewshot centre --checkpoint runs/fewshot/all/embedding/checkpoint.pt  # before export
 
 Protocol (issue 17): for a split, an embedding and the plain ST-GCN++ lite classifier (the baseline)
 are trained on its 20 base actions with training subjects 1,3,5,7; its 7 unseen actions are enrolled
@@ -45,7 +47,7 @@ from models.embedding import SkeletonEmbedder
 from models.stgcn import STGCNClassifier
 from skeleton.open_set import LOGIT_SCORES, clip_score, open_set_score, softmax
 from skeleton.paths import REPO_ROOT, data_root
-from skeleton.prototypes import PrototypeSet
+from skeleton.prototypes import PrototypeSet, normalize
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig, load_config
 from training.metric_learning import (
@@ -53,8 +55,10 @@ from training.metric_learning import (
     embedder_encoder,
     encode,
     feature_encoder,
+    fit_centre,
     head_encoder,
     joints_encoder,
+    refit_centre,
     utd_windows,
 )
 from training.metrics import auroc, youden_threshold
@@ -211,18 +215,32 @@ def backbone_of(ckpt: Path | None, cfg: TrainConfig, seed: int = 0) -> STGCNClas
     return model
 
 
-def method_encoders(emb: Path, clf: Path, cfg: TrainConfig) -> dict[str, Encoder]:
-    """Every compared method. ``embedding`` is the shipped model (its joint readout); the baselines
-    are as the issue defines them (pooled penultimate features of the plain classifier, of an
-    untrained network), and each backbone is also read out like the embedding (``*-joints``,
-    ``embedding-pooled``) to show what the training and what the readout contribute."""
+def centred_embedding(ckpt: Path, bank: ClipBank, actions: Sequence[int]) -> SkeletonEmbedder:
+    """The embedding with its output centre fitted on ``actions``' windows of the training subjects
+    (what it was trained on), as ``training.metric_learning.train_embedding`` now does itself."""
+    model = load_checkpoint(ckpt).model
+    assert isinstance(model, SkeletonEmbedder)
+    keep = np.flatnonzero(np.isin(bank.actions, list(actions)) & np.isin(bank.subjects, TRAIN_SUBJECTS))
+    fit_centre(model, np.concatenate([bank.windows[i] for i in keep]))
+    return model
+
+
+def method_encoders(
+    emb: Path, clf: Path, cfg: TrainConfig, bank: ClipBank, base: Sequence[int]
+) -> dict[str, Encoder]:
+    """Every compared method. ``embedding`` is the model as exported (its centred joint readout,
+    the centre fitted on the split's base actions); the baselines are as the issue defines them
+    (pooled penultimate features of the plain classifier, of an untrained network), and each
+    backbone is also read out like the embedding (``*-joints``, ``embedding-pooled``,
+    ``embedding-uncentred``) to show what the training, the readout and the centring contribute."""
     backbones = {
         "embedding": backbone_of(emb, cfg),
         "classifier": backbone_of(clf, cfg),
         "untrained": backbone_of(None, cfg),
     }
     return {
-        "embedding": joints_encoder(backbones["embedding"]),
+        "embedding": embedder_encoder(centred_embedding(emb, bank, base)),
+        "embedding-uncentred": joints_encoder(backbones["embedding"]),
         "embedding-pooled": feature_encoder(backbones["embedding"]),
         "classifier": feature_encoder(backbones["classifier"]),
         "classifier-joints": joints_encoder(backbones["classifier"]),
@@ -465,7 +483,8 @@ def calibrate(
     )
     keep = np.isin(bank.actions, cal) & np.isin(bank.subjects, TRAIN_SUBJECTS)
     result: dict[str, Any] = {"split": "cal", "unseen": cal, "draws": draws, "methods": {}}
-    for name, enc in method_encoders(emb, clf, split_config("cal", "embedding")).items():
+    encoders = method_encoders(emb, clf, split_config("cal", "embedding"), bank, base_actions("cal"))
+    for name, enc in encoders.items():
         vecs = bank.vectors(enc, keep)
         per_shot = {}
         for shots in SHOTS:
@@ -536,7 +555,7 @@ def evaluate_split(
     group = same_kind(unseen) if split != "all" else None
     cross_kind = split == "21-27"  # enrol the 7 leg/whole-body actions, the base arm gestures are unknown
     keep = np.isin(bank.actions, unseen) | (cross_kind & np.isin(bank.subjects, TEST_SUBJECTS))
-    encoders = method_encoders(emb, clf, split_config(split, "embedding"))
+    encoders = method_encoders(emb, clf, split_config(split, "embedding"), bank, base)
     result: dict[str, Any] = {
         "split": split,
         "unseen": unseen,
@@ -677,6 +696,63 @@ def select(
     return result
 
 
+def mirrored(encoder: Encoder, layout: str) -> Encoder:
+    """Test-time mirroring: each window's vector averaged with its left/right mirror's (x negated,
+    paired joints swapped), normalised."""
+    from skeleton.layouts import get_layout
+
+    perm = np.arange(get_layout(layout).num_joints)
+    for a, b in get_layout(layout).mirror_pairs:
+        perm[a], perm[b] = b, a
+
+    def enc(w: np.ndarray) -> np.ndarray:
+        m = w[..., perm].copy()
+        m[:, 0] *= -1
+        return normalize(encoder(w) + encoder(m))
+
+    return enc
+
+
+def nearest_example(vecs: np.ndarray, bank: ClipBank, episodes: list[Episode]) -> dict[str, Any]:
+    """``closed_set`` with the nearest single example instead of the nearest prototype (k-NN, k=1)."""
+    acc = []
+    for ep in episodes:
+        actions = np.array([a for a, idx in ep.support.items() for _ in idx])
+        examples = normalize(np.concatenate([vecs[idx] for idx in ep.support.values()]))
+        pred = actions[(normalize(vecs[ep.queries]) @ examples.T).argmax(axis=1)]
+        acc.append(float((pred == bank.actions[ep.queries]).mean()))
+    return {"mean": float(np.mean(acc)), "std": float(np.std(acc)), "draws": len(acc)}
+
+
+def select_readout(out: Path, root: Path, draws: int, split_names: Sequence[int | str]) -> dict[str, Any]:
+    """The readout of a trained embedding, chosen on training subjects only: every split's unseen
+    actions, each draw enrolling from three of subjects 1,3,5,7 and querying the fourth (as
+    ``select``); the uncentred joint readout, the centred one (the model's output since this
+    choice), test-time mirroring, and the nearest example instead of the prototype."""
+    bank = ClipBank.load(root, split_config("cal", "embedding"))
+    result: dict[str, Any] = {"draws": draws, "splits": {}}
+    for split in (str(s) for s in split_names):
+        cfg = split_config(split, "embedding")
+        ckpt = out / split / "embedding" / "checkpoint.pt"
+        unseen = unseen_actions(split)
+        keep = np.isin(bank.actions, unseen) & np.isin(bank.subjects, TRAIN_SUBJECTS)
+        plain = joints_encoder(backbone_of(ckpt, cfg))
+        centred = bank.vectors(embedder_encoder(centred_embedding(ckpt, bank, base_actions(split))), keep)
+        vecs = {"uncentred": bank.vectors(plain, keep), "centred": centred,
+                "mirrored": bank.vectors(mirrored(plain, cfg.input.layout), keep)}
+        found: dict[str, Any] = {}
+        for k in SHOTS:
+            eps = draw_episodes(bank, unseen, k, draws, 500 + k, None, None)
+            for name, v in vecs.items():
+                found.setdefault(name, {})[str(k)] = closed_set(v, bank, eps)
+            found.setdefault("centred, nearest example", {})[str(k)] = nearest_example(centred, bank, eps)
+        result["splits"][split] = found
+        _log(f"[readout] {split}: " + ", ".join(
+            f"{n} {100 * r['1']['mean']:.1f} / {100 * r['5']['mean']:.1f}" for n, r in found.items()))
+    _save(out / "select-readout.json", result)
+    return result
+
+
 VARIANTS: dict[str, dict[str, Any]] = {
     "untrained": {},
     "classifier": {},
@@ -693,6 +769,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 METHODS = {"embedding": "embedding", "classifier": "classifier features", "untrained": "untrained network"}
 READOUTS = {
+    "embedding-uncentred": "embedding, uncentred",
     "embedding-pooled": "embedding, pooled",
     "classifier-joints": "classifier, joint readout",
     "untrained-joints": "untrained, joint readout",
@@ -869,7 +946,9 @@ def report(out: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.fewshot", description=__doc__.splitlines()[0])
-    ap.add_argument("command", choices=["run", "train", "select", "calibrate", "report", "splits"])
+    commands = ["run", "train", "select", "select-readout", "calibrate", "report", "splits", "centre"]
+    ap.add_argument("command", choices=commands)
+    ap.add_argument("--checkpoint", type=Path, help="centre: an embedding trained before the centred readout")
     ap.add_argument("--splits", nargs="*", default=["21-27", *(f"r{s}" for s in RANDOM_SPLIT_SEEDS), "all"])
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), help="select: which objectives")
     ap.add_argument("--kinds", nargs="*", default=["embedding", "classifier"], help="train: what to train")
@@ -892,9 +971,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "splits":
         print(json.dumps({k: {"unseen": v, "base": base_actions(k)} for k, v in splits().items()}, indent=1))
         return 0
+    if args.command == "centre":  # fit its centre, take the recipe's calibrated scale and open-set rule
+        centre = refit_centre(args.checkpoint, root, load_config(EMBEDDING_CONFIG))
+        print(f"{args.checkpoint}: centre fitted (norm {float(np.linalg.norm(centre)):.4f})")
+        return 0
     if args.command == "report":
         (args.out / "summary.json").write_text(json.dumps(summary(args.out), indent=1))
         print(report(args.out))
+        return 0
+    if args.command == "select-readout":
+        select_readout(args.out, root, args.draws, [s for s in args.splits if s != "all"])
         return 0
     if args.command == "select":
         select(args.out, root, args.draws, {k: VARIANTS[k] for k in args.variants}, overrides)

@@ -226,6 +226,39 @@ def feature_encoder(model: STGCNClassifier) -> Encoder:
     return lambda w: encode(model.forward_features, w)
 
 
+def fit_centre(model: SkeletonEmbedder, windows: np.ndarray) -> None:
+    """Set the model's output centre to the mean of its uncentred outputs over ``windows`` (its
+    training windows; ``models.embedding`` says why)."""
+    model.centre.zero_()
+    model.centre.copy_(torch.from_numpy(embedder_encoder(model)(windows).mean(axis=0)))
+
+
+def training_windows(cfg: TrainConfig, data_root: Path, clips: list[UtdClip] | None = None) -> np.ndarray:
+    """Every service window of the config's training clips (its actions, its training subjects)."""
+    train_set = UtdWindowSet(cfg, data_root, cfg.dataset.train_subjects, clips)
+    return np.concatenate([utd_windows(c, cfg.input) for c in train_set.clips])
+
+
+def refit_centre(checkpoint: Path, data_root: Path, recipe: TrainConfig | None = None) -> np.ndarray:
+    """Fit the centre of a saved embedding on its own training windows and save it back (an
+    embedding trained before the centred readout); returns the centre. With ``recipe``, its
+    calibrated ``embedding.logit_scale`` and ``open_set`` rule (measured on centred vectors) replace
+    the saved config's, so the export writes them into the manifest."""
+    from training.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(checkpoint)
+    assert isinstance(ck.model, SkeletonEmbedder)
+    fit_centre(ck.model, training_windows(ck.config, data_root))
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    saved["state_dict"] = ck.model.state_dict()
+    if recipe is not None and recipe.embedding is not None:
+        saved["config"]["embedding"]["logit_scale"] = recipe.embedding.logit_scale
+        rule = recipe.open_set
+        saved["config"]["open_set"] = None if rule is None else rule.model_dump(mode="json")
+    torch.save(saved, checkpoint)
+    return ck.model.centre.numpy()
+
+
 def pooled_vectors(encoder: Encoder, clip_windows: Sequence[np.ndarray]) -> np.ndarray:
     """(clips, D): each clip's window vectors pooled (``skeleton.prototypes.pool``)."""
     counts = [len(w) for w in clip_windows]
@@ -359,6 +392,7 @@ def train_embedding(
         history.append(row)
         log(" ".join(f"{k}={val}" for k, val in row.items() if val is not None))
     model.eval()
+    fit_centre(model, np.concatenate(eval_train))
     metrics: dict[str, Any] = {
         "name": cfg.name,
         "dataset": cfg.dataset.name,

@@ -3,6 +3,7 @@ for the UP-Fall classifier measured on held-out activities.
 
     python -m training.upfall_fewshot enrol [--embedding model_zoo/embeddings/<name>]
     python -m training.upfall_fewshot unknown          # trains the two held-out-activity folds if missing
+    python -m training.upfall_fewshot set-threshold    # the action sets' "unknown" threshold, on MediaPipe
 
 ``enrol`` does offline what the service will do over HTTP: one example per activity from a trial's
 clips (Cam1; the example is the activity's windows -- for a fall clip the windows around the fall,
@@ -17,11 +18,23 @@ fall group, the manifest's default threshold 0.5: nothing tuned on these clips).
 (picking up an object, jumping), and scores the held-out trial: known = the 9 trained activities,
 unknown = the 2 held out. The score and its threshold are chosen on one fold's held-out trial and
 measured on the other fold (both ways); the shipped model gets the mean of the two thresholds.
+
+``set-threshold`` chooses the embedding's ``relative_cosine`` threshold (a window's cosine to its
+nearest label over that label's example spread, ``skeleton.prototypes``), which every action set
+uses by default, on MediaPipe skeletons (what the service sees) instead of UTD-MHAD's Kinect: a set
+enrolled from one trial as ``evaluation.action_sets`` enrols it (each Cam1 clip's first 10 s, one
+example per activity) but without two daily activities, for each of the 15 pairs of the six daily
+activities; every Cam1 clip of the other trial through the service's clip rule (windows below the
+threshold are ``unknown``, ``skeleton.open_set.with_unknown_column``; the mean decides). A clip is
+right when an enrolled activity gets its label and a held-out one comes out ``unknown``. The
+threshold with the most right clips is chosen on one direction (trial 1 -> 2) and measured on the
+other (2 -> 1), and the reverse; the manifest gets the mean of the two choices.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -33,10 +46,10 @@ import torch
 
 from skeleton.clip import ClipRule, decide
 from skeleton.manifest import ModelManifest, load_manifest
-from skeleton.open_set import LOGIT_SCORES, clip_score, open_set_score, softmax
+from skeleton.open_set import LOGIT_SCORES, clip_score, open_set_score, softmax, with_unknown_column
 from skeleton.paths import REPO_ROOT
 from skeleton.preprocess import prepare_window
-from skeleton.prototypes import PrototypeSet, pool
+from skeleton.prototypes import UNKNOWN, PrototypeSet, pool, spread
 from training.config import TrainConfig, load_config
 from training.metrics import auroc, binary_metrics, youden_threshold
 from training.upfall import (
@@ -95,6 +108,7 @@ def enrol_and_test(embedder: OnnxEmbedder, cache: Path, enrol_trial: int, test_t
     base = load_config(RECIPE[enrol_trial])
     cfg = base.model_copy(update={"input": m.input})  # the embedding's layout, coordinates and window
     examples: dict[str, np.ndarray] = {}
+    spreads: dict[str, list[float]] = {}
     for clip in _clips(cfg, cache, enrol_trial):
         if clip.camera != ENROL_CAMERA:
             continue
@@ -103,8 +117,10 @@ def enrol_and_test(embedder: OnnxEmbedder, cache: Path, enrol_trial: int, test_t
         ]
         if fall_ends:
             windows = np.stack([prepare_window(clip.timestamps, clip.joints, m.input, e) for e in fall_ends])
-            examples[ACTIVITIES[clip.label]] = pool(embedder(windows))[None]
-    protos = PrototypeSet.from_examples(examples)
+            vectors = embedder(windows)
+            examples[ACTIVITIES[clip.label]] = pool(vectors)[None]
+            spreads[ACTIVITIES[clip.label]] = [spread(vectors, examples[ACTIVITIES[clip.label]][0])]
+    protos = PrototypeSet.from_examples(examples, spreads)
     labels = list(protos.labels)
     rule = ClipRule.from_labels(labels, [f for f in FALL_LABELS if f in labels])
     threshold = m.open_set.threshold if m.open_set else None
@@ -115,7 +131,7 @@ def enrol_and_test(embedder: OnnxEmbedder, cache: Path, enrol_trial: int, test_t
         sims = protos.similarities(embedder(windows))
         d = decide(softmax(sims, m.embedding.logit_scale), ends, rule)
         if threshold is not None:
-            unknown_windows += int((sims.max(1) < threshold).sum())
+            unknown_windows += int((protos.relative_scores(sims) < threshold).sum())
         total_windows += len(ends)
         rows.append(
             {
@@ -140,6 +156,98 @@ def enrol_and_test(embedder: OnnxEmbedder, cache: Path, enrol_trial: int, test_t
         "threshold": threshold,
         "per_clip": rows,
     }
+
+
+DAILY = (6, 7, 8, 9, 10, 11)  # walking .. laying: the activities a set is enrolled without, in pairs
+ENROL_SECONDS = 10.0  # evaluation.action_sets' example: each clip's first 10 s
+THRESHOLD_GRID = tuple(round(0.025 * i, 3) for i in range(-8, 61))  # relative cosine -0.2 .. 1.5
+
+
+Vectors = dict[int, tuple[np.ndarray, np.ndarray]]
+
+
+def _clip_vectors(embedder: OnnxEmbedder, cache: Path, trial: int) -> Vectors:
+    """Activity -> (window end times, window embeddings) of the trial's enrolment-camera clips."""
+    m = embedder.manifest
+    cfg = load_config(RECIPE[trial]).model_copy(update={"input": m.input})
+    out = {}
+    for clip in _clips(cfg, cache, trial):
+        if clip.camera == ENROL_CAMERA:
+            ends = clip_window_ends(clip, cfg)
+            w = np.stack([prepare_window(clip.timestamps, clip.joints, m.input, float(e)) for e in ends])
+            out[clip.activity] = (ends - float(clip.timestamps[0]), embedder(w))
+    return out
+
+
+def set_clip_labels(
+    protos: PrototypeSet, windows: np.ndarray, logit_scale: float, thresholds: np.ndarray
+) -> list[str]:
+    """The set's clip label at each threshold: the service's windows -> softmax(scale x cosine),
+    ``unknown`` when the relative cosine is below the threshold, mean over the clip, argmax."""
+    sims = protos.similarities(windows)
+    probs, best = softmax(sims, logit_scale), protos.relative_scores(sims)
+    names = [*protos.labels, UNKNOWN]
+    return [names[int(with_unknown_column(probs, best < t).mean(axis=0).argmax())] for t in thresholds]
+
+
+def set_threshold(embedder: OnnxEmbedder, cache: Path, seconds: float = ENROL_SECONDS) -> dict[str, Any]:
+    """Choose the action sets' threshold across UP-Fall trials (module docstring)."""
+    m = embedder.manifest
+    assert m.embedding is not None
+    vecs = {t: _clip_vectors(embedder, cache, t) for t in (1, 2)}
+    return {"embedding": m.name, **choose_set_threshold(vecs, m.embedding.logit_scale, seconds)}
+
+
+def choose_set_threshold(vecs: dict[int, Vectors], logit_scale: float, seconds: float) -> dict[str, Any]:
+    """``vecs``: trial -> activity -> (window ends, window embeddings). Per direction, the grid
+    threshold with the most right clips over the held-out pairs (the middle one of ties), measured
+    on the other direction; the result's ``threshold`` is the mean of the two choices."""
+    grid = np.array(THRESHOLD_GRID)
+    held_outs = [(), *itertools.combinations(DAILY, 2)]
+    right: dict[tuple[int, int], np.ndarray] = {}
+    full: dict[tuple[int, int], list[list[str]]] = {}
+    for a, b in ((1, 2), (2, 1)):
+        right[a, b] = np.zeros((len(held_outs), len(grid)))
+        first = {str(act): v[ends <= seconds] for act, (ends, v) in vecs[a].items()}  # the examples' windows
+        examples = {k: pool(w) for k, w in first.items()}
+        spreads = {k: [spread(w, examples[k])] for k, w in first.items()}
+        for h, held in enumerate(held_outs):
+            keep = [k for k in examples if int(k) not in held]
+            kept = {k: examples[k][None] for k in keep}
+            protos = PrototypeSet.from_examples(kept, {k: spreads[k] for k in keep})
+            for act, (_, v) in vecs[b].items():
+                labels = set_clip_labels(protos, v, logit_scale, grid)
+                truth = UNKNOWN if act in held else str(act)
+                right[a, b][h] += [lab == truth for lab in labels]
+                if not held:
+                    full.setdefault((a, b), []).append(labels)
+    result: dict[str, Any] = {
+        "logit_scale": logit_scale,
+        "held_out_pairs": len(held_outs) - 1,
+        "grid": grid.tolist(),
+        "folds": {},
+    }
+    chosen = {}
+    for (a, b), (c, d) in (((1, 2), (2, 1)), ((2, 1), (1, 2))):
+        score = right[a, b][1:].sum(axis=0)  # the held-out sets only
+        best = np.flatnonzero(score == score.max())
+        i = int(best[len(best) // 2])  # the middle of the best thresholds
+        chosen[a, b] = float(grid[i])
+        got = np.array(full[c, d])[:, i]
+        names = [str(act) for act in vecs[d]]
+        falls = [j for j, act in enumerate(vecs[d]) if act <= len(FALL_LABELS)]
+        fall_names = {str(f) for f in range(1, len(FALL_LABELS) + 1)}
+        recall = float(np.mean([got[j] in fall_names for j in falls])) if falls else None
+        result["folds"][f"chosen on trial {a} -> {b}, measured on trial {c} -> {d}"] = {
+            "threshold": chosen[a, b],
+            "chosen_on_right": float(score[i] / (len(held_outs) - 1) / len(vecs[b])),
+            "held_out_right": float(right[c, d][1:, i].sum() / (len(held_outs) - 1) / len(vecs[d])),
+            "full_set_top1": float(np.mean(got == np.array(names))),
+            "full_set_fall_recall": recall,
+            "full_set_unknown": int(np.sum(got == UNKNOWN)),
+        }
+    result["threshold"] = float(np.mean(list(chosen.values())))
+    return result
 
 
 def unknown_folds(cache: Path, out: Path) -> dict[str, Any]:
@@ -219,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m training.upfall_fewshot", description=__doc__.splitlines()[0]
     )
-    ap.add_argument("command", choices=["enrol", "unknown"])
+    ap.add_argument("command", choices=["enrol", "unknown", "set-threshold"])
     ap.add_argument("--embedding", type=Path, default=EMBEDDING)
     ap.add_argument("--cache", type=Path, default=REPO_ROOT / "cache" / "skeletons" / "upfall")
     ap.add_argument("--out", type=Path, default=OUT)
@@ -239,6 +347,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{f['fall']['recall']}, windows below the unknown threshold "
                 f"{100 * f['windows_below_threshold']:.1f} %"
             )
+        return 0
+    if args.command == "set-threshold":
+        found = set_threshold(OnnxEmbedder(args.embedding), args.cache)
+        (args.out / "set-threshold.json").write_text(json.dumps(found, indent=1))
+        print(json.dumps({k: v for k, v in found.items() if k != "grid"}, indent=1))
         return 0
     result = unknown_folds(args.cache, args.out)
     (args.out / "unknown.json").write_text(json.dumps(result, indent=1))

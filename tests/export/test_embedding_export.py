@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from skeleton.manifest import load_manifest
-from skeleton.open_set import LOGIT_SCORES, clip_score, open_set_score
+from skeleton.open_set import LOGIT_SCORES, SIMILARITY_SCORES, clip_score, open_set_score
 from skeleton.prototypes import UNKNOWN, PrototypeSet, pool
 from tests.conftest import REPO_ROOT, require_data
 from tests.model_helpers import require_cache
@@ -47,7 +47,7 @@ def test_embedding_export_parity_and_manifest(tmp_path: Path) -> None:
     assert m.kind == "embedding" and m.labels == [] and m.embedding is not None
     assert m.embedding.dim == model.dim and len(m.embedding.trained_on) == 20
     assert m.onnx.output_name == EMBEDDING_OUTPUT_NAME and m.onnx.output_shape == ["batch", model.dim]
-    assert m.open_set is not None and m.open_set.score == "max_cosine"  # from the config
+    assert m.open_set is not None and m.open_set.score in SIMILARITY_SCORES  # from the config
     assert m.metrics["onnx_parity"]["rel_error"] < 1e-4
     assert load_manifest(tmp_path / "emb") == m
     clips = load_utd_mhad(require_data(), {2})[::40]
@@ -111,9 +111,9 @@ def _embed(sess, m, windows: np.ndarray) -> np.ndarray:  # type: ignore[no-untyp
 
 
 def test_shipped_embedding_enrols_and_rejects_on_real_windows() -> None:
-    """The shipped ONNX embedding with its manifest's threshold: five actions enrolled from subject 1
-    (two examples each) classify subject 2's clips of them, and subject 2's clips of five other
-    actions are mostly unknown."""
+    """The shipped ONNX embedding with its Kinect-20 threshold (the manifest's is chosen on MediaPipe,
+    which the service sees): five actions enrolled from subject 1 (two examples each) classify
+    subject 2's clips of them, and subject 2's clips of five other actions are mostly unknown."""
     import onnxruntime as ort
 
     from training.metric_learning import utd_windows
@@ -121,7 +121,8 @@ def test_shipped_embedding_enrols_and_rejects_on_real_windows() -> None:
 
     m = load_manifest(EMBEDDING)
     assert m.kind == "embedding" and m.embedding is not None and m.open_set is not None
-    assert m.open_set.score == "max_cosine" and m.labels == [] and m.embedding.dim == m.onnx.output_shape[1]
+    assert m.open_set.score in SIMILARITY_SCORES and m.labels == []
+    assert m.embedding.dim == m.onnx.output_shape[1]
     sess = ort.InferenceSession(str(EMBEDDING / "model.onnx"), providers=["CPUExecutionProvider"])
 
     def vector(clip) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -133,13 +134,41 @@ def test_shipped_embedding_enrols_and_rejects_on_real_windows() -> None:
                                                          and c.subject == 1][:2] for a in enrolled})
     known = [c for c in clips if c.subject == 2 and c.action in enrolled]
     unknown = [c for c in clips if c.subject == 2 and c.action in others]
-    thr, scale = m.open_set.threshold, m.embedding.logit_scale
+    thr, scale = m.open_set.metrics["utd_mhad_threshold"], m.embedding.logit_scale
+    closed = protos.predict(np.stack([vector(c) for c in known]), None, scale)
+    right = np.mean([p == LABELS[c.action - 1] for p, c in zip(closed.labels, known, strict=True)])
+    assert right > 0.8, closed.labels
     pk = protos.predict(np.stack([vector(c) for c in known]), thr, scale)
     pu = protos.predict(np.stack([vector(c) for c in unknown]), thr, scale)
-    right = np.mean([p == LABELS[c.action - 1] for p, c in zip(pk.labels, known, strict=True)])
-    assert right > 0.8, pk.labels
-    assert np.mean(np.array(pu.labels) == UNKNOWN) > np.mean(np.array(pk.labels) == UNKNOWN) + 0.3
+    accepted = np.mean([p == LABELS[c.action - 1] for p, c in zip(pk.labels, known, strict=True)])
+    rejected = np.mean(np.array(pu.labels) == UNKNOWN)
+    assert accepted > 0.6 and rejected > 0.8 and rejected > np.mean(np.array(pk.labels) == UNKNOWN) + 0.3, (
+        pk.labels, pu.labels)
     assert pk.similarity.mean() > pu.similarity.mean()
+
+
+def test_shipped_embedding_is_centred_and_its_threshold_chosen_on_mediapipe() -> None:
+    """The shipped ONNX graph carries the centre fitted on its training windows (subjects 1,3,5,7):
+    their outputs average to a short vector (uncentred: about 0.83 long). Its manifest carries the
+    recipe's threshold, chosen on MediaPipe UP-Fall skeletons, and the recipe's calibrated scale."""
+    import onnxruntime as ort
+
+    from training.checkpoint import load_checkpoint
+    from training.config import load_config
+    from training.metric_learning import utd_windows
+    from training.utd_mhad import load_utd_mhad
+
+    m = load_manifest(EMBEDDING)
+    recipe = load_config(REPO_ROOT / "configs" / "utd-mhad-stgcnpp-lite-embedding.yaml")
+    assert m.open_set == recipe.open_set and m.open_set is not None and "UP-Fall" in m.open_set.chosen_by
+    assert m.embedding is not None and recipe.embedding is not None
+    assert m.embedding.logit_scale == recipe.embedding.logit_scale
+    sess = ort.InferenceSession(str(EMBEDDING / "model.onnx"), providers=["CPUExecutionProvider"])
+    clips = load_utd_mhad(require_data(), {1, 3, 5, 7})[::6]
+    out = _embed(sess, m, np.concatenate([utd_windows(c, m.input) for c in clips]))
+    assert np.linalg.norm(out.mean(axis=0)) < 0.3, np.linalg.norm(out.mean(axis=0))
+    centre = load_checkpoint(EMBEDDING / "checkpoint.pt").model.centre.numpy()
+    assert np.linalg.norm(centre) > 0.5
 
 
 @pytest.mark.skeleton_cache

@@ -109,5 +109,5 @@ def test_a_set_classifies_by_its_own_prototypes_and_says_unknown(
     labels, probs = results[3]
     assert labels == [UNKNOWN] and (probs == 1).all()
     with pytest.raises(ServiceError) as exc:
-        with_unknown(sets.model("mine"), 1.5)
+        with_unknown(sets.model("mine"), 10.5)  # a set's relative cosine lies in [-10, 10]
     assert exc.value.code == "invalid_unknown_threshold"

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from skeleton.manifest import EmbeddingSpec, ModelManifest, OpenSetSpec
-from skeleton.open_set import clip_score, is_unknown, open_set_score
+from skeleton.open_set import clip_score, is_unknown, open_set_score, with_unknown_column
 from skeleton.paths import REPO_ROOT
-from skeleton.prototypes import UNKNOWN, PrototypeSet, pool
+from skeleton.prototypes import UNKNOWN, PrototypeSet, pool, spread
 
 
 def test_open_set_scores() -> None:
@@ -31,6 +31,38 @@ def test_open_set_scores() -> None:
         clip_score(np.array([]))
     with pytest.raises(ValueError, match="open-set score"):
         open_set_score("entropy", logits)
+
+
+def test_unknown_windows_get_the_unknown_column() -> None:
+    """Windows below the threshold become [0, ..., 0, 1] over labels + unknown, the others keep
+    their probabilities; a clip's mean then says unknown exactly when those windows outweigh."""
+    probs = np.array([[0.7, 0.3], [0.6, 0.4], [0.9, 0.1]], np.float32)
+    out = with_unknown_column(probs, np.array([True, False, True]))
+    assert out.dtype == probs.dtype
+    assert np.allclose(out, [[0, 0, 1], [0.6, 0.4, 0], [0, 0, 1]])
+    assert int(out.mean(axis=0).argmax()) == 2
+    assert int(with_unknown_column(probs, np.array([True, False, False])).mean(axis=0).argmax()) == 0
+    assert probs[0].tolist() == pytest.approx([0.7, 0.3])  # the input is not changed
+
+
+def test_relative_cosine_asks_each_label_for_what_its_examples_showed() -> None:
+    """An action set's window score: the cosine to the nearest label over that label's spread (how
+    closely its example's windows agree), so a varied action is not held to a steady one's bar."""
+    steady = np.tile([1.0, 0.0, 0.0], (4, 1))
+    varied = np.array([[0.0, 1.0, 0.3], [0.0, 1.0, -0.3], [0.0, 1.0, 0.9], [0.0, 1.0, -0.9]])
+    assert spread(steady, pool(steady)) == pytest.approx(1.0)
+    s_varied = spread(varied, pool(varied))
+    assert 0.5 < s_varied < 0.9
+    protos = PrototypeSet.from_examples(
+        {"steady": pool(steady)[None], "varied": pool(varied)[None]},
+        {"steady": [1.0], "varied": [s_varied, s_varied]},
+    )
+    queries = np.array([[0.8, 0.0, 0.6], [0.0, 0.8, 0.6]])  # cosine 0.8 to one label each
+    sims = protos.similarities(queries)
+    assert np.allclose(sims.max(axis=1), 0.8)
+    assert protos.relative_scores(sims) == pytest.approx([0.8, 0.8 / s_varied])
+    plain = PrototypeSet.from_examples({"steady": pool(steady)[None]})  # no spreads: the plain cosine
+    assert plain.relative_scores(plain.similarities(queries[:1])) == pytest.approx([0.8])
 
 
 def test_prototypes_classify_reject_and_follow_their_examples() -> None:
