@@ -31,7 +31,7 @@ MediaPipe types stay inside this module: callers get `GraphPose` arrays.
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -215,8 +215,6 @@ def _select(tracked: Sequence[Roi], detected: Sequence[Roi], association: str, t
         for i in range(len(tracked)):  # tracked ROIs collapsed onto one person: as MediaPipe
             kept = [k for k in kept if not _overlaps(rois[i], rois[k], threshold)]
             kept.append(i)
-        # and a ROI that shrank onto part of someone else's body (a partial duplicate) goes
-        kept = [k for k in kept if not any(_inside(rois[k], rois[o]) for o in kept if o != k)]
         pairs = sorted(
             ((rois[t].iou(d), t, len(tracked) + j) for t in kept for j, d in enumerate(detected)),
             key=lambda p: -p[0],
@@ -347,6 +345,8 @@ class PoseGraph:
         self._filler = _rect_vector_packet()  # stands in for an absent ROI vector (masked out)
         self._tracked_packet: Any = None
         self._tracked: list[Roi] = []
+        self._forgotten: set[int] = set()  # tracked ROIs not carried into the next frame (`forget`)
+        self._aligned = False
         self.last_landmark_passes = 0  # ROIs given a landmark pass in the latest frame
         self.last_searched = 0  # people found in search windows (new ROIs) in the latest frame
         self.last_expected = 0  # expected ROIs landmarked in the latest frame
@@ -387,30 +387,32 @@ class PoseGraph:
         detected_packet: Any = None
         detected: list[Roi] = []
         n_tracked = len(self._tracked)
+        live = [i for i in range(n_tracked) if i not in self._forgotten]
+        self._forgotten = set()
         searched: list[Roi] = []
-        if n_tracked < self.num_poses:  # MediaPipe's rule: detect while a slot is free
+        if len(live) < self.num_poses:  # MediaPipe's rule: detect while a slot is free
             detected_packet = _detect(self._detector, image, us)
             detected = _rois(detected_packet)
             searched = self._search(frame_rgb, us, search)
         else:
             expected = ()
-        chosen = set(
-            select_rois(
-                self._tracked,
-                detected,
-                self.association,
-                self.min_tracking_confidence,
-                self.num_poses,
-                searched,
-                expected,
-            )
+        picked = select_rois(
+            [self._tracked[i] for i in live],
+            detected,
+            self.association,
+            self.min_tracking_confidence,
+            self.num_poses,
+            searched,
+            expected,
         )
+        # indices into the live tracked ROIs -> into all of them (the tracked packet's order)
+        chosen = {live[k] if k < len(live) else k - len(live) + n_tracked for k in picked}
         self.last_landmark_passes = len(chosen)
         base = n_tracked + len(detected)
         self.last_searched = sum(k >= base + len(expected) for k in chosen)
         self.last_expected = sum(base <= k < base + len(expected) for k in chosen)
         if not chosen:
-            self._tracked_packet, self._tracked = None, []
+            self._tracked_packet, self._tracked, self._aligned = None, [], False
             return []
         mask = [k in chosen for k in range(n_tracked)] if n_tracked else [False]
         mask += [n_tracked + k in chosen for k in range(len(detected))] if detected else [False]
@@ -429,7 +431,19 @@ class PoseGraph:
         out = self._landmarks.process(inputs)
         self._tracked_packet = out["next_rects"]
         self._tracked = _rois(self._tracked_packet)
-        return _poses(out["landmarks"], out["world"])
+        poses = _poses(out["landmarks"], out["world"])
+        # pose k is the one of tracked ROI k when MediaPipe reports one ROI per pose
+        self._aligned = len(poses) == len(self._tracked)
+        return poses
+
+    def forget(self, poses: Iterable[int]) -> None:
+        """Do not carry these of the latest frame's poses (indices into `process`'s result) into
+        the next frame: the caller rejected them (a skeleton far smaller than the people beside
+        it: `perception.pose.person.size_floor`). The landmark model would otherwise keep
+        tracking its own ROI for them, and a rejected skeleton's ROI lives on
+        (stgcn_clean_and_jerk.mp4: garbled skeletons over the barbell for 20-55 frames)."""
+        if self._aligned:
+            self._forgotten = {int(k) for k in poses if 0 <= int(k) < len(self._tracked)}
 
     def _search(self, frame_rgb: np.ndarray, us: int, windows: Sequence[Window]) -> list[Roi]:
         """Detections in each window's crop, as ROIs of the whole frame."""

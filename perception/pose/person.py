@@ -8,7 +8,15 @@ import numpy as np
 
 from skeleton.types import MEDIAPIPE_JOINTS, BoundingBox, PersonPose
 
-__all__ = ["make_person_pose", "nms_poses", "pose_from_pixels", "select_people"]
+__all__ = [
+    "MIN_RELATIVE_SIZE",
+    "make_person_pose",
+    "nms_poses",
+    "plausible_people",
+    "pose_from_pixels",
+    "select_people",
+    "size_floor",
+]
 
 
 def _box_from_image(image: np.ndarray, width: int, height: int) -> BoundingBox:
@@ -52,13 +60,47 @@ def pose_from_pixels(
 
 
 def select_people(
-    poses: Sequence[PersonPose], max_people: int, iou: float = 0.6, keypoint_distance: float = 0.15
+    poses: Sequence[PersonPose],
+    max_people: int,
+    iou: float = 0.6,
+    keypoint_distance: float = 0.15,
+    min_relative_size: float | None = None,
 ) -> tuple[PersonPose, ...]:
-    """An estimator's people from its raw poses: duplicates removed (`nms_poses`), the best
+    """An estimator's people from its raw poses: the plausible ones (`plausible_people`), the best
     ``max_people`` by score."""
-    kept = nms_poses(poses, iou, keypoint_distance)
+    kept = plausible_people(poses, iou, keypoint_distance, min_relative_size)
     kept.sort(key=lambda p: -p.score)
     return tuple(kept[:max_people])
+
+
+def plausible_people(
+    poses: Sequence[PersonPose],
+    iou: float = 0.6,
+    keypoint_distance: float = 0.15,
+    min_relative_size: float | None = None,
+) -> list[PersonPose]:
+    """``poses`` without duplicates (`nms_poses`) and without skeletons far smaller than the
+    frame's largest person (`size_floor`), highest score first."""
+    return size_floor(nms_poses(poses, iou, keypoint_distance), min_relative_size)
+
+
+# A skeleton whose box's longer side is below this fraction of the largest person's in the same
+# frame is no one standing beside them: MediaPipe draws garbled skeletons 6-15 % of the frame's
+# height over the barbell and the banner above the lifter of stgcn_clean_and_jerk.mp4 (tracks of
+# 50 and 20 frames), 0.09-0.24 of the lifter's size. Chosen by cross-validation on the labelled
+# clips (docs/tracking.md, "Phantoms"); every labelled person there is >= 0.44 of the largest.
+MIN_RELATIVE_SIZE = 0.3
+
+
+def size_floor(poses: Sequence[PersonPose], fraction: float | None = None) -> list[PersonPose]:
+    """``poses`` without those whose box's longer side (lying people are wide, not tall) is below
+    ``fraction`` (default `MIN_RELATIVE_SIZE`; 0: keep all) of the largest one's."""
+    fraction = MIN_RELATIVE_SIZE if fraction is None else fraction
+    sides = [max(p.box.width, p.box.height) for p in poses]
+    if not sides or fraction <= 0:
+        return list(poses)
+    floor = fraction * max(sides)
+    return [p for p, side in zip(poses, sides, strict=True) if side >= floor]
 
 
 def nms_poses(

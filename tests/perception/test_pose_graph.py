@@ -153,3 +153,33 @@ def test_select_rois_rules() -> None:
     assert select_rois([person, neighbour], [], "one-to-one", 0.8, 1) == [0]  # at most num_poses
     with pytest.raises(ValueError, match="association"):
         select_rois([], [], "nearest", 0.8, 5)
+
+
+def test_forgotten_poses_are_not_tracked_into_the_next_frame(
+    two_people: list[Frame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`PoseGraph.forget`: a pose the caller rejected (a duplicate, a garbled skeleton) loses its
+    tracked ROI, so the landmark model does not keep it alive; the others stay tracked."""
+    import perception.pose.graph as graph_module
+
+    seen: list[list[Roi]] = []
+    real = graph_module.select_rois
+
+    def spy(tracked: list[Roi], *args: object, **kwargs: object) -> list[int]:
+        seen.append(list(tracked))
+        return real(tracked, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(graph_module, "select_rois", spy)
+    graph = _graph(3, "one-to-one")
+    try:
+        for i, f in enumerate(two_people[:3]):
+            poses = graph.process(f.rgb, i * 33)
+        assert len(poses) == 2 and len(graph.tracked) == 2
+        kept = graph.tracked[1]
+        graph.forget([0])
+        graph.process(two_people[3].rgb, 3 * 33)
+        assert seen[-1] == [kept]  # only the ROI of the pose not forgotten was carried
+        graph.process(two_people[4].rgb, 4 * 33)
+        assert len(seen[-1]) == 2  # forgetting lasts one frame: whoever is found again is tracked
+    finally:
+        graph.close()
