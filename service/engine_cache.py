@@ -24,7 +24,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -39,6 +38,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
+
+from skeleton.manifest import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +81,6 @@ class EngineKey:
             parts.append(f"b{self.profile.min}-{self.profile.opt}-{self.profile.max}")
         parts += [f"trt{self.tensorrt or 'unknown'}", f"ort{self.onnxruntime}"]
         return "-".join(parts)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @functools.cache

@@ -19,7 +19,7 @@ import pytest
 from service import engine_cache, providers
 from service.classifier import OnnxClassifier
 from service.engine_cache import RECORD, complete_files, load_or_build, lock_path
-from skeleton.manifest import load_manifest
+from skeleton.manifest import load_manifest, sha256_file
 from tests.conftest import REPO_ROOT, gpu_available
 
 ZOO = REPO_ROOT / "model_zoo"
@@ -87,10 +87,13 @@ def _build_count(builds: Path) -> int:
 # --------------------------------------------------------------------------- where engines go
 
 
-def test_shipped_models_share_tensor_names_but_not_an_engine_folder(tmp_path: Path) -> None:
-    """ORT's own cache key (file name, graph, tensor names, versions) is the same for both shipped
-    models; under one SKELACT_TRT_CACHE_DIR each still gets its own folder."""
+def test_same_tensor_names_other_weights_never_share_an_engine_folder(tmp_path: Path) -> None:
+    """ORT's own cache key (file name, graph, tensor names, versions) ignores the weights: a model
+    retrained with the same recipe (a fold model, a new seed) has the same key as the shipped one.
+    Under one SKELACT_TRT_CACHE_DIR each must still get its own folder, or one would run the
+    other's engine."""
     import onnx
+    from onnx import numpy_helper
 
     def names(d: Path) -> tuple[object, ...]:
         m = load_manifest(d)
@@ -98,11 +101,23 @@ def test_shipped_models_share_tensor_names_but_not_an_engine_folder(tmp_path: Pa
         return (m.onnx.file, g.name, [i.name for i in g.input], sorted(i.name for i in g.initializer),
                 [o for n in g.node for o in n.output])
 
-    assert len(SHIPPED) == 2 and names(SHIPPED[0]) == names(SHIPPED[1])
+    shipped = ZOO / "utd-mhad-stgcnpp-lite"
+    same, retrained = _copy_model(shipped, tmp_path / "a"), _copy_model(shipped, tmp_path / "b")
+    onnx_file = retrained / load_manifest(retrained).onnx.file
+    model = onnx.load(str(onnx_file))
+    w = next(i for i in model.graph.initializer if numpy_helper.to_array(i).size > 1)
+    w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w) * 1.5, w.name))
+    onnx.save(model, str(onnx_file))
+    manifest_file = retrained / "manifest.json"
+    doc = json.loads(manifest_file.read_text())
+    doc["onnx"]["sha256"] = sha256_file(onnx_file)  # a consistent export, only other weights
+    manifest_file.write_text(json.dumps(doc))
+    assert names(same) == names(retrained)  # the case ORT alone cannot tell apart
+
     shared = tmp_path / "shared"
     requested = ["tensorrt", "cuda", "cpu"]
     folders = [OnnxClassifier(d, load_manifest(d), requested, trt_cache_dir=shared).engine_dir
-               for d in SHIPPED]
+               for d in (same, retrained)]
     assert folders[0] is not None and folders[1] is not None and folders[0] != folders[1]
     assert folders[0].is_relative_to(shared) and folders[1].is_relative_to(shared)
 
