@@ -31,6 +31,11 @@ class ExampleInfo(BaseModel):
     )
     source: dict[str, Any] = Field(description="video/skeleton/stream, and the span used (start, end in s)")
     added: str
+    embedding_sha256: str | None = Field(
+        default=None,
+        description="the embedding export that made its vector (its manifest's ONNX sha256); "
+        "a set with examples of another export answers 409 stale_examples",
+    )
 
 
 class LabelInfo(BaseModel):

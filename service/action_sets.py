@@ -73,6 +73,25 @@ class Example:
     spread: float = 1.0  # skeleton.prototypes.spread of its windows
 
 
+def check_vectors_match(name: str, doc: dict[str, Any], sha256: str) -> None:
+    """409 when an example's vector came from another export of the embedding (an upgrade): its
+    cosines to today's windows would be meaningless. Examples saved before provenance was kept pass."""
+    stale = sorted(
+        label
+        for label, items in doc["labels"].items()
+        if any(e.get("embedding_sha256", sha256) != sha256 for e in items)
+    )
+    if stale:
+        raise ServiceError(
+            409,
+            "stale_examples",
+            f"action set {name!r} has examples made by another version of embedding "
+            f"{doc['embedding']!r} (labels {stale})",
+            "re-enrol those labels' examples (DELETE them and add them again), or serve the embedding "
+            "version they were made with",
+        )
+
+
 def not_found(what: str, hint: str) -> ServiceError:
     return ServiceError(404, "not_found", f"{what} does not exist", hint)
 
@@ -189,6 +208,7 @@ class ActionSets:
             return cached[1]
         doc = current.doc or {}
         emb = self.embedding_model(doc["embedding"])
+        check_vectors_match(name, doc, emb.manifest.onnx.sha256)
         examples = {
             label: np.stack([decode_vector(e["vector"]) for e in items])
             for label, items in doc["labels"].items()
@@ -275,9 +295,11 @@ class ActionSets:
 
     def add_example(self, name: str, label: str, example: Example) -> tuple[Versioned, dict[str, Any]]:
         check_label(label)
+        emb = self.embedding_model((self.read(name).doc or {}).get("embedding"))
         item = {
             "id": new_id(),
             "vector": encode_vector(example.vector),
+            "embedding_sha256": emb.manifest.onnx.sha256,  # which export made the vector
             "windows": example.windows,
             "seconds": round(example.seconds, 3),
             "spread": round(example.spread, 4),

@@ -111,3 +111,29 @@ def test_a_set_classifies_by_its_own_prototypes_and_says_unknown(
     with pytest.raises(ServiceError) as exc:
         with_unknown(sets.model("mine"), 10.5)  # a set's relative cosine lies in [-10, 10]
     assert exc.value.code == "invalid_unknown_threshold"
+
+
+def test_examples_from_another_embedding_export_are_refused_not_misread(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    """After an embedding upgrade a set's stored vectors live in another space: 409 with how to fix,
+    never silent nonsense; examples saved before provenance was kept still load."""
+    sets = ActionSets(tmp_path, registry)
+    dim = next(iter(registry.models.values())).manifest.embedding.dim  # type: ignore[union-attr]
+    sets.create("gym", None)
+    _, item = sets.add_example("gym", "squat", _example(0, dim))
+    emb = next(iter(registry.models.values()))
+    assert item["embedding_sha256"] == emb.manifest.onnx.sha256
+    assert sets.model("gym").labels == ["squat"]
+
+    doc = dict(sets.read("gym").doc or {})
+    doc["labels"] = {"squat": [{**item, "embedding_sha256": "0" * 64}]}  # made by an older export
+    sets.store.write("gym", doc, if_version=sets.read("gym").version)
+    with pytest.raises(ServiceError) as exc:
+        sets.model("gym")
+    assert exc.value.status == 409 and exc.value.code == "stale_examples" and "re-enrol" in exc.value.hint
+
+    legacy = {k: v for k, v in item.items() if k != "embedding_sha256"}
+    doc["labels"] = {"squat": [legacy]}
+    sets.store.write("gym", doc, if_version=sets.read("gym").version)
+    assert sets.model("gym").labels == ["squat"]
