@@ -19,7 +19,6 @@ its first example is enrolled from that stream).
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import os
 import re
@@ -30,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from service.batching import BatchResult, WindowBatcher
+from service.batching import BatcherView, BatchResult, WindowBatcher
 from service.core.errors import ServiceError
 from service.registry import LoadedModel, ModelRegistry
 from service.store import VersionConflict, Versioned, VersionedStore, new_id
@@ -118,11 +117,11 @@ def check_label(label: str) -> str:
     return label
 
 
-class PrototypeBatcher:
+class PrototypeBatcher(BatcherView):
     """An action set's classifier: the embedding's batcher, then the nearest prototypes."""
 
     def __init__(self, embedding: WindowBatcher, prototypes: PrototypeSet | None, logit_scale: float) -> None:
-        self.embedding = embedding
+        super().__init__(embedding)
         self.prototypes = prototypes
         self.logit_scale = logit_scale
 
@@ -130,26 +129,11 @@ class PrototypeBatcher:
         if self.prototypes is None:  # a set without examples yet: every window is unknown
             n = len(windows)
             return BatchResult(np.zeros((n, 0), np.float32), n, 0, 0.0, 0.0, np.full(n, -np.inf, np.float32))
-        r = await self.embedding.submit(windows)
+        r = await self.inner.submit(windows)
         sims = self.prototypes.similarities(r.probs)
         probs = softmax(sims, self.logit_scale).astype(np.float32)
         scores = self.prototypes.relative_scores(sims).astype(np.float32)
         return dataclasses.replace(r, probs=probs, scores=scores)
-
-    def add_producer(self) -> None:
-        self.embedding.add_producer()
-
-    def remove_producer(self) -> None:
-        self.embedding.remove_producer()
-
-    def producing(self) -> contextlib.AbstractContextManager[None]:
-        return self.embedding.producing()
-
-    def start(self) -> None:
-        self.embedding.start()
-
-    async def close(self) -> None:
-        """The embedding's batcher belongs to the registry: nothing to close here."""
 
 
 class ActionSets:

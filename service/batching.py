@@ -51,6 +51,32 @@ class WindowBatcher(Protocol):
     async def close(self) -> None: ...
 
 
+class BatcherView:
+    """A batcher that reshapes another's results (``submit`` overridden) and borrows everything else:
+    producers, worker and lifetime belong to the inner batcher's model, so ``close`` leaves it open."""
+
+    def __init__(self, inner: WindowBatcher) -> None:
+        self.inner = inner
+
+    async def submit(self, windows: np.ndarray) -> BatchResult:
+        return await self.inner.submit(windows)
+
+    def add_producer(self) -> None:
+        self.inner.add_producer()
+
+    def remove_producer(self) -> None:
+        self.inner.remove_producer()
+
+    def producing(self) -> contextlib.AbstractContextManager[None]:
+        return self.inner.producing()
+
+    def start(self) -> None:
+        self.inner.start()
+
+    async def close(self) -> None:
+        """The inner batcher belongs to its model: nothing to close here."""
+
+
 @dataclass(slots=True)
 class _Pending:
     windows: np.ndarray

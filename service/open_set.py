@@ -14,13 +14,12 @@ fall rule's threshold) is never made unknown: the fall rule sees every fall wind
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 
 import numpy as np
 
-from service.batching import BatchResult, WindowBatcher
+from service.batching import BatcherView, BatchResult, WindowBatcher
 from service.classifier import score_name
 from service.core.errors import ServiceError
 from service.registry import LoadedModel
@@ -64,13 +63,13 @@ def check_threshold(model: LoadedModel, value: float) -> float:
     return value
 
 
-class UnknownBatcher:
+class UnknownBatcher(BatcherView):
     """A model's batcher whose results gain the ``unknown`` column (see the module docstring)."""
 
     def __init__(
         self, inner: WindowBatcher, threshold: float, falls: tuple[list[int], float] | None = None
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.threshold = threshold
         self.falls = falls  # (fall classes, fall threshold): windows showing the fall pattern stay
 
@@ -83,21 +82,6 @@ class UnknownBatcher:
             classes, at = self.falls
             unknown &= r.probs[:, classes].sum(axis=1) < at
         return dataclasses.replace(r, probs=with_unknown_column(r.probs, unknown))
-
-    def add_producer(self) -> None:
-        self.inner.add_producer()
-
-    def remove_producer(self) -> None:
-        self.inner.remove_producer()
-
-    def producing(self) -> contextlib.AbstractContextManager[None]:
-        return self.inner.producing()
-
-    def start(self) -> None:
-        self.inner.start()
-
-    async def close(self) -> None:
-        """The inner batcher belongs to its model: nothing to close here."""
 
 
 def with_unknown(model: LoadedModel, threshold: float | None) -> LoadedModel:
