@@ -39,17 +39,16 @@ def build_ensemble(runs: Sequence[Path], out_dir: Path, data: Path | None, evalu
     the confusion matrices when measured) for the runs' mean-probability ensemble; returns its
     metrics."""
     raws = [torch.load(r / CHECKPOINT, map_location="cpu", weights_only=False) for r in runs]
-    first, cfg = raws[0], TrainConfig.model_validate(raws[0]["config"])
-    for run, raw in zip(runs[1:], raws[1:], strict=True):
-        other = TrainConfig.model_validate(raw["config"])
+    cfgs = [TrainConfig.model_validate(raw["config"]) for raw in raws]
+    first, cfg = raws[0], cfgs[0]
+    for run, raw, other in zip(runs[1:], raws[1:], cfgs[1:], strict=True):
         same = (other.input, other.dataset, other.model) == (cfg.input, cfg.dataset, cfg.model)
         if not same or any(raw[k] != first[k] for k in _SAME):
             raise ValueError(f"{run} differs from {runs[0]} in labels, input, dataset or model: "
                              "not one recipe")
     spec = EnsembleSpec(members=[
-        EnsembleMember(run=r.name, seed=int(TrainConfig.model_validate(raw["config"]).seed),
-                       sha256=sha256_file(r / CHECKPOINT))
-        for r, raw in zip(runs, raws, strict=True)
+        EnsembleMember(run=r.name, seed=int(c.seed), sha256=sha256_file(r / CHECKPOINT))
+        for r, c in zip(runs, cfgs, strict=True)
     ])
     member_metrics = [raw["metrics"] for raw in raws]
     metrics: dict[str, Any] = {
@@ -65,10 +64,11 @@ def build_ensemble(runs: Sequence[Path], out_dir: Path, data: Path | None, evalu
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT
-    torch.save({"members": [{k: raw[k] for k in ("state_dict", "config", "labels", "label_groups")}
-                            for raw in raws],
-                "ensemble": spec.model_dump(), "config": first["config"], "labels": first["labels"],
-                "label_groups": first["label_groups"], "metrics": metrics}, ckpt_path)
+    ckpt = {"members": [{k: raw[k] for k in ("state_dict", "config", "labels", "label_groups")}
+                        for raw in raws],
+            "ensemble": spec.model_dump(), "config": first["config"], "labels": first["labels"],
+            "label_groups": first["label_groups"], "metrics": metrics}
+    torch.save(ckpt, ckpt_path)
     if evaluate and (cfg.dataset.test_trials or cfg.dataset.test_subjects) and data is not None:
         from training.datasets import build_dataset
         from training.train import predict
@@ -80,9 +80,7 @@ def build_ensemble(runs: Sequence[Path], out_dir: Path, data: Path | None, evalu
             metrics.update(ds.evaluate(lambda x: predict(model, x)))
             keys = ("top1", "clip_top1", "window_top1", "fall")
             log(f"{out_dir.name}: " + json.dumps({k: metrics[k] for k in keys if k in metrics}))
-            raw = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-            raw["metrics"] = metrics
-            torch.save(raw, ckpt_path)
+            torch.save(ckpt, ckpt_path)  # now with the measured metrics (the same dict)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (out_dir / "config.yaml").write_text(yaml.safe_dump(first["config"], sort_keys=False))
     if plots:
