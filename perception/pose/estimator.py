@@ -22,7 +22,7 @@ import numpy as np
 
 from perception.pose.bundle import ensure_pose_bundle, mediapipe_version
 from perception.pose.graph import PoseGraph, Roi, Window, landmark_arrays, landmark_xyz, roi_from_landmarks
-from perception.pose.person import make_person_pose, nms_poses, size_floor
+from perception.pose.person import choose_people, make_person_pose
 from skeleton.types import PersonPose
 
 __all__ = [
@@ -338,18 +338,15 @@ class TasksPoseEstimator(_ClosesAfterFrame):
                 found += self._run(lmk, crop, ms, (x0, y0), factor, width, height)
         self._calls += 1
         self.last_raw = tuple(found)
-        distinct = nms_poses(found, self.dedupe_iou, self.dedupe_keypoint_distance)
-        kept = size_floor(distinct)
-        if self._full is not None and not tiled and len(kept) < len(distinct):
+        people, too_small = choose_people(
+            found, self.max_people, self.dedupe_iou, self.dedupe_keypoint_distance
+        )
+        if self._full is not None and not tiled and too_small:
             # a skeleton far smaller than the person beside it is not tracked on. Duplicates are:
             # the lower-scored of two can be the better skeleton of a lying person (UP-Fall
             # Activity4/Trial2Cam1: forgetting them lost him for 16 frames)
-            ids = {id(p) for p in kept}
-            self._full.forget(
-                k for k, p in enumerate(found) if id(p) not in ids and any(p is d for d in distinct)
-            )
-        kept.sort(key=lambda p: -p.score)
-        return tuple(kept[: self.max_people])
+            self._full.forget(too_small)
+        return people
 
     @staticmethod
     def _run(

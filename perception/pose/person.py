@@ -10,6 +10,7 @@ from skeleton.types import MEDIAPIPE_JOINTS, BoundingBox, PersonPose
 
 __all__ = [
     "MIN_RELATIVE_SIZE",
+    "choose_people",
     "make_person_pose",
     "nms_poses",
     "plausible_people",
@@ -68,9 +69,23 @@ def select_people(
 ) -> tuple[PersonPose, ...]:
     """An estimator's people from its raw poses: the plausible ones (`plausible_people`), the best
     ``max_people`` by score."""
-    kept = plausible_people(poses, iou, keypoint_distance, min_relative_size)
+    return choose_people(poses, max_people, iou, keypoint_distance, min_relative_size)[0]
+
+
+def choose_people(
+    poses: Sequence[PersonPose],
+    max_people: int,
+    iou: float = 0.6,
+    keypoint_distance: float = 0.15,
+    min_relative_size: float | None = None,
+) -> tuple[tuple[PersonPose, ...], list[int]]:
+    """`select_people`'s people, and the indices into ``poses`` of the skeletons dropped only for
+    their size (`size_floor`; duplicates are not among them): what a pose graph should stop tracking."""
+    distinct = nms_poses(poses, iou, keypoint_distance)
+    kept = size_floor(distinct, min_relative_size)
+    small = {id(p) for p in distinct} - {id(p) for p in kept}
     kept.sort(key=lambda p: -p.score)
-    return tuple(kept[:max_people])
+    return tuple(kept[:max_people]), [k for k, p in enumerate(poses) if id(p) in small]
 
 
 def plausible_people(
