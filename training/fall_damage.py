@@ -34,9 +34,9 @@ from skeleton.layouts import get_layout
 from skeleton.manifest import FallRuleSpec
 from skeleton.paths import REPO_ROOT
 from skeleton.types import SkeletonSequence
-from training.falls import _fall_classes, clip_recording, evaluate, torch_classifier
+from training.falls import _fall_classes, actor_fall_time, clip_recording, evaluate, torch_classifier
 from training.skeleton_cache import ClipSkeletons, iter_cache, load_clip
-from training.upfall import ACTIVITIES, FALL_LABELS, detect_fall_time, parse_cache_name
+from training.upfall import parse_cache_name
 
 MEDIAPIPE = get_layout("mediapipe33")
 
@@ -73,7 +73,7 @@ def run_damage(checkpoint: Path, cache_dir: Path, spec: FallRuleSpec | None = No
     paths = [p for p in iter_cache(cache_dir) if parse_cache_name(p)[1] in trials]
     names = [p.relative_to(cache_dir).with_suffix("").as_posix() for p in paths]
     clean = [load_clip(p) for p in paths]
-    truth = [_fall_time(p, c) for p, c in zip(paths, clean, strict=True)]
+    truth = [actor_fall_time(parse_cache_name(p)[0], c) for p, c in zip(paths, clean, strict=True)]
     out: dict[str, dict[str, Any]] = {}
     for k, cond in enumerate(conditions):
         recs = []
@@ -88,13 +88,6 @@ def run_damage(checkpoint: Path, cache_dir: Path, spec: FallRuleSpec | None = No
                           "false_falls": f"{len(rep.false_fall_clips)}/{rep.other_clips}",
                           "false_fall_clips": rep.false_fall_clips}
     return out
-
-
-def _fall_time(path: Path, clip: ClipSkeletons) -> float | None:
-    actor = clip.primary_track
-    if actor is None or ACTIVITIES[parse_cache_name(path)[0] - 1] not in FALL_LABELS:
-        return None
-    return detect_fall_time(actor, float(clip.height))
 
 
 def print_table(results: dict[str, dict[str, dict[str, Any]]]) -> None:

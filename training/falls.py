@@ -112,10 +112,17 @@ def clip_recording(name: str, clip: ClipSkeletons, spec: InputSpec, classify: Cl
         rec.activity, rec.trial, rec.camera = parse_cache_name(Path(name + ".npz"))
     except ValueError:
         return rec
-    actor = clip.primary_track
-    if actor is not None and ACTIVITIES[rec.activity - 1] in FALL_LABELS:
-        rec.fall_time = detect_fall_time(actor, float(clip.height))
+    rec.fall_time = actor_fall_time(rec.activity, clip)
     return rec
+
+
+def actor_fall_time(activity: int, clip: ClipSkeletons) -> float | None:
+    """When the actor of a cached UP-Fall clip of ``activity`` falls (None: not a fall activity,
+    or no actor): the truth a fall event is scored against."""
+    actor = clip.primary_track
+    if actor is None or ACTIVITIES[activity - 1] not in FALL_LABELS:
+        return None
+    return detect_fall_time(actor, float(clip.height))
 
 
 def shifted(w: FallWindow, dt: float) -> FallWindow:
