@@ -84,7 +84,7 @@ class PrototypeSet:
             if v.shape[0] == 0:
                 continue
             labels.append(label)
-            rows.append(normalize(normalize(v).mean(axis=0)))
+            rows.append(pool(v))  # the prototype: the label's examples pooled as a window's are
             if spreads is not None:
                 label_spreads.append(float(np.mean(spreads[label])))
         if not rows:
