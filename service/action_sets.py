@@ -279,18 +279,22 @@ class ActionSets:
 
     def add_example(self, name: str, label: str, example: Example) -> tuple[Versioned, dict[str, Any]]:
         check_label(label)
-        emb = self.embedding_model((self.read(name).doc or {}).get("embedding"))
         item = {
             "id": new_id(),
             "vector": encode_vector(example.vector),
-            "embedding_sha256": emb.manifest.onnx.sha256,  # which export made the vector
             "windows": example.windows,
             "seconds": round(example.seconds, 3),
             "spread": round(example.spread, 4),
             "source": example.source,
             "added": _now(),
         }
-        saved = self._change(name, lambda doc: doc["labels"].setdefault(label, []).append(item))
+
+        def change(doc: dict[str, Any]) -> None:
+            emb = self.embedding_model(doc["embedding"])
+            item["embedding_sha256"] = emb.manifest.onnx.sha256  # which export made the vector
+            doc["labels"].setdefault(label, []).append(item)
+
+        saved = self._change(name, change)
         return saved, item
 
     def delete_example(self, name: str, label: str, example_id: str) -> Versioned:
