@@ -762,9 +762,13 @@ def select_readout(out: Path, root: Path, draws: int, split_names: Sequence[int 
     actions, each draw enrolling from three of subjects 1,3,5,7 and querying the fourth (as
     ``select``); the uncentred joint readout, the centred one (the model's output since this
     choice), test-time mirroring, the nearest example instead of the prototype, and the seed
-    ensemble of the centred readout where its members are trained (``ensemble_choice``)."""
+    ensemble of the centred readout where its members are trained (``ensemble_choice``). Splits
+    measured before with the same draws are kept, so splits can be added as their members finish."""
     bank = ClipBank.load(root, split_config("cal", "embedding"))
-    result: dict[str, Any] = {"draws": draws, "splits": {}}
+    path = out / "select-readout.json"
+    earlier = json.loads(path.read_text()) if path.is_file() else {}
+    kept = earlier["splits"] if earlier.get("draws") == draws else {}
+    result: dict[str, Any] = {"draws": draws, "splits": kept}
     for split in (str(s) for s in split_names):
         cfg = split_config(split, "embedding")
         ckpt = out / split / "embedding" / "checkpoint.pt"
@@ -788,7 +792,7 @@ def select_readout(out: Path, root: Path, draws: int, split_names: Sequence[int 
         _log(f"[readout] {split}: " + ", ".join(
             f"{n} {100 * r['1']['mean']:.1f} / {100 * r['5']['mean']:.1f}" for n, r in found.items()))
     result["ensemble_choice"] = ensemble_choice(result["splits"])
-    _save(out / "select-readout.json", result)
+    _save(path, result)
     return result
 
 
@@ -796,15 +800,15 @@ def ensemble_choice(found: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     """The rule fixed before measuring (issue 17): the seed ensemble replaces the single centred
     embedding if, over the splits where both were validated (training subjects only), it raises the
     mean top-1 for both 1 and 5 shots. None when no split has an ensemble."""
-    both = [r for r in found.values() if "ensemble" in r and "centred" in r]
+    both = {k: r for k, r in found.items() if "ensemble" in r and "centred" in r}
     if not both:
         return None
     means = {
-        m: {k: float(np.mean([r[m][k]["mean"] for r in both])) for k in ("1", "5")}
+        m: {k: float(np.mean([r[m][k]["mean"] for r in both.values()])) for k in ("1", "5")}
         for m in ("centred", "ensemble")
     }
     wins = all(means["ensemble"][k] > means["centred"][k] for k in ("1", "5"))
-    return {"splits": len(both), "mean_top1": means, "chosen": "ensemble" if wins else "centred"}
+    return {"splits": sorted(both), "mean_top1": means, "chosen": "ensemble" if wins else "centred"}
 
 
 VARIANTS: dict[str, dict[str, Any]] = {

@@ -107,7 +107,13 @@ def test_select_readout_validates_the_ensemble_of_a_split(bank, tmp_path: Path) 
     assert (tmp_path / "select-readout.json").is_file()
     r0 = result["splits"]["r0"]
     assert r0["ensemble"] != r0["centred"]  # three different networks, not the first one alone
-    assert result["ensemble_choice"]["splits"] == 1
+    assert result["ensemble_choice"]["splits"] == ["r0"]
+    # a later call for another split keeps this one (splits are added as their members finish)
+    (tmp_path / "r3" / "embedding").mkdir(parents=True)
+    (tmp_path / "r3" / "embedding" / "checkpoint.pt").symlink_to(members[0])
+    later = fewshot.select_readout(tmp_path, require_data(), 6, ["r3"])
+    assert later["splits"]["r0"] == r0 and "ensemble" not in later["splits"]["r3"]
+    assert later["ensemble_choice"]["splits"] == ["r0"]
 
     def scores(c1: float, c5: float, e1: float, e5: float) -> dict[str, dict[str, dict[str, float]]]:
         return {"centred": {"1": {"mean": c1}, "5": {"mean": c5}},
