@@ -907,7 +907,10 @@ def report(out: Path) -> str:
         r = res[k]
         lines.append(
             f"| {k} | {_names(r['unseen'])} | "
-            + " | ".join(f"{_pm(r['few_shot'][m]['1'])} | {_pm(r['few_shot'][m]['5'])}" for m in METHODS)
+            + " | ".join(
+                f"{_pm(r['few_shot'].get(m, {}).get('1'))} | {_pm(r['few_shot'].get(m, {}).get('5'))}"
+                for m in METHODS
+            )
             + " |"
         )
     lines += [
