@@ -779,9 +779,11 @@ def select_readout(out: Path, root: Path, draws: int, split_names: Sequence[int 
         vecs = {"uncentred": bank.vectors(plain, keep), "centred": centred,
                 "mirrored": bank.vectors(mirrored(plain, cfg.input.layout), keep)}
         members = ensemble_members(out, split)
-        if members:
-            ens = centred_ensemble(members, bank, base_actions(split))
-            vecs["ensemble"] = bank.vectors(embedder_encoder(ens), keep)
+        if members:  # the ensemble, and each extra member alone (how far the seeds differ)
+            each = [centred_embedding(c, bank, base_actions(split)) for c in members]
+            vecs["ensemble"] = bank.vectors(embedder_encoder(EmbeddingEnsemble(each)), keep)
+            for seed, member in zip(ENSEMBLE_SEEDS[1:], each[1:], strict=True):
+                vecs[f"centred, seed {seed}"] = bank.vectors(embedder_encoder(member), keep)
         found: dict[str, Any] = {}
         for k in SHOTS:
             eps = draw_episodes(bank, unseen, k, draws, 500 + k, None, None)

@@ -100,13 +100,14 @@ def test_select_readout_validates_the_ensemble_of_a_split(bank, tmp_path: Path) 
         fewshot.member_dir(same, "r0", s).mkdir(parents=True)
         (fewshot.member_dir(same, "r0", s) / "checkpoint.pt").symlink_to(members[0])
     found = fewshot.select_readout(same, require_data(), 6, ["r0"])["splits"]["r0"]
-    assert found["ensemble"] == found["centred"]
+    assert found["ensemble"] == found["centred"] == found["centred, seed 1"] == found["centred, seed 2"]
     assert fewshot.select_readout(same, require_data(), 6, ["r0"])["ensemble_choice"]["chosen"] == "centred"
 
     result = fewshot.select_readout(tmp_path, require_data(), 6, ["r0"])
     assert (tmp_path / "select-readout.json").is_file()
     r0 = result["splits"]["r0"]
     assert r0["ensemble"] != r0["centred"]  # three different networks, not the first one alone
+    assert r0["centred, seed 1"] != r0["centred"] != r0["centred, seed 2"]
     assert result["ensemble_choice"]["splits"] == ["r0"]
     # a later call for another split keeps this one (splits are added as their members finish)
     (tmp_path / "r3" / "embedding").mkdir(parents=True)
