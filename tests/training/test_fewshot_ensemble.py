@@ -116,6 +116,17 @@ def test_select_readout_validates_the_ensemble_of_a_split(bank, tmp_path: Path) 
     assert later["splits"]["r0"] == r0 and "ensemble" not in later["splits"]["r3"]
     assert later["ensemble_choice"]["splits"] == ["r0"]
 
+    # run: the split's methods gain "embedding-ensemble", the members centred like the embedding
+    windows = np.concatenate(bank.windows[:20:4])
+    base = fewshot.base_actions("r0")
+    enc = fewshot.method_encoders(members[0], members[0], cfg, bank, base, members)
+    single = enc["embedding"](windows)
+    each = [single] + [fewshot.embedder_encoder(fewshot.centred_embedding(m, bank, base))(windows)
+                       for m in members[1:]]
+    ens = enc["embedding-ensemble"](windows)
+    assert np.allclose(ens @ ens.T, np.mean([e @ e.T for e in each], axis=0), atol=1e-4)
+    assert "embedding-ensemble" not in fewshot.method_encoders(members[0], members[0], cfg, bank, base)
+
     def scores(c1: float, c5: float, e1: float, e5: float) -> dict[str, dict[str, dict[str, float]]]:
         return {"centred": {"1": {"mean": c1}, "5": {"mean": c5}},
                 "ensemble": {"1": {"mean": e1}, "5": {"mean": e5}}}
