@@ -156,15 +156,20 @@ def dump_clip(info: ClipInfo, rate: float | None = None, lanes: int | None = Non
     return dump
 
 
-def score_dump(dump: PoseDump, min_track_frames: int | None = None) -> tuple[ViewRun, TrackingScore]:
-    """The people rules, tracking and (clip view) stitching re-run on ``dump``, scored."""
+def score_dump(
+    dump: PoseDump, min_track_frames: int | None = None, confirm_s: float | None = None
+) -> tuple[ViewRun, TrackingScore]:
+    """The people rules, tracking and (clip view) stitching re-run on ``dump``, scored; a stream
+    view reports confirmed tracks only, as a stream does. ``confirm_s``: the tracker's probation
+    (None: ``Settings().track_confirm_s``)."""
     from perception.pose.person import select_people
     from perception.tracking.clip_tracks import MIN_TRACK_FRAMES, TrackHistory, clip_tracks
     from service.core.config import Settings
     from service.frames import FrameTracking, PosedFrame
 
     s = Settings()
-    tracking = FrameTracking(s.min_pose_visibility)
+    confirm = s.track_confirm_s if confirm_s is None else confirm_s
+    tracking = FrameTracking(s.min_pose_visibility, confirm, tentative=dump.view == "clip")
     history = TrackHistory()
     run = ViewRun(dump.clip, dump.view, sent=len(dump.frames))
     for k, (frame, ts, raw) in enumerate(zip(dump.frames, dump.timestamps, dump.raw, strict=True)):
