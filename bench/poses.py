@@ -1,7 +1,7 @@
 """Saved poses, to iterate on the people rules without running pose again.
 
     python -m bench.poses dump --out DIR [--clips A,B] [--rate R] [--lanes N]
-    python -m bench.poses score DIR [--clips A,B]
+    python -m bench.poses score DIR [--clips A,B] [--confirm-s S]
     python -m bench.poses searchcost CLIP [CLIP ...]
 
 ``dump`` runs the service's default estimator (``Settings().pose_spec()``) on labelled clips
@@ -277,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     cost.add_argument("videos", nargs="+", help="data paths (e.g. clips/stgcn_ta_chi.mp4)")
     sc.add_argument("folder", type=Path)
     sc.add_argument("--clips")
+    sc.add_argument(
+        "--confirm-s", type=float, default=None, help="tracker probation, s (default: the setting's)"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
     if args.command == "searchcost":
@@ -295,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in sorted(args.folder.glob("*.npz")):
         dump = PoseDump.load(path)
         if dump.clip in wanted:
-            print(_line(score_dump(dump)[1]), f"L{dump.lanes}", flush=True)
+            print(_line(score_dump(dump, confirm_s=args.confirm_s)[1]), f"L{dump.lanes}", flush=True)
     return 0
 
 
