@@ -44,6 +44,7 @@ import torch
 
 from models import build_model
 from models.embedding import SkeletonEmbedder
+from models.ensemble import EmbeddingEnsemble
 from models.stgcn import STGCNClassifier
 from skeleton.open_set import LOGIT_SCORES, clip_score, open_set_score, softmax
 from skeleton.paths import REPO_ROOT, data_root
@@ -70,6 +71,9 @@ TRAIN_SUBJECTS = (1, 3, 5, 7)
 TEST_SUBJECTS = (2, 4, 6, 8)
 SHOTS = (1, 5)
 RANDOM_SPLIT_SEEDS = (0, 1, 2, 3)
+# The embedding's seed ensemble (issue 17, fixed before any test number): the split's model (seed 0)
+# and two more seeds of the same recipe; ``models.ensemble.EmbeddingEnsemble`` combines them.
+ENSEMBLE_SEEDS = (0, 1, 2)
 EMBEDDING_CONFIG = REPO_ROOT / "configs" / "utd-mhad-stgcnpp-lite-embedding.yaml"
 CLASSIFIER_CONFIG = REPO_ROOT / "configs" / "utd-mhad-stgcnpp-lite.yaml"
 OUT = REPO_ROOT / "runs" / "fewshot"
@@ -132,6 +136,19 @@ def split_config(
             **(overrides or {}),
         },
     )
+
+
+def member_dir(out: Path, split: str, seed: int) -> Path:
+    """The run folder of one seed of a split's embedding: ``embedding`` (seed 0, the single model)
+    or ``embedding-s<seed>`` (the extra members of the seed ensemble)."""
+    return out / split / ("embedding" if seed == 0 else f"embedding-s{seed}")
+
+
+def ensemble_members(out: Path, split: str, seeds: Sequence[int] = ENSEMBLE_SEEDS) -> list[Path] | None:
+    """The checkpoints of the split's seed ensemble, or None while any member is untrained
+    (``python -m training.fewshot train --kinds embedding --seeds 1 2``)."""
+    ckpts = [member_dir(out, split, s) / "checkpoint.pt" for s in seeds]
+    return ckpts if all(c.is_file() for c in ckpts) else None
 
 
 def train_run(cfg: TrainConfig, out_dir: Path, root: Path, log: Callable[[str], None] = print) -> Path:
@@ -225,20 +242,34 @@ def centred_embedding(ckpt: Path, bank: ClipBank, actions: Sequence[int]) -> Ske
     return model
 
 
+def centred_ensemble(ckpts: Sequence[Path], bank: ClipBank, actions: Sequence[int]) -> EmbeddingEnsemble:
+    """The seed ensemble of ``ckpts``, each member centred as ``centred_embedding``."""
+    return EmbeddingEnsemble([centred_embedding(c, bank, actions) for c in ckpts]).eval()
+
+
 def method_encoders(
-    emb: Path, clf: Path, cfg: TrainConfig, bank: ClipBank, base: Sequence[int]
+    emb: Path,
+    clf: Path,
+    cfg: TrainConfig,
+    bank: ClipBank,
+    base: Sequence[int],
+    members: Sequence[Path] | None = None,
 ) -> dict[str, Encoder]:
     """Every compared method. ``embedding`` is the model as exported (its centred joint readout,
     the centre fitted on the split's base actions); the baselines are as the issue defines them
     (pooled penultimate features of the plain classifier, of an untrained network), and each
     backbone is also read out like the embedding (``*-joints``, ``embedding-pooled``,
-    ``embedding-uncentred``) to show what the training, the readout and the centring contribute."""
+    ``embedding-uncentred``) to show what the training, the readout and the centring contribute.
+    With ``members``, their seed ensemble is ``embedding-ensemble``."""
     backbones = {
         "embedding": backbone_of(emb, cfg),
         "classifier": backbone_of(clf, cfg),
         "untrained": backbone_of(None, cfg),
     }
-    return {
+    ensemble = (
+        {"embedding-ensemble": embedder_encoder(centred_ensemble(members, bank, base))} if members else {}
+    )
+    return ensemble | {
         "embedding": embedder_encoder(centred_embedding(emb, bank, base)),
         "embedding-uncentred": joints_encoder(backbones["embedding"]),
         "embedding-pooled": feature_encoder(backbones["embedding"]),
@@ -555,13 +586,15 @@ def evaluate_split(
     group = same_kind(unseen) if split != "all" else None
     cross_kind = split == "21-27"  # enrol the 7 leg/whole-body actions, the base arm gestures are unknown
     keep = np.isin(bank.actions, unseen) | (cross_kind & np.isin(bank.subjects, TEST_SUBJECTS))
-    encoders = method_encoders(emb, clf, split_config(split, "embedding"), bank, base)
+    members = ensemble_members(out, split)
+    encoders = method_encoders(emb, clf, split_config(split, "embedding"), bank, base, members)
     result: dict[str, Any] = {
         "split": split,
         "unseen": unseen,
         "base": base,
         "same_kind": group,
         "draws": draws,
+        "ensemble": [str(m.parent.name) for m in members or []],
         "few_shot": {},
         "open_set": {},
         "open_set_cross_kind": {},
@@ -728,9 +761,14 @@ def select_readout(out: Path, root: Path, draws: int, split_names: Sequence[int 
     """The readout of a trained embedding, chosen on training subjects only: every split's unseen
     actions, each draw enrolling from three of subjects 1,3,5,7 and querying the fourth (as
     ``select``); the uncentred joint readout, the centred one (the model's output since this
-    choice), test-time mirroring, and the nearest example instead of the prototype."""
+    choice), test-time mirroring, the nearest example instead of the prototype, and the seed
+    ensemble of the centred readout where its members are trained (``ensemble_choice``). Splits
+    measured before with the same draws are kept, so splits can be added as their members finish."""
     bank = ClipBank.load(root, split_config("cal", "embedding"))
-    result: dict[str, Any] = {"draws": draws, "splits": {}}
+    path = out / "select-readout.json"
+    earlier = json.loads(path.read_text()) if path.is_file() else {}
+    kept = earlier["splits"] if earlier.get("draws") == draws else {}
+    result: dict[str, Any] = {"draws": draws, "splits": kept}
     for split in (str(s) for s in split_names):
         cfg = split_config(split, "embedding")
         ckpt = out / split / "embedding" / "checkpoint.pt"
@@ -740,6 +778,12 @@ def select_readout(out: Path, root: Path, draws: int, split_names: Sequence[int 
         centred = bank.vectors(embedder_encoder(centred_embedding(ckpt, bank, base_actions(split))), keep)
         vecs = {"uncentred": bank.vectors(plain, keep), "centred": centred,
                 "mirrored": bank.vectors(mirrored(plain, cfg.input.layout), keep)}
+        members = ensemble_members(out, split)
+        if members:  # the ensemble, and each extra member alone (how far the seeds differ)
+            each = [centred_embedding(c, bank, base_actions(split)) for c in members]
+            vecs["ensemble"] = bank.vectors(embedder_encoder(EmbeddingEnsemble(each)), keep)
+            for seed, member in zip(ENSEMBLE_SEEDS[1:], each[1:], strict=True):
+                vecs[f"centred, seed {seed}"] = bank.vectors(embedder_encoder(member), keep)
         found: dict[str, Any] = {}
         for k in SHOTS:
             eps = draw_episodes(bank, unseen, k, draws, 500 + k, None, None)
@@ -749,8 +793,24 @@ def select_readout(out: Path, root: Path, draws: int, split_names: Sequence[int 
         result["splits"][split] = found
         _log(f"[readout] {split}: " + ", ".join(
             f"{n} {100 * r['1']['mean']:.1f} / {100 * r['5']['mean']:.1f}" for n, r in found.items()))
-    _save(out / "select-readout.json", result)
+    result["ensemble_choice"] = ensemble_choice(result["splits"])
+    _save(path, result)
     return result
+
+
+def ensemble_choice(found: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The rule fixed before measuring (issue 17): the seed ensemble replaces the single centred
+    embedding if, over the splits where both were validated (training subjects only), it raises the
+    mean top-1 for both 1 and 5 shots. None when no split has an ensemble."""
+    both = {k: r for k, r in found.items() if "ensemble" in r and "centred" in r}
+    if not both:
+        return None
+    means = {
+        m: {k: float(np.mean([r[m][k]["mean"] for r in both.values()])) for k in ("1", "5")}
+        for m in ("centred", "ensemble")
+    }
+    wins = all(means["ensemble"][k] > means["centred"][k] for k in ("1", "5"))
+    return {"splits": sorted(both), "mean_top1": means, "chosen": "ensemble" if wins else "centred"}
 
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -767,7 +827,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-METHODS = {"embedding": "embedding", "classifier": "classifier features", "untrained": "untrained network"}
+METHODS = {
+    "embedding-ensemble": "embedding, 3-seed ensemble",
+    "embedding": "embedding",
+    "classifier": "classifier features",
+    "untrained": "untrained network",
+}
 READOUTS = {
     "embedding-uncentred": "embedding, uncentred",
     "embedding-pooled": "embedding, pooled",
@@ -844,7 +909,10 @@ def report(out: Path) -> str:
         r = res[k]
         lines.append(
             f"| {k} | {_names(r['unseen'])} | "
-            + " | ".join(f"{_pm(r['few_shot'][m]['1'])} | {_pm(r['few_shot'][m]['5'])}" for m in METHODS)
+            + " | ".join(
+                f"{_pm(r['few_shot'].get(m, {}).get('1'))} | {_pm(r['few_shot'].get(m, {}).get('5'))}"
+                for m in METHODS
+            )
             + " |"
         )
     lines += [
@@ -952,6 +1020,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--splits", nargs="*", default=["21-27", *(f"r{s}" for s in RANDOM_SPLIT_SEEDS), "all"])
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), help="select: which objectives")
     ap.add_argument("--kinds", nargs="*", default=["embedding", "classifier"], help="train: what to train")
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0], help="train: the embedding's seeds")
     ap.add_argument("--draws", type=int, default=50)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--data-dir", type=Path, default=None)
@@ -991,7 +1060,12 @@ def main(argv: list[str] | None = None) -> int:
                 if split == "cal" and kind == "classifier":
                     cfg = split_config(split, kind, subjects=CALIBRATION_SUBJECTS, overrides=overrides)
                     train_run(cfg, args.out / split / "classifier-135", root, _log)
-                elif split != "all" or kind == "embedding":
+                elif kind == "embedding":
+                    for seed in args.seeds:
+                        name = f"fewshot-{split}-embedding" + (f"-s{seed}" if seed else "")
+                        cfg = split_config(split, kind, overrides={**overrides, "seed": seed, "name": name})
+                        train_run(cfg, member_dir(args.out, split, seed), root, _log)
+                elif split != "all":
                     train_run(
                         split_config(split, kind, overrides=overrides), args.out / split / kind, root, _log
                     )

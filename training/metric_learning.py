@@ -36,6 +36,7 @@ from torch.nn import functional as F
 
 from models import count_flops, count_params
 from models.embedding import SkeletonEmbedder, build_embedder, joint_readout
+from models.ensemble import EmbeddingEnsemble
 from models.stgcn import STGCNClassifier
 from skeleton.clip import window_ends
 from skeleton.layouts import get_layout
@@ -203,7 +204,8 @@ def encode(fn: Callable[[Tensor], Tensor], windows: np.ndarray, batch_size: int 
     return np.concatenate(out).astype(np.float32)
 
 
-def embedder_encoder(model: SkeletonEmbedder) -> Encoder:
+def embedder_encoder(model: SkeletonEmbedder | EmbeddingEnsemble) -> Encoder:
+    """An embedding's (or its seed ensemble's) output vectors."""
     model.eval()
     return lambda w: encode(model, w)
 

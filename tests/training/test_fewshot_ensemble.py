@@ -1,0 +1,140 @@
+"""The embedding's seed ensemble in the few-shot protocol (issue 17): ``models.ensemble.EmbeddingEnsemble``
+(cosine = the mean of the members' cosines), the members found per split, and ``select-readout``
+validating it next to the single embedding with the rule fixed before measuring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import require_data
+
+SMALL = {"model.kwargs": {"features": ["joint", "bone", "motion"], "base_channels": 16, "num_stages": 3,
+                          "inflate_stages": [2], "down_stages": [2]}}
+
+
+def _member(cfg, seed: int):  # type: ignore[no-untyped-def]
+    """An (untrained) embedding built the way ``train_embedding`` builds it for ``seed``."""
+    from training.metric_learning import build_embedding_model
+    from training.train import seed_everything
+
+    seed_everything(seed, 1)
+    return build_embedding_model(cfg)
+
+
+def _save(model, cfg, path: Path) -> None:  # type: ignore[no-untyped-def]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"kind": "embedding", "state_dict": model.state_dict(), "config": cfg.model_dump(mode="json"),
+                "labels": [], "label_groups": {}, "metrics": {}}, path)
+
+
+@pytest.fixture(scope="module")
+def bank():  # type: ignore[no-untyped-def]
+    from training import fewshot
+
+    return fewshot.ClipBank.load(require_data(), fewshot.split_config("r0", "embedding"))
+
+
+def test_ensemble_cosine_is_the_mean_of_the_members_and_seeds_differ(bank) -> None:  # type: ignore[no-untyped-def]
+    from models.ensemble import EmbeddingEnsemble
+    from training import fewshot
+    from training.metric_learning import embedder_encoder
+
+    cfg = fewshot.split_config("r0", "embedding", overrides=SMALL)
+    members = [_member(cfg, s) for s in fewshot.ENSEMBLE_SEEDS]
+    # the seed changes the initial weights ...
+    w = [torch.cat([p.flatten() for p in m.parameters()]) for m in members]
+    assert not torch.equal(w[0], w[1]) and not torch.equal(w[1], w[2])
+
+    windows = np.concatenate(bank.windows[:40:4])
+    each = [embedder_encoder(m)(windows) for m in members]
+    ens = embedder_encoder(EmbeddingEnsemble(members))(windows)
+    assert ens.shape == (len(windows), 3 * each[0].shape[1])
+    assert np.allclose(np.linalg.norm(ens, axis=1), 1.0, atol=1e-4)
+    assert np.allclose(ens @ ens.T, np.mean([e @ e.T for e in each], axis=0), atol=1e-4)
+    with pytest.raises(ValueError, match="at least two"):
+        EmbeddingEnsemble(members[:1])
+
+
+def test_train_command_trains_each_seed_into_its_member_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``train --seeds 1 2``: one run per seed, the seed in its config (init and batch order follow
+    ``cfg.seed`` in ``train_embedding``), each into the folder ``ensemble_members`` reads."""
+    from training import fewshot
+
+    seen: list[tuple[int, str, Path]] = []
+    monkeypatch.setattr(fewshot, "train_run", lambda cfg, out, *_: seen.append((cfg.seed, cfg.name, out)))
+    argv = ["train", "--kinds", "embedding", "--seeds", "0", "1", "2", "--splits", "r0",
+            "--out", str(tmp_path)]
+    assert fewshot.main(argv) == 0
+    assert seen == [
+        (0, "fewshot-r0-embedding", tmp_path / "r0" / "embedding"),
+        (1, "fewshot-r0-embedding-s1", tmp_path / "r0" / "embedding-s1"),
+        (2, "fewshot-r0-embedding-s2", tmp_path / "r0" / "embedding-s2"),
+    ]
+    assert [fewshot.member_dir(tmp_path, "r0", s) for s in fewshot.ENSEMBLE_SEEDS] == [o for _, _, o in seen]
+
+
+def test_select_readout_validates_the_ensemble_of_a_split(bank, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The members are found per split (none until all are trained), select-readout scores their
+    ensemble on training subjects beside the single embedding, and the rule picks the ensemble only
+    when it raises both the 1- and the 5-shot mean."""
+    from training import fewshot
+
+    cfg = fewshot.split_config("r0", "embedding", overrides=SMALL)
+    _save(_member(cfg, 0), cfg, fewshot.member_dir(tmp_path, "r0", 0) / "checkpoint.pt")
+    _save(_member(cfg, 1), cfg, fewshot.member_dir(tmp_path, "r0", 1) / "checkpoint.pt")
+    assert fewshot.ensemble_members(tmp_path, "r0") is None  # seed 2 missing
+    _save(_member(cfg, 2), cfg, fewshot.member_dir(tmp_path, "r0", 2) / "checkpoint.pt")
+    members = fewshot.ensemble_members(tmp_path, "r0")
+    assert members is not None and [m.parent.name for m in members] == [
+        "embedding", "embedding-s1", "embedding-s2"]
+
+    # the same checkpoint three times: the ensemble is the single embedding, score for score
+    same = tmp_path / "same"
+    for s in fewshot.ENSEMBLE_SEEDS:
+        fewshot.member_dir(same, "r0", s).mkdir(parents=True)
+        (fewshot.member_dir(same, "r0", s) / "checkpoint.pt").symlink_to(members[0])
+    found = fewshot.select_readout(same, require_data(), 6, ["r0"])["splits"]["r0"]
+    assert found["ensemble"] == found["centred"] == found["centred, seed 1"] == found["centred, seed 2"]
+    assert fewshot.select_readout(same, require_data(), 6, ["r0"])["ensemble_choice"]["chosen"] == "centred"
+
+    result = fewshot.select_readout(tmp_path, require_data(), 6, ["r0"])
+    assert (tmp_path / "select-readout.json").is_file()
+    r0 = result["splits"]["r0"]
+    assert r0["ensemble"] != r0["centred"]  # three different networks, not the first one alone
+    assert r0["centred, seed 1"] != r0["centred"] != r0["centred, seed 2"]
+    assert result["ensemble_choice"]["splits"] == ["r0"]
+    # a later call for another split keeps this one (splits are added as their members finish)
+    (tmp_path / "r3" / "embedding").mkdir(parents=True)
+    (tmp_path / "r3" / "embedding" / "checkpoint.pt").symlink_to(members[0])
+    later = fewshot.select_readout(tmp_path, require_data(), 6, ["r3"])
+    assert later["splits"]["r0"] == r0 and "ensemble" not in later["splits"]["r3"]
+    assert later["ensemble_choice"]["splits"] == ["r0"]
+
+    # run: the split's methods gain "embedding-ensemble", the members centred like the embedding
+    windows = np.concatenate(bank.windows[:20:4])
+    base = fewshot.base_actions("r0")
+    enc = fewshot.method_encoders(members[0], members[0], cfg, bank, base, members)
+    single = enc["embedding"](windows)
+    each = [single] + [fewshot.embedder_encoder(fewshot.centred_embedding(m, bank, base))(windows)
+                       for m in members[1:]]
+    ens = enc["embedding-ensemble"](windows)
+    assert np.allclose(ens @ ens.T, np.mean([e @ e.T for e in each], axis=0), atol=1e-4)
+    assert "embedding-ensemble" not in fewshot.method_encoders(members[0], members[0], cfg, bank, base)
+
+    def scores(c1: float, c5: float, e1: float, e5: float) -> dict[str, dict[str, dict[str, float]]]:
+        return {"centred": {"1": {"mean": c1}, "5": {"mean": c5}},
+                "ensemble": {"1": {"mean": e1}, "5": {"mean": e5}}}
+
+    choose = fewshot.ensemble_choice
+    assert choose({"a": scores(0.8, 0.9, 0.82, 0.91)})["chosen"] == "ensemble"  # type: ignore[index]
+    assert choose({"a": scores(0.8, 0.9, 0.82, 0.89)})["chosen"] == "centred"  # type: ignore[index]
+    # over splits: a mean 1-shot below the single's loses, however much the 5-shot gains
+    two = {"a": scores(0.8, 0.9, 0.79, 0.95), "b": scores(0.8, 0.9, 0.80, 0.9)}
+    assert choose(two)["chosen"] == "centred"  # type: ignore[index]
+    assert choose({"a": {"centred": {}}}) is None
