@@ -434,11 +434,15 @@ def test_a_solo_stream_runs_on_every_pose_core_until_it_has_company(
     every pose slot, on a two-thread estimator (later frames follow `Pace`, measured times: see the
     next tests). A clip in pose or a second stream keeps it on its single-threaded lanes; alone
     again, a new stream poses solo."""
+    from service.outside_load import OutsideLoad
     from service.streams import pacing
 
     monkeypatch.setattr(pacing, "SOLO_PROBE_EVERY", 0)
     state = client.app.state.service  # type: ignore[attr-defined]
     assert state.settings.solo_threads == 2
+    # a machine with no other process on its cores (this one is shared: see the next test)
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(state.pose, "outside", OutsideLoad(busy=lambda: 0.0, clock=lambda: next(ticks)))
     jpegs, _ = frames
 
     def send(ws: Any, k: int) -> FrameMessage:
@@ -462,6 +466,40 @@ def test_a_solo_stream_runs_on_every_pose_core_until_it_has_company(
         assert send(ws, 6).tracks
         assert _solo_frames(client) == before + 2  # alone again
     assert state.pose.slots.free == state.settings.pose_workers
+
+
+def test_no_solo_beside_a_busy_process(
+    client: TestClient, frames: tuple[list[bytes], float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With solo due at once, a real process spinning on a core beside the server keeps the stream
+    single-threaded (`service.outside_load`): a two-thread call sharing its cores took seconds."""
+    import subprocess
+    import sys
+
+    from service.outside_load import SOLO_MAX_OUTSIDE_CORES, OutsideLoad
+    from service.streams import pacing
+
+    monkeypatch.setattr(pacing, "SOLO_PROBE_EVERY", 0)
+    state = client.app.state.service  # type: ignore[attr-defined]
+    jpegs, _ = frames
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        outside = OutsideLoad(every_s=0.5)
+        monkeypatch.setattr(state.pose, "outside", outside)
+        deadline = time.monotonic() + 60
+        while not ((outside.sample() or 0.0) >= SOLO_MAX_OUTSIDE_CORES) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert outside.cores is not None and outside.cores >= SOLO_MAX_OUTSIDE_CORES
+        before = _solo_frames(client)
+        with client.websocket_connect("/stream") as ws:
+            HelloMessage.model_validate(ws.receive_json())
+            for k in range(3):
+                ws.send_bytes(jpegs[k])
+                assert _frame(ws).tracks
+        assert _solo_frames(client) == before
+    finally:
+        spin.kill()
+        spin.wait()
 
 
 def test_pose_slots_solo_work_waits_for_every_slot() -> None:
