@@ -23,7 +23,7 @@ def test_outside_load_is_the_machine_busy_time_less_this_process() -> None:
     assert load.sample() == pytest.approx(0.2)  # 1.0 s: (0.6 - 0.4) / 1
     assert load.sample() == pytest.approx(1.0)  # 2.0 s: (1.6 - 0.6) / 1: another process on one core
     assert load.sample() is None  # 18 s later: too old a baseline, measured again first
-    assert load.allows_solo() == (0.05 < SOLO_MAX_OUTSIDE_CORES)  # (0.1 - 0.05) / 1
+    assert load.allows_solo() and load.cores == pytest.approx(0.05)  # 1 s on: (0.1 - 0.05) / 1
 
 
 def test_no_proc_stat_means_no_solo(tmp_path: Path) -> None:
