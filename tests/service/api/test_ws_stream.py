@@ -416,15 +416,19 @@ def test_a_stream_starts_single_threaded_even_when_alone(
 
     state = client.app.state.service  # type: ignore[attr-defined]
     assert state.settings.solo_threads == 2 and SOLO_PROBE_EVERY > 3
-    jpegs, _ = frames
+    assert _solo_frames_of_a_stream(client, frames[0][:3]) == 0
+    assert state.pose.slots.free == state.settings.pose_workers
+
+
+def _solo_frames_of_a_stream(client: TestClient, jpegs: list[bytes]) -> float:
+    """Solo frames while a new stream sends ``jpegs``, one reply at a time."""
     before = _solo_frames(client)
     with client.websocket_connect("/stream") as ws:
         HelloMessage.model_validate(ws.receive_json())
-        for k in range(3):
-            ws.send_bytes(jpegs[k])
+        for jpeg in jpegs:
+            ws.send_bytes(jpeg)
             assert _frame(ws).tracks
-    assert _solo_frames(client) == before
-    assert state.pose.slots.free == state.settings.pose_workers
+    return _solo_frames(client) - before
 
 
 def test_a_solo_stream_runs_on_every_pose_core_until_it_has_company(
@@ -490,13 +494,7 @@ def test_no_solo_beside_a_busy_process(
         while not ((outside.sample() or 0.0) >= SOLO_MAX_OUTSIDE_CORES) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert outside.cores is not None and outside.cores >= SOLO_MAX_OUTSIDE_CORES
-        before = _solo_frames(client)
-        with client.websocket_connect("/stream") as ws:
-            HelloMessage.model_validate(ws.receive_json())
-            for k in range(3):
-                ws.send_bytes(jpegs[k])
-                assert _frame(ws).tracks
-        assert _solo_frames(client) == before
+        assert _solo_frames_of_a_stream(client, jpegs[:3]) == 0
     finally:
         spin.kill()
         spin.wait()
