@@ -3,7 +3,7 @@
 A solo pose call runs XNNPACK on every pose core, and its threads spin while they wait for each
 other: with any other process on those cores one call took 0.2-6.9 s against 25-100 ms
 single-threaded (2 cores, load 4-9, 2026-12-03), and a single solo probe blacked a real-pace
-stream out for 2.6-4.3 s (an UP-Fall fall missed). So solo is only tried while the machine's busy
+stream out for 1.5-4.3 s (an UP-Fall fall missed). So solo is only tried while the machine's busy
 time, less this process's own, stays under ``SOLO_MAX_OUTSIDE_CORES`` cores.
 
 Linux only (``/proc/stat``, the machine's CPU time, and ``os.times``, this process's): elsewhere
