@@ -1,7 +1,7 @@
 """Saved poses, to iterate on the people rules without running pose again.
 
     python -m bench.poses dump --out DIR [--clips A,B] [--rate R] [--lanes N]
-    python -m bench.poses score DIR [--clips A,B]
+    python -m bench.poses score DIR [--clips A,B] [--confirm-s S]
     python -m bench.poses searchcost CLIP [CLIP ...]
 
 ``dump`` runs the service's default estimator (``Settings().pose_spec()``) on labelled clips
@@ -156,15 +156,20 @@ def dump_clip(info: ClipInfo, rate: float | None = None, lanes: int | None = Non
     return dump
 
 
-def score_dump(dump: PoseDump, min_track_frames: int | None = None) -> tuple[ViewRun, TrackingScore]:
-    """The people rules, tracking and (clip view) stitching re-run on ``dump``, scored."""
+def score_dump(
+    dump: PoseDump, min_track_frames: int | None = None, confirm_s: float | None = None
+) -> tuple[ViewRun, TrackingScore]:
+    """The people rules, tracking and (clip view) stitching re-run on ``dump``, scored; a stream
+    view reports confirmed tracks only, as a stream does. ``confirm_s``: the tracker's probation
+    (None: ``Settings().track_confirm_s``)."""
     from perception.pose.person import select_people
     from perception.tracking.clip_tracks import MIN_TRACK_FRAMES, TrackHistory, clip_tracks
     from service.core.config import Settings
     from service.frames import FrameTracking, PosedFrame
 
     s = Settings()
-    tracking = FrameTracking(s.min_pose_visibility)
+    confirm = s.track_confirm_s if confirm_s is None else confirm_s
+    tracking = FrameTracking(s.min_pose_visibility, confirm, tentative=dump.view == "clip")
     history = TrackHistory()
     run = ViewRun(dump.clip, dump.view, sent=len(dump.frames))
     for k, (frame, ts, raw) in enumerate(zip(dump.frames, dump.timestamps, dump.raw, strict=True)):
@@ -272,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     cost.add_argument("videos", nargs="+", help="data paths (e.g. clips/stgcn_ta_chi.mp4)")
     sc.add_argument("folder", type=Path)
     sc.add_argument("--clips")
+    sc.add_argument(
+        "--confirm-s", type=float, default=None, help="tracker probation, s (default: the setting's)"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
     if args.command == "searchcost":
@@ -290,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in sorted(args.folder.glob("*.npz")):
         dump = PoseDump.load(path)
         if dump.clip in wanted:
-            print(_line(score_dump(dump)[1]), f"L{dump.lanes}", flush=True)
+            print(_line(score_dump(dump, confirm_s=args.confirm_s)[1]), f"L{dump.lanes}", flush=True)
     return 0
 
 

@@ -4,7 +4,8 @@ Two views of every labelled clip:
 
 * ``clip`` -- what ``POST /recognize`` returns on a real server (``python -m service serve``) with
   ``frames=boxes``: the final people of the clip (tracks seen in fewer than 3 frames dropped,
-  fragments stitched) and each one's box in every frame, from its landmarks.
+  fragments stitched, people whose tracks never passed probation dropped) and each one's box in
+  every frame, from its landmarks.
 * ``stream@R`` -- the same server fed over ``WS /stream`` at R frames/s
   in real time (frame k sent at k/R s shows the clip at that time: frames are skipped, or repeated
   when R exceeds the clip's rate); the reply boxes per frame. Frames the server dropped (latest

@@ -61,10 +61,17 @@ class FrameTracking:
 
     Not thread-safe: call `track` with the frames in order. ``min_visibility``: a pose whose mean
     landmark visibility is lower counts as not seen (``SKELACT_MIN_POSE_VISIBILITY``).
+    ``confirm_s``: the tracker's probation (``SKELACT_TRACK_CONFIRM_S``; None: its default).
+    ``tentative``: a frame's people include the tracks still on probation (a clip's pass: the
+    finished clip keeps those that get confirmed, from their first frame); False: only confirmed
+    ones, from confirmation on (a stream, which cannot take back what it has sent).
     """
 
-    def __init__(self, min_visibility: float = 0.0) -> None:
-        self.tracker = Tracker()
+    def __init__(
+        self, min_visibility: float = 0.0, confirm_s: float | None = None, tentative: bool = True
+    ) -> None:
+        self.tracker = Tracker() if confirm_s is None else Tracker(confirm_s=confirm_s)
+        self.tentative = tentative
         self.min_visibility = min_visibility
         self._client_seen: dict[int, float] = {}  # client track id -> last time seen
         self._last_t: float | None = None
@@ -93,7 +100,8 @@ class FrameTracking:
                 # one (whose buffer would catch up on windows over the whole gap)
                 ended_before += self.tracker.update((), ts).closed
             upd = self.tracker.update(poses, ts, (frame.width, frame.height))
-            people, closed, ts = people + upd.tracks, closed + upd.closed, upd.timestamp_s
+            found = upd.tracks if self.tentative else tuple(p for p in upd.tracks if p.confirmed)
+            people, closed, ts = people + found, closed + upd.closed, upd.timestamp_s
         self._last_t = ts
         return TrackedFrame(
             frame.index,

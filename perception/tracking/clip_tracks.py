@@ -39,6 +39,7 @@ class TrackHistory:
     def __init__(self) -> None:
         self.timestamps: list[float] = []
         self._poses: dict[int, dict[int, PersonPose]] = {}
+        self.confirmed: set[int] = set()  # tracks that passed probation (`TrackedPerson.confirmed`)
 
     def __len__(self) -> int:
         return len(self.timestamps)
@@ -48,6 +49,8 @@ class TrackHistory:
         self.timestamps.append(update.timestamp_s)
         for person in update.tracks:
             self._poses.setdefault(person.track_id, {})[step] = person.pose
+            if person.confirmed:
+                self.confirmed.add(person.track_id)
 
     def sequences(self, min_frames: int = 1) -> dict[int, SkeletonSequence]:
         """Track id -> full-length sequence (NaN where missed), for tracks seen >= ``min_frames``."""
@@ -72,13 +75,18 @@ def clip_tracks(
     stitch: bool = True,
     min_frames: int = MIN_TRACK_FRAMES,
 ) -> tuple[dict[int, SkeletonSequence], dict[int, tuple[int, ...]]]:
-    """A finished clip's people: tracks seen in fewer than ``min_frames`` frames dropped, and with
-    ``stitch`` the fragments of one person joined (`stitch_tracks`). Returns (first id ->
-    sequence, first id -> the online track ids it is made of)."""
+    """A finished clip's people: tracks seen in fewer than ``min_frames`` frames dropped, with
+    ``stitch`` the fragments of one person joined (`stitch_tracks`), and a person none of whose
+    tracks was ever confirmed (`perception.tracking.tracker.TrackerConfig.confirm_s`) dropped;
+    a kept person keeps every frame, from the first sighting. Returns (first id -> sequence,
+    first id -> the online track ids it is made of)."""
     sequences = history.sequences(min_frames=min_frames)
-    if not stitch:
-        return dict(sequences), {i: (i,) for i in sequences}
-    return stitch_tracks(sequences, frame_size=frame_size)
+    if stitch:
+        joined, members = stitch_tracks(sequences, frame_size=frame_size)
+    else:
+        joined, members = dict(sequences), {i: (i,) for i in sequences}
+    keep = [i for i, parts in members.items() if history.confirmed.intersection(parts)]
+    return {i: joined[i] for i in keep}, {i: members[i] for i in keep}
 
 
 # --------------------------------------------------------------------------- primary person

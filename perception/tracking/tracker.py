@@ -33,10 +33,12 @@ __all__ = ["TrackUpdate", "TrackedPerson", "Tracker", "TrackerConfig"]
 
 @dataclass(frozen=True, slots=True)
 class TrackedPerson:
-    """A pose with the id of the track it belongs to."""
+    """A pose with the id of the track it belongs to. ``confirmed``: the track has passed its
+    probation (`TrackerConfig.confirm_s`); a tentative one may still be a phantom."""
 
     track_id: int
     pose: PersonPose
+    confirmed: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,14 +70,23 @@ class TrackerConfig:
     # this many body sizes (box's longer side) still match. A fall changes a person's box and pose
     # so much in one frame that the first pass rejects it; this keeps the falling person's id.
     max_jump: float = 1.0
-    # A track seen in fewer than ``confirm_hits`` frames is tentative: only the strict first pass
-    # continues it, and it closes after more than ``tentative_max_misses`` updates in a row
-    # without a match (counted in updates, not seconds, so it means the same at any analysed
-    # frame rate). A blip is seen once or twice; when it could wait a full ``max_missed_s`` for
-    # anyone nearby, a passer-by seen for 2 frames behind a glass wall took the id of the actor
-    # re-entering 0.44 s later and became the start of the actor's track (UP-Fall
-    # Activity6/Trial2Cam1, docs/pose_notes.md), whose fill-in read as a fall.
+    # A track is *tentative* until confirmed: seen in at least ``confirm_hits`` frames spanning
+    # at least ``confirm_s`` seconds (probation, as SORT's min_hits or DeepStream's probation age;
+    # seconds mean the same at any frame rate). A stream reports only confirmed tracks, from
+    # confirmation on; a finished clip keeps only people with a confirmed track, from their first
+    # frame (`perception.tracking.clip_tracks.clip_tracks`). A tentative track is continued only by
+    # the strict first pass, and it closes after more than ``tentative_max_misses`` updates in a
+    # row without a match (counted in updates, so it means the same at any analysed frame rate):
+    # a phantom skeleton flickers and never confirms (the garbled skeleton over the weightlifter
+    # of stgcn_clean_and_jerk: 7 frames in 0.3 s; the partial skeleton at the bottom edge of UP-Fall
+    # Activity5/Trial2Cam1: 10 frames in 1.5 s). When a blip could wait a full ``max_missed_s``
+    # for anyone nearby, a passer-by seen for 2 frames behind a glass wall took the id of the
+    # actor re-entering 0.44 s later and became the start of the actor's track (UP-Fall
+    # Activity6/Trial2Cam1, docs/pose_notes.md), whose fill-in read as a fall. ``confirm_s``:
+    # chosen by cross-validation on the labelled clips (docs/tracking.md, "Round 4"),
+    # ``SKELACT_TRACK_CONFIRM_S``.
     confirm_hits: int = 3
+    confirm_s: float = 0.2
     tentative_max_misses: int = 2
     # ... and only with a detection whose torso (shoulder centre to hip centre) is within this
     # factor of its own. MediaPipe's first skeletons of a person entering the view can be
@@ -104,6 +115,7 @@ class _Track:
     first_seen: float
     hits: int = 1
     misses: int = 0  # updates in a row without a match
+    confirmed: bool = False  # passed probation (`TrackerConfig.confirm_s`), for good
     velocity: np.ndarray | None = None  # (33, 2) px/s of image x, y
 
     def predicted_xy(self, t: float, horizon: float) -> np.ndarray:
@@ -147,7 +159,7 @@ class Tracker:
         cfg = self.config
         out = []
         for tr in self._tracks.values():
-            if tr.hits < cfg.confirm_hits:
+            if not tr.confirmed:
                 continue
             xy = tr.predicted_xy(float(timestamp_s), cfg.max_prediction_s)
             image = tr.pose.image.copy()
@@ -178,16 +190,21 @@ class Tracker:
         matched_tracks = {r for r, _ in pairs}
         for i, track in enumerate(track_list):
             track.misses = 0 if i in matched_tracks else track.misses + 1
-        out: list[TrackedPerson] = []
+        seen: list[tuple[_Track, PersonPose]] = []
         for r, c in pairs:
-            track = track_list[r]
-            self._absorb(track, poses[c], t)
-            out.append(TrackedPerson(track.track_id, poses[c]))
+            self._absorb(track_list[r], poses[c], t)
+            seen.append((track_list[r], poses[c]))
         for j, pose in enumerate(poses):
             if j not in matched_dets:
                 track = _Track(next(self._ids), pose, t, t)
                 self._tracks[track.track_id] = track
-                out.append(TrackedPerson(track.track_id, pose))
+                seen.append((track, pose))
+        out: list[TrackedPerson] = []
+        for track, pose in seen:
+            track.confirmed = track.confirmed or (
+                track.hits >= cfg.confirm_hits and t - track.first_seen >= cfg.confirm_s - 1e-9
+            )
+            out.append(TrackedPerson(track.track_id, pose, track.confirmed))
         closed = tuple(tid for tid, tr in self._tracks.items() if self._expired(tr, t))
         for tid in closed:
             del self._tracks[tid]
@@ -197,7 +214,7 @@ class Tracker:
     def _expired(self, track: _Track, t: float) -> bool:
         """Unseen for longer than its kind of track may wait (tentative tracks wait less)."""
         cfg = self.config
-        if track.hits < cfg.confirm_hits and track.misses > cfg.tentative_max_misses:
+        if not track.confirmed and track.misses > cfg.tentative_max_misses:
             return True
         return t - track.last_seen > cfg.max_missed_s + 1e-9
 
@@ -213,7 +230,7 @@ class Tracker:
         if not tracks or not poses:
             return allowed
         cfg = self.config
-        tentative = np.array([tr.hits < cfg.confirm_hits for tr in tracks])
+        tentative = np.array([not tr.confirmed for tr in tracks])
         if tentative.any():
             pose_torso = torso_length(np.stack([p.image for p in poses]))
             for i in np.flatnonzero(tentative):
@@ -239,7 +256,7 @@ class Tracker:
         """Match leftovers by hip-centre distance relative to the track's body size."""
         matched = {r for r, _ in pairs}
         free_tracks = [
-            i for i in range(len(tracks)) if i not in matched and tracks[i].hits >= self.config.confirm_hits
+            i for i in range(len(tracks)) if i not in matched and tracks[i].confirmed
         ]
         taken = {c for _, c in pairs}
         free_dets = [j for j in range(len(poses)) if j not in taken]

@@ -261,7 +261,7 @@ class ClipJob:
         t_start = time.perf_counter()
         s = self.state.settings
         slots = self.state.pose.slots
-        tracking = FrameTracking(s.min_pose_visibility)
+        tracking = FrameTracking(s.min_pose_visibility, s.track_confirm_s)
         tracks = TrackSet(self.model, smoothing_config(s), self.stride, keep_history=True)
         clock = StageClock()
         pending: list[tuple[list[TrackWindow], asyncio.Task[BatchResult]]] = []

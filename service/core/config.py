@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from perception.pose.estimator import PoseSpec
 from perception.pose.graph import Association
 from perception.pose.lanes import default_lanes
+from perception.tracking.tracker import TrackerConfig
 from skeleton.paths import REPO_ROOT
 
 ProviderName = Literal["tensorrt", "cuda", "cpu"]
@@ -124,6 +125,13 @@ class Settings(BaseSettings):
     )
     min_pose_visibility: float = Field(
         default=0.0, ge=0, le=1, description="drop a person whose mean landmark visibility is lower"
+    )
+    track_confirm_s: float = Field(
+        default=TrackerConfig().confirm_s,
+        ge=0,
+        le=5,
+        description="a new track is reported once seen for this many seconds (streams: from then on; "
+        "clips: from its first frame); shorter ones are dropped as phantoms (docs/tracking.md)",
     )
 
     # --- windows and smoothing

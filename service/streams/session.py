@@ -84,7 +84,7 @@ class StreamSession:
         self.model = model
         model.batcher.add_producer()  # until close(): other streams' windows may wait for ours
         self._producing = True
-        self.tracking = FrameTracking(settings.min_pose_visibility)
+        self.tracking = FrameTracking(settings.min_pose_visibility, settings.track_confirm_s, tentative=False)
         self.tracks = TrackSet(model, smoothing_config(settings), self.stride, keep_history=False)
         self.started = time.perf_counter()
         self._last_stamp = -1.0

@@ -57,19 +57,27 @@ def test_the_phantoms_over_the_lifter_are_gone_on_two_lanes() -> None:
     """stgcn_clean_and_jerk.mp4 (one lifter, 29.97 fps: POST /recognize poses it on two lanes):
     the service's estimator, tracking and clip stitching on the saved raw poses. Before (issue 18
     part 2): phantom tracks of 50 and 20 frames (skeletons of 6-15 % of the frame's height over
-    the barbell and the banner), 71 false positives. Measured 2026-12-03 with the size floor and
-    `PoseGraph.forget`: one phantom of 7 frames left (a garbled skeleton over the barbell's plate,
-    0.4-0.5 of the lifter's size, frames 145-154), 8 false positives."""
+    the barbell and the banner), 71 false positives; with the size floor and `PoseGraph.forget`
+    (round 3), one of 7 frames (a garbled skeleton over the plate, 0.4-0.5 of the lifter's size,
+    frames 145-154: it flickers, so it never passes the tracker's probation, round 4), 8 false
+    positives; now none, 1 false positive (measured 2026-12-03).
+
+    The estimator must stop tracking the skeletons the size floor rejects (`PoseGraph.forget`):
+    the raw poses held one in 2 frames (164, 211); without the call, in 63 (frames 164-249, the
+    rejected skeleton's ROI tracked on from frame to frame)."""
     from bench.poses import dump_clip, score_dump
+    from perception.pose.person import choose_people
 
     require_data("clips", "stgcn_clean_and_jerk.mp4")
     info = load_index()["clips/stgcn_clean_and_jerk.mp4"]
     dump = dump_clip(info, lanes=2)
+    rejected = [f for f, raw in zip(dump.frames, dump.raw, strict=True) if choose_people(raw, 4)[1]]
+    assert len(rejected) <= 8, f"size-floored skeletons tracked on in frames {rejected}"
     run, s = score_dump(dump)
-    assert max((p["unmatched"] for p in s.phantoms), default=0) <= 10, s.phantoms
-    assert s.false_positives <= 12
+    assert s.phantoms == []
+    assert s.false_positives <= 4
     assert s.recall_per_person[1] >= 0.99
-    assert len({t for tracks in run.tracks for t, _ in tracks}) <= 2
+    assert len({t for tracks in run.tracks for t, _ in tracks}) == 1
 
 
 @pytest.mark.slow
@@ -102,3 +110,62 @@ def test_the_bystander_stays_while_the_walker_passes_close() -> None:
     assert np.mean(found) >= 0.9, f"bystander in {np.mean(found):.0%} of his frames"
     # and in the stretch where the walker is closest (the old rule lost him in all of it)
     assert np.mean(found[40:70]) >= 0.9
+
+
+@pytest.mark.slow
+def test_probation_keeps_the_walker_who_reenters_and_the_passer_by() -> None:
+    """UP-Fall Activity6/Trial1Cam1, frames 1-320: the walker leaves the view and re-enters (a new
+    track each time), and a passer-by walks along the corridor behind the glass for 20 frames
+    (labelled distractor 5, frames 170-189). The tracker's probation (`TrackerConfig.confirm_s`)
+    must drop neither: the clip keeps a confirmed person from the first frame, the stream reports
+    them from confirmation on. Measured 2026-12-03 with 0.2 s (without probation in brackets):
+    walker in 214 (215) / 232 of his frames in the clip view, 216 (221) in the stream view;
+    passer-by in 13 (13) / 20 and 9 (11)."""
+    import itertools
+
+    from perception.tracking.clip_tracks import TrackHistory, clip_tracks
+    from perception.video import VideoReader
+    from service.core.config import Settings
+    from service.frames import FrameTracking, PosedFrame
+
+    video = "upfall/Activity6/Trial1Cam1.mp4"
+    _, truth = load_truth(video)
+    s = Settings()
+    est = s.pose_spec().create()
+    stream = FrameTracking(s.min_pose_visibility, s.track_confirm_s, tentative=False)
+    clip, history = FrameTracking(s.min_pose_visibility, s.track_confirm_s), TrackHistory()
+    streamed: dict[int, list[tuple[float, float, float, float]]] = {}
+    try:
+        with VideoReader(require_data(*video.split("/")), max_side=s.pose_max_side) as reader:
+            for f in itertools.islice(reader, 320):
+                poses = est.estimate(f.rgb, f.timestamp_s)
+                posed = PosedFrame(f.index, f.timestamp_s, f.width, f.height, poses)
+                people = stream.track(posed).people
+                streamed[f.index + 1] = [_source_box(p.pose.image, f.scale) for p in people]
+                history.add(clip.track(posed).update)
+    finally:
+        est.close()
+    frames = sorted(streamed)
+    clipped: dict[int, list[tuple[float, float, float, float]]] = {k: [] for k in frames}
+    for seq in clip_tracks(history, (f.width, f.height), s.stitch_tracks)[0].values():
+        for k in np.flatnonzero(np.isfinite(seq.image[:, :, :2]).all(axis=(1, 2))):
+            clipped[frames[k]].append(_source_box(seq.image[k], f.scale))
+
+    def covered(boxes: dict[int, list[tuple[float, float, float, float]]], person: int, iou: float) -> int:
+        hit = 0
+        for k in frames:
+            gt = [r.box for r in truth.get(k, []) if r.person == person and (r.counted or person == 5)]
+            hit += bool(gt and boxes[k]) and float(_iou_matrix(gt, boxes[k]).max()) >= iou
+        return hit
+
+    assert covered(clipped, 1, 0.5) >= 205 and covered(streamed, 1, 0.5) >= 205
+    # the passer-by's skeleton is partial (legs behind the bench): matched at a lower overlap
+    assert covered(clipped, 5, 0.3) >= 10 and covered(streamed, 5, 0.3) >= 6
+
+
+def _source_box(image: np.ndarray, scale: float) -> tuple[float, float, float, float]:
+    """A skeleton's landmark box in the video's own pixels (the ground truth's)."""
+    xy = np.asarray(image, np.float64)[:, :2] / scale
+    x0, y0 = xy.min(axis=0)
+    x1, y1 = xy.max(axis=0)
+    return float(x0), float(y0), float(x1), float(y1)

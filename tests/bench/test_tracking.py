@@ -7,7 +7,6 @@ docs/tracking.md), so they catch regressions; a deliberately broken prediction m
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -65,18 +64,18 @@ def test_clip_view_finds_the_three_small_people(server: object) -> None:
 def test_clip_view_phantoms_over_the_lifter(server: object) -> None:
     """stgcn_clean_and_jerk.mp4 (one weightlifter): before issue 18 round 3 POST /recognize returned
     phantom tracks of 50 and 20 frames (skeletons of 6-15 % of the frame's height over the barbell
-    and the banner; perception.pose.person.size_floor and PoseGraph.forget remove them). Measured
-    on the saved raw poses (bench.poses): one of 7 frames left (a garbled skeleton over the plate,
-    0.4-0.5 of the lifter's size), 8 false positives."""
+    and the banner; perception.pose.person.size_floor and PoseGraph.forget remove them), then one
+    of 7 frames (a garbled skeleton over the plate that flickers: the tracker's probation,
+    `TrackerConfig.confirm_s`, never confirms it). Measured through the real server 2026-12-03:
+    the lifter alone, 1 false positive."""
     require_data("clips", "stgcn_clean_and_jerk.mp4")
     info, truth = load_truth("clips/stgcn_clean_and_jerk.mp4")
     run = clip_view(server, info)  # type: ignore[arg-type]
     s = score(run, truth)
     assert s.frames == 300
-    assert max((p["unmatched"] for p in s.phantoms), default=0) <= 10, s.phantoms
-    assert s.recall_per_person[1] >= 0.99 and s.mota >= 0.95
-    lengths = Counter(t for tracks in run.tracks for t, _ in tracks)
-    assert sum(n >= 3 for n in lengths.values()) <= 2, lengths
+    assert s.phantoms == []
+    assert s.recall_per_person[1] >= 0.99 and s.mota >= 0.97
+    assert len({t for tracks in run.tracks for t, _ in tracks}) == 1
 
 
 def test_swapped_ids_score_worse(mmaction_clip_view: ViewRun) -> None:
@@ -154,3 +153,23 @@ def test_stream_view_finds_the_three_small_people(server: object) -> None:
     assert min(s.recall_per_person.values()) >= 0.9, s.recall_per_person
     assert s.id_switches <= 1 and s.idf1 >= 0.9
     assert s.phantoms == []
+
+
+def test_stream_view_reports_the_embracing_pair_after_probation(server: object) -> None:
+    """mmaction2_demo_skeleton.mp4 (2.6 s, both people in view from the first frame) over WS
+    /stream at 10 fps, none dropped: a stream reports a track only once it has passed its
+    probation (`TrackerConfig.confirm_s`, 0.2 s: the 3rd frame at 10 fps), so each person misses
+    the first 2 of 26 frames. Issue 18 asks >= 90 % per person; measured on saved poses
+    (bench.poses dump --rate 10) 2026-12-03: 92.3 / 92.3 %, no switch, no phantom."""
+    from bench.clips import jpeg_frames
+    from bench.tracking import stream_view
+
+    require_data("clips", "mmaction2_demo_skeleton.mp4")
+    info, truth = load_truth("clips/mmaction2_demo_skeleton.mp4")
+    jpegs = jpeg_frames(info.video_path, info.frames)
+    run = stream_view(server, info, 10.0, jpegs, wait_replies=True)  # type: ignore[arg-type]
+    assert run.errors == [] and len(run.frames) == run.sent == 26
+    assert run.tracks[0] == [] and run.tracks[1] == []  # on probation: not reported yet
+    s = score(run, truth)
+    assert min(s.recall_per_person.values()) >= 0.9, s.recall_per_person
+    assert s.id_switches == 0 and s.phantoms == []

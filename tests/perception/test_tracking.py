@@ -8,6 +8,7 @@ import numpy as np
 
 from perception.tracking.clip_tracks import (
     TrackHistory,
+    clip_tracks,
     primary_track_scores,
     select_primary_track,
     stitch_tracks,
@@ -59,9 +60,9 @@ def test_two_people_crossing_keep_their_ids() -> None:
 
 
 def test_brief_miss_keeps_id_and_long_miss_closes() -> None:
-    tracker = Tracker(max_missed_s=0.5)
+    tracker = Tracker(max_missed_s=0.5, confirm_s=0.0)
     (tid,) = tracker.update([_person(300, 240)], 0.0).track_ids
-    for k in (1, 2):  # seen 3 times: a confirmed track (a blip would close after 3 misses)
+    for k in (1, 2):  # seen 3 times (no probation in time): confirmed (a blip would close after 3 misses)
         assert tracker.update([_person(300, 240)], k / 30).track_ids == (tid,)
     for k in range(3, 10):  # 0.23 s unseen
         assert tracker.update([], k / 30).tracks == ()
@@ -92,10 +93,11 @@ def test_falling_person_keeps_id() -> None:
 
 def test_a_blip_does_not_take_the_next_person_seen_nearby() -> None:
     """A 2-frame detection (the passer-by behind the glass in UP-Fall Activity6/Trial2Cam1) must
-    not hand its id to the next person who shows up near it; a track seen 3 times still waits."""
+    not hand its id to the next person who shows up near it; a confirmed track (here: seen 3
+    times, no probation in time) still waits."""
 
     def ids(seen_frames: int, gap_frames: int, **config: float) -> tuple[int, int, tuple[int, ...]]:
-        tracker = Tracker(**config)
+        tracker = Tracker(**{"confirm_s": 0.0, **config})
         closed: list[int] = []
         (first,) = tracker.update([_person(300, 250)], 0.0).track_ids
         for k in range(1, seen_frames):
@@ -217,6 +219,47 @@ def test_a_new_track_continues_only_with_someone_its_size() -> None:
     assert not same_id(2, 250) and not same_id(2, 40)
     assert same_id(2, 250, tentative_max_scale=float("inf"))  # the gate is what separates them
     assert same_id(2, 150) and same_id(5, 250) and same_id(5, 40)
+
+
+def test_a_track_is_confirmed_after_its_probation_and_a_flicker_never_is() -> None:
+    """Probation (`TrackerConfig.confirm_s`): a person seen in every frame is confirmed once seen
+    over ``confirm_s`` (at 10 fps and 0.3 s: the 4th frame) and stays confirmed through misses; a
+    skeleton that flickers (seen 3 frames, gone 3) closes before its probation ends, every time."""
+    tracker = Tracker(confirm_s=0.3)
+    person, flicker = _person(150, 250), _person(480, 250)
+    confirmed: list[bool] = []
+    flicker_ids: set[int] = set()
+    for k in range(24):
+        people = [person] + ([flicker] if k % 6 < 3 else [])
+        update = tracker.update(people, k / 10)
+        by_x = sorted(update.tracks, key=lambda p: float(p.pose.image[:, 0].mean()))
+        confirmed.append(by_x[0].confirmed)
+        if len(by_x) == 2:
+            assert not by_x[1].confirmed
+            flicker_ids.add(by_x[1].track_id)
+    assert confirmed == [False] * 3 + [True] * 21
+    assert len(flicker_ids) == 4  # a new tentative track each time: never confirmed, never continued
+    for k in range(24, 30):  # the confirmed person missed for 0.5 s: still confirmed when seen again
+        tracker.update([], k / 10)
+    (back,) = tracker.update([person], 3.0).tracks
+    assert back.confirmed and back.track_id == tracker.update([person], 3.1).tracks[0].track_id
+    # without probation in time, three frames confirm (the flicker too)
+    quick = Tracker(confirm_s=0.0)
+    assert [quick.update([flicker], k / 10).tracks[0].confirmed for k in range(3)] == [False, False, True]
+
+
+def test_a_finished_clip_keeps_confirmed_people_from_their_first_frame() -> None:
+    """`clip_tracks`: a person none of whose tracks passed probation is dropped (the flicker); a
+    confirmed person keeps the frames before the confirmation."""
+    tracker, history = Tracker(confirm_s=0.3), TrackHistory()
+    for k in range(20):
+        people = [_person(150, 250)] + ([_person(480, 250)] if k % 6 < 3 else [])
+        history.add(tracker.update(people, k / 10))
+    assert len(history.sequences(min_frames=3)) == 4  # the person and three 3-frame flickers
+    joined, members = clip_tracks(history, FRAME, stitch=True)
+    assert list(members.values()) == [(1,)]
+    assert np.isfinite(joined[1].image[:, :, :2]).all()  # every frame, the first three included
+    assert list(clip_tracks(history, FRAME, stitch=False)[0]) == [1]
 
 
 def test_history_builds_nan_padded_sequences() -> None:

@@ -57,6 +57,19 @@ def test_a_pause_ends_the_servers_tracks_before_the_frame() -> None:
     assert after.ended_before == (first.track_id,) and after.people[0].track_id != first.track_id
 
 
+def test_a_stream_reports_a_track_from_its_confirmation_a_clip_from_its_first_frame() -> None:
+    """``tentative=False`` (streams): a frame's people are the confirmed tracks only, so a track
+    appears once its probation (``confirm_s``) is over; a clip's pass sees every track."""
+    for tentative in (False, True):
+        tracking = FrameTracking(confirm_s=0.2, tentative=tentative)
+        people = [tracking.track(PosedFrame(k, k / 10, 640, 480, (_pose(),))).people for k in range(5)]
+        seen = [len(p) for p in people]
+        assert seen == ([0, 0, 1, 1, 1] if not tentative else [1] * 5)
+        flags = [p[0].confirmed for p in people if p]
+        assert flags == ([True] * 3 if not tentative else [False] * 2 + [True] * 3)
+    assert FrameTracking(confirm_s=0.7).tracker.config.confirm_s == 0.7
+
+
 def _model(tmp_path: Path) -> LoadedModel:
     write_linear_model(tmp_path / "linear", ["a", "b"], length=8, fps=10, stride=2)
     registry = ModelRegistry(Settings(models_dir=tmp_path, providers=["cpu"], warmup=False), Metrics())

@@ -177,7 +177,8 @@ def test_websocket_with_a_key_streams(client: TestClient, how: str) -> None:
         assert hello["type"] == "hello" and hello["model"] == "linear"
         pts = [[300.0 + 2 * j, 100.0 + 8 * j, 0.0] for j in range(33)]
         world = [[0.01 * j, -0.02 * j, 0.0] for j in range(33)]
-        ws.send_json({"type": "skeleton", "timestamp": 0.1, "people": [{"image": pts, "world": world}]})
+        person = {"id": 1, "image": pts, "world": world}  # client-numbered: reported at once
+        ws.send_json({"type": "skeleton", "timestamp": 0.1, "people": [person]})
         msg = ws.receive_json()
         assert msg["type"] == "frame" and len(msg["tracks"]) == 1, msg
 

@@ -117,8 +117,14 @@ def test_lanes_alternate_estimators(tmp_path: Path) -> None:
 
     clip = trim_video(require_data("upfall", "Activity6", "Trial1Cam1.mp4"), tmp_path / "a6.mp4", 186, 12)
 
+    from perception.tracking.tracker import TrackerConfig
+
+    every_track = TrackerConfig(confirm_hits=1, confirm_s=0.0)  # no probation: every skeleton kept
+
     def people_per_frame(lanes: int) -> list[int]:
-        c = extract_video(clip, max_people=2, stitch=False, min_track_frames=1, lanes=lanes)
+        c = extract_video(
+            clip, max_people=2, tracker_config=every_track, stitch=False, min_track_frames=1, lanes=lanes
+        )
         return np.stack([np.isfinite(t.image[:, 0, 0]) for t in c.tracks]).sum(axis=0).tolist()
 
     one, two = people_per_frame(1), people_per_frame(2)

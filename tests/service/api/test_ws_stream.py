@@ -124,7 +124,9 @@ def test_capture_times_are_checked_as_frames_arrive(
             assert err.code == "invalid_timestamp" and f"frame {i}:" in err.message, (name, err)
         ws.send_bytes(capture_prefix(1.25) + jpg)
         reply = _frame(ws)
-        assert reply.timestamp == 1.25 and reply.frame_id == len(refused) + 1 and reply.tracks
+        assert reply.timestamp == 1.25 and reply.frame_id == len(refused) + 1
+        ws.send_bytes(capture_prefix(1.5) + jpg)
+        assert _frame(ws).tracks  # seen a third time, 0.5 s after the first: past the probation
     with client.websocket_connect("/stream") as ws:  # the first frame had none: none after it either
         HelloMessage.model_validate(ws.receive_json())
         ws.send_bytes(jpg)
@@ -328,7 +330,7 @@ def test_streams_start_on_a_prebuilt_pose_stage_and_share_the_pose_slots(
     with client.websocket_connect("/stream") as ws:
         HelloMessage.model_validate(ws.receive_json())
         ws.send_bytes(frames[0][0])
-        assert _frame(ws).tracks
+        assert _frame(ws).frame_id == 0  # posed (a track is reported only after its probation)
         time.sleep(0.5)
         assert spares() == {1: [], solo: []}  # both taken, none rebuilt while the stream is open
     assert spares_refilled()
@@ -373,8 +375,10 @@ def test_pose_lanes_alternate_estimators_and_keep_one_track(
     replies = client.portal.call(run)  # type: ignore[union-attr]
     assert [r.frame_id for r in replies] == list(range(12))
     assert all(b.timestamp > a.timestamp for a, b in pairwise(replies))
-    assert all(len(r.tracks) == 1 for r in replies)
-    assert len({r.tracks[0].track_id for r in replies}) == 1
+    # one person, one track, reported from the end of its probation (3 frames over 0.2 s) on
+    confirmed = replies[0].timestamp + 0.2
+    assert all(len(r.tracks) == 1 for r in replies if r.timestamp >= confirmed + 1e-3)
+    assert len({t.track_id for r in replies for t in r.tracks}) == 1
 
 
 def test_extra_lanes_only_when_the_server_has_spare_workers() -> None:
@@ -449,25 +453,26 @@ def test_a_solo_stream_runs_on_every_pose_core_until_it_has_company(
     monkeypatch.setattr(state.pose, "outside", OutsideLoad(busy=lambda: 0.0, clock=lambda: next(ticks)))
     jpegs, _ = frames
 
-    def send(ws: Any, k: int) -> FrameMessage:
+    def send(ws: Any, k: int) -> bool:
+        """Whether frame ``k`` was posed (its track is reported only after its probation)."""
         ws.send_bytes(jpegs[k])
-        return _frame(ws)
+        return _frame(ws).timings_ms.pose > 0
 
     before = _solo_frames(client)
     with client.websocket_connect("/stream") as ws:
         HelloMessage.model_validate(ws.receive_json())
-        assert send(ws, 0).tracks
+        assert send(ws, 0)
         assert _solo_frames(client) == before + 1
         with client.portal.wrap_async_context_manager(state.pose.clip_in_pose()):  # type: ignore[union-attr]
             assert state.pose.clips_in_pose == 1
-            assert all(send(ws, k).tracks for k in (1, 2))
+            assert all(send(ws, k) for k in (1, 2))
         with client.websocket_connect("/stream") as other:
             HelloMessage.model_validate(other.receive_json())
-            assert send(ws, 3).tracks and send(other, 4).tracks and send(other, 5).tracks
+            assert send(ws, 3) and send(other, 4) and send(other, 5)
         assert _solo_frames(client) == before + 1  # beside a clip or a stream: one thread, one slot
     with client.websocket_connect("/stream") as ws:
         HelloMessage.model_validate(ws.receive_json())
-        assert send(ws, 6).tracks
+        assert send(ws, 6)
         assert _solo_frames(client) == before + 2  # alone again
     assert state.pose.slots.free == state.settings.pose_workers
 
