@@ -425,13 +425,14 @@ def test_a_stream_starts_single_threaded_even_when_alone(
 
 
 def _solo_frames_of_a_stream(client: TestClient, jpegs: list[bytes]) -> float:
-    """Solo frames while a new stream sends ``jpegs``, one reply at a time."""
+    """Solo frames while a new stream sends ``jpegs``, one reply at a time (each posed: its track
+    is reported only after its probation)."""
     before = _solo_frames(client)
     with client.websocket_connect("/stream") as ws:
         HelloMessage.model_validate(ws.receive_json())
         for jpeg in jpegs:
             ws.send_bytes(jpeg)
-            assert _frame(ws).tracks
+            assert _frame(ws).timings_ms.pose > 0
     return _solo_frames(client) - before
 
 
