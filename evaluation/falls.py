@@ -5,12 +5,12 @@
 
 Every recording goes through the real server (uvicorn on loopback, started here unless ``--url``
 names a running one): ``POST /recognize`` (the clip view: the response's ``falls``) and
-``WS /stream`` (the stream view: JPEG frames sent at the recording's frame rate, in real time, the
-replies' ``falls``) in two ways: ``replay`` stamps each frame with its capture time in the recording
-(the ``SKTS`` prefix, docs/api.md) and sends the next once the reply came, so every frame is posed
-on the recording's clock whatever the machine's speed (what the rule does on the camera's frames);
-``stream`` sends at the recording's frame rate in real time and the server keeps the newest frame
-when it falls behind (what this machine does live: ``frames processed`` says how much it kept).
+``WS /stream`` (the stream view: JPEG frames, each stamped with its capture time in the recording,
+the ``SKTS`` prefix of docs/api.md, the replies' ``falls``) in two ways: ``replay`` sends the next
+frame once the reply came, so every frame is posed on the recording's clock whatever the machine's
+speed (what the rule does on the camera's frames); ``stream`` sends at the recording's frame rate in
+real time, as a webcam page does, and the server keeps the newest frame when it falls behind (what
+this machine does live: ``frames processed`` says how much it kept).
 Recordings:
 
 * ``falls``: the UP-Fall clips of the model's held-out trials (``NAME:2``, or ``test trials [..]`` in
@@ -75,9 +75,6 @@ class ViewResult:
     frames_sent: int = 0
     frames_processed: int = 0
     error: str | None = None
-    # stream view: the stream's clock minus the recording's (the server dates frames on arrival);
-    # the events' ``time`` and ``fall_time`` are given in the recording's clock
-    clock_offset_s: float = 0.0
     # clip view of an UP-Fall clip: the clip's label as /recognize decides it, and the true activity
     label: str | None = None
     truth: str | None = None
@@ -206,36 +203,27 @@ def _frame_reply(ws: Any, res: ViewResult, timeout: float) -> dict[str, Any] | N
 def stream_view(
     url: str, rec: Recording, model: str, overrides: dict[str, float] | None = None, drain_s: float = 60.0
 ) -> ViewResult:
-    """``WS /stream``: every frame JPEG-encoded and sent at the recording's frame rate in real time
-    (the server keeps the newest frame when it falls behind, as with a webcam); the replies' fall
-    events, until the reply to the last frame."""
+    """``WS /stream`` as a webcam client: every frame JPEG-encoded, stamped with its capture time
+    (its time in the recording, as the browser page stamps its camera's frames) and sent at the
+    recording's frame rate in real time from the first frame on; the server keeps the newest frame
+    when it falls behind. The replies' fall events (on the recording's clock), until the reply to
+    the last frame."""
     res = ViewResult(rec.name, "stream", rec.fall, rec.duration_s, rec.kind)
     with _stream(url, model, overrides, res) as ws:
         if ws is None:
             return res
-        frames = _jpegs(rec.path)
-        first = next(frames, None)
-        if first is None:
-            res.error = f"no frame could be read from {rec.path}"
-            return res
-        # The first frame alone, its reply awaited: the session's pose model starts on it (seconds on
-        # a busy CPU), as a webcam's first frames are while a stream starts; then real pace.
-        ws.send(first[0])
-        if (msg := _frame_reply(ws, res, 120)) is None:
-            return res
-        res.events += msg.get("falls", [])
         sent = threading.Event()
         total: list[int] = []
 
         def sender() -> None:
             try:
-                n = 1
-                t0 = time.perf_counter() - 1 / first[1]
-                for i, (jpg, fps) in enumerate(frames, start=1):
+                n = 0
+                t0 = time.perf_counter()
+                for i, (jpg, fps) in enumerate(_jpegs(rec.path)):
                     delay = t0 + i / fps - time.perf_counter()
                     if delay > 0:
                         time.sleep(delay)
-                    ws.send(jpg)
+                    ws.send(capture_prefix(i / fps) + jpg)
                     n += 1
                 total.append(n)
             finally:
@@ -245,7 +233,6 @@ def stream_view(
         thread.start()
         last_id = -1
         deadline = None
-        offset: float | None = None
         while True:
             if sent.is_set() and deadline is None:
                 deadline = time.monotonic() + drain_s
@@ -257,16 +244,14 @@ def stream_view(
                 continue
             if msg.get("type") == "frame":
                 last_id = int(msg["frame_id"])
-                if offset is None and last_id > 0:  # frame i was sent i / fps after the pace began
-                    offset = float(msg["timestamp"]) - last_id / first[1]
                 res.frames_processed = int(msg["processed"])
                 res.events += msg.get("falls", [])
             elif msg.get("type") == "error":
                 res.error = f"{msg.get('code')}: {msg.get('message')}"
         thread.join(5)
         res.frames_sent = total[0] if total else 0
-    res.clock_offset_s = round(offset or 0.0, 4)
-    res.events = [_shift(e, -res.clock_offset_s) for e in res.events]
+        if not total:
+            res.error = res.error or f"no frame could be read from {rec.path}"
     return res
 
 
@@ -287,10 +272,6 @@ def replay_view(
             res.frames_processed = int(msg["processed"])
             res.events += msg.get("falls", [])
     return res
-
-
-def _shift(event: dict[str, Any], dt: float) -> dict[str, Any]:
-    return {**event, "time": round(event["time"] + dt, 4), "fall_time": round(event["fall_time"] + dt, 4)}
 
 
 def _jpegs(path: Path, quality: int = 85) -> Iterator[tuple[bytes, float]]:

@@ -5,6 +5,7 @@
     python -m export tensorrt --models-dir model_zoo [--workspace-gb N] [--no-fp16] [--max-batch N]
                               [--trt-cache-dir DIR] [--dry-run]
     python -m export open-set --model-dir model_zoo/<name> --config configs/<name>.yaml
+    python -m export fall-rule --model-dir model_zoo/<name> --cv-json artifacts/falls/cv.json [--fold shipped]
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     u = sub.add_parser("open-set", help="copy a config's open_set rule ('unknown') into an exported model")
     u.add_argument("--model-dir", type=Path, required=True)
     u.add_argument("--config", type=Path, required=True, help="YAML config with an open_set section")
+    f = sub.add_parser("fall-rule", help="copy the fall rule `python -m training.falls cv` chose into an "
+                                         "exported model")
+    f.add_argument("--model-dir", type=Path, required=True)
+    f.add_argument("--cv-json", type=Path, required=True, help="the --json of `python -m training.falls cv`")
+    f.add_argument("--fold", default="shipped", choices=["shipped", "t1->t2", "t2->t1"],
+                   help="whose rule: the shipped model's (chosen on both trials) or a fold's")
     t = sub.add_parser("tensorrt", help="build TensorRT engines for every model (needs an NVIDIA GPU)")
     t.add_argument("--models-dir", type=Path, default=REPO_ROOT / "model_zoo")
     t.add_argument("--workspace-gb", type=float, default=2.0)
@@ -102,6 +109,18 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         manifest = apply_open_set(args.model_dir, spec)
         print(json.dumps({"model": manifest.name, "open_set": spec.model_dump()}, indent=1))
+        return 0
+    if args.cmd == "fall-rule":
+        from export.onnx_export import ExportError, apply_fall_rule
+        from skeleton.manifest import FallRuleSpec
+
+        rule = FallRuleSpec.model_validate(json.loads(args.cv_json.read_text())[args.fold]["spec"])
+        try:
+            manifest = apply_fall_rule(args.model_dir, rule)
+        except ExportError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(json.dumps({"model": manifest.name, "fall_rule": rule.model_dump()}, indent=1))
         return 0
     import dataclasses
 

@@ -26,6 +26,7 @@ from skeleton.manifest import (
     MANIFEST_FILE,
     ClipRuleSpec,
     EmbeddingSpec,
+    FallRuleSpec,
     ModelManifest,
     OnnxSpec,
     OpenSetSpec,
@@ -257,6 +258,19 @@ def apply_open_set(model_dir: Path, spec: OpenSetSpec) -> ModelManifest:
     """Write an "unknown" rule into an exported model's manifest (the additive ``open_set`` field);
     nothing else changes (ONNX graph, sha256, checkpoint), so after a re-export the same command
     writes it again."""
-    manifest = load_manifest(model_dir).model_copy(update={"open_set": spec})
+    return _update_manifest(model_dir, open_set=spec)
+
+
+def apply_fall_rule(model_dir: Path, spec: FallRuleSpec) -> ModelManifest:
+    """Write a fall rule (``training.falls cv``'s choice) into an exported model's manifest; like
+    `apply_open_set`, nothing else changes, and after a re-export the same command writes it again."""
+    if not load_manifest(model_dir).label_groups.get(spec.fall_group):
+        raise ExportError(f"{model_dir.name} has no '{spec.fall_group}' label group: no fall classes")
+    return _update_manifest(model_dir, fall_rule=spec)
+
+
+def _update_manifest(model_dir: Path, **fields: object) -> ModelManifest:
+    """The manifest with ``fields`` replaced, checked against the ONNX file's sha256 first."""
+    manifest = load_manifest(model_dir).model_copy(update=fields)
     (model_dir / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=1))
     return manifest

@@ -10,7 +10,8 @@
   here first.
 * Spares: estimators built ahead (``SKELACT_POSE_SPARES``), so a new stream or clip does not wait
   ~0.1-0.5 s for MediaPipe's graph; rebuilt only while no stream is open (a build holds the GIL).
-* Solo: a stream may pose solo while it is the server's only pose work (`stream_is_alone`).
+* Solo: a stream may pose solo while it is the server's only pose work (`stream_is_alone`) and no
+  other process keeps the cores busy (`service.outside_load`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from service.lifecycle import Lifecycle
 from service.load import BusyMeter
 from service.memory import release_memory
 from service.metrics import Metrics
+from service.outside_load import OutsideLoad
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -94,6 +96,7 @@ class PosePool:
         self._spares: dict[int, list[PoseEstimator]] = {}  # by thread count
         self._refill: asyncio.Future[None] | None = None
         self._count_missing_spares()
+        self.outside = OutsideLoad()  # other processes on the cores: solo only while they are idle
 
     @property
     def slots(self) -> PoseSlots:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 __all__ = [
     "MAX_BUSY_ONE_AT_A_TIME",
     "SOLO_GIVE_UP_RATIO",
+    "SOLO_MAX_BACKOFF",
     "SOLO_PROBE_EVERY",
     "Lanes",
     "Pace",
@@ -24,8 +25,16 @@ MAX_BUSY_ONE_AT_A_TIME = 0.7
 # on the cores, XNNPACK's waiting threads spin and a solo frame takes 1.7x a single-threaded one
 # (p95 6x). So every this-many frames one runs the other way, to compare; as one probe frame is a
 # noisy sample (frames differ by 1.5x in cost), solo ends only when this much slower.
+#
+# A stream starts single-threaded, on its lane 0 (a pre-built spare): solo is first tried after
+# SOLO_PROBE_EVERY frames. A solo call is a gamble with an unbounded downside: with other processes
+# on the cores a two-thread call took 0.2-6.9 s against 25-100 ms single-threaded (load 4-8 on two
+# cores, 2026-12-03), and a stream that started solo lost its first 3 s (an UP-Fall fall that came
+# 1.5 s in was missed, the frames after it dropped). So the first frames never pose solo, and each
+# solo probe that loses doubles the wait before the next one (up to 2**SOLO_MAX_BACKOFF rounds).
 SOLO_PROBE_EVERY = 50
 SOLO_GIVE_UP_RATIO = 1.4
+SOLO_MAX_BACKOFF = 5
 _SOLO_WEIGHT = 0.1  # of the newest sample in the moving averages
 _SINGLE_WEIGHT = 0.25  # single-threaded frames are rare while solo: each counts more
 
@@ -40,6 +49,7 @@ class Pace:
     single_s: float | None = None
     since_single: int = 0  # solo frames since the last single-threaded one
     since_solo: int = 0  # single-threaded frames since the last solo one
+    lost_probes: int = 0  # solo probes in a row that were clearly slower (the next waits longer)
     _last_arrival: float | None = None
 
     def arrived(self, at: float) -> None:
@@ -49,8 +59,12 @@ class Pace:
 
     def posed(self, seconds: float, solo: bool) -> None:
         if solo:
-            self.solo_s = _moving_average(self.solo_s, seconds, _SOLO_WEIGHT)
+            # a probe after single-threaded frames is a fresh sample of what solo costs now
+            probe = self.since_solo > 0
+            self.solo_s = seconds if probe else _moving_average(self.solo_s, seconds, _SOLO_WEIGHT)
             self.since_single, self.since_solo = self.since_single + 1, 0
+            if probe:
+                self.lost_probes = self.lost_probes + 1 if self._solo_slower() else 0
         else:
             self.single_s = _moving_average(self.single_s, seconds, _SINGLE_WEIGHT)
             self.since_single, self.since_solo = 0, self.since_solo + 1
@@ -64,15 +78,19 @@ class Pace:
         return min(known) >= MAX_BUSY_ONE_AT_A_TIME * self.interval_s
 
     def wants_solo(self) -> bool:
-        """Solo from the first frame; single-threaded while too fast a stream for one frame at a
-        time, and while solo frames are clearly slower (SOLO_GIVE_UP_RATIO); each way probed now
-        and then."""
+        """Single-threaded for the first SOLO_PROBE_EVERY frames, then solo while solo frames are
+        not clearly slower (SOLO_GIVE_UP_RATIO); single-threaded while too fast a stream for one
+        frame at a time. Each way is probed now and then; a lost solo probe doubles the wait for
+        the next."""
         if self.busy():
             return False
-        solo, single = self.solo_s, self.single_s
-        if solo is not None and single is not None and solo >= SOLO_GIVE_UP_RATIO * single:
-            return self.since_solo >= SOLO_PROBE_EVERY
+        if self.solo_s is None or self._solo_slower():
+            return self.since_solo >= SOLO_PROBE_EVERY * 2 ** min(self.lost_probes, SOLO_MAX_BACKOFF)
         return self.since_single < SOLO_PROBE_EVERY
+
+    def _solo_slower(self) -> bool:
+        solo, single = self.solo_s, self.single_s
+        return solo is not None and single is not None and solo >= SOLO_GIVE_UP_RATIO * single
 
 
 def _moving_average(average: float | None, sample: float, weight: float) -> float:

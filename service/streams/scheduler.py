@@ -6,7 +6,8 @@ pose workers uses several cores); each frame then waits for the one before it, s
 windows and replies stay in order. The pose slot is taken *before* the frame: while the server is
 busy, newer frames replace the pending one instead of queueing behind it. A stream that is the
 server's only pose work (`PosePool.stream_is_alone`) takes every slot and runs one frame at a time
-on all cores (lower latency per frame), while its `Pace` says that pays.
+on all cores (lower latency per frame), while its `Pace` says that pays and no other process keeps
+the cores busy (`service.outside_load`).
 """
 
 from __future__ import annotations
@@ -186,12 +187,12 @@ class FrameScheduler:
             await self.error(exc.code, exc.ws_message())
 
     def _may_pose_solo(self) -> bool:
-        """This stream is the server's only pose work, its next frame is an image and its pace
-        says solo (`Pace.wants_solo`)."""
+        """This stream is the server's only pose work, its next frame is an image, its pace says
+        solo (`Pace.wants_solo`) and no other process keeps the cores busy (`OutsideLoad`)."""
         pending = self.inbox.pending
         if pending is None or pending.image is None or not self.pace.wants_solo():
             return False
-        return self.pose.stream_is_alone()
+        return self.pose.stream_is_alone() and self.pose.outside.allows_solo()
 
     async def _apply_config(self, cfg: ConfigMessage | EnrolMessage) -> None:
         if isinstance(cfg, EnrolMessage):

@@ -60,6 +60,7 @@ def test_bench_harness_end_to_end(tmp_path: Path) -> None:
     from bench.clips import PIPELINE_CLIP, STREAM_CLIP
     from bench.report import DOCS_END, DOCS_START, evaluate, update_docs
     from service.core.config import Settings
+    from service.streams.pacing import SOLO_PROBE_EVERY
 
     require_data(PIPELINE_CLIP)
     require_data(STREAM_CLIP)
@@ -108,7 +109,8 @@ def test_bench_harness_end_to_end(tmp_path: Path) -> None:
     solo = sections["stream"]["bare_solo"]  # the bare loop on the estimator of a stream alone
     if Settings().solo_threads > 1:  # two or more cores: the solo client posed on all of them
         assert solo["threads"] == Settings().solo_threads and solo["frames"] == 15
-        assert 1 <= scen["server"]["solo_frames"] <= scen["replies"]
+        # ... but a stream starts single-threaded: solo is first tried after SOLO_PROBE_EVERY frames
+        assert SOLO_PROBE_EVERY > 15 and scen["server"]["solo_frames"] == 0
     else:
         assert solo is None and scen["server"]["solo_frames"] == 0
 

@@ -22,6 +22,7 @@ import pytest
 from evaluation.falls import Recording, clip_view, replay_view, video_seconds
 from evaluation.upfall import local_server
 from service.core.config import Settings
+from skeleton.manifest import load_manifest
 from tests.conftest import require_data
 from tests.service_helpers import MODEL_ZOO, require_upfall_model, trim_video
 from training.joined import join_videos
@@ -122,7 +123,8 @@ def test_recognize_fall_then_recovered(url: str, model: str, fall_then_up: Recor
     ).json()
     assert body["clip"]["fall"] is True and body["clip"]["label"] in FALL_LABELS, body["clip"]
     assert body["clip"]["fall_time"] == body["falls"][0]["fall_time"]
-    assert body["fall_rule"]["confirm_s"] == 2.0
+    # the rule applied is the shipped model's (`python -m export fall-rule`, docs/falls.md)
+    assert body["fall_rule"] == load_manifest(MODEL_ZOO / model).fall_rule.model_dump()
 
 
 def test_recognize_bending_down_is_no_fall(url: str, model: str, bending: Recording) -> None:
@@ -210,14 +212,15 @@ def test_stream_config_changes_the_fall_rule(url: str, model: str) -> None:
         ws.send(json.dumps({"type": "config", "fall_rule": {"confirm_s": -1}}))
         err = json.loads(ws.recv(timeout=30))
         assert err["type"] == "error" and err["code"] == "invalid_message" and "confirm_s" in err["message"]
-        # overrides replace the stream's: confirm_s 9 with the model's expire_s (6 s) is inconsistent
+        # overrides replace the stream's: confirm_s 9 with the model's expire_s (~6 s) is inconsistent
         ws.send(json.dumps({"type": "config", "fall_rule": {"confirm_s": 9}}))
         err = json.loads(ws.recv(timeout=30))
         assert err["type"] == "error" and "expire_s" in err["message"], err
         ws.send(json.dumps({"type": "config", "fall_rule": {"recover_s": 4}}))
         hello = json.loads(ws.recv(timeout=30))
         assert hello["type"] == "hello" and hello["fall_rule"]["recover_s"] == 4.0
-        assert hello["fall_rule"]["confirm_s"] == 2.0  # the new overrides replace the old ones
+        shipped = load_manifest(MODEL_ZOO / model).fall_rule.confirm_s
+        assert hello["fall_rule"]["confirm_s"] == shipped != 3.0  # the new overrides replace the old ones
 
 
 def test_a_model_without_fall_classes_has_no_fall_rule(url: str) -> None:
