@@ -343,29 +343,33 @@ class FallMonitor:
         track shows the person down long enough raises the fall, once, and the recovery is
         reported by whichever sees them up. Near a fall in progress, within ``handover_s`` of the
         fall (a fall that broke its track, or a second detection of the fallen person); near a
-        fallen person whose track ended less than ``handover_s`` before it started (a fallen
-        person lost and found again, still down by their own standing baseline: someone upright
-        beside them never takes their fall over)."""
+        person already down (fallen, or a candidate seen down) whose track ended less than
+        ``handover_s`` before it started (lost and found again, still down by their own standing
+        baseline: someone upright beside them never takes their fall over). A candidate lost while
+        down keeps its time down: the tracker's gap does not restart the confirmation."""
         r, c = self.rule, self.rule.spec
-        best: tuple[float, int] | None = None
+        best: tuple[float, int, bool] | None = None
         for tid, other in self._tracks.items():
             fall = other.fall
             if tid == track_id or fall is None or fall.handed_over_from == track_id:
                 continue
             t_fall = _fall_time(fall)
             falling = r.is_down(w.before, None) and t_fall - c.posture_s <= w.start <= t_fall + c.handover_s
-            lost = (fall.confirmed_at is not None and other.ended and w.start - other.last_end <= c.handover_s
+            was_down = fall.confirmed_at is not None or fall.down_since is not None
+            lost = (was_down and other.ended and w.start - other.last_end <= c.handover_s
                     and r.is_down(w.before, fall.baseline))
             if not (falling or lost):
                 continue
             d = w.before.distance_to(fall.last_seen) / fall.baseline.torso_length
             if d <= c.handover_distance and (best is None or d < best[0]):
-                best = (d, tid)
+                best = (d, tid, lost)
         if best is None:
             return
         source = self._tracks[best[1]].fall
         assert source is not None
-        track.fall = replace(source, handed_over_from=best[1], down_since=None, up_since=None,
+        # lost while down and found still down: the time down goes on across the short gap
+        down_since = source.down_since if best[2] and source.confirmed_at is None else None
+        track.fall = replace(source, handed_over_from=best[1], down_since=down_since, up_since=None,
                              windows=list(source.windows))
 
     def _advance(self, track_id: int, track: _Track, w: FallWindow) -> list[FallEvent]:

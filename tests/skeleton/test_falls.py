@@ -233,3 +233,24 @@ def _moved(w: FallWindow, to: Posture) -> FallWindow:
         return replace(p, centre_x=to.centre_x, centre_y=to.centre_y)
 
     return replace(w, before=move(w.before), after=move(w.after))
+
+
+def test_a_candidate_lost_while_down_is_confirmed_on_the_track_that_finds_them(model: Model) -> None:
+    """The faller's track ends while they lie but before the fall is confirmed (the tracker loses
+    the fallen shape); a new track picks them up, still down, right after: the fall is raised on
+    it, from the same fall, and the tracker's gap does not restart the time down."""
+    fall = model.recording("Activity1/Trial2Cam1")
+    ws = fall.tracks[fall.primary]
+    whole = detect_falls({7: ws}, model.rule)[0]
+    cut = next(i for i, w in enumerate(ws) if w.end > whole.time - 0.3)  # lost just before confirming
+    lost_end = ws[cut - 1].end
+    found = [w for w in ws[cut:] if w.start > lost_end]
+    assert found and found[0].start - lost_end <= model.rule.spec.handover_s
+    monitor = FallMonitor(model.rule)
+    events = [e for w in ws[:cut] for e in monitor.update(7, w)]
+    assert events == [] and monitor.state(7) == "candidate"
+    monitor.end_track(7)
+    events = [e for w in found for e in monitor.update(8, w)]
+    assert [(e.kind, e.track_id, e.handed_over_from) for e in events[:1]] == [("fall", 8, 7)], events
+    assert events[0].fall_time == whole.fall_time
+    assert events[0].time == found[0].end  # down since before the gap: confirmed on its first window
