@@ -66,11 +66,14 @@ class OutsideLoad:
         self.sample()
 
     def sample(self) -> float | None:
-        """The outside load now (a new reading once ``every_s`` passed since the last)."""
-        wall, busy, own = self._clock(), self._busy(), self._own()
+        """The outside load now (a new reading once ``every_s`` passed since the last; the files
+        are read only then, not on every frame that asks)."""
+        wall, last = self._clock(), self._last
+        if last is not None and 0 <= wall - last[0] < self.every_s:
+            return self.cores
+        busy, own = self._busy(), self._own()
         if busy is None:
             return None
-        last = self._last
         if last is None or wall - last[0] > 5 * self.every_s:  # none yet, or an old one: start again
             self._last, self.cores = (wall, busy, own), None
         elif wall - last[0] >= self.every_s:

@@ -15,8 +15,9 @@ from service.outside_load import SOLO_MAX_OUTSIDE_CORES, OutsideLoad, machine_bu
 
 def test_outside_load_is_the_machine_busy_time_less_this_process() -> None:
     clock = iter([0.0, 0.5, 1.0, 2.0, 20.0, 21.0])
-    busy = iter([100.0, 100.4, 100.6, 102.2, 200.0, 200.1])  # machine: 0.6 core-s in the first second...
-    own = iter([10.0, 10.2, 10.4, 11.0, 50.0, 50.05])  # ... of which 0.4 this process's
+    # read at 0, 1, 2, 20, 21 s (not at 0.5 s: too soon, the files are not read)
+    busy = iter([100.0, 100.6, 102.2, 200.0, 200.1])  # machine: 0.6 core-s in the first second...
+    own = iter([10.0, 10.4, 11.0, 50.0, 50.05])  # ... of which 0.4 this process's
     load = OutsideLoad(every_s=1.0, busy=lambda: next(busy), own=lambda: next(own), clock=lambda: next(clock))
     assert load.cores is None
     assert load.sample() is None and not load.cores  # 0.5 s: too soon for a reading
