@@ -243,9 +243,11 @@ def search_cost(video: Path) -> dict[str, float]:
 def _line(s: TrackingScore) -> str:
     people = " / ".join(f"{100 * v:.1f}" for v in s.recall_per_person.values())
     ph = ", ".join(f"{p['track']}:{p['unmatched']}" for p in s.phantoms) or "0"
+    part = ", ".join(f"{t}:{n}" for t, n in s.partial.items()) or "0"
     return (
         f"{s.clip:36s} {s.view:10s} MOTA {100 * s.mota:5.1f} IDF1 {100 * s.idf1:5.1f} "
-        f"IDsw {s.id_switches:2d} FN {s.misses:4d} FP {s.false_positives:4d} recall {people} phantoms {ph}"
+        f"IDsw {s.id_switches:2d} FN {s.misses:4d} FP {s.false_positives:4d} recall {people} phantoms {ph} "
+        f"partial {part}"
     )
 
 

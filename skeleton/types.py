@@ -34,12 +34,21 @@ class BoundingBox:
     def area(self) -> float:
         return self.width * self.height
 
-    def iou(self, other: BoundingBox) -> float:
+    def intersection(self, other: BoundingBox) -> float:
+        """Area the two boxes share."""
         ix = max(0.0, min(self.x1, other.x1) - max(self.x0, other.x0))
         iy = max(0.0, min(self.y1, other.y1) - max(self.y0, other.y0))
-        inter = ix * iy
+        return ix * iy
+
+    def iou(self, other: BoundingBox) -> float:
+        inter = self.intersection(other)
         union = self.area + other.area - inter
         return inter / union if union > 0 else 0.0
+
+    def overlap_of_smaller(self, other: BoundingBox) -> float:
+        """Shared area over the smaller box's area: 1 when one box lies wholly inside the other."""
+        small = min(self.area, other.area)
+        return self.intersection(other) / small if small > 0 else 0.0
 
 
 @dataclass(frozen=True, slots=True)

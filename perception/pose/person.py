@@ -158,12 +158,10 @@ INSIDE_AREA_RATIO = 2.0
 
 def _inside(a: PersonPose, b: PersonPose) -> bool:
     """Whether the smaller box of the two lies mostly inside the other, which is much larger."""
-    small, large = (a.box, b.box) if a.box.area <= b.box.area else (b.box, a.box)
-    if small.area <= 0 or large.area < INSIDE_AREA_RATIO * small.area:
+    small, large = sorted((a.box.area, b.box.area))
+    if small <= 0 or large < INSIDE_AREA_RATIO * small:
         return False
-    ix = min(small.x1, large.x1) - max(small.x0, large.x0)
-    iy = min(small.y1, large.y1) - max(small.y0, large.y0)
-    return max(ix, 0.0) * max(iy, 0.0) >= INSIDE_FRACTION * small.area
+    return a.box.overlap_of_smaller(b.box) >= INSIDE_FRACTION
 
 
 def _same_person(a: PersonPose, b: PersonPose, iou: float, keypoint_distance: float) -> bool:

@@ -71,12 +71,13 @@ class TrackerConfig:
     # so much in one frame that the first pass rejects it; this keeps the falling person's id.
     max_jump: float = 1.0
     # A track is *tentative* until confirmed: seen in at least ``confirm_hits`` frames spanning
-    # at least ``confirm_s`` seconds (probation, as SORT's min_hits or DeepStream's probation age;
-    # seconds mean the same at any frame rate). A stream reports only confirmed tracks, from
-    # confirmation on; a finished clip keeps only people with a confirmed track, from their first
-    # frame (`perception.tracking.clip_tracks.clip_tracks`). A tentative track is continued only by
-    # the strict first pass, and it closes after more than ``tentative_max_misses`` updates in a
-    # row without a match (counted in updates, so it means the same at any analysed frame rate):
+    # at least ``confirm_s`` seconds less half a frame (probation, as SORT's min_hits or
+    # DeepStream's probation age; seconds mean the same at any frame rate). A stream reports only
+    # confirmed tracks, from confirmation on; a finished clip keeps only people with a confirmed
+    # track, from their first frame (`perception.tracking.clip_tracks.clip_tracks`). A tentative
+    # track is continued only by the strict first pass, and it closes after more than
+    # ``tentative_max_misses`` updates in a row without a match (counted in updates, so it means
+    # the same at any analysed frame rate):
     # a phantom skeleton flickers and never confirms (the garbled skeleton over the weightlifter
     # of stgcn_clean_and_jerk: 7 frames in 0.3 s; the partial skeleton at the bottom edge of UP-Fall
     # Activity5/Trial2Cam1: 10 frames in 1.5 s). When a blip could wait a full ``max_missed_s``
@@ -95,6 +96,14 @@ class TrackerConfig:
     # lower), and that drop read as a fall. Confirmed tracks are not gated: a falling person's
     # torso foreshortens to 8 px and grows back (UP-Fall Cam2 falls).
     tentative_max_scale: float = 2.0
+    # A tentative track does not confirm in a frame where its box lies this much (intersection over
+    # the smaller of the two boxes) inside the box of a confirmed track seen in the same frame: a
+    # second skeleton drawn over a person already tracked (a body inside another body; MediaPipe
+    # put one on the actor lying head-to-camera in UP-Fall Activity4/Trial2Cam2 for 20 frames). It
+    # confirms once it stands apart. None: no such test. Chosen by cross-validation on saved raw
+    # poses (docs/tracking.md, "Round 5"): half B picks 0.3-0.6 (0.5, the middle); no value in
+    # 0.3-0.9 changes anything on half A.
+    inside_confirmed: float | None = 0.5
     # People enter and leave the view across its border. After a track has been unseen for more
     # than ``border_gap_s``, it continues only with a detection that agrees with its last pose on
     # being at the border (``EDGE_MARGIN``; needs the frame size in ``update``): one who left is
@@ -177,6 +186,11 @@ class Tracker:
         t = float(timestamp_s)
         if self._last_t is not None and t < self._last_t:
             t = self._last_t  # tolerate clock jitter; never predict backwards
+        # probation may end half a frame early: frames stamped on arrival (a client that sends no
+        # capture times) come 0.1 s +- a few ms apart at 10 fps, and three of them then spanned
+        # 0.19x s, so each person was reported a frame late (mmaction2 stream@10, 2026-12-03). With
+        # exact times at 10, 15, 18 and 30 fps this confirms on the same frame as without slack.
+        slack = 0.0 if self._last_t is None else min(0.5 * (t - self._last_t), 0.5 * cfg.confirm_s)
         self._last_t = t
         track_list = list(self._tracks.values())
         allowed = self._allowed_pairs(track_list, poses, t, frame_size)
@@ -199,10 +213,13 @@ class Tracker:
                 track = _Track(next(self._ids), pose, t, t)
                 self._tracks[track.track_id] = track
                 seen.append((track, pose))
+        covered = self._covered(seen)
         out: list[TrackedPerson] = []
         for track, pose in seen:
             track.confirmed = track.confirmed or (
-                track.hits >= cfg.confirm_hits and t - track.first_seen >= cfg.confirm_s - 1e-9
+                track.hits >= cfg.confirm_hits
+                and t - track.first_seen >= cfg.confirm_s - slack - 1e-9
+                and track.track_id not in covered
             )
             out.append(TrackedPerson(track.track_id, pose, track.confirmed))
         closed = tuple(tid for tid, tr in self._tracks.items() if self._expired(tr, t))
@@ -210,6 +227,19 @@ class Tracker:
             del self._tracks[tid]
         out.sort(key=lambda p: p.track_id)
         return TrackUpdate(t, tuple(out), closed)
+
+    def _covered(self, seen: list[tuple[_Track, PersonPose]]) -> set[int]:
+        """Ids of this frame's tentative tracks whose box lies inside a confirmed track's box
+        (``TrackerConfig.inside_confirmed``)."""
+        limit = self.config.inside_confirmed
+        if limit is None:
+            return set()
+        sure = [p.box for tr, p in seen if tr.confirmed]
+        return {
+            tr.track_id
+            for tr, p in seen
+            if not tr.confirmed and any(p.box.overlap_of_smaller(b) >= limit for b in sure)
+        }
 
     def _expired(self, track: _Track, t: float) -> bool:
         """Unseen for longer than its kind of track may wait (tentative tracks wait less)."""
@@ -255,9 +285,7 @@ class Tracker:
     ) -> list[tuple[int, int]]:
         """Match leftovers by hip-centre distance relative to the track's body size."""
         matched = {r for r, _ in pairs}
-        free_tracks = [
-            i for i in range(len(tracks)) if i not in matched and tracks[i].confirmed
-        ]
+        free_tracks = [i for i in range(len(tracks)) if i not in matched and tracks[i].confirmed]
         taken = {c for _, c in pairs}
         free_dets = [j for j in range(len(poses)) if j not in taken]
         if not free_tracks or not free_dets:

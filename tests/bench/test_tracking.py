@@ -7,12 +7,12 @@ docs/tracking.md), so they catch regressions; a deliberately broken prediction m
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from bench.groundtruth import load_truth
-from bench.tracking import ViewRun, clip_view, drop_ignored, score, stream_schedule
+from bench.tracking import TrackingScore, ViewRun, clip_view, drop_ignored, score, stream_schedule
 from tests.conftest import require_data
 
 pytestmark = pytest.mark.slow
@@ -111,6 +111,33 @@ def test_people_behind_the_glass_are_neither_misses_nor_phantoms() -> None:
     assert (s.mota, s.idf1, s.false_positives, s.misses, s.phantoms) == (1.0, 1.0, 0, 0, [])
     rows = [r for rows in truth.values() for r in rows if not r.counted and r.person in info.distractors]
     assert drop_ignored([rows[0]], [(7, rows[0].box)], 0.5) == []
+
+
+def test_a_lone_partial_skeleton_is_no_phantom_but_a_second_one_is() -> None:
+    """A track whose unmatched box lies inside a labelled person nobody else covers is that person,
+    partly seen (`partial`: the actor lying head-to-camera); a second skeleton on a person already
+    tracked, or the shorter of two partial ones, is a phantom (a body inside another body). Both
+    still count as a miss and a false positive in MOTA."""
+    from bench.groundtruth import TruthBox
+
+    body, upper = (100.0, 0.0, 200.0, 300.0), (110.0, 0.0, 190.0, 120.0)  # IoU 0.32
+    truth = {f: [TruthBox(f, 1, body, 1, 1, 1.0)] for f in range(1, 21)}
+
+    def run(tracks_of: Callable[[int], list[tuple[int, tuple[float, float, float, float]]]]) -> TrackingScore:
+        r = ViewRun("x.mp4", "clip")
+        for f in range(1, 21):
+            r.add(f, tracks_of(f), 0.0)
+        return score(r, truth)
+
+    lone = run(lambda f: [(1, upper)])
+    assert (lone.misses, lone.false_positives, lone.phantoms, lone.partial) == (20, 20, [], {1: 20})
+    tracked = run(lambda f: [(1, body), *([(2, upper)] if f > 5 else [])])
+    assert [p["track"] for p in tracked.phantoms] == [2] and tracked.partial == {}
+    two = run(lambda f: [(1, upper), *([(2, upper)] if f > 10 else [])])
+    assert two.partial == {1: 20} and [p["track"] for p in two.phantoms] == [2]
+    # outside the person: a phantom as before
+    away = run(lambda f: [(1, body), (3, (400.0, 0.0, 480.0, 120.0))])
+    assert [p["track"] for p in away.phantoms] == [3]
 
 
 def test_stream_schedule_plays_in_real_time() -> None:

@@ -248,6 +248,58 @@ def test_a_track_is_confirmed_after_its_probation_and_a_flicker_never_is() -> No
     assert [quick.update([flicker], k / 10).tracks[0].confirmed for k in range(3)] == [False, False, True]
 
 
+def test_probation_tolerates_arrival_jitter_and_not_more() -> None:
+    """Frames stamped on arrival come a few ms early or late: three frames at 10 fps spanning 0.195 s
+    confirm a 0.2 s probation (half a frame of slack); with exact capture times the confirming frame
+    is the one without slack at 10, 15, 18 and 30 fps."""
+    import math
+
+    def confirmed_at(times: list[float]) -> int:
+        tracker = Tracker(confirm_s=0.2)
+        return next(
+            k for k, t in enumerate(times) if tracker.update([_person(300, 250)], t).tracks[0].confirmed
+        )
+
+    assert confirmed_at([0.0, 0.097, 0.195, 0.3, 0.4]) == 2
+    for fps in (10.0, 15.0, 18.0, 30.0):
+        exact = max(2, math.ceil(0.2 * fps - 1e-9))  # 3 frames and 0.2 s, to the frame
+        assert confirmed_at([k / fps for k in range(12)]) == exact, fps
+    assert confirmed_at([0.0, 0.07, 0.14, 0.24, 0.34]) == 3  # 0.14 s is more than half a frame short
+
+
+def test_a_skeleton_inside_a_confirmed_person_stays_tentative() -> None:
+    """`TrackerConfig.inside_confirmed`: a second skeleton drawn over a person already tracked (its
+    box inside theirs) does not confirm, however long it lasts; once it stands apart it does."""
+    tracker = Tracker(confirm_s=0.2)
+    person = _person(300, 250, h=300)
+    inside = _person(300, 200, h=120)  # within the person's box
+    apart = _person(520, 200, h=120)
+    assert inside.box.overlap_of_smaller(person.box) == 1.0
+    for k in range(5):
+        tracker.update([person], k / 10)
+    dup_confirmed = []
+    for k in range(5, 25):
+        update = tracker.update([person, inside], k / 10)
+        assert len(update.tracks) == 2 and update.tracks[0].confirmed
+        dup_confirmed.append(update.tracks[1].confirmed)
+    assert not any(dup_confirmed)
+    # the same skeleton beside the person: confirmed after its probation (0.2 s, 3 frames)
+    fresh = Tracker(confirm_s=0.2)
+    for k in range(5):
+        fresh.update([person], k / 10)
+    assert [fresh.update([person, apart], k / 10).tracks[1].confirmed for k in range(5, 9)] == [
+        False,
+        False,
+        True,
+        True,
+    ]
+    # and without the rule the duplicate confirms like anyone
+    off = Tracker(confirm_s=0.2, inside_confirmed=None)
+    for k in range(5):
+        off.update([person], k / 10)
+    assert [off.update([person, inside], k / 10).tracks[1].confirmed for k in range(5, 9)][-1]
+
+
 def test_a_finished_clip_keeps_confirmed_people_from_their_first_frame() -> None:
     """`clip_tracks`: a person none of whose tracks passed probation is dropped (the flicker); a
     confirmed person keeps the frames before the confirmation."""
