@@ -88,7 +88,12 @@ class TrackerConfig:
     # ``SKELACT_TRACK_CONFIRM_S``.
     confirm_hits: int = 3
     confirm_s: float = 0.2
-    tentative_max_misses: int = 2
+    # 0 since round 5 (a tentative track closes on its first miss: its hits must be consecutive, as
+    # SORT's hit streak): chosen by cross-validation on saved raw poses of the clip view and of
+    # streams at 10 fps on one and on two pose lanes (docs/tracking.md, "Round 5"); on two lanes
+    # each lane's estimator keeps its own phantom skeleton in every other frame, which a gap of 1-2
+    # misses let confirm (UP-Fall Activity5/Trial2Cam1: 22 frames).
+    tentative_max_misses: int = 0
     # ... and only with a detection whose torso (shoulder centre to hip centre) is within this
     # factor of its own. MediaPipe's first skeletons of a person entering the view can be
     # misplaced: the walker re-entering UP-Fall Activity6/Trial1Cam1 was two frames of a small

@@ -267,6 +267,26 @@ def test_probation_tolerates_arrival_jitter_and_not_more() -> None:
     assert confirmed_at([0.0, 0.07, 0.14, 0.24, 0.34]) == 3  # 0.14 s is more than half a frame short
 
 
+def test_a_skeleton_seen_every_other_frame_never_confirms() -> None:
+    """Two pose lanes each see every other frame; a phantom one lane's estimator keeps tracking
+    comes and goes frame by frame. A tentative track's hits must be consecutive
+    (`TrackerConfig.tentative_max_misses` 0), so it never confirms; the person seen in every frame
+    does, and with a gap of one miss allowed the phantom would too."""
+
+    def phantom_confirms(**overrides: int) -> bool:
+        tracker = Tracker(confirm_s=0.2, **overrides)
+        person, phantom = _person(150, 250), _person(480, 250, h=120)
+        seen = []
+        for k in range(30):
+            update = tracker.update([person] + ([phantom] if k % 2 else []), k / 10)
+            assert update.tracks[0].confirmed == (k >= 2)
+            seen += [p.confirmed for p in update.tracks[1:]]
+        return any(seen)
+
+    assert not phantom_confirms()
+    assert phantom_confirms(tentative_max_misses=1)
+
+
 def test_a_skeleton_inside_a_confirmed_person_stays_tentative() -> None:
     """`TrackerConfig.inside_confirmed`: a second skeleton drawn over a person already tracked (its
     box inside theirs) does not confirm, however long it lasts; once it stands apart it does."""
