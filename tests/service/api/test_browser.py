@@ -269,8 +269,8 @@ def test_live_stream_tracks_and_labels_a_person(page: Any, server: Server) -> No
         rate = (len(window) - 1) / (window[-1] - window[0])
         assert rate <= 15 * 1.2, f"client sent {rate:.1f} fps"
     # The size setting is applied to the next frames (downscaled, aspect kept).
-    page.click("#settings summary")
-    page.fill("#set-size", "160")
+    page.evaluate("document.querySelector('#settings details').open = true")  # opened, never toggled shut
+    page.fill("#set-size", "160", timeout=60_000)
     n_sent = len(rec.sent)
     deadline = time.monotonic() + 20
     while len(rec.sent) < n_sent + 3 and time.monotonic() < deadline:
