@@ -242,9 +242,12 @@ def centred_embedding(ckpt: Path, bank: ClipBank, actions: Sequence[int]) -> Ske
     return model
 
 
-def centred_ensemble(ckpts: Sequence[Path], bank: ClipBank, actions: Sequence[int]) -> EmbeddingEnsemble:
-    """The seed ensemble of ``ckpts``, each member centred as ``centred_embedding``."""
-    return EmbeddingEnsemble([centred_embedding(c, bank, actions) for c in ckpts]).eval()
+def centred_members(
+    ckpts: Sequence[Path], bank: ClipBank, actions: Sequence[int], fitted: dict[Path, SkeletonEmbedder]
+) -> list[SkeletonEmbedder]:
+    """The seed ensemble's members, each centred as ``centred_embedding``; a checkpoint in ``fitted``
+    (the split's single embedding, centred already) is not loaded and centred again."""
+    return [fitted[c] if c in fitted else centred_embedding(c, bank, actions) for c in ckpts]
 
 
 def method_encoders(
@@ -266,11 +269,13 @@ def method_encoders(
         "classifier": backbone_of(clf, cfg),
         "untrained": backbone_of(None, cfg),
     }
-    ensemble = (
-        {"embedding-ensemble": embedder_encoder(centred_ensemble(members, bank, base))} if members else {}
-    )
+    single = centred_embedding(emb, bank, base)
+    ensemble = {}
+    if members:
+        each = centred_members(members, bank, base, {emb: single})
+        ensemble["embedding-ensemble"] = embedder_encoder(EmbeddingEnsemble(each))
     return ensemble | {
-        "embedding": embedder_encoder(centred_embedding(emb, bank, base)),
+        "embedding": embedder_encoder(single),
         "embedding-uncentred": joints_encoder(backbones["embedding"]),
         "embedding-pooled": feature_encoder(backbones["embedding"]),
         "classifier": feature_encoder(backbones["classifier"]),
@@ -775,12 +780,13 @@ def select_readout(out: Path, root: Path, draws: int, split_names: Sequence[int 
         unseen = unseen_actions(split)
         keep = np.isin(bank.actions, unseen) & np.isin(bank.subjects, TRAIN_SUBJECTS)
         plain = joints_encoder(backbone_of(ckpt, cfg))
-        centred = bank.vectors(embedder_encoder(centred_embedding(ckpt, bank, base_actions(split))), keep)
+        single = centred_embedding(ckpt, bank, base_actions(split))
+        centred = bank.vectors(embedder_encoder(single), keep)
         vecs = {"uncentred": bank.vectors(plain, keep), "centred": centred,
                 "mirrored": bank.vectors(mirrored(plain, cfg.input.layout), keep)}
         members = ensemble_members(out, split)
         if members:  # the ensemble, and each extra member alone (how far the seeds differ)
-            each = [centred_embedding(c, bank, base_actions(split)) for c in members]
+            each = centred_members(members, bank, base_actions(split), {ckpt: single})
             vecs["ensemble"] = bank.vectors(embedder_encoder(EmbeddingEnsemble(each)), keep)
             for seed, member in zip(ENSEMBLE_SEEDS[1:], each[1:], strict=True):
                 vecs[f"centred, seed {seed}"] = bank.vectors(embedder_encoder(member), keep)
