@@ -25,7 +25,7 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -103,9 +103,12 @@ class PoseDump:
         return dump
 
 
-def dump_clip(info: ClipInfo, rate: float | None = None, lanes: int | None = None) -> PoseDump:
+def dump_clip(
+    info: ClipInfo, rate: float | None = None, lanes: int | None = None, jpeg: int | None = None
+) -> PoseDump:
     """Raw poses of ``info``'s video with the service's default estimator on ``lanes`` lanes
-    (None: a clip's default, `perception.pose.lanes.default_lanes`)."""
+    (None: a clip's default, `perception.pose.lanes.default_lanes`); with ``jpeg`` each frame is
+    first JPEG-encoded at that quality and decoded, as a stream's client sends it."""
     from perception.pose.lanes import run_lanes
     from perception.pose.person import select_people
     from perception.video import Frame, VideoReader
@@ -123,6 +126,8 @@ def dump_clip(info: ClipInfo, rate: float | None = None, lanes: int | None = Non
     clip_frames = stream_schedule(len(frames), info.fps, rate) if rate else list(range(len(frames)))
     if rate:  # a camera at `rate`: frame k at k / rate shows the clip at that time
         frames = [Frame(k, k / rate, frames[i].rgb, frames[i].scale) for k, i in enumerate(clip_frames)]
+    if jpeg:
+        frames = [replace(f, rgb=_jpeg_round_trip(f.rgb, jpeg)) for f in frames]
     dump = PoseDump(info.video, f"stream@{rate:g}" if rate else "clip", lanes, 0, 0, 1.0)
     raw: dict[int, tuple[PersonPose, ...]] = {}
     estimate = [e.estimate for e in estimators]
@@ -154,6 +159,16 @@ def dump_clip(info: ClipInfo, rate: float | None = None, lanes: int | None = Non
         for est in estimators:
             est.close()
     return dump
+
+
+def _jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    import cv2
+
+    from perception.video import decode_image
+
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return decode_image(buf.tobytes())
 
 
 def score_dump(
@@ -274,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rate", type=float, default=None, help="a stream's frames at this rate (default: every frame)"
     )
     d.add_argument("--lanes", type=int, default=None, help="default: a clip's (POST /recognize's) lanes")
+    d.add_argument("--jpeg", type=int, default=None, help="JPEG round trip at this quality (as streamed)")
     sc = sub.add_parser("score", help="re-run the people rules on saved poses and score them")
     cost = sub.add_parser("searchcost", help="pose time with search windows / without, interleaved")
     cost.add_argument("videos", nargs="+", help="data paths (e.g. clips/stgcn_ta_chi.mp4)")
@@ -292,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "dump":
         for info in _chosen(args.clips):
-            dump = dump_clip(info, args.rate, args.lanes)
+            dump = dump_clip(info, args.rate, args.lanes, args.jpeg)
             path = dump.save(args.out / _name(info.video, dump.view, dump.lanes))
             print(_line(score_dump(dump)[1]), f"-> {path.name}", flush=True)
         return 0

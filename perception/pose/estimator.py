@@ -348,6 +348,37 @@ class TasksPoseEstimator(_ClosesAfterFrame):
             self._full.forget(too_small)
         return people
 
+    def carry_from(self, other: PoseEstimator) -> bool:
+        """Continue the people ``other`` tracked up to its latest frame: a stream that poses its
+        frames on more than one estimator in turn (single-threaded lane, solo) hands the carried
+        ROIs and the search-window turn over whenever it switches, so each frame is posed as one
+        estimator posing every frame would (a graph picking up stale ROIs from seconds before
+        lost or doubled people and made a real-pace stream's results vary from run to run).
+        False, and nothing changed, when ``other`` is no estimator of the same kind and settings."""
+        if not isinstance(other, TasksPoseEstimator) or other.config() != self.config() or other is self:
+            return False
+        # never wait: one of the two still in a call (a cancelled frame's) means no hand-over
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if not other._lock.acquire(blocking=False):
+                return False
+            try:
+                if self._closed or other._closed:
+                    return False
+                if other._full is not None:
+                    if self._full is None:
+                        self._full = self._new_landmarker(self.max_people)
+                    self._full.carry_from(other._full)
+                for mine, theirs in zip(self._tile_landmarkers, other._tile_landmarkers, strict=True):
+                    mine.carry_from(theirs)
+                self._calls = other._calls
+                return True
+            finally:
+                other._lock.release()
+        finally:
+            self._lock.release()
+
     @staticmethod
     def _run(
         landmarker: PoseGraph,

@@ -436,6 +436,13 @@ class PoseGraph:
         self._aligned = len(poses) == len(self._tracked)
         return poses
 
+    def carry_from(self, other: PoseGraph) -> None:
+        """Continue from ``other``'s latest frame, as if that frame had been processed here: the
+        ROIs it carries to the next frame (all the state between frames). For another graph of the
+        same stream that posed the frames in between (`TasksPoseEstimator.carry_from`)."""
+        self._tracked_packet, self._tracked = other._tracked_packet, list(other._tracked)
+        self._aligned, self._forgotten = other._aligned, set(other._forgotten)
+
     def forget(self, poses: Iterable[int]) -> None:
         """Do not carry these of the latest frame's poses (indices into `process`'s result) into
         the next frame: the caller rejected them (a skeleton far smaller than the people beside

@@ -106,9 +106,10 @@ class TrackerConfig:
     # second skeleton drawn over a person already tracked (a body inside another body; MediaPipe
     # put one on the actor lying head-to-camera in UP-Fall Activity4/Trial2Cam2 for 20 frames). It
     # confirms once it stands apart. None: no such test. Chosen by cross-validation on saved raw
-    # poses (docs/tracking.md, "Round 5"): half B picks 0.3-0.6 (0.5, the middle); no value in
-    # 0.3-0.9 changes anything on half A.
-    inside_confirmed: float | None = 0.5
+    # poses (docs/tracking.md, "Round 6": clip view + the stream's JPEG frames at 10 fps on one
+    # and two lanes): half A picks 0.2-0.3 (the 12-14-frame skeleton along the lifter's barbell in
+    # stgcn_clean_and_jerk, 0.36-0.50 inside him), half B 0.2-0.6; 0.25, the middle of both.
+    inside_confirmed: float | None = 0.25
     # People enter and leave the view across its border. After a track has been unseen for more
     # than ``border_gap_s``, it continues only with a detection that agrees with its last pose on
     # being at the border (``EDGE_MARGIN``; needs the frame size in ``update``): one who left is

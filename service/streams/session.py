@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import replace
 
-from perception.pose.estimator import PoseEstimator
+from perception.pose.estimator import PoseEstimator, TasksPoseEstimator
 from perception.video import decode_image
 from service.core.config import Settings
 from service.core.errors import ServiceError
@@ -91,6 +91,8 @@ class StreamSession:
         self._client_clock = False  # the last stamp was the client's (skeleton or capture time)
         self.lane_estimators: list[PoseEstimator] = []  # lane i's estimator (lane 0: from open())
         self._solo: asyncio.Future[PoseEstimator] | None = None  # None: not asked for yet
+        self._posing = 0  # frames of this stream in pose now
+        self._posed_by: tuple[float, PoseEstimator] | None = None  # latest posed frame: (time, estimator)
         self._tracks_gauge = 0
 
     async def open(self) -> None:
@@ -218,8 +220,26 @@ class StreamSession:
             estimator = self._solo.result()
         else:
             estimator = await self._lane_estimator(lane)
+        self._carry_over(estimator)
         max_side = self.settings.pose_max_side
-        return await self.pose_pool.run(_decode_pose, estimator, arrival, ts, max_side, bound_s)
+        self._posing += 1
+        try:
+            posed = await self.pose_pool.run(_decode_pose, estimator, arrival, ts, max_side, bound_s)
+        finally:
+            self._posing -= 1
+        if self._posed_by is None or ts > self._posed_by[0]:
+            self._posed_by = (ts, estimator)
+        return posed
+
+    def _carry_over(self, estimator: PoseEstimator) -> None:
+        """Before a frame on ``estimator``: when the stream's latest frame was posed on another
+        of its estimators (solo after lane 0, or back) and no frame is in pose, ``estimator``
+        continues from there (`TasksPoseEstimator.carry_from`). A frame's people then do not
+        depend on which estimator posed it; with two lanes in pose at once they still do."""
+        if self._posing or self._posed_by is None or self._posed_by[1] is estimator:
+            return
+        if isinstance(estimator, TasksPoseEstimator):
+            estimator.carry_from(self._posed_by[1])
 
     async def reply(
         self, arrival: Arrival, posed: PosedFrame, counters: tuple[int, int, int], t_start: float

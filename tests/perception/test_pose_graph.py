@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from perception.pose.bundle import ensure_pose_bundle
-from perception.pose.estimator import create_pose_estimator
+from perception.pose.estimator import TasksPoseEstimator, create_pose_estimator
 from perception.pose.graph import GraphPose, PoseGraph, Roi, select_rois
 from perception.video import Frame, VideoReader
+from skeleton.types import PersonPose
 from tests.conftest import require_data
 
 
@@ -183,3 +184,38 @@ def test_forgotten_poses_are_not_tracked_into_the_next_frame(
         assert len(seen[-1]) == 2  # forgetting lasts one frame: whoever is found again is tracked
     finally:
         graph.close()
+
+
+def test_a_stream_posed_on_two_estimators_in_turn_is_posed_as_on_one(walking: list[Frame]) -> None:
+    """`TasksPoseEstimator.carry_from`: a stream whose frames go to its single-threaded lane and
+    its solo estimator in turn gets, with the hand-over at each switch, bitwise the poses one
+    estimator gives every frame; without it the estimator switched to starts from its own stale
+    ROIs (the real-pace stream's results varied from run to run)."""
+    frames = walking[:36]
+    owner = [(i // 6) % 2 for i in range(len(frames))]  # six frames each, in turn
+
+    def run(mode: str) -> list[tuple[PersonPose, ...]]:
+        made = [TasksPoseEstimator() for _ in range(2)]
+        out: list[tuple[PersonPose, ...]] = []
+        last: TasksPoseEstimator | None = None
+        try:
+            for f, k in zip(frames, owner, strict=True):
+                est = made[0] if mode == "one" else made[k]
+                if mode == "carry" and last is not None and last is not est:
+                    assert est.carry_from(last)
+                out.append(est.estimate(f.rgb, f.timestamp_s))
+                last = est
+        finally:
+            for est in made:
+                est.close()
+        return out
+
+    def same(a: list[tuple[PersonPose, ...]], b: list[tuple[PersonPose, ...]]) -> bool:
+        return all(
+            len(x) == len(y) and all(np.array_equal(p.image, q.image) for p, q in zip(x, y, strict=True))
+            for x, y in zip(a, b, strict=True)
+        )
+
+    one = run("one")
+    assert same(run("carry"), one)
+    assert not same(run("switch"), one)
