@@ -21,7 +21,15 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from perception.pose.bundle import ensure_pose_bundle, mediapipe_version
-from perception.pose.graph import PoseGraph, Roi, Window, landmark_arrays, landmark_xyz, roi_from_landmarks
+from perception.pose.graph import (
+    Carried,
+    PoseGraph,
+    Roi,
+    Window,
+    landmark_arrays,
+    landmark_xyz,
+    roi_from_landmarks,
+)
 from perception.pose.person import choose_people, make_person_pose
 from skeleton.types import PersonPose
 
@@ -153,6 +161,15 @@ class SearchSpec:
         return [wins[(frame // self.every) % len(wins)]]
 
 
+@dataclass(frozen=True)
+class _Carried:
+    """A `TasksPoseEstimator`'s state between frames, replaced whole after each frame."""
+
+    full: Carried | None
+    tiles: tuple[Carried, ...]
+    calls: int
+
+
 class _ClosesAfterFrame:
     """``estimate`` and ``close`` under one lock: a cancelled request closes its estimators while a
     pose worker may still be on its last frame, and MediaPipe crashes when its graph closes under
@@ -260,6 +277,7 @@ class TasksPoseEstimator(_ClosesAfterFrame):
             self._tile_landmarkers = [self._new_landmarker(per_tile) for _ in range(tiles.cols * tiles.rows)]
         self._clock = _Clock()
         self.last_raw: tuple[PersonPose, ...] = ()  # the latest frame's poses before `select_people`
+        self.carried: _Carried | None = None  # the state after the latest frame (`carry_from`)
 
     def _new_landmarker(self, people: int) -> PoseGraph:
         """A VIDEO-mode landmarker for ``people`` (plus the spare ROI slot when ``spare_slot``)."""
@@ -346,36 +364,38 @@ class TasksPoseEstimator(_ClosesAfterFrame):
             # the lower-scored of two can be the better skeleton of a lying person (UP-Fall
             # Activity4/Trial2Cam1: forgetting them lost him for 16 frames)
             self._full.forget(too_small)
+        self.carried = _Carried(
+            None if self._full is None else self._full.carried(),
+            tuple(lmk.carried() for lmk in self._tile_landmarkers),
+            self._calls,
+        )
         return people
 
     def carry_from(self, other: PoseEstimator) -> bool:
-        """Continue the people ``other`` tracked up to its latest frame: a stream that poses its
-        frames on more than one estimator in turn (single-threaded lane, solo) hands the carried
-        ROIs and the search-window turn over whenever it switches, so each frame is posed as one
-        estimator posing every frame would (a graph picking up stale ROIs from seconds before
-        lost or doubled people and made a real-pace stream's results vary from run to run).
-        False, and nothing changed, when ``other`` is no estimator of the same kind and settings."""
-        if not isinstance(other, TasksPoseEstimator) or other.config() != self.config() or other is self:
+        """Continue the people ``other`` tracked up to its latest finished frame: a stream that
+        poses its frames on more than one estimator (its lanes, its solo one) hands the carried
+        ROIs and the search-window turn over whenever the frame before was posed elsewhere. Posed
+        one at a time, each frame is then posed as one estimator posing every frame would; an
+        estimator picking up its own ROIs from seconds before lost or doubled people and made a
+        real-pace stream's results vary from run to run. ``other`` may be posing its next frame
+        meanwhile (its `carried` is the state after its latest finished one). False, and nothing
+        changed, when ``other`` is no estimator of the same kind and settings or this one is busy."""
+        if not isinstance(other, TasksPoseEstimator) or other is self or other.config() != self.config():
             return False
-        # never wait: one of the two still in a call (a cancelled frame's) means no hand-over
-        if not self._lock.acquire(blocking=False):
+        state = other.carried
+        if state is None or not self._lock.acquire(blocking=False):  # never wait on a running call
             return False
         try:
-            if not other._lock.acquire(blocking=False):
+            if self._closed:
                 return False
-            try:
-                if self._closed or other._closed:
-                    return False
-                if other._full is not None:
-                    if self._full is None:
-                        self._full = self._new_landmarker(self.max_people)
-                    self._full.carry_from(other._full)
-                for mine, theirs in zip(self._tile_landmarkers, other._tile_landmarkers, strict=True):
-                    mine.carry_from(theirs)
-                self._calls = other._calls
-                return True
-            finally:
-                other._lock.release()
+            if state.full is not None:
+                if self._full is None:
+                    self._full = self._new_landmarker(self.max_people)
+                self._full.resume(state.full)
+            for lmk, carried in zip(self._tile_landmarkers, state.tiles, strict=True):
+                lmk.resume(carried)
+            self._calls = state.calls
+            return True
         finally:
             self._lock.release()
 

@@ -44,6 +44,7 @@ __all__ = [
     "ASSOCIATIONS",
     "MATCH_IOU",
     "Association",
+    "Carried",
     "GraphPose",
     "PoseGraph",
     "Roi",
@@ -55,6 +56,16 @@ __all__ = [
 ]
 
 Window = tuple[int, int, int, int]  # x0, y0, x1, y1 pixels of a frame: where to look for people
+
+
+@dataclass(frozen=True)
+class Carried:
+    """A `PoseGraph`'s state between two frames: the tracked ROIs (MediaPipe's packet and ours)."""
+
+    packet: Any
+    tracked: tuple[Roi, ...]
+    aligned: bool
+    forgotten: frozenset[int]
 
 Association = Literal["mediapipe", "one-to-one"]
 ASSOCIATIONS: tuple[str, ...] = get_args(Association)
@@ -436,12 +447,16 @@ class PoseGraph:
         self._aligned = len(poses) == len(self._tracked)
         return poses
 
-    def carry_from(self, other: PoseGraph) -> None:
-        """Continue from ``other``'s latest frame, as if that frame had been processed here: the
-        ROIs it carries to the next frame (all the state between frames). For another graph of the
-        same stream that posed the frames in between (`TasksPoseEstimator.carry_from`)."""
-        self._tracked_packet, self._tracked = other._tracked_packet, list(other._tracked)
-        self._aligned, self._forgotten = other._aligned, set(other._forgotten)
+    def carried(self) -> Carried:
+        """What this graph carries into its next frame (the ROIs tracked from its latest one): all
+        its state between frames, as an immutable value another graph can `resume` from."""
+        return Carried(self._tracked_packet, tuple(self._tracked), self._aligned, frozenset(self._forgotten))
+
+    def resume(self, carried: Carried) -> None:
+        """Continue as if the frame ``carried`` was taken after had been processed here (by another
+        graph of the same stream: `TasksPoseEstimator.carry_from`)."""
+        self._tracked_packet, self._tracked = carried.packet, list(carried.tracked)
+        self._aligned, self._forgotten = carried.aligned, set(carried.forgotten)
 
     def forget(self, poses: Iterable[int]) -> None:
         """Do not carry these of the latest frame's poses (indices into `process`'s result) into

@@ -15,12 +15,16 @@ __all__ = [
     "Pace",
 ]
 
-# A stream runs its frames one at a time (solo, or on its first lane) while that leaves the cores
-# idle most of the time: pose time < this share of the frame interval. Beyond it a frame would
-# wait for the one before it, and two single-threaded frames at once (the lanes) keep up better,
-# e.g. at 30 fps on two cores. Below it no second lane is used: its estimator would have to be
-# built mid-stream, and a graph build holds the GIL (`service.pose_pool.PosePool.refill_spares`).
-MAX_BUSY_ONE_AT_A_TIME = 0.7
+# A stream runs its frames one at a time (solo, or on its first lane) while one lane keeps up:
+# pose time < this share of the frame interval. Beyond it two single-threaded frames at once (the
+# lanes) keep up better, e.g. at 30 fps on two cores. Below it no second lane is used: a second
+# frame in pose starts from the people found two frames before (`StreamSession._carry_over`), so
+# the skeletons differ from those of one lane, and a few such frames lost falls in the real-pace
+# stream of UP-Fall clips posed at 65-80 % of their 18 fps interval (0.7 until 2026-12-03: 5 of
+# 10 runs of Activity2/Trial2Cam1 and Activity4/Trial2Cam2 missed the fall, each with 1-18 frames
+# on lane 1; one lane: 4 of 4 found; docs/falls.md, "Round 6"). A frame that waits for the one
+# before it costs latency, not frames: the inbox keeps only the newest.
+MAX_BUSY_ONE_AT_A_TIME = 1.0
 # Solo frames are only worth it while faster than single-threaded ones: with other busy processes
 # on the cores, XNNPACK's waiting threads spin and a solo frame takes 1.7x a single-threaded one
 # (p95 6x). So every this-many frames one runs the other way, to compare; as one probe frame is a

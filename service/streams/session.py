@@ -91,7 +91,6 @@ class StreamSession:
         self._client_clock = False  # the last stamp was the client's (skeleton or capture time)
         self.lane_estimators: list[PoseEstimator] = []  # lane i's estimator (lane 0: from open())
         self._solo: asyncio.Future[PoseEstimator] | None = None  # None: not asked for yet
-        self._posing = 0  # frames of this stream in pose now
         self._posed_by: tuple[float, PoseEstimator] | None = None  # latest posed frame: (time, estimator)
         self._tracks_gauge = 0
 
@@ -222,21 +221,18 @@ class StreamSession:
             estimator = await self._lane_estimator(lane)
         self._carry_over(estimator)
         max_side = self.settings.pose_max_side
-        self._posing += 1
-        try:
-            posed = await self.pose_pool.run(_decode_pose, estimator, arrival, ts, max_side, bound_s)
-        finally:
-            self._posing -= 1
+        posed = await self.pose_pool.run(_decode_pose, estimator, arrival, ts, max_side, bound_s)
         if self._posed_by is None or ts > self._posed_by[0]:
             self._posed_by = (ts, estimator)
         return posed
 
     def _carry_over(self, estimator: PoseEstimator) -> None:
-        """Before a frame on ``estimator``: when the stream's latest frame was posed on another
-        of its estimators (solo after lane 0, or back) and no frame is in pose, ``estimator``
-        continues from there (`TasksPoseEstimator.carry_from`). A frame's people then do not
-        depend on which estimator posed it; with two lanes in pose at once they still do."""
-        if self._posing or self._posed_by is None or self._posed_by[1] is estimator:
+        """Before a frame on ``estimator``: when the stream's latest posed frame was posed on
+        another of its estimators (a lane, the solo one), ``estimator`` continues from there
+        (`TasksPoseEstimator.carry_from`), not from its own frames of long ago. One frame in pose
+        at a time, the people found do not depend on which estimator posed a frame; with two in
+        pose at once each continues from the latest frame done when it starts."""
+        if self._posed_by is None or self._posed_by[1] is estimator:
             return
         if isinstance(estimator, TasksPoseEstimator):
             estimator.carry_from(self._posed_by[1])

@@ -609,7 +609,7 @@ def test_pace_chooses_solo_frames_only_while_they_pay() -> None:
     _, noisy = run(15, 0.99 * SOLO_GIVE_UP_RATIO * 0.030, 0.030)
     assert noisy == quiet
     pace, fast = run(30, 0.025, 0.035)
-    assert not any(fast)  # 35 ms is more than 70 % of 33 ms: the lanes, never solo
+    assert not any(fast)  # 35 ms is more than the 33 ms interval: the lanes, never solo
     assert pace.busy() and not run(15, 0.022, 0.030)[0].busy()  # only a busy stream uses lane 2+
     pace, contended = run(15, 0.070, 0.040, frames=6000)
     probes = [i for i, solo in enumerate(contended) if solo]
