@@ -617,5 +617,5 @@ def test_pace_chooses_solo_frames_only_while_they_pay() -> None:
     assert waits[:4] == [SOLO_PROBE_EVERY * 2**k for k in range(4)]  # each lost probe: twice the wait
     assert max(waits) == waits[-2] == SOLO_PROBE_EVERY * 2**SOLO_MAX_BACKOFF  # up to a bound
     assert pace.solo_s is not None and pace.single_s is not None and pace.solo_s > pace.single_s
-    _, edge = run(10, 0.99 * MAX_BUSY_ONE_AT_A_TIME / 10, 0.05)
+    _, edge = run(10, 0.99 * MAX_BUSY_ONE_AT_A_TIME / 10, 0.99 * MAX_BUSY_ONE_AT_A_TIME / 10)
     assert edge[SOLO_PROBE_EVERY : 2 * SOLO_PROBE_EVERY] == [True] * SOLO_PROBE_EVERY
