@@ -584,6 +584,7 @@ def test_pace_chooses_solo_frames_only_while_they_pay() -> None:
     fps with 25 ms frames it does not; when other processes make solo frames 70 ms against 40 ms
     single ones, each lost probe doubles the wait for the next."""
     from service.streams.pacing import (
+        LANES_AFTER_FRAMES,
         MAX_BUSY_ONE_AT_A_TIME,
         SOLO_GIVE_UP_RATIO,
         SOLO_MAX_BACKOFF,
@@ -611,6 +612,12 @@ def test_pace_chooses_solo_frames_only_while_they_pay() -> None:
     pace, fast = run(30, 0.025, 0.035)
     assert not any(fast)  # 35 ms is more than the 33 ms interval: the lanes, never solo
     assert pace.busy() and not run(15, 0.022, 0.030)[0].busy()  # only a busy stream uses lane 2+
+    warming = Pace()
+    for i in range(LANES_AFTER_FRAMES):  # too slow for 30 fps from the first frame on, but warming up
+        assert not warming.busy()
+        warming.arrived(i / 30)
+        warming.posed(0.2, solo=False)
+    assert warming.busy()
     pace, contended = run(15, 0.070, 0.040, frames=6000)
     probes = [i for i, solo in enumerate(contended) if solo]
     waits = [b - a - 1 for a, b in pairwise([-1, *probes])]
