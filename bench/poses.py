@@ -172,11 +172,15 @@ def _jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
 
 
 def score_dump(
-    dump: PoseDump, min_track_frames: int | None = None, confirm_s: float | None = None
+    dump: PoseDump,
+    min_track_frames: int | None = None,
+    confirm_s: float | None = None,
+    tracker: dict[str, Any] | None = None,
 ) -> tuple[ViewRun, TrackingScore]:
     """The people rules, tracking and (clip view) stitching re-run on ``dump``, scored; a stream
     view reports confirmed tracks only, as a stream does. ``confirm_s``: the tracker's probation
-    (None: ``Settings().track_confirm_s``)."""
+    (None: ``Settings().track_confirm_s``); ``tracker``: other `TrackerConfig` fields to set (the
+    cross-validation of a tracker rule)."""
     from perception.pose.person import select_people
     from perception.tracking.clip_tracks import MIN_TRACK_FRAMES, TrackHistory, clip_tracks
     from service.core.config import Settings
@@ -185,6 +189,10 @@ def score_dump(
     s = Settings()
     confirm = s.track_confirm_s if confirm_s is None else confirm_s
     tracking = FrameTracking(s.min_pose_visibility, confirm, tentative=dump.view == "clip")
+    if tracker:
+        from perception.tracking.tracker import Tracker
+
+        tracking.tracker = Tracker(confirm_s=confirm, **tracker)
     history = TrackHistory()
     run = ViewRun(dump.clip, dump.view, sent=len(dump.frames))
     for k, (frame, ts, raw) in enumerate(zip(dump.frames, dump.timestamps, dump.raw, strict=True)):
@@ -275,6 +283,15 @@ def _chosen(arg: str | None) -> list[ClipInfo]:
     return chosen
 
 
+def _fields(pairs: list[str]) -> dict[str, Any]:
+    """``FIELD=VALUE`` arguments as TrackerConfig overrides (numbers; ``none``: None)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        out[key] = None if value.lower() == "none" else (int(value) if value.isdigit() else float(value))
+    return out
+
+
 def _name(clip: str, view: str, lanes: int) -> str:
     return f"{Path(clip).with_suffix('').as_posix().replace('/', '_')}.{view}.L{lanes}.npz"
 
@@ -298,6 +315,13 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument(
         "--confirm-s", type=float, default=None, help="tracker probation, s (default: the setting's)"
     )
+    sc.add_argument(
+        "--tracker",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="set a TrackerConfig field (e.g. inside_confirmed=0.25, or =none); repeatable",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
     if args.command == "searchcost":
@@ -316,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in sorted(args.folder.glob("*.npz")):
         dump = PoseDump.load(path)
         if dump.clip in wanted:
-            print(_line(score_dump(dump, confirm_s=args.confirm_s)[1]), f"L{dump.lanes}", flush=True)
+            scored = score_dump(dump, confirm_s=args.confirm_s, tracker=_fields(args.tracker))[1]
+            print(_line(scored), f"L{dump.lanes}", flush=True)
     return 0
 
 
