@@ -21,10 +21,10 @@ __all__ = [
 # lanes) keep up better, e.g. at 30 fps on two cores. Below it no second lane is used: a second
 # frame in pose starts from the people found two frames before (`StreamSession._carry_over`), so
 # the skeletons differ from those of one lane, and a few such frames lost falls in the real-pace
-# stream of UP-Fall clips posed at 65-80 % of their 18 fps interval (0.7 until 2026-12-03: 5 of
-# 10 runs of Activity2/Trial2Cam1 and Activity4/Trial2Cam2 missed the fall, each with 1-18 frames
-# on lane 1; one lane: 4 of 4 found; docs/falls.md, "Round 6"). A frame that waits for the one
-# before it costs latency, not frames: the inbox keeps only the newest.
+# stream of UP-Fall clips posed at 65-80 % of their 18 fps interval (0.7 until 2026-12-03: of 14
+# real-pace runs of Activity2/Trial2Cam1 and Activity4/Trial2Cam2 at load ~3, the 6 that missed
+# the fall all had 1-18 frames on lane 1; one lane only: 4 of 4 found; docs/falls.md, "Round 6").
+# A frame that waits for the one before it costs latency, not frames: the inbox keeps the newest.
 MAX_BUSY_ONE_AT_A_TIME = 1.0
 # ... and only once this many frames are posed: the first pose calls of a stream include its
 # graphs' warm-up and a moving average of a few samples is noise. A second lane used at frames 2-6
