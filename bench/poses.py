@@ -53,6 +53,7 @@ class PoseDump:
     pose_ms: list[float] = field(default_factory=list)
     raw: list[tuple[PersonPose, ...]] = field(default_factory=list)
     estimator: dict[str, Any] = field(default_factory=dict)
+    jpeg: int | None = None  # frames JPEG-encoded at this quality first (None: the video's own)
 
     def save(self, path: Path) -> Path:
         poses = [p for frame in self.raw for p in frame]
@@ -63,7 +64,8 @@ class PoseDump:
             return np.stack([getattr(p, name) for p in poses]).astype(np.float32)
 
         meta = {
-            k: getattr(self, k) for k in ("clip", "view", "lanes", "width", "height", "scale", "estimator")
+            k: getattr(self, k)
+            for k in ("clip", "view", "lanes", "width", "height", "scale", "estimator", "jpeg")
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(
@@ -128,7 +130,7 @@ def dump_clip(
         frames = [Frame(k, k / rate, frames[i].rgb, frames[i].scale) for k, i in enumerate(clip_frames)]
     if jpeg:
         frames = [replace(f, rgb=_jpeg_round_trip(f.rgb, jpeg)) for f in frames]
-    dump = PoseDump(info.video, f"stream@{rate:g}" if rate else "clip", lanes, 0, 0, 1.0)
+    dump = PoseDump(info.video, f"stream@{rate:g}" if rate else "clip", lanes, 0, 0, 1.0, jpeg=jpeg or None)
     raw: dict[int, tuple[PersonPose, ...]] = {}
     estimate = [e.estimate for e in estimators]
 
@@ -292,8 +294,10 @@ def _fields(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _name(clip: str, view: str, lanes: int) -> str:
-    return f"{Path(clip).with_suffix('').as_posix().replace('/', '_')}.{view}.L{lanes}.npz"
+def _name(dump: PoseDump) -> str:
+    stem = Path(dump.clip).with_suffix("").as_posix().replace("/", "_")
+    jpeg = f".jpeg{dump.jpeg}" if dump.jpeg else ""
+    return f"{stem}.{dump.view}.L{dump.lanes}{jpeg}.npz"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -333,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dump":
         for info in _chosen(args.clips):
             dump = dump_clip(info, args.rate, args.lanes, args.jpeg)
-            path = dump.save(args.out / _name(info.video, dump.view, dump.lanes))
+            path = dump.save(args.out / _name(dump))
             print(_line(score_dump(dump)[1]), f"-> {path.name}", flush=True)
         return 0
     wanted = {c.video for c in _chosen(args.clips)}
