@@ -41,6 +41,18 @@ def touches_border(xy: np.ndarray, frame_size: tuple[float, float], margin: floa
     return bool(box.x0 <= mx or box.y0 <= my or box.x1 >= width - mx or box.y1 >= height - my)
 
 
+def in_frame_fraction(xy: np.ndarray, frame_size: tuple[float, float]) -> float:
+    """Share of a pose's landmark box (image landmarks (33, 2), MediaPipe also places the ones it
+    cannot see) that lies inside the frame: about 1 for a body in view, low for one drawn mostly
+    beyond the border."""
+    width, height = frame_size
+    box = landmark_box(xy)
+    area = max(box.x1 - box.x0, 1e-6) * max(box.y1 - box.y0, 1e-6)
+    inside_w = max(0.0, min(box.x1, width) - max(box.x0, 0.0))
+    inside_h = max(0.0, min(box.y1, height) - max(box.y0, 0.0))
+    return float(inside_w * inside_h / area)
+
+
 def known_size(frame_size: tuple[float, float] | None) -> tuple[float, float] | None:
     """The frame size, or None when it is unknown (not given, or a zero side)."""
     return frame_size if frame_size is not None and all(frame_size) else None

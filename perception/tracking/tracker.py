@@ -21,6 +21,7 @@ from perception.tracking.geometry import (
     BODY_JOINTS,
     BORDER_GAP_S,
     box_of,
+    in_frame_fraction,
     known_size,
     landmark_box,
     torso_length,
@@ -110,6 +111,16 @@ class TrackerConfig:
     # and two lanes): half A picks 0.2-0.3 (the 12-14-frame skeleton along the lifter's barbell in
     # stgcn_clean_and_jerk, 0.36-0.50 inside him), half B 0.2-0.6; 0.25, the middle of both.
     inside_confirmed: float | None = 0.25
+    # A tentative track does not confirm in a frame where its skeleton is mostly beyond the frame's
+    # border (less than ``border_cut_in_frame`` of its landmark box inside) and scores below
+    # ``border_cut_score``: MediaPipe completing a body below the bottom edge (UP-Fall
+    # Activity5/Trial2Cam1 streamed at 15 fps: 14 frames of a 0.28-0.39-score skeleton, 0.3 of it in
+    # the frame, beside the actor lying there). A person walking in is in view or scores higher, and
+    # confirms as they come in. None: no such test. Chosen by cross-validation on saved raw poses
+    # (docs/tracking.md, "Round 7": clip view + JPEG stream at 10 fps on 1 and 2 lanes and 15 fps):
+    # both halves pick 0.6 / 0.4.
+    border_cut_in_frame: float | None = 0.6
+    border_cut_score: float = 0.4
     # People enter and leave the view across its border. After a track has been unseen for more
     # than ``border_gap_s``, it continues only with a detection that agrees with its last pose on
     # being at the border (``EDGE_MARGIN``; needs the frame size in ``update``): one who left is
@@ -219,7 +230,7 @@ class Tracker:
                 track = _Track(next(self._ids), pose, t, t)
                 self._tracks[track.track_id] = track
                 seen.append((track, pose))
-        covered = self._covered(seen)
+        covered = self._covered(seen) | self._cut_by_border(seen, frame_size)
         out: list[TrackedPerson] = []
         for track, pose in seen:
             track.confirmed = track.confirmed or (
@@ -245,6 +256,22 @@ class Tracker:
             tr.track_id
             for tr, p in seen
             if not tr.confirmed and any(p.box.overlap_of_smaller(b) >= limit for b in sure)
+        }
+
+    def _cut_by_border(
+        self, seen: list[tuple[_Track, PersonPose]], frame_size: tuple[float, float] | None
+    ) -> set[int]:
+        """Ids of this frame's tentative tracks whose low-score skeleton lies mostly beyond the
+        frame's border (``TrackerConfig.border_cut_in_frame``)."""
+        cfg = self.config
+        if cfg.border_cut_in_frame is None or frame_size is None:
+            return set()
+        return {
+            tr.track_id
+            for tr, p in seen
+            if not tr.confirmed
+            and p.score < cfg.border_cut_score
+            and in_frame_fraction(p.image[:, :2], frame_size) < cfg.border_cut_in_frame
         }
 
     def _expired(self, track: _Track, t: float) -> bool:

@@ -320,6 +320,28 @@ def test_a_skeleton_inside_a_confirmed_person_stays_tentative() -> None:
     assert [off.update([person, inside], k / 10).tracks[1].confirmed for k in range(5, 9)][-1]
 
 
+def test_a_low_score_skeleton_mostly_beyond_the_border_stays_tentative() -> None:
+    """`TrackerConfig.border_cut_in_frame` / `border_cut_score`: a skeleton drawn mostly below the
+    bottom edge with a low score (MediaPipe completing a body it cannot see) does not confirm,
+    however long it lasts; the same skeleton scoring high, or in view, confirms after probation."""
+    from dataclasses import replace
+
+    from perception.tracking.geometry import in_frame_fraction
+
+    size = FRAME
+    cut = replace(_person(100, 560, h=200), score=0.3)  # hips below the frame: about 0.3 of it inside
+    assert 0.2 < in_frame_fraction(cut.image[:, :2], size) < 0.5
+
+    def confirmed(pose: PersonPose, **cfg: float | None) -> list[bool]:
+        tracker = Tracker(confirm_s=0.2, **cfg)  # type: ignore[arg-type]
+        return [tracker.update([pose], k / 10, size).tracks[0].confirmed for k in range(20)]
+
+    assert not any(confirmed(cut))
+    assert confirmed(replace(cut, score=0.8))[2:] == [True] * 18  # a confident body entering from below
+    assert confirmed(replace(_person(100, 300, h=200), score=0.3))[2:] == [True] * 18  # in view
+    assert confirmed(cut, border_cut_in_frame=None)[2:] == [True] * 18  # the rule off
+
+
 def test_a_finished_clip_keeps_confirmed_people_from_their_first_frame() -> None:
     """`clip_tracks`: a person none of whose tracks passed probation is dropped (the flicker); a
     confirmed person keeps the frames before the confirmation."""
