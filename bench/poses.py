@@ -3,6 +3,7 @@
     python -m bench.poses dump --out DIR [--clips A,B] [--rate R] [--lanes N]
     python -m bench.poses score DIR [--clips A,B] [--confirm-s S]
     python -m bench.poses searchcost CLIP [CLIP ...]
+    python -m bench.poses changes VIDEO [VIDEO ...] --tracker FIELD=VALUE [--stream QUALITY]
 
 ``dump`` runs the service's default estimator (``Settings().pose_spec()``) on labelled clips
 (groundtruth/) in the service's lane order (`perception.pose.lanes.run_lanes`) and keeps every
@@ -12,6 +13,10 @@ frame's *raw* poses (before duplicate removal and the plausibility rules,
 without its drops), else every frame (the clip view). ``score`` re-runs the people selection,
 tracking and, for the clip view, blips and stitching (`perception.tracking.clip_tracks`) on the
 saved poses and scores them as ``python -m bench tracking`` does, in seconds instead of minutes.
+
+``changes`` poses any videos (labelled or not: the fall checks' recordings) once and lists the frames
+whose tracks or confirmations a tracker change alters, so a new rule can be shown to leave every
+other recording as it was.
 
 What ``score`` cannot change: which people the estimator found (its ROIs do not depend on the
 rules after it).
@@ -294,6 +299,46 @@ def _fields(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+def video_info(path: Path) -> ClipInfo:
+    """A ``ClipInfo`` for any video (labelled or not), read from the file."""
+    import cv2
+
+    from skeleton.paths import data_root
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        fps, frames = float(cap.get(cv2.CAP_PROP_FPS) or 25.0), int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    finally:
+        cap.release()
+    root = data_root()
+    video = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+    return ClipInfo(video, fps, frames, width, height)
+
+
+def track_changes(dump: PoseDump, tracker: dict[str, Any]) -> list[int]:
+    """Frames (0-based, of the dump) whose tracks or confirmations differ between the default
+    tracker and one with ``tracker``'s fields set: what a tracker rule changes on a recording
+    nobody labelled (every frame a fall check or a user would see)."""
+    from perception.pose.person import select_people
+    from perception.tracking.tracker import Tracker
+    from service.core.config import Settings
+    from service.frames import FrameTracking, PosedFrame
+
+    s = Settings()
+    runs = []
+    for fields in ({}, tracker):
+        tracking = FrameTracking(s.min_pose_visibility, s.track_confirm_s, tentative=dump.view == "clip")
+        tracking.tracker = Tracker(confirm_s=s.track_confirm_s, **fields)
+        run = []
+        for k, (ts, raw) in enumerate(zip(dump.timestamps, dump.raw, strict=True)):
+            people = select_people(raw, s.max_people)
+            tracked = tracking.track(PosedFrame(k, ts, dump.width, dump.height, people))
+            run.append([(p.track_id, p.confirmed) for p in tracked.update.tracks])
+        runs.append(run)
+    return [k for k, (a, b) in enumerate(zip(*runs, strict=True)) if a != b]
+
+
 def _name(dump: PoseDump) -> str:
     stem = Path(dump.clip).with_suffix("").as_posix().replace("/", "_")
     jpeg = f".jpeg{dump.jpeg}" if dump.jpeg else ""
@@ -326,6 +371,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FIELD=VALUE",
         help="set a TrackerConfig field (e.g. inside_confirmed=0.25, or =none); repeatable",
     )
+    ch = sub.add_parser(
+        "changes", help="frames whose tracks a tracker change alters, on any videos (labelled or not)"
+    )
+    ch.add_argument("videos", nargs="+", type=Path, help="video files")
+    ch.add_argument("--tracker", action="append", default=[], metavar="FIELD=VALUE", required=True)
+    ch.add_argument(
+        "--stream", type=int, default=None, metavar="QUALITY",
+        help="as a stream sends it (every frame, JPEG at QUALITY, one lane); default: the clip view",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
     if args.command == "searchcost":
@@ -333,6 +387,14 @@ def main(argv: list[str] | None = None) -> int:
 
         for video in args.videos:
             print(video, json.dumps({k: round(v, 3) for k, v in search_cost(data_root() / video).items()}))
+        return 0
+    if args.command == "changes":
+        for video in args.videos:
+            info = video_info(video)
+            dump = dump_clip(info, info.fps, 1, args.stream) if args.stream else dump_clip(info)
+            frames = track_changes(dump, _fields(args.tracker))
+            print(json.dumps({"video": info.video, "view": dump.view, "frames": len(dump.frames),
+                              "changed": frames}), flush=True)
         return 0
     if args.command == "dump":
         for info in _chosen(args.clips):

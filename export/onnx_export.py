@@ -170,7 +170,8 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, data_root: Path, repo_roo
     prefix to a run directory whose PNGs are copied too (cross-validation folds)."""
     ck: LoadedCheckpoint = load_checkpoint(checkpoint)
     cfg = ck.config
-    if ck.ensemble is not None and cfg.open_set is not None and cfg.open_set.score != "max_softmax":
+    if (ck.ensemble is not None and cfg.embedding is None and cfg.open_set is not None
+            and cfg.open_set.score != "max_softmax"):
         raise ExportError(f"an ensemble outputs log mean probabilities: open-set score "
                           f"{cfg.open_set.score!r} of raw logits has no meaning there (use max_softmax)")
     windows = real_windows(cfg, data_root, repo_root, parity_windows)

@@ -169,9 +169,11 @@ class EnsembleSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    combine: Literal["mean_probability"] = Field(
+    combine: Literal["mean_probability", "mean_cosine"] = Field(
         default="mean_probability",
-        description="output logits = log of the members' mean softmax probability (softmax gives the mean)",
+        description="mean_probability (classifiers): output logits = log of the members' mean softmax "
+        "probability (softmax gives the mean); mean_cosine (embeddings): the members' unit vectors "
+        "concatenated over sqrt(K), whose cosines are the mean of the members' cosines",
     )
     members: list[EnsembleMember] = Field(min_length=2)
 

@@ -38,6 +38,8 @@ def geometric(joints: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator,
         return out
     origin = out[finite][0, layout.centre].copy()
     out -= origin
+    if cfg.bones:
+        out = rescale_bones(out, rng.uniform(1 - cfg.bones, 1 + cfg.bones, size=layout.num_joints), layout)
     if cfg.yaw_deg or cfg.tilt_deg:
         yaw, pitch, roll = np.deg2rad([
             rng.uniform(-cfg.yaw_deg, cfg.yaw_deg),
@@ -54,6 +56,47 @@ def geometric(joints: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator,
             perm[a], perm[b] = b, a
         out = out[:, perm]
     return out + origin
+
+
+LIMB_CHAINS = {  # per side: an arm chain and the leg chain it is swapped with, root first
+    side: ((f"{side}_shoulder", f"{side}_elbow", f"{side}_wrist", f"{side}_hand"),
+           (f"{side}_hip", f"{side}_knee", f"{side}_ankle", f"{side}_foot"))
+    for side in ("left", "right")
+}
+
+
+def swap_limbs(joints: np.ndarray, layout: JointLayout) -> np.ndarray:
+    """Arms and legs swapped: each side's arm chain, relative to its shoulder, moved onto the hip
+    (scaled to the leg's length) and the leg chain onto the shoulder; an arm gesture becomes a leg
+    gesture. The embedding trains on these as extra actions (``embedding.limb_swap``) so its leg
+    joints learn to tell motions apart, which actions it never saw (legs, whole body) need."""
+    out = np.array(joints, np.float32, copy=True)
+    for arm_names, leg_names in LIMB_CHAINS.values():
+        arm = [layout.index(j) for j in arm_names]
+        leg = [layout.index(j) for j in leg_names]
+        a_off = joints[:, arm] - joints[:, arm[:1]]
+        l_off = joints[:, leg] - joints[:, leg[:1]]
+        a_len = np.nanmean(np.linalg.norm(np.diff(joints[:, arm], axis=1), axis=2).sum(axis=1))
+        l_len = np.nanmean(np.linalg.norm(np.diff(joints[:, leg], axis=1), axis=2).sum(axis=1))
+        ratio = float(l_len / a_len) if np.isfinite(a_len) and a_len > 1e-6 and np.isfinite(l_len) else 1.0
+        out[:, leg] = joints[:, leg[:1]] + a_off * ratio
+        out[:, arm] = joints[:, arm[:1]] + l_off / ratio
+    return out
+
+
+def rescale_bones(joints: np.ndarray, factors: np.ndarray, layout: JointLayout) -> np.ndarray:
+    """Every bone (joint minus its parent) times its joint's factor, rebuilt outwards from the centre;
+    a joint's mirror uses the same factor (another body, not a lopsided one)."""
+    f = np.array(factors, np.float32, copy=True)
+    for a, b in layout.mirror_pairs:
+        f[b] = f[a]
+    order = np.argsort(layout.hop_distance[:, layout.centre], kind="stable")
+    out = joints.copy()
+    for v in order:
+        p = layout.parents[v]
+        if p != v:
+            out[:, v] = out[:, p] + (joints[:, v] - joints[:, p]) * f[v]
+    return out
 
 
 def temporal_crop(joints: np.ndarray, crop_min: float, rng: np.random.Generator) -> np.ndarray:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from models import build_model
-from models.ensemble import ProbabilityEnsemble
+from models.ensemble import EmbeddingEnsemble, ProbabilityEnsemble
 from skeleton.manifest import EnsembleSpec
 from training.config import TrainConfig
 
@@ -23,17 +23,19 @@ class LoadedCheckpoint:
     label_groups: dict[str, list[str]]
     metrics: dict[str, Any]
     path: Path
-    ensemble: EnsembleSpec | None = None  # the members, when ``model`` is a ``ProbabilityEnsemble``
+    ensemble: EnsembleSpec | None = None  # the members, when ``model`` is an ensemble
 
 
 def load_checkpoint(path: Path) -> LoadedCheckpoint:
     """The eval-mode model and everything recorded with it by ``training.train`` (or, for an
-    ensemble written by ``training.ensemble``, its members inside one ``ProbabilityEnsemble``)."""
+    ensemble written by ``training.ensemble``, its members inside one ``ProbabilityEnsemble``, or
+    ``EmbeddingEnsemble`` for embeddings)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     cfg = TrainConfig.model_validate(ckpt["config"])
     if "members" in ckpt:
         members = [_build(TrainConfig.model_validate(m["config"]), m) for m in ckpt["members"]]
-        return LoadedCheckpoint(ProbabilityEnsemble(members).eval(), cfg, list(ckpt["labels"]),
+        combined = EmbeddingEnsemble(members) if cfg.embedding is not None else ProbabilityEnsemble(members)
+        return LoadedCheckpoint(combined.eval(), cfg, list(ckpt["labels"]),
                                 dict(ckpt["label_groups"]), dict(ckpt["metrics"]), path,
                                 EnsembleSpec.model_validate(ckpt["ensemble"]))
     return LoadedCheckpoint(_build(cfg, ckpt), cfg, list(ckpt["labels"]), dict(ckpt["label_groups"]),

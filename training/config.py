@@ -76,6 +76,7 @@ class AugmentConfig(_Strict):
     shift_s: float = 0.0  # windows: jitter the window's end time by +- shift_s
     noise: float = 0.0  # Gaussian joint noise after normalisation (units of body size)
     mirror: bool = False  # left/right flip; off for UTD-MHAD (right-handed actions)
+    bones: float = 0.0  # body proportions: each bone's length times 1 +- bones (left and right alike)
     corrupt: CorruptConfig = Field(default_factory=CorruptConfig)
 
 
@@ -123,6 +124,9 @@ class EmbeddingConfig(_Strict):
     instance_weight: float = 0.0
     # Batches hold classes_per_batch classes x (batch_size / classes_per_batch) windows each.
     classes_per_batch: int = 8
+    # Every training action also as a second action with arms and legs swapped
+    # (training.augment.swap_limbs): same clips and epoch length, twice the classes.
+    limb_swap: bool = False
     # Served probabilities are softmax(logit_scale * cosine) over the enrolled labels: a temperature
     # fitted on training subjects (training.fewshot calibrate); None: the loss's own scale.
     logit_scale: float | None = None
@@ -150,11 +154,15 @@ class TrainConfig(_Strict):
 
 def load_config(path: Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a YAML config; ``overrides`` maps dotted keys (``optim.epochs``) to values."""
-    data = yaml.safe_load(path.read_text())
+    return TrainConfig.model_validate(with_overrides(yaml.safe_load(path.read_text()), overrides))
+
+
+def with_overrides(data: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """``data`` (a config as a dict, changed in place) with dotted keys (``optim.epochs``) set."""
     for key, value in (overrides or {}).items():
         node = data
         *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = value
-    return TrainConfig.model_validate(data)
+    return data

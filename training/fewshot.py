@@ -71,9 +71,16 @@ TRAIN_SUBJECTS = (1, 3, 5, 7)
 TEST_SUBJECTS = (2, 4, 6, 8)
 SHOTS = (1, 5)
 RANDOM_SPLIT_SEEDS = (0, 1, 2, 3)
-# The embedding's seed ensemble (issue 17, fixed before any test number): the split's model (seed 0)
-# and two more seeds of the same recipe; ``models.ensemble.EmbeddingEnsemble`` combines them.
+# The embedding's ensemble (issue 17; docs/fewshot.md "Ensemble of recipes"): three seeds of each of
+# three recipes, the shipped one and two augmentations that each alone did not beat it (different
+# proportions of the body; arms and legs swapped as extra training actions), combined by
+# ``models.ensemble.EmbeddingEnsemble``. Round 4 shipped seeds only (3 members).
 ENSEMBLE_SEEDS = (0, 1, 2)
+RECIPES: dict[str, dict[str, Any]] = {
+    "": {},
+    "bones": {"augment.bones": 0.2},
+    "swap": {"embedding.limb_swap": True},
+}
 EMBEDDING_CONFIG = REPO_ROOT / "configs" / "utd-mhad-stgcnpp-lite-embedding.yaml"
 CLASSIFIER_CONFIG = REPO_ROOT / "configs" / "utd-mhad-stgcnpp-lite.yaml"
 OUT = REPO_ROOT / "runs" / "fewshot"
@@ -138,16 +145,19 @@ def split_config(
     )
 
 
-def member_dir(out: Path, split: str, seed: int) -> Path:
-    """The run folder of one seed of a split's embedding: ``embedding`` (seed 0, the single model)
-    or ``embedding-s<seed>`` (the extra members of the seed ensemble)."""
-    return out / split / ("embedding" if seed == 0 else f"embedding-s{seed}")
+def member_dir(out: Path, split: str, seed: int, recipe: str = "") -> Path:
+    """The run folder of one member of a split's embedding ensemble: ``embedding`` (the shipped
+    recipe, seed 0: the single model), ``embedding-s<seed>``, ``embedding-<recipe>[-s<seed>]``."""
+    parts = ["embedding", *([recipe] if recipe else []), *([f"s{seed}"] if seed else [])]
+    return out / split / "-".join(parts)
 
 
-def ensemble_members(out: Path, split: str, seeds: Sequence[int] = ENSEMBLE_SEEDS) -> list[Path] | None:
-    """The checkpoints of the split's seed ensemble, or None while any member is untrained
-    (``python -m training.fewshot train --kinds embedding --seeds 1 2``)."""
-    ckpts = [member_dir(out, split, s) / "checkpoint.pt" for s in seeds]
+def ensemble_members(
+    out: Path, split: str, seeds: Sequence[int] = ENSEMBLE_SEEDS, recipes: Sequence[str] = tuple(RECIPES)
+) -> list[Path] | None:
+    """The checkpoints of the split's ensemble (every recipe, every seed), or None while any member
+    is untrained (``python -m training.fewshot train --kinds embedding --seeds 0 1 2 --recipes ...``)."""
+    ckpts = [member_dir(out, split, s, r) / "checkpoint.pt" for r in recipes for s in seeds]
     return ckpts if all(c.is_file() for c in ckpts) else None
 
 
@@ -245,7 +255,7 @@ def centred_embedding(ckpt: Path, bank: ClipBank, actions: Sequence[int]) -> Ske
 def centred_members(
     ckpts: Sequence[Path], bank: ClipBank, actions: Sequence[int], fitted: dict[Path, SkeletonEmbedder]
 ) -> list[SkeletonEmbedder]:
-    """The seed ensemble's members, each centred as ``centred_embedding``; a checkpoint in ``fitted``
+    """The ensemble's members, each centred as ``centred_embedding``; a checkpoint in ``fitted``
     (the split's single embedding, centred already) is not loaded and centred again."""
     return [fitted[c] if c in fitted else centred_embedding(c, bank, actions) for c in ckpts]
 
@@ -263,7 +273,7 @@ def method_encoders(
     (pooled penultimate features of the plain classifier, of an untrained network), and each
     backbone is also read out like the embedding (``*-joints``, ``embedding-pooled``,
     ``embedding-uncentred``) to show what the training, the readout and the centring contribute.
-    With ``members``, their seed ensemble is ``embedding-ensemble``."""
+    With ``members``, their ensemble is ``embedding-ensemble``."""
     backbones = {
         "embedding": backbone_of(emb, cfg),
         "classifier": backbone_of(clf, cfg),
@@ -339,14 +349,17 @@ def episode_scores(
     return bank.actions[ep.queries], np.array([int(x) for x in pred.labels]), pred.similarity
 
 
-def fit_logit_scale(vecs: np.ndarray, bank: ClipBank, episodes: list[Episode]) -> float:
+def fit_logit_scale(
+    vecs: np.ndarray, bank: ClipBank, episodes: list[Episode], *more: tuple[np.ndarray, list[Episode]]
+) -> float:
     """Temperature scaling: the ``s`` minimising the negative log-likelihood of softmax(s * cosine)
-    over the queries of closed-set episodes, so the served per-label probabilities (clip rule,
-    confidences) are calibrated; a grid search over 1..1000."""
+    over the queries of closed-set episodes (``more``: other vectors' episodes, pooled), so the
+    served per-label probabilities (clip rule, confidences) are calibrated; a grid search over
+    1..1000."""
     rows = []
-    for ep in episodes:
-        protos = PrototypeSet.from_examples({str(a): vecs[idx] for a, idx in ep.support.items()})
-        sims = protos.similarities(vecs[ep.queries]).astype(np.float64)
+    for v, ep in [(vecs, e) for e in episodes] + [(m, e) for m, eps in more for e in eps]:
+        protos = PrototypeSet.from_examples({str(a): v[idx] for a, idx in ep.support.items()})
+        sims = protos.similarities(v[ep.queries]).astype(np.float64)
         truth = np.array([protos.labels.index(str(a)) for a in bank.actions[ep.queries]])
         rows.append((sims, truth))
     grid = np.geomspace(1.0, 1000.0, 241)
@@ -519,7 +532,8 @@ def calibrate(
     )
     keep = np.isin(bank.actions, cal) & np.isin(bank.subjects, TRAIN_SUBJECTS)
     result: dict[str, Any] = {"split": "cal", "unseen": cal, "draws": draws, "methods": {}}
-    encoders = method_encoders(emb, clf, split_config("cal", "embedding"), bank, base_actions("cal"))
+    members = ensemble_members(out, "cal")  # the ensemble's scale and threshold, once its members are trained
+    encoders = method_encoders(emb, clf, split_config("cal", "embedding"), bank, base_actions("cal"), members)
     for name, enc in encoders.items():
         vecs = bank.vectors(enc, keep)
         per_shot = {}
@@ -766,14 +780,19 @@ def select_readout(out: Path, root: Path, draws: int, split_names: Sequence[int 
     """The readout of a trained embedding, chosen on training subjects only: every split's unseen
     actions, each draw enrolling from three of subjects 1,3,5,7 and querying the fourth (as
     ``select``); the uncentred joint readout, the centred one (the model's output since this
-    choice), test-time mirroring, the nearest example instead of the prototype, and the seed
-    ensemble of the centred readout where its members are trained (``ensemble_choice``). Splits
+    choice), test-time mirroring, the nearest example instead of the prototype, and the ensemble of
+    the centred readout where its members are trained (``ensemble_choice``; with the ensemble's
+    softmax scale, temperature scaling, and its max-cosine "unknown" threshold, Youden's J with about
+    half of each split's unseen actions enrolled, on the splits measured in this call). Splits
     measured before with the same draws are kept, so splits can be added as their members finish."""
     bank = ClipBank.load(root, split_config("cal", "embedding"))
     path = out / "select-readout.json"
     earlier = json.loads(path.read_text()) if path.is_file() else {}
     kept = earlier["splits"] if earlier.get("draws") == draws else {}
     result: dict[str, Any] = {"draws": draws, "splits": kept}
+    pooled: list[tuple[np.ndarray, list[Episode]]] = []
+    open_known: list[np.ndarray] = []
+    open_unknown: list[np.ndarray] = []
     for split in (str(s) for s in split_names):
         cfg = split_config(split, "embedding")
         ckpt = out / split / "embedding" / "checkpoint.pt"
@@ -785,27 +804,40 @@ def select_readout(out: Path, root: Path, draws: int, split_names: Sequence[int 
         vecs = {"uncentred": bank.vectors(plain, keep), "centred": centred,
                 "mirrored": bank.vectors(mirrored(plain, cfg.input.layout), keep)}
         members = ensemble_members(out, split)
-        if members:  # the ensemble, and each extra member alone (how far the seeds differ)
+        if members:  # the ensemble, and each extra member alone (how far seeds and recipes differ)
             each = centred_members(members, bank, base_actions(split), {ckpt: single})
             vecs["ensemble"] = bank.vectors(embedder_encoder(EmbeddingEnsemble(each)), keep)
-            for seed, member in zip(ENSEMBLE_SEEDS[1:], each[1:], strict=True):
-                vecs[f"centred, seed {seed}"] = bank.vectors(embedder_encoder(member), keep)
+            for ckpt_k, member in zip(members[1:], each[1:], strict=True):
+                vecs[f"centred, {ckpt_k.parent.name}"] = bank.vectors(embedder_encoder(member), keep)
         found: dict[str, Any] = {}
         for k in SHOTS:
             eps = draw_episodes(bank, unseen, k, draws, 500 + k, None, None)
             for name, v in vecs.items():
                 found.setdefault(name, {})[str(k)] = closed_set(v, bank, eps)
             found.setdefault("centred, nearest example", {})[str(k)] = nearest_example(centred, bank, eps)
+            if "ensemble" in vecs:  # the ensemble's served softmax(s x cosine): temperature scaling
+                pooled.append((vecs["ensemble"], eps))
+                # and its max-cosine "unknown" on Kinect skeletons: about half enrolled, as calibrate
+                half = draw_episodes(bank, unseen, k, draws, 1000 + k, None, None, _known_count(len(unseen)))
+                known, unknown = pooled_scores(vecs["ensemble"], bank, half)
+                open_known.append(known)
+                open_unknown.append(unknown)
         result["splits"][split] = found
         _log(f"[readout] {split}: " + ", ".join(
             f"{n} {100 * r['1']['mean']:.1f} / {100 * r['5']['mean']:.1f}" for n, r in found.items()))
     result["ensemble_choice"] = ensemble_choice(result["splits"])
+    if pooled and result["ensemble_choice"]:  # one value for the manifest: every split and shot pooled
+        (v, eps), rest = pooled[0], pooled[1:]
+        result["ensemble_choice"]["logit_scale"] = fit_logit_scale(v, bank, eps, *rest)
+        known, unknown = np.concatenate(open_known), np.concatenate(open_unknown)
+        result["ensemble_choice"]["max_cosine_threshold"] = youden_threshold(known, unknown)
+        result["ensemble_choice"]["max_cosine_auroc"] = auroc(known, unknown)
     _save(path, result)
     return result
 
 
 def ensemble_choice(found: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """The rule fixed before measuring (issue 17): the seed ensemble replaces the single centred
+    """The rule fixed before measuring (issue 17): the ensemble replaces the single centred
     embedding if, over the splits where both were validated (training subjects only), it raises the
     mean top-1 for both 1 and 5 shots. None when no split has an ensemble."""
     both = {k: r for k, r in found.items() if "ensemble" in r and "centred" in r}
@@ -834,7 +866,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 METHODS = {
-    "embedding-ensemble": "embedding, 3-seed ensemble",
+    "embedding-ensemble": "embedding, ensemble (3 recipes x 3 seeds)",
     "embedding": "embedding",
     "classifier": "classifier features",
     "untrained": "untrained network",
@@ -1027,6 +1059,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), help="select: which objectives")
     ap.add_argument("--kinds", nargs="*", default=["embedding", "classifier"], help="train: what to train")
     ap.add_argument("--seeds", nargs="*", type=int, default=[0], help="train: the embedding's seeds")
+    ap.add_argument("--recipes", nargs="*", default=[""], choices=list(RECIPES),
+                    help="train: the embedding's recipes ('' the shipped one; RECIPES)")
     ap.add_argument("--draws", type=int, default=50)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--data-dir", type=Path, default=None)
@@ -1067,10 +1101,12 @@ def main(argv: list[str] | None = None) -> int:
                     cfg = split_config(split, kind, subjects=CALIBRATION_SUBJECTS, overrides=overrides)
                     train_run(cfg, args.out / split / "classifier-135", root, _log)
                 elif kind == "embedding":
-                    for seed in args.seeds:
-                        name = f"fewshot-{split}-embedding" + (f"-s{seed}" if seed else "")
-                        cfg = split_config(split, kind, overrides={**overrides, "seed": seed, "name": name})
-                        train_run(cfg, member_dir(args.out, split, seed), root, _log)
+                    for recipe, seed in itertools.product(args.recipes, args.seeds):
+                        run = member_dir(args.out, split, seed, recipe)
+                        name = f"fewshot-{split}-{run.name}"
+                        over = {**overrides, **RECIPES[recipe], "seed": seed, "name": name}
+                        cfg = split_config(split, kind, overrides=over)
+                        train_run(cfg, run, root, _log)
                 elif split != "all":
                     train_run(
                         split_config(split, kind, overrides=overrides), args.out / split / kind, root, _log

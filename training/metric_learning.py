@@ -43,7 +43,7 @@ from skeleton.layouts import get_layout
 from skeleton.manifest import InputSpec
 from skeleton.preprocess import prepare_window
 from skeleton.prototypes import PrototypeSet, pool
-from training.augment import add_noise, geometric
+from training.augment import add_noise, geometric, swap_limbs
 from training.config import EmbeddingConfig, TrainConfig
 from training.utd_mhad import FPS as UTD_FPS
 from training.utd_mhad import LABELS as UTD_LABELS
@@ -89,19 +89,34 @@ class UtdWindowSet:
         self.clips = [c for c in pool_clips if c.subject in set(subjects) and c.action in index]
         self.labels = np.array([index[c.action] for c in self.clips], np.int64)
         self.label_names = [UTD_LABELS[a - 1] for a in actions]
+        self.limb_swap = bool(cfg.embedding and cfg.embedding.limb_swap)
 
     def __len__(self) -> int:
         return len(self.clips)
 
+    @property
+    def num_classes(self) -> int:
+        """The training classes: the actions, and with ``limb_swap`` each again with limbs swapped."""
+        return len(self.actions) * (2 if self.limb_swap else 1)
+
+    @property
+    def item_labels(self) -> np.ndarray:
+        """The class of each item ``window`` takes: the clips, then (``limb_swap``) the clips again,
+        limbs swapped, as actions ``len(actions)`` on."""
+        if not self.limb_swap:
+            return self.labels
+        return np.concatenate([self.labels, self.labels + len(self.actions)])
+
     def window(self, i: int, rng: np.random.Generator) -> np.ndarray:
-        """An augmented window of clip ``i``: speed change, random position, geometry, noise."""
-        clip, aug, spec = self.clips[i], self.cfg.augment, self.cfg.input
+        """An augmented window of item ``i``: speed change, random position, geometry, noise."""
+        clip, aug, spec = self.clips[i % len(self.clips)], self.cfg.augment, self.cfg.input
         t = utd_timestamps(clip)
         if aug.speed:
             t = t / rng.uniform(1 - aug.speed, 1 + aug.speed)
         first_end = float(t[0]) + spec.window.seconds
         end = float(t[-1]) if first_end >= t[-1] else float(rng.uniform(first_end, t[-1]))
-        joints = geometric(clip.joints, aug, rng, self.layout)
+        joints = swap_limbs(clip.joints, self.layout) if i >= len(self.clips) else clip.joints
+        joints = geometric(joints, aug, rng, self.layout)
         return add_noise(prepare_window(t, joints, spec, end), aug.noise, rng)
 
     def batches(
@@ -109,7 +124,8 @@ class UtdWindowSet:
     ) -> list[np.ndarray]:
         """Clip indices, ``classes_per_batch`` classes x ``batch_size // classes_per_batch`` each; with
         ``views`` > 1 each chosen clip appears that many times in a row (differently augmented)."""
-        by_class = [np.flatnonzero(self.labels == k) for k in range(len(self.actions))]
+        labels = self.item_labels
+        by_class = [np.flatnonzero(labels == k) for k in range(self.num_classes)]
         present = [k for k, idx in enumerate(by_class) if len(idx)]
         p = min(classes_per_batch, len(present))
         per = max(2, batch_size // p) // views
@@ -331,7 +347,7 @@ def train_embedding(
         f"loss {e.loss} (loaded in {time.perf_counter() - t_load:.1f} s)"
     )
     model = build_embedding_model(cfg)
-    criterion = EmbeddingLoss(e, len(train_set.actions))
+    criterion = EmbeddingLoss(e, train_set.num_classes)
     v = train_set.layout.num_joints
     input_shape = (cfg.input.channels, cfg.input.window.length, v)
     params, flops = count_params(model), count_flops(model, input_shape)
@@ -360,7 +376,7 @@ def train_embedding(
         total, correct, seen = 0.0, 0, 0
         for idx in train_set.batches(rng, o.batch_size, e.classes_per_batch, samples, views):
             x = torch.from_numpy(np.stack([train_set.window(int(i), rng) for i in idx]))
-            y = torch.from_numpy(train_set.labels[idx])
+            y = torch.from_numpy(train_set.item_labels[idx])
             loss, z = criterion(model, x, y, torch.from_numpy(idx))
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -243,3 +243,17 @@ def test_no_second_skeleton_on_the_actor_lying_head_to_camera() -> None:
     late = [tracks for f, tracks in zip(run.frames, run.tracks, strict=True) if f >= 113]
     on_actor = {t for tracks in late for t, b in tracks if b[0] < 450}
     assert len(on_actor) == 1, on_actor
+
+
+def test_track_changes_names_the_frames_a_rule_changes_on_an_unlabelled_clip() -> None:
+    """`python -m bench.poses changes`: UP-Fall Activity5/Trial1Cam1 (no ground truth) in the clip
+    view. The skeleton below the lying actor (as in Trial2Cam1) confirmed for 42 frames before
+    `border_cut_in_frame` (measured 2026-12-04: frames 40-81); the same tracker twice changes nothing."""
+    from bench.poses import dump_clip, track_changes, video_info
+
+    info = video_info(require_data("upfall", "Activity5", "Trial1Cam1.mp4"))
+    assert info.video == "upfall/Activity5/Trial1Cam1.mp4" and info.frames > 100
+    dump = dump_clip(info)
+    assert track_changes(dump, {}) == []
+    changed = track_changes(dump, {"border_cut_in_frame": None})
+    assert len(changed) >= 20 and changed == list(range(changed[0], changed[-1] + 1))

@@ -148,27 +148,29 @@ def test_shipped_embedding_enrols_and_rejects_on_real_windows() -> None:
 
 
 def test_shipped_embedding_is_centred_and_its_threshold_chosen_on_mediapipe() -> None:
-    """The shipped ONNX graph carries the centre fitted on its training windows (subjects 1,3,5,7):
-    their outputs average to a short vector (uncentred: about 0.83 long). Its manifest carries the
-    recipe's threshold, chosen on MediaPipe UP-Fall skeletons, and the recipe's calibrated scale."""
+    """The shipped ONNX graph is the 9-member ensemble (docs/fewshot.md "Ensemble of recipes"), each
+    member centred on its training windows (subjects 1,3,5,7): their outputs average to a short vector
+    (uncentred: about 0.83 long), member by member. Its manifest carries the ensemble config's
+    threshold, chosen on MediaPipe UP-Fall skeletons, and its calibrated scale."""
     import onnxruntime as ort
 
-    from training.checkpoint import load_checkpoint
     from training.config import load_config
     from training.metric_learning import utd_windows
     from training.utd_mhad import load_utd_mhad
 
     m = load_manifest(EMBEDDING)
-    recipe = load_config(REPO_ROOT / "configs" / "utd-mhad-stgcnpp-lite-embedding.yaml")
-    assert m.open_set == recipe.open_set and m.open_set is not None and "UP-Fall" in m.open_set.chosen_by
-    assert m.embedding is not None and recipe.embedding is not None
-    assert m.embedding.logit_scale == recipe.embedding.logit_scale
+    own = load_config(REPO_ROOT / "configs" / "utd-mhad-stgcnpp-lite-embedding-ensemble.yaml")
+    assert m.open_set == own.open_set and m.open_set is not None and "UP-Fall" in m.open_set.chosen_by
+    assert m.embedding is not None and own.embedding is not None
+    assert m.embedding.logit_scale == own.embedding.logit_scale
+    assert m.ensemble is not None and m.ensemble.combine == "mean_cosine" and len(m.ensemble.members) == 9
     sess = ort.InferenceSession(str(EMBEDDING / "model.onnx"), providers=["CPUExecutionProvider"])
     clips = load_utd_mhad(require_data(), {1, 3, 5, 7})[::6]
     out = _embed(sess, m, np.concatenate([utd_windows(c, m.input) for c in clips]))
-    assert np.linalg.norm(out.mean(axis=0)) < 0.3, np.linalg.norm(out.mean(axis=0))
-    centre = load_checkpoint(EMBEDDING / "checkpoint.pt").model.centre.numpy()
-    assert np.linalg.norm(centre) > 0.5
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-4)
+    members = out.reshape(len(out), 9, -1) * 3.0  # each member's own unit vector
+    for k in range(9):
+        assert np.linalg.norm(members[:, k].mean(axis=0)) < 0.3, k
 
 
 @pytest.mark.skeleton_cache

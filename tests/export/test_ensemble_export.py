@@ -107,3 +107,49 @@ def test_an_open_set_score_of_raw_logits_is_refused(ensemble: Path, tmp_path: Pa
     torch.save(raw, tmp_path / "checkpoint.pt")
     with pytest.raises(ExportError, match="max_softmax"):
         export_checkpoint(tmp_path / "checkpoint.pt", tmp_path / "out", require_data(), REPO_ROOT)
+
+
+def test_an_embedding_ensemble_serves_the_mean_cosine(tmp_path: Path) -> None:
+    """Embeddings of different recipes (two seeds, one with limbs swapped) ensembled by ``python -m
+    training.ensemble`` with its own calibrated scale (``--set``) and exported: ONNX Runtime's
+    vectors are unit length and their cosines the mean of the members' own cosines."""
+    import torch
+
+    from export.__main__ import main as export_main
+    from training.checkpoint import load_checkpoint
+    from training.datasets import real_windows
+    from training.ensemble import main as ensemble_main
+    from training.metric_learning import build_embedding_model, embedder_encoder
+    from training.train import seed_everything
+
+    data = require_data()
+    runs = []
+    for seed, over in ((0, {}), (1, {"embedding.limb_swap": True})):
+        cfg = load_config(REPO_ROOT / "configs" / "utd-mhad-stgcnpp-lite-embedding.yaml",
+                          {"name": "tiny-emb", "model.kwargs": TINY, "seed": seed, **over})
+        seed_everything(seed, 1)
+        model = build_embedding_model(cfg)
+        run = tmp_path / f"emb-{seed}"
+        run.mkdir()
+        torch.save({"state_dict": model.state_dict(), "config": cfg.model_dump(mode="json"),
+                    "labels": ["a", "b"], "label_groups": {}, "metrics": {}}, run / "checkpoint.pt")
+        runs.append(run)
+    assert ensemble_main([*map(str, runs), "--out", str(tmp_path / "ens"), "--no-eval",
+                          "--set", "embedding.logit_scale=20.5"]) == 0
+    out = tmp_path / "zoo" / "tiny-emb-ens"
+    assert export_main(["onnx", "--checkpoint", str(tmp_path / "ens" / "checkpoint.pt"), "--out", str(out),
+                        "--data-dir", str(data)]) == 0
+    m = load_manifest(out)
+    assert m.kind == "embedding" and m.ensemble is not None and m.ensemble.combine == "mean_cosine"
+    assert m.embedding is not None and m.embedding.logit_scale == 20.5
+    members = [load_checkpoint(r / "checkpoint.pt").model for r in runs]
+    assert m.embedding.dim == sum(x.dim for x in members)  # type: ignore[attr-defined]
+
+    import onnxruntime as ort
+
+    windows = real_windows(load_checkpoint(runs[0] / "checkpoint.pt").config, data, REPO_ROOT, 12)
+    served = ort.InferenceSession(str(out / "model.onnx")).run(None, {m.onnx.input_name: windows})[0]
+    each = [embedder_encoder(x)(windows) for x in members]  # type: ignore[arg-type]
+    np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-4)
+    np.testing.assert_allclose(served @ served.T, np.mean([e @ e.T for e in each], axis=0), atol=1e-4)
+    assert np.abs(each[0] - each[1]).max() > 1e-2  # two different networks, so the mean is not either one

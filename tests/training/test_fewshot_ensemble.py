@@ -1,6 +1,6 @@
-"""The embedding's seed ensemble in the few-shot protocol (issue 17): ``models.ensemble.EmbeddingEnsemble``
-(cosine = the mean of the members' cosines), the members found per split, and ``select-readout``
-validating it next to the single embedding with the rule fixed before measuring."""
+"""The embedding's ensemble in the few-shot protocol (issue 17): ``models.ensemble.EmbeddingEnsemble``
+(cosine = the mean of the members' cosines), the members (3 recipes x 3 seeds) found per split, and
+``select-readout`` validating it next to the single embedding with the rule fixed before measuring."""
 
 from __future__ import annotations
 
@@ -78,6 +78,21 @@ def test_train_command_trains_each_seed_into_its_member_folder(
     ]
     assert [fewshot.member_dir(tmp_path, "r0", s) for s in fewshot.ENSEMBLE_SEEDS] == [o for _, _, o in seen]
 
+    # each recipe's seeds into their own folders, with the recipe's overrides
+    configs: list = []  # type: ignore[type-arg]
+    monkeypatch.setattr(fewshot, "train_run", lambda cfg, out, *_: configs.append((cfg, out)))
+    argv = ["train", "--kinds", "embedding", "--seeds", "0", "1", "--recipes", "bones", "swap",
+            "--splits", "r0", "--out", str(tmp_path)]
+    assert fewshot.main(argv) == 0
+    assert [(c.seed, c.name, o.name) for c, o in configs] == [
+        (0, "fewshot-r0-embedding-bones", "embedding-bones"),
+        (1, "fewshot-r0-embedding-bones-s1", "embedding-bones-s1"),
+        (0, "fewshot-r0-embedding-swap", "embedding-swap"),
+        (1, "fewshot-r0-embedding-swap-s1", "embedding-swap-s1"),
+    ]
+    swaps = [(c.augment.bones, c.embedding.limb_swap) for c, _ in configs]
+    assert swaps == [(0.2, False)] * 2 + [(0.0, True)] * 2
+
 
 def test_select_readout_validates_the_ensemble_of_a_split(bank, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The members are found per split (none until all are trained), select-readout scores their
@@ -86,28 +101,32 @@ def test_select_readout_validates_the_ensemble_of_a_split(bank, tmp_path: Path) 
     from training import fewshot
 
     cfg = fewshot.split_config("r0", "embedding", overrides=SMALL)
-    _save(_member(cfg, 0), cfg, fewshot.member_dir(tmp_path, "r0", 0) / "checkpoint.pt")
-    _save(_member(cfg, 1), cfg, fewshot.member_dir(tmp_path, "r0", 1) / "checkpoint.pt")
-    assert fewshot.ensemble_members(tmp_path, "r0") is None  # seed 2 missing
-    _save(_member(cfg, 2), cfg, fewshot.member_dir(tmp_path, "r0", 2) / "checkpoint.pt")
+    slots = [(r, s) for r in fewshot.RECIPES for s in fewshot.ENSEMBLE_SEEDS]
+    for k, (recipe, seed) in enumerate(slots[:-1]):  # untrained networks, each its own initial weights
+        _save(_member(cfg, k), cfg, fewshot.member_dir(tmp_path, "r0", seed, recipe) / "checkpoint.pt")
+    assert fewshot.ensemble_members(tmp_path, "r0") is None  # the last member missing
+    last = fewshot.member_dir(tmp_path, "r0", slots[-1][1], slots[-1][0])
+    _save(_member(cfg, len(slots)), cfg, last / "checkpoint.pt")
     members = fewshot.ensemble_members(tmp_path, "r0")
     assert members is not None and [m.parent.name for m in members] == [
-        "embedding", "embedding-s1", "embedding-s2"]
+        "embedding", "embedding-s1", "embedding-s2", "embedding-bones", "embedding-bones-s1",
+        "embedding-bones-s2", "embedding-swap", "embedding-swap-s1", "embedding-swap-s2"]
 
-    # the same checkpoint three times: the ensemble is the single embedding, score for score
+    # the same checkpoint nine times: the ensemble is the single embedding, score for score
     same = tmp_path / "same"
-    for s in fewshot.ENSEMBLE_SEEDS:
-        fewshot.member_dir(same, "r0", s).mkdir(parents=True)
-        (fewshot.member_dir(same, "r0", s) / "checkpoint.pt").symlink_to(members[0])
+    for recipe, seed in slots:
+        fewshot.member_dir(same, "r0", seed, recipe).mkdir(parents=True)
+        (fewshot.member_dir(same, "r0", seed, recipe) / "checkpoint.pt").symlink_to(members[0])
     found = fewshot.select_readout(same, require_data(), 6, ["r0"])["splits"]["r0"]
-    assert found["ensemble"] == found["centred"] == found["centred, seed 1"] == found["centred, seed 2"]
+    assert found["ensemble"] == found["centred"] == found["centred, embedding-s1"] == found[
+        "centred, embedding-swap-s2"]
     assert fewshot.select_readout(same, require_data(), 6, ["r0"])["ensemble_choice"]["chosen"] == "centred"
 
     result = fewshot.select_readout(tmp_path, require_data(), 6, ["r0"])
     assert (tmp_path / "select-readout.json").is_file()
     r0 = result["splits"]["r0"]
-    assert r0["ensemble"] != r0["centred"]  # three different networks, not the first one alone
-    assert r0["centred, seed 1"] != r0["centred"] != r0["centred, seed 2"]
+    assert r0["ensemble"] != r0["centred"]  # nine different networks, not the first one alone
+    assert r0["centred, embedding-s1"] != r0["centred"] != r0["centred, embedding-bones"]
     assert result["ensemble_choice"]["splits"] == ["r0"]
     # a later call for another split keeps this one (splits are added as their members finish)
     (tmp_path / "r3" / "embedding").mkdir(parents=True)
