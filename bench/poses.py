@@ -30,15 +30,19 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bench.groundtruth import ClipInfo, load_index, load_truth
 from bench.tracking import FrameTracks, TrackingScore, ViewRun, score, stream_schedule
 from skeleton.types import PersonPose
+
+if TYPE_CHECKING:
+    from service.frames import TrackedFrame
 
 log = logging.getLogger("bench.poses")
 
@@ -188,25 +192,16 @@ def score_dump(
     view reports confirmed tracks only, as a stream does. ``confirm_s``: the tracker's probation
     (None: ``Settings().track_confirm_s``); ``tracker``: other `TrackerConfig` fields to set (the
     cross-validation of a tracker rule)."""
-    from perception.pose.person import select_people
     from perception.tracking.clip_tracks import MIN_TRACK_FRAMES, TrackHistory, clip_tracks
     from service.core.config import Settings
-    from service.frames import FrameTracking, PosedFrame
 
     s = Settings()
-    confirm = s.track_confirm_s if confirm_s is None else confirm_s
-    tracking = FrameTracking(s.min_pose_visibility, confirm, tentative=dump.view == "clip")
-    if tracker:
-        from perception.tracking.tracker import Tracker
-
-        tracking.tracker = Tracker(confirm_s=confirm, **tracker)
     history = TrackHistory()
     run = ViewRun(dump.clip, dump.view, sent=len(dump.frames))
-    for k, (frame, ts, raw) in enumerate(zip(dump.frames, dump.timestamps, dump.raw, strict=True)):
-        people = select_people(raw, s.max_people)
-        tracked = tracking.track(PosedFrame(k, ts, dump.width, dump.height, people))
+    for k, tracked in enumerate(tracked_frames(dump, confirm_s, tracker)):
         history.add(tracked.update)
-        run.add(frame, [(p.track_id, _box(p.pose, dump.scale)) for p in tracked.people], dump.pose_ms[k])
+        run.add(dump.frames[k], [(p.track_id, _box(p.pose, dump.scale)) for p in tracked.people],
+                dump.pose_ms[k])
     if dump.view == "clip":
         joined, _ = clip_tracks(
             history, (dump.width, dump.height), s.stitch_tracks, min_track_frames or MIN_TRACK_FRAMES
@@ -214,6 +209,27 @@ def score_dump(
         run.tracks = _per_frame(joined, len(run.frames), dump.width, dump.height, dump.scale)
     _, truth = load_truth(dump.clip)
     return run, score(run, truth)
+
+
+def tracked_frames(
+    dump: PoseDump, confirm_s: float | None = None, tracker: dict[str, Any] | None = None
+) -> Iterator[TrackedFrame]:
+    """The service's people selection and tracking over ``dump``'s raw poses, frame by frame (a
+    clip view keeps tentative tracks for stitching). ``confirm_s``: the tracker's probation (None:
+    ``Settings().track_confirm_s``); ``tracker``: other `TrackerConfig` fields to set."""
+    from perception.pose.person import select_people
+    from perception.tracking.tracker import Tracker
+    from service.core.config import Settings
+    from service.frames import FrameTracking, PosedFrame
+
+    s = Settings()
+    confirm = s.track_confirm_s if confirm_s is None else confirm_s
+    tracking = FrameTracking(s.min_pose_visibility, confirm, tentative=dump.view == "clip")
+    if tracker:
+        tracking.tracker = Tracker(confirm_s=confirm, **tracker)
+    for k, (ts, raw) in enumerate(zip(dump.timestamps, dump.raw, strict=True)):
+        people = select_people(raw, s.max_people)
+        yield tracking.track(PosedFrame(k, ts, dump.width, dump.height, people))
 
 
 def _box(pose: PersonPose, scale: float) -> tuple[float, float, float, float]:
@@ -300,43 +316,25 @@ def _fields(pairs: list[str]) -> dict[str, Any]:
 
 
 def video_info(path: Path) -> ClipInfo:
-    """A ``ClipInfo`` for any video (labelled or not), read from the file."""
-    import cv2
-
+    """A ``ClipInfo`` for any video (labelled or not), from its container."""
+    from perception.video import probe_video
     from skeleton.paths import data_root
 
-    cap = cv2.VideoCapture(str(path))
-    try:
-        fps, frames = float(cap.get(cv2.CAP_PROP_FPS) or 25.0), int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    finally:
-        cap.release()
+    c = probe_video(path)
     root = data_root()
     video = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
-    return ClipInfo(video, fps, frames, width, height)
+    return ClipInfo(video, c.fps or 25.0, c.frame_count, c.width, c.height)
 
 
 def track_changes(dump: PoseDump, tracker: dict[str, Any]) -> list[int]:
     """Frames (0-based, of the dump) whose tracks or confirmations differ between the default
     tracker and one with ``tracker``'s fields set: what a tracker rule changes on a recording
     nobody labelled (every frame a fall check or a user would see)."""
-    from perception.pose.person import select_people
-    from perception.tracking.tracker import Tracker
-    from service.core.config import Settings
-    from service.frames import FrameTracking, PosedFrame
-
-    s = Settings()
-    runs = []
-    for fields in ({}, tracker):
-        tracking = FrameTracking(s.min_pose_visibility, s.track_confirm_s, tentative=dump.view == "clip")
-        tracking.tracker = Tracker(confirm_s=s.track_confirm_s, **fields)
-        run = []
-        for k, (ts, raw) in enumerate(zip(dump.timestamps, dump.raw, strict=True)):
-            people = select_people(raw, s.max_people)
-            tracked = tracking.track(PosedFrame(k, ts, dump.width, dump.height, people))
-            run.append([(p.track_id, p.confirmed) for p in tracked.update.tracks])
-        runs.append(run)
-    return [k for k, (a, b) in enumerate(zip(*runs, strict=True)) if a != b]
+    default, changed = (
+        [[(p.track_id, p.confirmed) for p in f.update.tracks] for f in tracked_frames(dump, tracker=fields)]
+        for fields in ({}, tracker)
+    )
+    return [k for k, (a, b) in enumerate(zip(default, changed, strict=True)) if a != b]
 
 
 def _name(dump: PoseDump) -> str:
