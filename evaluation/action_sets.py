@@ -5,8 +5,9 @@ Per fold (trial 1 -> 2, and 2 -> 1): ``POST /action-sets``, one ``POST
 /action-sets/{set}/labels/{activity}/examples`` per activity (a whole clip of the enrolment
 camera), then ``POST /recognize?model=set:{set}`` for every test clip; clip top-1 (``unknown``
 counts as wrong) and fall recall (a fall clip labelled with any of the five falls). With
-``--unknown-clips`` the clips in ``<data>/clips`` (exercise, tai chi, weightlifting: none of them an
-UP-Fall activity) go through the first fold's set as well: each should come out ``unknown``.
+``--unknown-clips`` the clips in ``<data>/clips`` (exercise, tai chi, weightlifting, two people
+embracing: none of them an UP-Fall activity) go through every fold's set as well: each clip, and
+each person in it, should come out ``unknown``.
 
     python -m evaluation.action_sets --json runs/action-sets-upfall.json
 """
@@ -39,6 +40,8 @@ class Row:
     seconds: float
     fall: bool
     known_label: str | None = None  # the best label other than unknown (the clip's top list)
+    model: str = ""
+    people: list[str] = field(default_factory=list)  # each person's label (their track's top one)
 
 
 @dataclass
@@ -78,8 +81,11 @@ def _recognize(client: Any, url: str, case_path: Path, model: str, truth: str, f
     body = _post_clip(client, f"{url}/recognize", case_path, {"model": model, "top_k": 100})
     clip = body.get("clip") or {}
     known = next((s["label"] for s in clip.get("top", []) if s["label"] != "unknown"), None)
+    people = [t["top"][0]["label"] for t in body.get("tracks", []) if t.get("top")]
     seconds = time.perf_counter() - t0
-    return Row(case_path.name, truth, clip.get("label"), clip.get("confidence"), seconds, fall, known)
+    return Row(
+        case_path.name, truth, clip.get("label"), clip.get("confidence"), seconds, fall, known, model, people
+    )
 
 
 def enrol(
@@ -112,7 +118,7 @@ def run(
 
     out: dict[str, Any] = {"folds": [], "supervised": [], "unknown_clips": []}
     with httpx.Client(headers=_auth()) as client:
-        for i, (enrol_trial, test_trial) in enumerate(folds):
+        for enrol_trial, test_trial in folds:
             name = f"upfall-trial{enrol_trial}"
             fold = Fold(enrol_trial, test_trial, f"set:{name}")
             base = Fold(enrol_trial, test_trial, supervised or "")
@@ -127,11 +133,10 @@ def run(
             out["folds"].append({**fold.summary(), "rows": [asdict(r) for r in fold.rows]})
             if supervised:
                 out["supervised"].append({**base.summary(), "rows": [asdict(r) for r in base.rows]})
-            if i == 0:
-                for path in unknown_clips:
-                    row = _recognize(client, url, path, fold.model, "unknown", False)
-                    out["unknown_clips"].append(asdict(row))
-                    print(f"  {path.name}: {row.label!r}", file=sys.stderr)
+            for path in unknown_clips:
+                row = _recognize(client, url, path, fold.model, "unknown", False)
+                out["unknown_clips"].append(asdict(row))
+                print(f"  {path.name} through {fold.model}: {row.label!r} {row.people}", file=sys.stderr)
     return out
 
 
@@ -182,8 +187,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"top-1 of the best known label {100 * f['top1_without_unknown']:.1f} %"
         )
     if extra:
-        unknown = sum(r["label"] == "unknown" for r in result["unknown_clips"])
-        print(f"clips outside the set's actions: {unknown} of {len(extra)} unknown")
+        rows = result["unknown_clips"]
+        clips = sum(r["label"] == "unknown" for r in rows)
+        people = [p for r in rows for p in r["people"]]
+        print(
+            f"clips outside the sets' actions, through {len(folds)} set(s): {clips} of {len(rows)} clip "
+            f"labels unknown, {people.count('unknown')} of {len(people)} people"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))

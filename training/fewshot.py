@@ -580,6 +580,21 @@ def calibrate(
     return result
 
 
+def with_ensemble_threshold(thresholds: dict[str, Any], out: Path) -> dict[str, Any]:
+    """``thresholds`` with the ensemble's max-cosine threshold from ``select-readout`` (the one its
+    manifest holds; chosen on training subjects) where ``calibrate`` had no ``cal`` ensemble."""
+    path = out / "select-readout.json"
+    choice = (json.loads(path.read_text()) if path.is_file() else {}).get("ensemble_choice") or {}
+    methods = thresholds.setdefault("methods", {})
+    if "embedding-ensemble" not in methods and "max_cosine_threshold" in choice:
+        methods["embedding-ensemble"] = {
+            "score": "max_cosine",
+            "threshold": float(choice["max_cosine_threshold"]),
+            "chosen_by": "select-readout: Youden's J, training subjects, half of the unseen enrolled",
+        }
+    return thresholds
+
+
 def evaluate_split(
     split: str,
     out: Path,
@@ -1113,7 +1128,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
         return 0
     bank = ClipBank.load(root, split_config("cal", "embedding"))
-    thresholds = calibrate(args.out, root, args.draws, bank, overrides)
+    thresholds = with_ensemble_threshold(calibrate(args.out, root, args.draws, bank, overrides), args.out)
     if args.command == "calibrate":
         print(json.dumps(thresholds, indent=1))
         return 0

@@ -4,6 +4,7 @@ for the UP-Fall classifier measured on held-out activities.
     python -m training.upfall_fewshot enrol [--embedding model_zoo/embeddings/<name>]
     python -m training.upfall_fewshot unknown          # trains the two held-out-activity folds if missing
     python -m training.upfall_fewshot set-threshold    # the action sets' "unknown" threshold, on MediaPipe
+    python -m training.upfall_fewshot compare-scores   # other open-set scores, the same protocol
 
 ``enrol`` does offline what the service will do over HTTP: one example per activity from a trial's
 clips (Cam1; the example is the activity's windows -- for a fall clip the windows around the fall,
@@ -52,6 +53,7 @@ from skeleton.preprocess import prepare_window
 from skeleton.prototypes import UNKNOWN, PrototypeSet, pool, spread
 from training.config import TrainConfig, load_config
 from training.metrics import auroc, binary_metrics, youden_threshold
+from training.open_set_scores import Score, candidates, relative
 from training.upfall import (
     ACTIVITIES,
     FALL_LABELS,
@@ -179,15 +181,22 @@ def _clip_vectors(embedder: OnnxEmbedder, cache: Path, trial: int) -> Vectors:
     return out
 
 
+def clip_labels(
+    names: list[str], sims: np.ndarray, scores: np.ndarray, logit_scale: float, thresholds: np.ndarray
+) -> list[str]:
+    """The clip label at each threshold: softmax(scale x cosine) per window, ``unknown`` where the
+    window's open-set score is below the threshold, mean over the clip, argmax (``names``: the
+    labels, then ``unknown``)."""
+    probs = softmax(sims, logit_scale)
+    return [names[int(with_unknown_column(probs, scores < t).mean(axis=0).argmax())] for t in thresholds]
+
+
 def set_clip_labels(
     protos: PrototypeSet, windows: np.ndarray, logit_scale: float, thresholds: np.ndarray
 ) -> list[str]:
-    """The set's clip label at each threshold: the service's windows -> softmax(scale x cosine),
-    ``unknown`` when the relative cosine is below the threshold, mean over the clip, argmax."""
+    """The set's clip label at each threshold, with the service's score (the relative cosine)."""
     sims = protos.similarities(windows)
-    probs, best = softmax(sims, logit_scale), protos.relative_scores(sims)
-    names = [*protos.labels, UNKNOWN]
-    return [names[int(with_unknown_column(probs, best < t).mean(axis=0).argmax())] for t in thresholds]
+    return clip_labels([*protos.labels, UNKNOWN], sims, protos.relative_scores(sims), logit_scale, thresholds)
 
 
 def set_threshold(embedder: OnnxEmbedder, cache: Path, seconds: float = ENROL_SECONDS) -> dict[str, Any]:
@@ -198,10 +207,13 @@ def set_threshold(embedder: OnnxEmbedder, cache: Path, seconds: float = ENROL_SE
     return {"embedding": m.name, **choose_set_threshold(vecs, m.embedding.logit_scale, seconds)}
 
 
-def choose_set_threshold(vecs: dict[int, Vectors], logit_scale: float, seconds: float) -> dict[str, Any]:
+def choose_set_threshold(
+    vecs: dict[int, Vectors], logit_scale: float, seconds: float, score: Score = relative
+) -> dict[str, Any]:
     """``vecs``: trial -> activity -> (window ends, window embeddings). Per direction, the grid
     threshold with the most right clips over the held-out pairs (the middle one of ties), measured
-    on the other direction; the result's ``threshold`` is the mean of the two choices."""
+    on the other direction; the result's ``threshold`` is the mean of the two choices. ``score``:
+    the windows' open-set score (``training.open_set_scores``; the service's by default)."""
     grid = np.array(THRESHOLD_GRID)
     held_outs = [(), *itertools.combinations(DAILY, 2)]
     right: dict[tuple[int, int], np.ndarray] = {}
@@ -209,14 +221,11 @@ def choose_set_threshold(vecs: dict[int, Vectors], logit_scale: float, seconds: 
     for a, b in ((1, 2), (2, 1)):
         right[a, b] = np.zeros((len(held_outs), len(grid)))
         first = {str(act): v[ends <= seconds] for act, (ends, v) in vecs[a].items()}  # the examples' windows
-        examples = {k: pool(w) for k, w in first.items()}
-        spreads = {k: [spread(w, examples[k])] for k, w in first.items()}
         for h, held in enumerate(held_outs):
-            keep = [k for k in examples if int(k) not in held]
-            kept = {k: examples[k][None] for k in keep}
-            protos = PrototypeSet.from_examples(kept, {k: spreads[k] for k in keep})
+            keep = [k for k in first if int(k) not in held]
             for act, (_, v) in vecs[b].items():
-                labels = set_clip_labels(protos, v, logit_scale, grid)
+                sims, scores = score([first[k] for k in keep], v)
+                labels = clip_labels([*keep, UNKNOWN], sims, scores, logit_scale, grid)
                 truth = UNKNOWN if act in held else str(act)
                 right[a, b][h] += [lab == truth for lab in labels]
                 if not held:
@@ -229,8 +238,8 @@ def choose_set_threshold(vecs: dict[int, Vectors], logit_scale: float, seconds: 
     }
     chosen = {}
     for (a, b), (c, d) in (((1, 2), (2, 1)), ((2, 1), (1, 2))):
-        score = right[a, b][1:].sum(axis=0)  # the held-out sets only
-        best = np.flatnonzero(score == score.max())
+        hits = right[a, b][1:].sum(axis=0)  # the held-out sets only
+        best = np.flatnonzero(hits == hits.max())
         i = int(best[len(best) // 2])  # the middle of the best thresholds
         chosen[a, b] = float(grid[i])
         got = np.array(full[c, d])[:, i]
@@ -240,7 +249,7 @@ def choose_set_threshold(vecs: dict[int, Vectors], logit_scale: float, seconds: 
         recall = float(np.mean([got[j] in fall_names for j in falls])) if falls else None
         result["folds"][f"chosen on trial {a} -> {b}, measured on trial {c} -> {d}"] = {
             "threshold": chosen[a, b],
-            "chosen_on_right": float(score[i] / (len(held_outs) - 1) / len(vecs[b])),
+            "chosen_on_right": float(hits[i] / (len(held_outs) - 1) / len(vecs[b])),
             "held_out_right": float(right[c, d][1:, i].sum() / (len(held_outs) - 1) / len(vecs[d])),
             "full_set_top1": float(np.mean(got == np.array(names))),
             "full_set_fall_recall": recall,
@@ -248,6 +257,30 @@ def choose_set_threshold(vecs: dict[int, Vectors], logit_scale: float, seconds: 
         }
     result["threshold"] = float(np.mean(list(chosen.values())))
     return result
+
+
+def compare_scores(embedder: OnnxEmbedder, cache: Path, seconds: float = ENROL_SECONDS) -> dict[str, Any]:
+    """Every candidate of ``training.open_set_scores`` through ``choose_set_threshold``'s protocol
+    (each with its own threshold); a candidate would replace the shipped score only if its held-out
+    right is higher in both directions (the rule fixed before round 7 measured them)."""
+    m = embedder.manifest
+    assert m.embedding is not None
+    vecs = {t: _clip_vectors(embedder, cache, t) for t in (1, 2)}
+    members = len(m.ensemble.members) if m.ensemble else 1
+    rows: dict[str, dict[str, Any]] = {}
+    for name, fn in candidates(members).items():
+        found = choose_set_threshold(vecs, m.embedding.logit_scale, seconds, fn)
+        rows[name] = {
+            fold: {k: round(f[k], 4) for k in ("threshold", "chosen_on_right", "held_out_right")}
+            for fold, f in found["folds"].items()
+        }
+    shipped = next(iter(rows.values()))
+    better = [
+        name
+        for name, r in rows.items()
+        if all(r[fold]["held_out_right"] > shipped[fold]["held_out_right"] for fold in shipped)
+    ]
+    return {"embedding": m.name, "scores": rows, "better_in_both_directions": better}
 
 
 def unknown_folds(cache: Path, out: Path) -> dict[str, Any]:
@@ -327,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m training.upfall_fewshot", description=__doc__.splitlines()[0]
     )
-    ap.add_argument("command", choices=["enrol", "unknown", "set-threshold"])
+    ap.add_argument("command", choices=["enrol", "unknown", "set-threshold", "compare-scores"])
     ap.add_argument("--embedding", type=Path, default=EMBEDDING)
     ap.add_argument("--cache", type=Path, default=REPO_ROOT / "cache" / "skeletons" / "upfall")
     ap.add_argument("--out", type=Path, default=OUT)
@@ -347,6 +380,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"{f['fall']['recall']}, windows below the unknown threshold "
                 f"{100 * f['windows_below_threshold']:.1f} %"
             )
+        return 0
+    if args.command == "compare-scores":
+        compared = compare_scores(OnnxEmbedder(args.embedding), args.cache)
+        (args.out / "compare-scores.json").write_text(json.dumps(compared, indent=1))
+        for name, r in compared["scores"].items():
+            print(f"{name:>48}: " + ", ".join(
+                f"{f['threshold']:.3f} -> {100 * f['held_out_right']:.1f} %" for f in r.values()))
+        print("better in both directions:", compared["better_in_both_directions"] or "none")
         return 0
     if args.command == "set-threshold":
         found = set_threshold(OnnxEmbedder(args.embedding), args.cache)

@@ -128,6 +128,14 @@ def test_select_readout_validates_the_ensemble_of_a_split(bank, tmp_path: Path) 
     assert r0["ensemble"] != r0["centred"]  # nine different networks, not the first one alone
     assert r0["centred, embedding-s1"] != r0["centred"] != r0["centred, embedding-bones"]
     assert result["ensemble_choice"]["splits"] == ["r0"]
+    # run measures the ensemble's "unknown" at this threshold (calibrate trains no ensemble of its own)
+    chosen = result["ensemble_choice"]["max_cosine_threshold"]
+    found_thr = fewshot.with_ensemble_threshold({"methods": {"embedding": {"threshold": 0.5}}}, tmp_path)
+    methods = found_thr["methods"]
+    assert methods["embedding-ensemble"]["threshold"] == chosen and methods["embedding"] == {"threshold": 0.5}
+    own = {"methods": {"embedding-ensemble": {"threshold": 0.3}}}
+    assert fewshot.with_ensemble_threshold(own, tmp_path)["methods"]["embedding-ensemble"]["threshold"] == 0.3
+    assert "embedding-ensemble" not in fewshot.with_ensemble_threshold({}, tmp_path / "none")["methods"]
     # a later call for another split keeps this one (splits are added as their members finish)
     (tmp_path / "r3" / "embedding").mkdir(parents=True)
     (tmp_path / "r3" / "embedding" / "checkpoint.pt").symlink_to(members[0])
