@@ -847,6 +847,12 @@ def select_readout(out: Path, root: Path, draws: int, split_names: Sequence[int 
         known, unknown = np.concatenate(open_known), np.concatenate(open_unknown)
         result["ensemble_choice"]["max_cosine_threshold"] = youden_threshold(known, unknown)
         result["ensemble_choice"]["max_cosine_auroc"] = auroc(known, unknown)
+    elif result["ensemble_choice"]:  # no ensemble measured now: keep what was fitted on the same splits
+        before = earlier.get("ensemble_choice") or {}
+        if kept and before.get("splits") == result["ensemble_choice"]["splits"]:
+            for key in ("logit_scale", "max_cosine_threshold", "max_cosine_auroc"):
+                if key in before:
+                    result["ensemble_choice"][key] = before[key]
     _save(path, result)
     return result
 

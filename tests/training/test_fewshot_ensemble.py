@@ -142,6 +142,7 @@ def test_select_readout_validates_the_ensemble_of_a_split(bank, tmp_path: Path) 
     later = fewshot.select_readout(tmp_path, require_data(), 6, ["r3"])
     assert later["splits"]["r0"] == r0 and "ensemble" not in later["splits"]["r3"]
     assert later["ensemble_choice"]["splits"] == ["r0"]
+    assert later["ensemble_choice"]["max_cosine_threshold"] == chosen  # still what run and the manifest use
 
     # run: the split's methods gain "embedding-ensemble", the members centred like the embedding
     windows = np.concatenate(bank.windows[:20:4])
