@@ -3,9 +3,14 @@
 A set is one versioned JSON document in ``SKELACT_ACTION_SETS_DIR`` (`service.store.VersionedStore`:
 every replica that mounts the folder sees it, concurrent writers never overwrite each other):
 its embedding model's name and, per label, its examples. An example is the pooled unit vector of
-its windows (`skeleton.prototypes.pool`, float32 in base64) and their spread around it
-(`skeleton.prototypes.spread`), with where it came from. Nothing of
-one set is read when another is used: a set's prototypes are built from its own document only.
+its windows (`skeleton.prototypes.pool`) and their spread around it (`skeleton.prototypes.spread`),
+with where it came from. The vector is a file of its own, ``_vectors/<example id>.f32`` (float32,
+written once before the document names it, deleted after the document stops naming it), so a
+document stays a few hundred bytes per example: every change rewrites the whole document (and the
+store keeps its last versions), which with inline vectors of an ensemble embedding (80640-d, 430
+kB in base64) made one example added to a 200-example set cost 0.6 s and the folder 6.7 GB.
+Examples stored inline before (``vector`` in base64) still load. Nothing of one set is read when
+another is used: a set's prototypes are built from its own document and its examples' files only.
 
 Used as a model, a set is the embedding model's windows (its ONNX session and micro-batcher,
 shared with every other set on that embedding) followed by `PrototypeBatcher`: cosine to each
@@ -22,6 +27,7 @@ import base64
 import dataclasses
 import os
 import re
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,9 +38,9 @@ import numpy as np
 from service.batching import BatcherView, BatchResult, WindowBatcher
 from service.core.errors import ServiceError
 from service.registry import LoadedModel, ModelRegistry
-from service.store import VersionConflict, Versioned, VersionedStore, new_id
+from service.store import VersionConflict, Versioned, VersionedStore, check_id, create_new, new_id
 from skeleton.open_set import softmax
-from skeleton.prototypes import UNKNOWN, PrototypeSet
+from skeleton.prototypes import UNKNOWN, PrototypeSet, pool
 
 __all__ = ["SET_PREFIX", "ActionSets", "Example", "PrototypeBatcher", "default_sets_dir"]
 
@@ -42,6 +48,8 @@ SET_PREFIX = "set:"  # model=set:NAME in /recognize and /stream
 _SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _LABEL = re.compile(r"[^\x00-\x1f/]{1,64}")
 _RETRIES = 8  # read-modify-write attempts when other writers keep winning
+VECTORS_DIR = "_vectors"  # beside the sets' folders ('_' cannot start a set's name)
+ORPHAN_AGE_S = 3600.0  # a vector file no set names, this old, was left by a crash between write and commit
 
 
 def default_sets_dir() -> Path:
@@ -144,6 +152,9 @@ class ActionSets:
         self.registry = registry
         self._store: VersionedStore | None = None
         self._models: dict[str, tuple[int, LoadedModel]] = {}  # name -> (version, model)
+        # (set, label) -> (its examples' ids, their pooled vector): a change to one label reads only its files
+        self._pooled: dict[tuple[str, str], tuple[tuple[str, ...], np.ndarray]] = {}
+        self._swept = float("-inf")  # time.monotonic() of the last sweep_vectors
 
     @property
     def store(self) -> VersionedStore:
@@ -193,11 +204,7 @@ class ActionSets:
         doc = current.doc or {}
         emb = self.embedding_model(doc["embedding"])
         check_vectors_match(name, doc, emb.manifest.onnx.sha256)
-        examples = {
-            label: np.stack([decode_vector(e["vector"]) for e in items])
-            for label, items in doc["labels"].items()
-            if items
-        }
+        examples = self._examples(name, doc)
         spreads = {  # examples stored before spreads were kept count as 1 (the plain cosine)
             label: [float(e.get("spread", 1.0)) for e in items]
             for label, items in doc["labels"].items()
@@ -215,6 +222,69 @@ class ActionSets:
         )
         self._models[name] = (current.version, model)
         return model
+
+    def _vector_path(self, example_id: str) -> Path:
+        if not check_id(example_id):
+            raise ValueError(f"not an example id: {example_id!r}")
+        return self.root / VECTORS_DIR / f"{example_id}.f32"
+
+    def _examples(self, name: str, doc: dict[str, Any], attempts: int = 3) -> dict[str, np.ndarray]:
+        """Label -> its pooled example vector (one row). A file missing means another replica
+        deleted the example after this document was read: read the newest document again."""
+        try:
+            found = {}
+            for label, items in doc["labels"].items():
+                if not items:
+                    continue
+                ids = tuple(e["id"] for e in items)
+                cached = self._pooled.get((name, label))
+                if cached is None or cached[0] != ids:
+                    cached = (ids, pool(np.stack([self._vector(e) for e in items])))
+                    self._pooled[name, label] = cached
+                found[label] = cached[1][None]
+            for key in [k for k in self._pooled if k[0] == name and k[1] not in found]:
+                del self._pooled[key]  # labels deleted or renamed since
+            return found
+        except FileNotFoundError:
+            if attempts <= 1:
+                raise
+            return self._examples(name, self.read(name).doc or {}, attempts - 1)
+
+    def _vector(self, item: dict[str, Any]) -> np.ndarray:
+        if "vector" in item:  # stored inline, before vectors had files of their own
+            return decode_vector(item["vector"])
+        return np.frombuffer(self._vector_path(item["id"]).read_bytes(), "<f4").astype(np.float32)
+
+    def _drop_vectors(self, items: list[dict[str, Any]]) -> None:
+        """Delete the files of examples no document names any more."""
+        for item in items:
+            if "vector" not in item:
+                self._vector_path(item["id"]).unlink(missing_ok=True)
+
+    def sweep_vectors(self, max_age_s: float = ORPHAN_AGE_S) -> int:
+        """Delete vector files older than ``max_age_s`` that no set's newest document names (a process
+        that stopped between writing a vector and committing its document left them); returns how
+        many. Any replica may run it: an example being added is named within milliseconds."""
+        folder = self.root / VECTORS_DIR
+        if not folder.is_dir():
+            return 0
+        self._swept = time.monotonic()
+        named = {
+            e["id"]
+            for name in self.names()
+            for items in (self.store.read(name).doc or {}).get("labels", {}).values()
+            for e in items
+        }
+        cutoff, deleted = time.time() - max_age_s, 0
+        for path in folder.iterdir():
+            try:
+                old = path.stat().st_mtime < cutoff
+            except FileNotFoundError:
+                continue
+            if old and path.name.split(".")[0] not in named:
+                path.unlink(missing_ok=True)
+                deleted += 1
+        return deleted
 
     # ---------------------------------------------------------------- writing
 
@@ -276,12 +346,14 @@ class ActionSets:
         except VersionConflict as exc:
             raise precondition_failed(name, if_version or current.version, exc.current.version) from None
         self._models.pop(name, None)
+        for key in [k for k in self._pooled if k[0] == name]:
+            del self._pooled[key]
+        self._drop_vectors([e for items in (current.doc or {})["labels"].values() for e in items])
 
     def add_example(self, name: str, label: str, example: Example) -> tuple[Versioned, dict[str, Any]]:
         check_label(label)
         item = {
             "id": new_id(),
-            "vector": encode_vector(example.vector),
             "windows": example.windows,
             "seconds": round(example.seconds, 3),
             "spread": round(example.spread, 4),
@@ -294,20 +366,34 @@ class ActionSets:
             item["embedding_sha256"] = emb.manifest.onnx.sha256  # which export made the vector
             doc["labels"].setdefault(label, []).append(item)
 
-        saved = self._change(name, change)
+        if time.monotonic() - self._swept > ORPHAN_AGE_S:  # at most hourly, on the path that makes files
+            self.sweep_vectors()
+        path = self._vector_path(str(item["id"]))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        create_new(path, np.asarray(example.vector, "<f4").tobytes())  # before any document names it
+        try:
+            saved = self._change(name, change)
+        except BaseException:
+            self._drop_vectors([item])
+            raise
         return saved, item
 
     def delete_example(self, name: str, label: str, example_id: str) -> Versioned:
+        removed: list[dict[str, Any]] = []
+
         def change(doc: dict[str, Any]) -> None:
             items = self._label(doc, name, label)
             kept = [e for e in items if e["id"] != example_id]
             if len(kept) == len(items):
                 raise not_found(f"example {example_id!r} of {label!r}", f"GET /action-sets/{name} lists them")
+            removed[:] = [e for e in items if e["id"] == example_id]
             doc["labels"][label] = kept
             if not kept:
                 del doc["labels"][label]
 
-        return self._change(name, change)
+        saved = self._change(name, change)
+        self._drop_vectors(removed)
+        return saved
 
     def rename_label(self, name: str, label: str, new: str) -> Versioned:
         check_label(new)
@@ -324,11 +410,15 @@ class ActionSets:
         return self._change(name, change)
 
     def delete_label(self, name: str, label: str) -> Versioned:
+        removed: list[dict[str, Any]] = []
+
         def change(doc: dict[str, Any]) -> None:
-            self._label(doc, name, label)
+            removed[:] = self._label(doc, name, label)
             del doc["labels"][label]
 
-        return self._change(name, change)
+        saved = self._change(name, change)
+        self._drop_vectors(removed)
+        return saved
 
     @staticmethod
     def _label(doc: dict[str, Any], name: str, label: str) -> list[dict[str, Any]]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,11 @@ import pytest
 from skeleton.paths import REPO_ROOT, data_root
 
 __all__ = ["REPO_ROOT", "data_root", "gpu_available", "gpu_providers", "gpu_status", "require_data"]
+
+# Apps and servers a test starts without their own sets folder keep action sets here, not in the
+# user's ~/.cache/skelact (one folder per test process; servers started as subprocesses inherit it).
+os.environ["SKELACT_ACTION_SETS_DIR"] = _SETS = tempfile.mkdtemp(prefix="skelact-test-sets-")
+atexit.register(shutil.rmtree, _SETS, True)
 
 
 def require_data(*relative: str) -> Path:

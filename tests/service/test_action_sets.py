@@ -137,3 +137,80 @@ def test_examples_from_another_embedding_export_are_refused_not_misread(
     doc["labels"] = {"squat": [legacy]}
     sets.store.write("gym", doc, if_version=sets.read("gym").version)
     assert sets.model("gym").labels == ["squat"]
+
+
+def test_example_vectors_are_files_of_their_own_and_go_with_their_examples(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    """A set's document names its examples; each vector is ``_vectors/<id>.f32``, written before the
+    document names it and deleted once no document does, so a change rewrites a few hundred bytes per
+    example, not every vector (80640-d with the shipped ensemble). Inline vectors of older sets load."""
+    from service.action_sets import VECTORS_DIR
+
+    a, b = ActionSets(tmp_path, registry), ActionSets(tmp_path, registry)  # two replicas, one folder
+    dim = next(iter(registry.models.values())).manifest.embedding.dim  # type: ignore[union-attr]
+    vectors = {i: _vector(i, dim) for i in range(4)}
+    a.create("gym", None)
+    ids = [a.add_example("gym", label, Example(vectors[i], 3, 2.5, {}, 0.8))[1]["id"]
+           for i, label in enumerate(["squat", "squat", "lunge"])]
+    files = sorted(p.name for p in (tmp_path / VECTORS_DIR).iterdir())
+    assert files == sorted(f"{i}.f32" for i in ids)
+    newest = max((tmp_path / "gym").glob("*.json"), key=lambda p: int(p.stem))
+    assert newest.stat().st_size < 4000 and '"vector"' not in newest.read_text()
+    assert a.names() == ["gym"]  # the vectors' folder is not a set
+
+    def prototypes(sets: ActionSets) -> dict[str, np.ndarray]:
+        protos = sets.model("gym").batcher.prototypes  # type: ignore[attr-defined]
+        return dict(zip(protos.labels, protos.vectors, strict=True))
+
+    want = PrototypeSet.from_examples({"squat": [vectors[0], vectors[1]], "lunge": [vectors[2]]})
+    got = prototypes(b)
+    assert np.allclose(got["squat"], want.vectors[0], atol=1e-6) and np.allclose(got["lunge"], vectors[2])
+
+    a.delete_example("gym", "squat", ids[0])  # the other replica rebuilds from the files left
+    assert not (tmp_path / VECTORS_DIR / f"{ids[0]}.f32").exists()
+    assert np.allclose(prototypes(b)["squat"], vectors[1], atol=1e-6)
+    with pytest.raises(ServiceError):
+        a.add_example("nope", "squat", Example(vectors[3], 3, 2.5, {}))  # 404: no file left behind
+    assert len(list((tmp_path / VECTORS_DIR).iterdir())) == 2
+
+    # an example stored inline (before vector files) still loads, beside one in a file
+    doc = dict(a.read("gym").doc or {})
+    inline = {"id": "f" * 32, "vector": encode_vector(vectors[3]), "windows": 3, "seconds": 2.5,
+              "spread": 1.0, "source": {}, "added": "2026-12-01T00:00:00+00:00"}
+    doc["labels"] = {**doc["labels"], "lunge": [*doc["labels"]["lunge"], inline]}
+    a.store.write("gym", doc, if_version=a.read("gym").version)
+    lunge = PrototypeSet.from_examples({"lunge": [vectors[2], vectors[3]]}).vectors[0]
+    assert np.allclose(prototypes(b)["lunge"], lunge, atol=1e-6)
+
+    a.rename("gym", "gym2")  # the examples move with the document, their files stay
+    assert b.model("gym2").labels == ["squat", "lunge"] and len(list((tmp_path / VECTORS_DIR).iterdir())) == 2
+    a.delete_label("gym2", "squat")
+    assert not (tmp_path / VECTORS_DIR / f"{ids[1]}.f32").exists()
+    a.delete("gym2")
+    assert list((tmp_path / VECTORS_DIR).iterdir()) == []
+
+
+def test_vector_files_no_set_names_are_swept_once_old(registry: ModelRegistry, tmp_path: Path) -> None:
+    """A process stopped between writing a vector and committing its document leaves a file no set
+    names: swept once it is older than an hour; files a set names, and new ones, stay."""
+    import os
+    import time
+
+    from service.action_sets import ORPHAN_AGE_S, VECTORS_DIR
+
+    sets = ActionSets(tmp_path, registry)
+    assert sets.sweep_vectors() == 0  # no folder yet
+    dim = next(iter(registry.models.values())).manifest.embedding.dim  # type: ignore[union-attr]
+    sets.create("gym", None)
+    named = sets.add_example("gym", "squat", _example(0, dim))[1]["id"]
+    folder = tmp_path / VECTORS_DIR
+    orphan, fresh, temp = folder / f"{'a' * 32}.f32", folder / f"{'b' * 32}.f32", folder / ".tmp-x.f32.123"
+    for path in (orphan, fresh, temp):
+        path.write_bytes(b"\0" * 16)
+    old = time.time() - ORPHAN_AGE_S - 60
+    for path in (orphan, temp, folder / f"{named}.f32"):
+        os.utime(path, (old, old))
+    assert sets.sweep_vectors() == 2
+    assert sorted(p.name for p in folder.iterdir()) == sorted([f"{named}.f32", fresh.name])
+    assert sets.model("gym").labels == ["squat"]
