@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import atexit
 import functools
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +14,6 @@ import pytest
 from skeleton.paths import REPO_ROOT, data_root
 
 __all__ = ["REPO_ROOT", "data_root", "gpu_available", "gpu_providers", "gpu_status", "require_data"]
-
-# Apps and servers a test starts without their own sets folder keep action sets here, not in the
-# user's ~/.cache/skelact (one folder per test process; servers started as subprocesses inherit it).
-os.environ["SKELACT_ACTION_SETS_DIR"] = _SETS = tempfile.mkdtemp(prefix="skelact-test-sets-")
-atexit.register(shutil.rmtree, _SETS, True)
 
 
 def require_data(*relative: str) -> Path:
@@ -159,3 +152,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return require_data()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _action_sets_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Apps and servers a test starts without their own sets folder keep action sets in pytest's
+    temporary folders, not in the user's ~/.cache/skelact (subprocess servers inherit it)."""
+    os.environ["SKELACT_ACTION_SETS_DIR"] = str(tmp_path_factory.mktemp("action-sets"))
