@@ -191,14 +191,6 @@ def clip_labels(
     return [names[int(with_unknown_column(probs, scores < t).mean(axis=0).argmax())] for t in thresholds]
 
 
-def set_clip_labels(
-    protos: PrototypeSet, windows: np.ndarray, logit_scale: float, thresholds: np.ndarray
-) -> list[str]:
-    """The set's clip label at each threshold, with the service's score (the relative cosine)."""
-    sims = protos.similarities(windows)
-    return clip_labels([*protos.labels, UNKNOWN], sims, protos.relative_scores(sims), logit_scale, thresholds)
-
-
 def set_threshold(embedder: OnnxEmbedder, cache: Path, seconds: float = ENROL_SECONDS) -> dict[str, Any]:
     """Choose the action sets' threshold across UP-Fall trials (module docstring)."""
     m = embedder.manifest
@@ -223,8 +215,9 @@ def choose_set_threshold(
         first = {str(act): v[ends <= seconds] for act, (ends, v) in vecs[a].items()}  # the examples' windows
         for h, held in enumerate(held_outs):
             keep = [k for k in first if int(k) not in held]
+            scorer = score([first[k] for k in keep])
             for act, (_, v) in vecs[b].items():
-                sims, scores = score([first[k] for k in keep], v)
+                sims, scores = scorer(v)
                 labels = clip_labels([*keep, UNKNOWN], sims, scores, logit_scale, grid)
                 truth = UNKNOWN if act in held else str(act)
                 right[a, b][h] += [lab == truth for lab in labels]

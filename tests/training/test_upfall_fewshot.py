@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from skeleton.prototypes import UNKNOWN, PrototypeSet, normalize
-from training.upfall_fewshot import DAILY, Vectors, choose_set_threshold, set_clip_labels
+from training.upfall_fewshot import DAILY, Vectors, choose_set_threshold, clip_labels
 
 
 def _trial(rng: np.random.Generator, axes: np.ndarray, noise: float) -> Vectors:
@@ -39,8 +39,13 @@ def test_the_set_threshold_separates_enrolled_from_held_out_activities() -> None
 def test_a_clip_is_unknown_when_most_of_its_windows_are() -> None:
     protos = PrototypeSet.from_examples({"a": np.eye(4)[:1], "b": np.eye(4)[1:2]})
     windows = np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], np.float32)  # 1 of 3 near "a"
-    assert set_clip_labels(protos, windows, 27.0, np.array([-1.0, 0.5])) == ["a", UNKNOWN]
-    assert set_clip_labels(protos, windows[:1], 27.0, np.array([0.5, 1.01])) == ["a", UNKNOWN]
+
+    def set_clip_labels(w: np.ndarray, thresholds: np.ndarray) -> list[str]:  # scored by the best cosine
+        sims = protos.similarities(w)
+        return clip_labels([*protos.labels, UNKNOWN], sims, protos.relative_scores(sims), 27.0, thresholds)
+
+    assert set_clip_labels(windows, np.array([-1.0, 0.5])) == ["a", UNKNOWN]
+    assert set_clip_labels(windows[:1], np.array([0.5, 1.01])) == ["a", UNKNOWN]
 
 
 def _examples(rng: np.random.Generator, axes: np.ndarray, noise: float, n: int = 12) -> list[np.ndarray]:
@@ -57,29 +62,29 @@ def test_the_compared_scores_read_a_set_as_documented() -> None:
     axes = normalize(rng.standard_normal((3, 64)))
     examples = _examples(rng, axes, 0.4)
     queries = normalize(axes[[0, 1, 2, 0]] + 0.5 * rng.standard_normal((4, 64)))
-    sims, shipped = relative(examples, queries)
+    sims, shipped = relative(examples)(queries)
     protos = PrototypeSet.from_examples(
         {str(i): w for i, w in enumerate(examples)},
         {str(i): [float(np.percentile(normalize(w) @ normalize(w.mean(0)), 10))]
          for i, w in enumerate(examples)},
     )
     assert np.allclose(shipped, protos.relative_scores(protos.similarities(queries)), atol=1e-5)
-    assert np.allclose(spread_variant(examples, queries)[1], shipped, atol=1e-5)
-    assert np.allclose(spread_variant(examples, queries, power=0.0)[1], sims.max(axis=1), atol=1e-6)
-    assert np.allclose(spread_variant(examples, queries, floor=2.0)[1], sims.max(axis=1) / 2.0, atol=1e-6)
+    assert np.allclose(spread_variant(examples)(queries)[1], shipped, atol=1e-5)
+    assert np.allclose(spread_variant(examples, power=0.0)(queries)[1], sims.max(axis=1), atol=1e-6)
+    assert np.allclose(spread_variant(examples, floor=2.0)(queries)[1], sims.max(axis=1) / 2.0, atol=1e-6)
     assert (shipped > sims.max(axis=1)).all()  # spreads below 1 raise the cosine
     # a query that is one of the example windows is at cosine 1 from its nearest window
-    assert nearest_window(examples, examples[1][:1])[1][0] == pytest.approx(1.0, abs=1e-5)
+    assert nearest_window(examples)(examples[1][:1])[1][0] == pytest.approx(1.0, abs=1e-5)
 
     # three identical members side by side (each a unit vector / sqrt(3)): like one member
     triple = [np.concatenate([w, w, w], axis=1) / np.sqrt(3) for w in examples]
     q3 = np.concatenate([queries] * 3, axis=1) / np.sqrt(3)
-    assert np.allclose(members_min(triple, q3, members=3)[1], shipped, atol=1e-4)
-    assert np.allclose(members_min(triple, q3, members=3, vote=True)[1], shipped, atol=1e-4)
+    assert np.allclose(members_min(triple, members=3)(q3)[1], shipped, atol=1e-4)
+    assert np.allclose(members_min(triple, members=3, vote=True)(q3)[1], shipped, atol=1e-4)
     # each member sees a query as another label: at most one agrees, the vote makes every query unknown
     mixed = [np.concatenate([examples[i], examples[(i + 1) % 3], examples[(i + 2) % 3]], axis=1) / np.sqrt(3)
              for i in range(3)]
-    assert np.isneginf(members_min(mixed, q3, members=3, vote=True)[1]).all()
+    assert np.isneginf(members_min(mixed, members=3, vote=True)(q3)[1]).all()
     assert set(candidates(9)) > set(candidates(1)) and next(iter(candidates(1).values())) is relative
 
 
