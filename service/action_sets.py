@@ -167,6 +167,10 @@ class ActionSets:
     def names(self) -> list[str]:
         return self.store.names()
 
+    def documents(self) -> dict[str, Versioned]:
+        """Every set's newest version, each read once."""
+        return self.store.documents()
+
     def read(self, name: str) -> Versioned:
         """The set's document and version; 404 when there is none."""
         current = self.store.read(check_set_name(name))
@@ -271,8 +275,8 @@ class ActionSets:
         self._swept = time.monotonic()
         named = {
             e["id"]
-            for name in self.names()
-            for items in (self.store.read(name).doc or {}).get("labels", {}).values()
+            for current in self.documents().values()
+            for items in (current.doc or {}).get("labels", {}).values()
             for e in items
         }
         cutoff, deleted = time.time() - max_age_s, 0

@@ -234,10 +234,15 @@ class VersionedStore:
     def names(self) -> list[str]:
         """Documents that exist now (lists the folder: another replica's new document may show
         only after the volume's directory cache time)."""
-        out = []
+        return list(self.documents())
+
+    def documents(self) -> dict[str, Versioned]:
+        """Name -> newest version of every document that exists now, each read once (as `names`)."""
+        out = {}
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and _NAME.fullmatch(p.name)):
-            if self.read(folder.name).doc is not None:
-                out.append(folder.name)
+            current = self.read(folder.name)
+            if current.doc is not None:
+                out[folder.name] = current
         return out
 
     def _commit(self, name: str, doc: dict[str, Any], if_version: int | None) -> Versioned:

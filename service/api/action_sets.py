@@ -71,13 +71,7 @@ async def list_sets(state: StateDep) -> ActionSetList:
     """Every set, with its labels and examples."""
 
     def read_all() -> list[ActionSet]:
-        out = []
-        for name in state.action_sets.names():
-            try:
-                out.append(ActionSet.of(state.action_sets.read(name)))
-            except ServiceError:  # deleted meanwhile
-                continue
-        return out
+        return [ActionSet.of(current) for current in state.action_sets.documents().values()]
 
     return ActionSetList(sets=await _io(state, read_all))
 
