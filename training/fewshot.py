@@ -349,19 +349,18 @@ def episode_scores(
     return bank.actions[ep.queries], np.array([int(x) for x in pred.labels]), pred.similarity
 
 
-def fit_logit_scale(
-    vecs: np.ndarray, bank: ClipBank, episodes: list[Episode], *more: tuple[np.ndarray, list[Episode]]
-) -> float:
+def fit_logit_scale(bank: ClipBank, *runs: tuple[np.ndarray, list[Episode]]) -> float:
     """Temperature scaling: the ``s`` minimising the negative log-likelihood of softmax(s * cosine)
-    over the queries of closed-set episodes (``more``: other vectors' episodes, pooled), so the
+    over the queries of closed-set episodes (``runs``: vectors and their episodes, pooled), so the
     served per-label probabilities (clip rule, confidences) are calibrated; a grid search over
     1..1000."""
     rows = []
-    for v, ep in [(vecs, e) for e in episodes] + [(m, e) for m, eps in more for e in eps]:
-        protos = PrototypeSet.from_examples({str(a): v[idx] for a, idx in ep.support.items()})
-        sims = protos.similarities(v[ep.queries]).astype(np.float64)
-        truth = np.array([protos.labels.index(str(a)) for a in bank.actions[ep.queries]])
-        rows.append((sims, truth))
+    for v, episodes in runs:
+        for ep in episodes:
+            protos = PrototypeSet.from_examples({str(a): v[idx] for a, idx in ep.support.items()})
+            sims = protos.similarities(v[ep.queries]).astype(np.float64)
+            truth = np.array([protos.labels.index(str(a)) for a in bank.actions[ep.queries]])
+            rows.append((sims, truth))
     grid = np.geomspace(1.0, 1000.0, 241)
 
     def nll(scale: float) -> float:
@@ -544,7 +543,7 @@ def calibrate(
             per_shot[str(shots)] = {
                 "threshold": youden_threshold(k, u),
                 "auroc": auroc(k, u),
-                "logit_scale": fit_logit_scale(vecs, bank, closed),
+                "logit_scale": fit_logit_scale(bank, (vecs, closed)),
             }
         # one value per method (what a manifest holds): the mean of the 1- and 5-shot choices
         result["methods"][name] = {
@@ -842,8 +841,7 @@ def select_readout(out: Path, root: Path, draws: int, split_names: Sequence[int 
             f"{n} {100 * r['1']['mean']:.1f} / {100 * r['5']['mean']:.1f}" for n, r in found.items()))
     result["ensemble_choice"] = ensemble_choice(result["splits"])
     if pooled and result["ensemble_choice"]:  # one value for the manifest: every split and shot pooled
-        (v, eps), rest = pooled[0], pooled[1:]
-        result["ensemble_choice"]["logit_scale"] = fit_logit_scale(v, bank, eps, *rest)
+        result["ensemble_choice"]["logit_scale"] = fit_logit_scale(bank, *pooled)
         known, unknown = np.concatenate(open_known), np.concatenate(open_unknown)
         result["ensemble_choice"]["max_cosine_threshold"] = youden_threshold(known, unknown)
         result["ensemble_choice"]["max_cosine_auroc"] = auroc(known, unknown)
