@@ -6,8 +6,11 @@ Per fold (trial 1 -> 2, and 2 -> 1): ``POST /action-sets``, one ``POST
 camera), then ``POST /recognize?model=set:{set}`` for every test clip; clip top-1 (``unknown``
 counts as wrong) and fall recall (a fall clip labelled with any of the five falls). With
 ``--unknown-clips`` the clips in ``<data>/clips`` (exercise, tai chi, weightlifting, two people
-embracing: none of them an UP-Fall activity) go through every fold's set as well: each clip, and
-each person in it, should come out ``unknown``.
+embracing: none of them an UP-Fall activity) go through every fold's set as well, as a clip
+(``POST /recognize``: the clip label, each person's label and their segments) and as a stream
+(``WS /stream`` replaying the clip on its own clock: the label each frame reply gives each person):
+everything should come out ``unknown``. ``--outside-models`` sends them through loaded models too
+(e.g. the shipped classifiers, whose actions they are not either).
 
     python -m evaluation.action_sets --json runs/action-sets-upfall.json
 """
@@ -23,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evaluation.falls import replay_frames
 from evaluation.upfall import ClipCase, activity_labels, local_server, upfall_cases
 from service.core.config import Settings
 from skeleton.manifest import load_manifest
@@ -42,6 +46,21 @@ class Row:
     known_label: str | None = None  # the best label other than unknown (the clip's top list)
     model: str = ""
     people: list[str] = field(default_factory=list)  # each person's label (their track's top one)
+    segments_s: float = 0.0  # every person's labelled segments, seconds
+    known_segments_s: float = 0.0  # of which labelled other than unknown
+    known_segments: list[str] = field(default_factory=list)  # "label start-end" of those
+
+
+@dataclass
+class StreamRow:
+    """A clip replayed through ``WS /stream``: the labels the frame replies gave its people."""
+
+    clip: str
+    model: str
+    frames: int = 0
+    labelled: int = 0  # (frame, person) pairs with a label (the person's first window full)
+    unknown: int = 0  # of which ``unknown``
+    known: dict[str, int] = field(default_factory=dict)  # the other labels, pairs each
 
 
 @dataclass
@@ -81,11 +100,41 @@ def _recognize(client: Any, url: str, case_path: Path, model: str, truth: str, f
     body = _post_clip(client, f"{url}/recognize", case_path, {"model": model, "top_k": 100})
     clip = body.get("clip") or {}
     known = next((s["label"] for s in clip.get("top", []) if s["label"] != "unknown"), None)
-    people = [t["top"][0]["label"] for t in body.get("tracks", []) if t.get("top")]
+    tracks = body.get("tracks", [])
+    people = [t["top"][0]["label"] for t in tracks if t.get("top")]
+    segments = [s for t in tracks for s in t.get("segments", [])]
+    known_segments = [s for s in segments if s["label"] != "unknown"]
     seconds = time.perf_counter() - t0
     return Row(
-        case_path.name, truth, clip.get("label"), clip.get("confidence"), seconds, fall, known, model, people
+        case_path.name,
+        truth,
+        clip.get("label"),
+        clip.get("confidence"),
+        seconds,
+        fall,
+        known,
+        model,
+        people,
+        segments_s=round(sum(s["end"] - s["start"] for s in segments), 2),
+        known_segments_s=round(sum(s["end"] - s["start"] for s in known_segments), 2),
+        known_segments=[f"{s['label']} {s['start']:.1f}-{s['end']:.1f}" for s in known_segments],
     )
+
+
+def stream_labels(url: str, path: Path, model: str, headers: dict[str, str] | None = None) -> StreamRow:
+    """``path`` replayed through ``WS /stream`` with ``model``: each frame reply's labels."""
+    row = StreamRow(path.name, model)
+    for msg in replay_frames(url, path, model, headers=headers):
+        row.frames += 1
+        for track in msg.get("tracks", []):
+            if track.get("label") is None:
+                continue
+            row.labelled += 1
+            if track["label"] == "unknown":
+                row.unknown += 1
+            else:
+                row.known[track["label"]] = row.known.get(track["label"], 0) + 1
+    return row
 
 
 def enrol(
@@ -113,10 +162,11 @@ def run(
     supervised: str | None,
     unknown_clips: list[Path],
     enrol_seconds: float | None = None,
+    outside_models: Sequence[str] = (),
 ) -> dict[str, Any]:
     import httpx
 
-    out: dict[str, Any] = {"folds": [], "supervised": [], "unknown_clips": []}
+    out: dict[str, Any] = {"folds": [], "supervised": [], "unknown_clips": [], "unknown_streams": []}
     with httpx.Client(headers=_auth()) as client:
         for enrol_trial, test_trial in folds:
             name = f"upfall-trial{enrol_trial}"
@@ -133,11 +183,56 @@ def run(
             out["folds"].append({**fold.summary(), "rows": [asdict(r) for r in fold.rows]})
             if supervised:
                 out["supervised"].append({**base.summary(), "rows": [asdict(r) for r in base.rows]})
-            for path in unknown_clips:
-                row = _recognize(client, url, path, fold.model, "unknown", False)
-                out["unknown_clips"].append(asdict(row))
-                print(f"  {path.name} through {fold.model}: {row.label!r} {row.people}", file=sys.stderr)
+            _outside(client, url, unknown_clips, fold.model, out)
+        for model in outside_models:
+            _outside(client, url, unknown_clips, model, out)
     return out
+
+
+def _outside(client: Any, url: str, clips: list[Path], model: str, out: dict[str, Any]) -> None:
+    """The clips outside ``model``'s actions as clips and as streams (rows into ``out``)."""
+    for path in clips:
+        row = _recognize(client, url, path, model, "unknown", False)
+        out["unknown_clips"].append(asdict(row))
+        print(f"  {path.name} through {model}: {row.label!r} {row.people}", file=sys.stderr)
+        streamed = stream_labels(url, path, model, _auth())
+        out["unknown_streams"].append(asdict(streamed))
+        print(
+            f"  {path.name} streamed: {streamed.unknown}/{streamed.labelled} unknown, {streamed.known}",
+            file=sys.stderr,
+        )
+
+
+def summarize_outside(result: dict[str, Any]) -> list[str]:
+    """One line per group of models (the sets together, each other model alone): clip labels,
+    people, segment seconds and stream replies that came out ``unknown``."""
+    lines = []
+    groups = sorted(
+        {"sets" if r["model"].startswith("set:") else r["model"] for r in result["unknown_clips"]}
+    )
+    for group in groups:
+
+        def mine(r: dict[str, Any], group: str = group) -> bool:
+            return r["model"].startswith("set:") if group == "sets" else bool(r["model"] == group)
+
+        rows = [r for r in result["unknown_clips"] if mine(r)]
+        streams = [r for r in result["unknown_streams"] if mine(r)]
+        people = [p for r in rows for p in r["people"]]
+        known: dict[str, int] = {}
+        for r in streams:
+            for label, n in r["known"].items():
+                known[label] = known.get(label, 0) + n
+        clips = sum(r["label"] == "unknown" for r in rows)
+        segments = sum(r["segments_s"] for r in rows)
+        known_s = sum(r["known_segments_s"] for r in rows)
+        replies = sum(r["labelled"] for r in streams)
+        lines.append(
+            f"clips outside {group}' actions: {clips} of {len(rows)} clip labels unknown, "
+            f"{people.count('unknown')} of {len(people)} people; segments: {known_s:.1f} of {segments:.1f} s "
+            f"labelled other than unknown; streams: {sum(r['unknown'] for r in streams)} of {replies} "
+            f"labelled (frame, person) replies unknown, the others {known}"
+        )
+    return lines
 
 
 def _auth() -> dict[str, str]:
@@ -150,7 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m evaluation.action_sets", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--url", default=None, help="a running service (default: start one on loopback)")
-    parser.add_argument("--folds", default="1-2,2-1", help="enrol trial-test trial pairs (default 1-2,2-1)")
+    parser.add_argument(
+        "--folds", default="1-2,2-1", help="enrol trial-test trial pairs (default 1-2,2-1; '': none)"
+    )
     parser.add_argument(
         "--enrol-camera", type=int, default=1, help="camera of the enrolment clips (default 1)"
     )
@@ -161,6 +258,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--supervised", default=None, help="also run this model on the test clips")
     parser.add_argument("--activities", default=None, help="only these activities, e.g. 1,6,10")
     parser.add_argument("--unknown-clips", action="store_true", help="also the clips in <data>/clips")
+    parser.add_argument(
+        "--outside-models",
+        default="",
+        help="also send those clips through these models, e.g. upfall-stgcnpp-lite",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the rows and summaries here")
     args = parser.parse_args(argv)
     settings = Settings()
@@ -169,16 +271,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.activities:
         keep = {int(a) for a in args.activities.split(",")}
         cases = [c for c in cases if c.activity in keep]
-    folds = [(int(a), int(b)) for a, b in (f.split("-") for f in args.folds.split(","))]
+    folds = [(int(a), int(b)) for a, b in (f.split("-") for f in args.folds.split(",") if f)]
+    outside = [m for m in args.outside_models.split(",") if m]
     cams = {int(c) for c in args.test_cameras.split(",")}
     extra = sorted((data_root() / "clips").glob("*.*")) if args.unknown_clips else []
     enrol_s = args.enrol_seconds or None
     t0 = time.perf_counter()
     if args.url:
-        result = run(args.url, cases, folds, args.enrol_camera, cams, args.supervised, extra, enrol_s)
+        result = run(
+            args.url, cases, folds, args.enrol_camera, cams, args.supervised, extra, enrol_s, outside
+        )
     else:
         with local_server(settings) as url:
-            result = run(url, cases, folds, args.enrol_camera, cams, args.supervised, extra, enrol_s)
+            result = run(url, cases, folds, args.enrol_camera, cams, args.supervised, extra, enrol_s, outside)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     for f in result["folds"] + result["supervised"]:
         print(
@@ -186,14 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"fall recall {100 * f['fall_recall']:.1f} %, unknown {f['unknown']}, "
             f"top-1 of the best known label {100 * f['top1_without_unknown']:.1f} %"
         )
-    if extra:
-        rows = result["unknown_clips"]
-        clips = sum(r["label"] == "unknown" for r in rows)
-        people = [p for r in rows for p in r["people"]]
-        print(
-            f"clips outside the sets' actions, through {len(folds)} set(s): {clips} of {len(rows)} clip "
-            f"labels unknown, {people.count('unknown')} of {len(people)} people"
-        )
+    for line in summarize_outside(result):
+        print(line)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))

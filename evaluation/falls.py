@@ -173,31 +173,50 @@ def clip_view(url: str, rec: Recording, model: str, overrides: dict[str, float] 
     return res
 
 
+class StreamError(RuntimeError):
+    """The server answered a stream with an error (at connect or to a frame)."""
+
+
 @contextlib.contextmanager
-def _stream(url: str, model: str, overrides: dict[str, float] | None, res: ViewResult) -> Iterator[Any]:
-    """An open ``WS /stream`` past its hello, or None with ``res.error`` saying what came instead."""
+def _stream(
+    url: str, model: str, overrides: dict[str, float] | None, headers: dict[str, str] | None = None
+) -> Iterator[Any]:
+    """An open ``WS /stream`` past its hello (``StreamError`` when something else came); ``headers``:
+    e.g. the API key's."""
     from urllib.parse import urlencode
 
     from websockets.sync.client import connect
 
     query = urlencode({"model": model, **(overrides or {})})
     ws_url = url.replace("http://", "ws://") + f"/stream?{query}"
-    with connect(ws_url, max_size=None, open_timeout=120, proxy=None) as ws:
+    with connect(ws_url, max_size=None, open_timeout=120, proxy=None, additional_headers=headers) as ws:
         hello = json.loads(ws.recv(timeout=120))
         if hello.get("type") != "hello":
-            res.error = str(hello)
-            yield None
-        else:
-            yield ws
+            raise StreamError(str(hello))
+        yield ws
 
 
-def _frame_reply(ws: Any, res: ViewResult, timeout: float) -> dict[str, Any] | None:
-    """The next ``frame`` reply, or None with ``res.error`` set when the server answers an error."""
-    while (msg := json.loads(ws.recv(timeout=timeout))).get("type") != "frame":
-        if msg.get("type") == "error":
-            res.error = f"{msg.get('code')}: {msg.get('message')}"
-            return None
-    return dict(msg)
+def _error_text(msg: dict[str, Any]) -> str:
+    return f"{msg.get('code')}: {msg.get('message')}"
+
+
+def replay_frames(
+    url: str,
+    path: Path,
+    model: str,
+    overrides: dict[str, float] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """``WS /stream`` replaying a recording: every frame stamped with its capture time in the
+    recording and sent once the previous one was answered (no frame dropped, the windows and
+    events on the recording's clock); yields each ``frame`` reply, ``StreamError`` on an error."""
+    with _stream(url, model, overrides, headers) as ws:
+        for i, (jpg, fps) in enumerate(_jpegs(path)):
+            ws.send(capture_prefix(i / fps) + jpg)
+            while (msg := json.loads(ws.recv(timeout=300))).get("type") != "frame":
+                if msg.get("type") == "error":
+                    raise StreamError(_error_text(msg))
+            yield dict(msg)
 
 
 def stream_view(
@@ -209,68 +228,70 @@ def stream_view(
     when it falls behind. The replies' fall events (on the recording's clock), until the reply to
     the last frame."""
     res = ViewResult(rec.name, "stream", rec.fall, rec.duration_s, rec.kind)
-    with _stream(url, model, overrides, res) as ws:
-        if ws is None:
-            return res
-        sent = threading.Event()
-        total: list[int] = []
-
-        def sender() -> None:
-            try:
-                n = 0
-                t0 = time.perf_counter()
-                for i, (jpg, fps) in enumerate(_jpegs(rec.path)):
-                    delay = t0 + i / fps - time.perf_counter()
-                    if delay > 0:
-                        time.sleep(delay)
-                    ws.send(capture_prefix(i / fps) + jpg)
-                    n += 1
-                total.append(n)
-            finally:
-                sent.set()
-
-        thread = threading.Thread(target=sender, daemon=True)
-        thread.start()
-        last_id = -1
-        deadline = None
-        while True:
-            if sent.is_set() and deadline is None:
-                deadline = time.monotonic() + drain_s
-            if deadline is not None and (time.monotonic() > deadline or (total and last_id >= total[0] - 1)):
-                break
-            try:
-                msg = json.loads(ws.recv(timeout=0.5))
-            except TimeoutError:
-                continue
-            if msg.get("type") == "frame":
-                last_id = int(msg["frame_id"])
-                res.frames_processed = int(msg["processed"])
-                res.events += msg.get("falls", [])
-            elif msg.get("type") == "error":
-                res.error = f"{msg.get('code')}: {msg.get('message')}"
-        thread.join(5)
-        res.frames_sent = total[0] if total else 0
-        if not total:
-            res.error = res.error or f"no frame could be read from {rec.path}"
+    try:
+        with _stream(url, model, overrides) as ws:
+            _send_live(ws, rec, res, drain_s)
+    except StreamError as exc:
+        res.error = str(exc)
     return res
+
+
+def _send_live(ws: Any, rec: Recording, res: ViewResult, drain_s: float) -> None:
+    """``stream_view``'s sender (real time, a thread) and reader (until the last frame's reply)."""
+    sent = threading.Event()
+    total: list[int] = []
+
+    def sender() -> None:
+        try:
+            n = 0
+            t0 = time.perf_counter()
+            for i, (jpg, fps) in enumerate(_jpegs(rec.path)):
+                delay = t0 + i / fps - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                ws.send(capture_prefix(i / fps) + jpg)
+                n += 1
+            total.append(n)
+        finally:
+            sent.set()
+
+    thread = threading.Thread(target=sender, daemon=True)
+    thread.start()
+    last_id = -1
+    deadline = None
+    while True:
+        if sent.is_set() and deadline is None:
+            deadline = time.monotonic() + drain_s
+        if deadline is not None and (time.monotonic() > deadline or (total and last_id >= total[0] - 1)):
+            break
+        try:
+            msg = json.loads(ws.recv(timeout=0.5))
+        except TimeoutError:
+            continue
+        if msg.get("type") == "frame":
+            last_id = int(msg["frame_id"])
+            res.frames_processed = int(msg["processed"])
+            res.events += msg.get("falls", [])
+        elif msg.get("type") == "error":
+            res.error = _error_text(msg)
+    thread.join(5)
+    res.frames_sent = total[0] if total else 0
+    if not total:
+        res.error = res.error or f"no frame could be read from {rec.path}"
 
 
 def replay_view(
     url: str, rec: Recording, model: str, overrides: dict[str, float] | None = None
 ) -> ViewResult:
-    """``WS /stream`` with every frame stamped with its capture time in the recording and sent once
-    the previous one was answered: no frame dropped, the windows and events on the recording's clock."""
+    """``replay_frames`` of a recording: its fall events on the recording's clock."""
     res = ViewResult(rec.name, "replay", rec.fall, rec.duration_s, rec.kind)
-    with _stream(url, model, overrides, res) as ws:
-        if ws is None:
-            return res
-        for i, (jpg, fps) in enumerate(_jpegs(rec.path)):
-            ws.send(capture_prefix(i / fps) + jpg)
+    try:
+        for msg in replay_frames(url, rec.path, model, overrides):
             res.frames_sent += 1
-            if (msg := _frame_reply(ws, res, 300)) is None:
-                return res
             res.frames_processed = int(msg["processed"])
             res.events += msg.get("falls", [])
+    except StreamError as exc:
+        res.error = str(exc)
     return res
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from websockets.sync.client import connect
 
+from evaluation.action_sets import stream_labels
 from skeleton.manifest import load_manifest
 from tests.browser_helpers import REPO_ROOT, free_port, run_server
 from tests.conftest import require_data
@@ -150,6 +151,15 @@ def test_an_action_outside_the_set_is_unknown_while_enrolled_ones_are_recognised
     assert body["clip"]["label"] == "unknown", body["clip"]
     assert _clip(server, "jump2")["clip"]["label"] == "jumping"
     assert _clip(server, "walk2")["clip"]["label"] == "walking"
+
+
+def test_streamed_video_outside_the_set_is_unknown(server: Server, enrolled: dict[str, Any]) -> None:
+    """JPEG frames replayed over ``WS /stream`` on the clip's own clock (evaluation.action_sets'
+    stream view): every label the replies give the tai chi player is ``unknown``; a jump is jumping."""
+    taichi = stream_labels(server.url, server.clips["taichi"], "set:moves", AUTH)
+    assert taichi.frames == 120 and taichi.labelled > 0 and taichi.unknown == taichi.labelled, taichi
+    jump = stream_labels(server.url, server.clips["jump2"], "set:moves", AUTH)
+    assert jump.known.get("jumping", 0) > jump.labelled / 2, jump
 
 
 @pytest.fixture(scope="module")
