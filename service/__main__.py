@@ -58,7 +58,7 @@ async def _recognize(args: argparse.Namespace, out: TextIO) -> int:
             print(f"error: {state.not_ready_reason()}", file=sys.stderr)
             return 2
         try:
-            model = state.registry.get(args.model)
+            model = state.model(args.model, args.unknown_threshold)  # as /recognize: sets, unknown
             job = ClipJob(state, model, args.top_k, args.stride)
             resp = await job.video(args.video, args.video.name, args.overlay)
         except ServiceError as exc:
@@ -92,7 +92,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=None, help="port (default SKELACT_PORT or 8000)")
     rec = sub.add_parser("recognize", help="recognise the actions in a video offline (same pipeline)")
     rec.add_argument("video", type=Path)
-    rec.add_argument("--model", default=None, help="model name (default: SKELACT_DEFAULT_MODEL or the first)")
+    rec.add_argument(
+        "--model",
+        default=None,
+        help="model name, or an action set as set:NAME (default: SKELACT_DEFAULT_MODEL or the first)",
+    )
+    rec.add_argument(
+        "--unknown-threshold",
+        type=float,
+        default=None,
+        help="open-set threshold: windows below it are 'unknown' (default: the manifest's; -inf: never)",
+    )
     rec.add_argument("--json", type=Path, default=None, help="write the JSON result here (default: stdout)")
     rec.add_argument("--overlay", type=Path, default=None, help="write an annotated video (.webm or .mp4)")
     rec.add_argument("--top-k", type=int, default=None)

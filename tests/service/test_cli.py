@@ -78,3 +78,34 @@ def test_recognize_writes_only_json_to_stdout_from_any_folder(skelact: Path, tmp
 def test_help_works_from_any_folder(skelact: Path, tmp_path: Path) -> None:
     run = subprocess.run([str(skelact), "--help"], cwd=tmp_path, env=_env(), capture_output=True, text=True)
     assert run.returncode == 0 and "serve" in run.stdout and "recognize" in run.stdout, run.stderr
+
+
+def test_recognize_says_unknown_and_takes_sets_as_the_api_does(skelact: Path, tmp_path: Path) -> None:
+    """The issue's weightlifter (once *two hand front clap*) is ``unknown`` by the model's manifest
+    threshold; ``--unknown-threshold=-inf`` turns that off; a bad threshold or set is a one-line error."""
+    clip = require_data("clips", "stgcn_clean_and_jerk.mp4")
+    env = {**_env(), "SKELACT_ACTION_SETS_DIR": str(tmp_path / "sets")}
+
+    def recognize(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(skelact), "recognize", str(clip), *extra],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+
+    default = recognize("--model", "utd-mhad-stgcnpp-lite")
+    assert default.returncode == 0, default.stderr[-3000:]
+    result = json.loads(default.stdout)
+    assert result["clip"]["label"] == "unknown", result["clip"]
+    never = recognize("--model", "utd-mhad-stgcnpp-lite", "--unknown-threshold=-inf")
+    assert never.returncode == 0, never.stderr[-3000:]
+    clip_result = json.loads(never.stdout)["clip"]
+    assert clip_result["label"] != "unknown" and "unknown" not in {s["label"] for s in clip_result["top"]}
+    bad = recognize("--model", "upfall-stgcnpp-lite", "--unknown-threshold", "1.5")  # max softmax: 0..1
+    assert bad.returncode == 2 and "out of range" in bad.stderr and not bad.stdout, bad.stderr[-2000:]
+    missing = recognize("--model", "set:nope")
+    assert missing.returncode == 2 and "action set 'nope' does not exist" in missing.stderr, missing.stderr[
+        -2000:
+    ]
