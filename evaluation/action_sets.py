@@ -3,7 +3,8 @@
 
 Per fold (trial 1 -> 2, and 2 -> 1): ``POST /action-sets``, one ``POST
 /action-sets/{set}/labels/{activity}/examples`` per activity (a whole clip of the enrolment
-camera), then ``POST /recognize?model=set:{set}`` for every test clip; clip top-1 (``unknown``
+camera), ``GET /action-sets/{set}/check`` (each example judged by the others), then ``POST
+/recognize?model=set:{set}`` for every test clip; clip top-1 (``unknown``
 counts as wrong) and fall recall (a fall clip labelled with any of the five falls). With
 ``--unknown-clips`` the clips in ``<data>/clips`` (exercise, tai chi, weightlifting, two people
 embracing: none of them an UP-Fall activity) go through every fold's set as well, as a clip
@@ -174,13 +175,16 @@ def run(
             base = Fold(enrol_trial, test_trial, supervised or "")
             examples = [c for c in cases if c.trial == enrol_trial and c.camera == enrol_camera]
             enrol(client, url, name, examples, fold, enrol_seconds)
+            check = client.get(f"{url}/action-sets/{name}/check").raise_for_status().json()
+            for e in check["examples"]:
+                print(f"  check: {e['label']!r} {e['outcome']} (nearest {e['nearest']!r})", file=sys.stderr)
             for case in (c for c in cases if c.trial == test_trial and c.camera in test_cameras):
                 fall = case.activity in FALLS
                 fold.rows.append(_recognize(client, url, case.path, fold.model, case.truth, fall))
                 print(f"  {case.name}: {fold.rows[-1].label!r} (truth {case.truth!r})", file=sys.stderr)
                 if supervised:
                     base.rows.append(_recognize(client, url, case.path, supervised, case.truth, fall))
-            out["folds"].append({**fold.summary(), "rows": [asdict(r) for r in fold.rows]})
+            out["folds"].append({**fold.summary(), "check": check, "rows": [asdict(r) for r in fold.rows]})
             if supervised:
                 out["supervised"].append({**base.summary(), "rows": [asdict(r) for r in base.rows]})
             _outside(client, url, unknown_clips, fold.model, out)

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from service.store import Versioned
+from skeleton.prototypes import CheckOutcome
 
 
 class ActionSetCreate(BaseModel):
@@ -78,6 +79,28 @@ class ExampleAdded(BaseModel):
     label: str
     version: int
     example: ExampleInfo
+
+
+class ExampleCheckInfo(BaseModel):
+    id: str
+    label: str
+    outcome: CheckOutcome = Field(
+        description="judged by the set's other examples: right (its own label), confused (another "
+        "label), unknown (no label's bar); its label's only example: distinct (no other label takes it) "
+        "or overlaps (another label would)"
+    )
+    nearest: str = Field(description="the label the other examples give it, before the bar")
+    score: float | None = Field(description="its relative cosine to that label (null: nothing to compare)")
+
+
+class ActionSetCheck(BaseModel):
+    name: str
+    version: int
+    unknown_threshold: float = Field(
+        description="the bar used: the set's (the embedding manifest's) or the request's"
+    )
+    outcomes: dict[str, int] = Field(description="examples per outcome")
+    examples: list[ExampleCheckInfo]
 
 
 def _info(item: dict[str, Any]) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from service.core.errors import ServiceError
 from service.registry import LoadedModel, ModelRegistry
 from service.store import VersionConflict, Versioned, VersionedStore, check_id, create_new, new_id
 from skeleton.open_set import softmax
-from skeleton.prototypes import UNKNOWN, PrototypeSet, pool
+from skeleton.prototypes import UNKNOWN, ExampleCheck, PrototypeSet, leave_one_out, pool
 
 __all__ = ["SET_PREFIX", "ActionSets", "Example", "PrototypeBatcher", "default_sets_dir"]
 
@@ -226,6 +226,22 @@ class ActionSets:
         )
         self._models[name] = (current.version, model)
         return model
+
+    def check(
+        self, name: str, threshold: float
+    ) -> tuple[Versioned, list[tuple[dict[str, Any], ExampleCheck]]]:
+        """Each example of the set judged by the others (`skeleton.prototypes.leave_one_out`) at
+        ``threshold``: which examples the rest of the set confuses, misses, or would take for
+        another label. The newest version, and per example its stored item and its check."""
+        self.model(name)  # 404, 409 stale_examples: as using the set would
+        current = self.read(name)
+        items = [(label, e) for label, es in (current.doc or {})["labels"].items() for e in es]
+        if not items:
+            return current, []
+        vectors = np.stack([self._vector(e) for _, e in items])
+        spreads = [float(e.get("spread", 1.0)) for _, e in items]
+        checks = leave_one_out([label for label, _ in items], vectors, spreads, threshold)
+        return current, [(e, c) for (_, e), c in zip(items, checks, strict=True)]
 
     def _vector_path(self, example_id: str) -> Path:
         if not check_id(example_id):

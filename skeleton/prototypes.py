@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -114,3 +115,61 @@ class PrototypeSet:
         known = np.ones(len(sims), bool) if threshold is None else top >= threshold
         labels = [self.labels[b] if k else UNKNOWN for b, k in zip(best, known, strict=True)]
         return Prediction(labels, top, conf, known)
+
+
+CheckOutcome = Literal["right", "confused", "unknown", "distinct", "overlaps"]
+
+
+@dataclass(frozen=True)
+class ExampleCheck:
+    """One example judged by the rest of its set (``leave_one_out``).
+
+    ``outcome``: ``right`` (its own label, at the bar), ``confused`` (another label, at that
+    label's bar), ``unknown`` (below every bar); for an example that is its label's only one, which
+    the rest of the set cannot recognise: ``distinct`` (below every other label's bar, as a label
+    of its own should be) or ``overlaps`` (another label would take it)."""
+
+    label: str
+    nearest: str  # the label the rest of the set gives it (before the bar)
+    score: float | None  # its relative cosine to ``nearest`` (None: no other example to compare)
+    outcome: CheckOutcome
+
+
+def leave_one_out(
+    labels: Sequence[str], vectors: np.ndarray, spreads: Sequence[float], threshold: float
+) -> list[ExampleCheck]:
+    """Each example (``labels[i]``, unit-ish ``vectors[i]``, ``spreads[i]``) classified by the
+    prototypes of all the other examples, with ``relative_scores`` and ``threshold``: how a set's
+    examples agree with each other. Prototypes as ``PrototypeSet.from_examples`` makes them (the
+    normalised sum of a label's unit vectors, its examples' mean spread), each minus the example."""
+    v = normalize(vectors)
+    names = tuple(dict.fromkeys(labels))
+    index = np.array([names.index(x) for x in labels])
+    sums = np.stack([v[index == k].sum(axis=0) for k in range(len(names))])
+    counts = np.bincount(index, minlength=len(names))
+    spread_sums = np.bincount(index, weights=np.asarray(spreads, np.float64), minlength=len(names))
+    mean_spreads = spread_sums / np.maximum(counts, 1)
+    out = []
+    for i, own in enumerate(index):
+        rest, rest_spreads = sums.copy(), mean_spreads.copy()
+        rest[own] -= v[i]
+        rest_spreads[own] = (spread_sums[own] - spreads[i]) / max(counts[own] - 1, 1)
+        keep = counts > 0
+        keep[own] = counts[own] > 1
+        if not keep.any():  # a set of one example
+            out.append(ExampleCheck(labels[i], UNKNOWN, None, "distinct"))
+            continue
+        kept = tuple(n for n, k in zip(names, keep, strict=True) if k)
+        others = PrototypeSet(kept, normalize(rest[keep]), rest_spreads[keep])
+        sims = others.similarities(v[i])
+        score = float(others.relative_scores(sims)[0])
+        nearest = others.labels[int(sims.argmax())]
+        outcome: CheckOutcome
+        if counts[own] == 1:
+            outcome = "overlaps" if score >= threshold else "distinct"
+        elif score < threshold:
+            outcome = "unknown"
+        else:
+            outcome = "right" if nearest == labels[i] else "confused"
+        out.append(ExampleCheck(labels[i], nearest, score, outcome))
+    return out

@@ -7,6 +7,8 @@ take an optional ``If-Match`` (the ETag of the version read) and answer 412 when
 from __future__ import annotations
 
 import asyncio
+import math
+from collections import Counter
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
@@ -15,19 +17,22 @@ from fastapi.responses import JSONResponse
 
 from service.action_set_schemas import (
     ActionSet,
+    ActionSetCheck,
     ActionSetCreate,
     ActionSetList,
     ExampleAdded,
+    ExampleCheckInfo,
     ExampleInfo,
     Rename,
 )
 from service.action_sets import check_label
-from service.api.deps import ReadyState, StateDep
+from service.api.deps import ReadyState, StateDep, UnknownThreshold
 from service.api.recognize import _OPENAPI_BODY, _read_json
 from service.api.upload import VIDEO_FIELD, save_upload, video_upload
 from service.core.errors import ServiceError
 from service.core.limits import check_skeleton_sequence
 from service.enrol import Span, from_skeletons, from_video
+from service.open_set import check_threshold, default_threshold
 from service.state import ServiceState
 from service.store import Versioned, parse_etag
 
@@ -99,6 +104,34 @@ async def rename_set(name: str, body: Rename, state: StateDep, if_match: IfMatch
 async def delete_set(name: str, state: StateDep, if_match: IfMatch = None) -> Response:
     await _io(state, state.action_sets.delete, name, _version(if_match))
     return Response(status_code=204)
+
+
+@router.get("/{name}/check", response_model=ActionSetCheck, responses=_ERRORS)
+async def check_set(
+    name: str, state: ReadyState, unknown_threshold: UnknownThreshold = None
+) -> ActionSetCheck:
+    """Each example judged by the set's other examples (leave one out): which ones the rest of the
+    set would miss or take for another label, before you rely on the set."""
+
+    def work() -> ActionSetCheck:
+        model = state.action_sets.model(name)
+        given = unknown_threshold
+        bar = default_threshold(model) if given is None else check_threshold(model, given)
+        bar = -math.inf if bar is None else bar
+        current, checks = state.action_sets.check(name, bar)
+        examples = [
+            ExampleCheckInfo(id=e["id"], label=c.label, outcome=c.outcome, nearest=c.nearest, score=c.score)
+            for e, c in checks
+        ]
+        return ActionSetCheck(
+            name=name,
+            version=current.version,
+            unknown_threshold=bar,
+            outcomes=dict(Counter(x.outcome for x in examples)),
+            examples=examples,
+        )
+
+    return await _io(state, work)
 
 
 @router.patch("/{name}/labels/{label}", response_model=ActionSet, responses=_ERRORS)

@@ -11,7 +11,7 @@ import pytest
 from skeleton.manifest import EmbeddingSpec, ModelManifest, OpenSetSpec
 from skeleton.open_set import clip_score, is_unknown, open_set_score, with_unknown_column
 from skeleton.paths import REPO_ROOT
-from skeleton.prototypes import UNKNOWN, PrototypeSet, pool, spread
+from skeleton.prototypes import UNKNOWN, PrototypeSet, leave_one_out, pool, spread
 
 
 def test_open_set_scores() -> None:
@@ -86,6 +86,27 @@ def test_prototypes_classify_reject_and_follow_their_examples() -> None:
     assert v.shape == (8,) and np.linalg.norm(v) == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(ValueError, match="no examples"):
         PrototypeSet.from_examples({"wave": np.zeros((0, 8))})
+
+
+def test_leave_one_out_judges_each_example_by_the_others() -> None:
+    """Two tight labels, a mislabelled example, two one-example labels alike and one far from the
+    rest: right, confused, overlaps, distinct; a higher bar makes examples unknown."""
+    rng = np.random.default_rng(0)
+    axes = np.eye(8, dtype=np.float32)
+
+    def near(axis: int, n: int = 1) -> list[np.ndarray]:
+        return [axes[axis] + 0.05 * rng.standard_normal(8).astype(np.float32) for _ in range(n)]
+
+    labels = ["a"] * 3 + ["b"] * 3 + ["a", "c", "d", "e"]
+    vectors = np.stack([*near(0, 3), *near(1, 3), *near(1), *near(2), *near(2), *near(3)])
+    checks = leave_one_out(labels, vectors, [0.9] * len(labels), threshold=0.925)
+    assert [c.outcome for c in checks[:6]] == ["right"] * 6 and [c.nearest for c in checks[:6]] == labels[:6]
+    assert (checks[6].outcome, checks[6].nearest) == ("confused", "b")  # labelled a, looks like b
+    assert [(c.outcome, c.nearest) for c in checks[7:9]] == [("overlaps", "d"), ("overlaps", "c")]
+    assert checks[9].outcome == "distinct" and checks[9].score is not None and checks[9].score < 0.925
+    strict = leave_one_out(labels, vectors, [0.9] * len(labels), threshold=2.0)
+    assert [c.outcome for c in strict] == ["unknown"] * 7 + ["distinct"] * 3
+    assert leave_one_out(["x"], vectors[:1], [1.0], 0.9)[0].outcome == "distinct"  # nothing to compare
 
 
 def test_manifests_stay_backwards_compatible() -> None:

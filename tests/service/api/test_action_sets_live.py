@@ -293,11 +293,39 @@ def test_bad_examples_get_clear_4xx(server: Server, enrolled: dict[str, Any], tm
     ]
 
 
+def test_the_check_judges_each_example_by_the_others(server: Server) -> None:
+    """Two jumping examples (trials 1 and 2) recognise each other, the one walking example is not
+    taken for jumping; a walking clip enrolled as jumping by mistake is named as walking-like."""
+    assert server.call("POST", "/action-sets", json={"name": "checked"}).status_code == 201
+    try:
+        for label, clip in (("jumping", "jump1"), ("jumping", "jump2"), ("walking", "walk1")):
+            r = server.upload(f"/action-sets/checked/labels/{label}/examples", server.clips[clip])
+            assert r.status_code == 201, r.text
+        r = server.call("GET", "/action-sets/checked/check")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["unknown_threshold"] == pytest.approx(0.925), body
+        assert body["outcomes"] == {"right": 2, "distinct": 1}, body
+        found = [(e["label"], e["outcome"]) for e in body["examples"]]
+        assert found == [("jumping", "right"), ("jumping", "right"), ("walking", "distinct")], body
+        r = server.upload("/action-sets/checked/labels/jumping/examples", server.clips["walk2"])
+        assert r.status_code == 201, r.text
+        mistake = r.json()["example"]["id"]
+        checked = server.call("GET", "/action-sets/checked/check").json()["examples"]
+        wrong = next(e for e in checked if e["id"] == mistake)
+        assert (wrong["outcome"], wrong["nearest"]) == ("confused", "walking"), checked
+        r = server.call("GET", "/action-sets/checked/check", params={"unknown_threshold": 11})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_unknown_threshold", r.text
+    finally:
+        server.call("DELETE", "/action-sets/checked")
+
+
 def test_every_action_set_route_needs_a_key(server: Server, enrolled: dict[str, Any]) -> None:
     routes = [
         ("GET", "/action-sets"),
         ("POST", "/action-sets"),
         ("GET", "/action-sets/moves"),
+        ("GET", "/action-sets/moves/check"),
         ("PATCH", "/action-sets/moves"),
         ("DELETE", "/action-sets/moves"),
         ("PATCH", "/action-sets/moves/labels/walking"),
