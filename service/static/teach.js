@@ -99,6 +99,7 @@ export class TeachView {
       return;
     }
     const set = r.data.sets.find((x) => x.name === name);
+    const checks = set?.labels.length ? await this.check(name) : new Map();
     const items = (set?.labels || []).map((label) =>
       el(
         "li",
@@ -113,9 +114,16 @@ export class TeachView {
             onclick: () => this.remove(name, label.name, ex.id),
           }, `× ${i + 1}`),
         ),
+        ...label.examples.flatMap((ex, i) => warning(checks.get(ex.id), i + 1, label.examples.length)),
       ),
     );
     list.replaceChildren(...(items.length ? items : [el("li", { className: "muted small" }, "No examples yet.")]));
+  }
+
+  /** GET /action-sets/{name}/check: example id -> how the set's other examples judge it. */
+  async check(name) {
+    const r = await call("GET", `/action-sets/${encodeURIComponent(name)}/check`);
+    return new Map(r.ok ? r.data.examples.map((c) => [c.id, c]) : []);
   }
 
   async remove(name, label, id) {
@@ -125,4 +133,15 @@ export class TeachView {
     else if (this.live.hello?.model === SET_PREFIX + name) await this.selectModel(SET_PREFIX + name, true);
     await this.refresh();
   }
+}
+
+/** A note for an example the rest of its set would miss or mistake (nothing when all is well). */
+function warning(check, n, count) {
+  const which = count === 1 ? "its example" : `example ${n}`;
+  const text = {
+    confused: `${which} looks like “${check?.nearest}”`,
+    unknown: `${which} is unlike the others`,
+    overlaps: `may be taken for “${check?.nearest}”`,
+  }[check?.outcome];
+  return text ? [el("span", { className: "check-warning small", "data-outcome": check.outcome }, ` ⚠ ${text}`)] : [];
 }

@@ -102,6 +102,19 @@ def test_record_an_example_from_the_camera_and_see_it_recognised(browser: Any, s
     page.wait_for_selector("#people .action:text-is('jump')", timeout=TIMEOUT_MS)
     page.screenshot(path=str(ARTIFACTS / "teach.png"))
     assert "jump" in labels and not errors, (labels[-10:], errors)
-    # deleting the example empties the list again
+    # a second label recorded from the same jumping: the check warns each may be taken for the other
+    page.fill("#teach-label", "hop")
+    page.click("#teach-record")
+    page.wait_for_selector("#teach-examples li[data-label='hop']", timeout=TIMEOUT_MS)
+    for label, other in (("hop", "jump"), ("jump", "hop")):
+        note = page.text_content(
+            f"#teach-examples li[data-label='{label}'] .check-warning[data-outcome='overlaps']"
+        )
+        assert note is not None and f"may be taken for “{other}”" in note, (label, note)
+    page.screenshot(path=str(ARTIFACTS / "teach-check.png"))
+    # deleting the examples empties the list again
+    page.click("#teach-examples li[data-label='hop'] button")
+    page.wait_for_selector("#teach-examples li[data-label='hop']", state="detached", timeout=60_000)
+    assert not page.query_selector("#teach-examples .check-warning")  # jump alone: nothing to warn about
     page.click("#teach-examples li[data-label='jump'] button")
     page.wait_for_selector("#teach-examples li:has-text('No examples yet')", timeout=60_000)
