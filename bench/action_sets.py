@@ -11,7 +11,8 @@ JSON so pose is not timed: that is the clip pipeline's cost, ``python -m bench``
 * ``add_example_video_ms``: the same from the clip's video (pose included), once;
 * ``classify_ms_per_window``: ``POST /recognize?model=set:...`` of the same skeletons, the server's own
   ``stats.stage_ms.classify`` over its windows (embedding + cosine to N prototypes + unknown), median;
-* ``first_use_ms``: the first ``/recognize`` after a change (the set's prototypes rebuilt) minus a later one.
+* ``first_use_ms``: the first ``/recognize`` after a change (the set's prototypes rebuilt) minus a later one;
+* ``check_ms``: ``GET /action-sets/{set}/check`` (every example judged by the others), median.
 
 Offline costs of the embedding and the prototype arithmetic alone: ``python -m bench.fewshot``.
 """
@@ -97,6 +98,7 @@ def measure(
             ms, res = _timed(c, "POST", f"{url}/recognize", params={"model": f"set:{name}"}, json=body)
             walls.append(ms)
             per_window.append(res["stats"]["stage_ms"]["classify"] / max(res["stats"]["windows"], 1))
+        checks = [_timed(c, "GET", f"{url}/action-sets/{name}/check")[0] for _ in range(calls)]
         c.delete(f"{url}/action-sets/{name}")
     return {
         "labels": labels,
@@ -107,6 +109,7 @@ def measure(
         "classify_ms_per_window": round(statistics.median(per_window[1:]), 3),
         "first_use_ms": round(walls[0] - statistics.median(walls[1:]), 1),
         "recognize_json_ms": round(statistics.median(walls[1:]), 1),
+        "check_ms": round(statistics.median(checks), 1),
     }
 
 

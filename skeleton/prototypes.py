@@ -53,6 +53,11 @@ def spread(window_vectors: np.ndarray, vector: np.ndarray) -> float:
     return float(np.percentile(normalize(window_vectors) @ normalize(vector), SPREAD_PERCENTILE))
 
 
+def relative_cosine(cosine: np.ndarray, label_spread: np.ndarray) -> np.ndarray:
+    """A cosine to a label's prototype over that label's spread (at least ``MIN_SPREAD``)."""
+    return np.asarray(cosine / np.maximum(label_spread, MIN_SPREAD))
+
+
 @dataclass(frozen=True)
 class Prediction:
     """Per query: the nearest label (or ``UNKNOWN``), its cosine similarity and softmax confidence."""
@@ -98,7 +103,7 @@ class PrototypeSet:
         top = sims[np.arange(len(sims)), best]
         if self.spreads is None:
             return np.asarray(top)
-        return np.asarray(top / np.maximum(self.spreads[best], MIN_SPREAD))
+        return relative_cosine(top, self.spreads[best])
 
     def similarities(self, queries: np.ndarray) -> np.ndarray:
         """(N, D) query vectors -> (N, L) cosine similarities."""
@@ -139,33 +144,37 @@ def leave_one_out(
     labels: Sequence[str], vectors: np.ndarray, spreads: Sequence[float], threshold: float
 ) -> list[ExampleCheck]:
     """Each example (``labels[i]``, unit-ish ``vectors[i]``, ``spreads[i]``) classified by the
-    prototypes of all the other examples, with ``relative_scores`` and ``threshold``: how a set's
+    prototypes of all the other examples, by ``relative_cosine`` and ``threshold``: how a set's
     examples agree with each other. Prototypes as ``PrototypeSet.from_examples`` makes them (the
-    normalised sum of a label's unit vectors, its examples' mean spread), each minus the example."""
+    normalised sum of a label's unit vectors, its examples' mean spread), each without the example:
+    one product of the examples with the labels' sums gives every cosine, the example's own label's
+    from its sum minus itself."""
     v = normalize(vectors)
     names = tuple(dict.fromkeys(labels))
     index = np.array([names.index(x) for x in labels])
-    sums = np.stack([v[index == k].sum(axis=0) for k in range(len(names))])
+    rows = np.arange(len(labels))
+    sums = np.stack([v[index == k].sum(axis=0) for k in range(len(names))]).astype(np.float64)
     counts = np.bincount(index, minlength=len(names))
     spread_sums = np.bincount(index, weights=np.asarray(spreads, np.float64), minlength=len(names))
-    mean_spreads = spread_sums / np.maximum(counts, 1)
+    dots = v.astype(np.float64) @ sums.T  # (N, L): each example with each label's sum
+    sq = (sums * sums).sum(axis=1)
+    sims = dots / np.sqrt(np.maximum(sq, 1e-24))
+    own_dot = dots[rows, index] - (v * v).sum(axis=1)  # with its label's sum minus itself
+    own_sq = sq[index] - 2 * dots[rows, index] + (v * v).sum(axis=1)
+    alone = counts[index] == 1
+    sims[rows, index] = np.where(alone, -np.inf, own_dot / np.sqrt(np.maximum(own_sq, 1e-24)))
+    label_spreads = np.tile(spread_sums / np.maximum(counts, 1), (len(labels), 1))
+    label_spreads[rows, index] = (spread_sums[index] - np.asarray(spreads)) / np.maximum(counts[index] - 1, 1)
+    best = sims.argmax(axis=1)
+    scores = relative_cosine(sims[rows, best], label_spreads[rows, best])
     out = []
-    for i, own in enumerate(index):
-        rest, rest_spreads = sums.copy(), mean_spreads.copy()
-        rest[own] -= v[i]
-        rest_spreads[own] = (spread_sums[own] - spreads[i]) / max(counts[own] - 1, 1)
-        keep = counts > 0
-        keep[own] = counts[own] > 1
-        if not keep.any():  # a set of one example
+    for i in rows:
+        if not np.isfinite(sims[i, best[i]]):  # a set of one example: nothing to compare
             out.append(ExampleCheck(labels[i], UNKNOWN, None, "distinct"))
             continue
-        kept = tuple(n for n, k in zip(names, keep, strict=True) if k)
-        others = PrototypeSet(kept, normalize(rest[keep]), rest_spreads[keep])
-        sims = others.similarities(v[i])
-        score = float(others.relative_scores(sims)[0])
-        nearest = others.labels[int(sims.argmax())]
+        score, nearest = float(scores[i]), names[best[i]]
         outcome: CheckOutcome
-        if counts[own] == 1:
+        if alone[i]:
             outcome = "overlaps" if score >= threshold else "distinct"
         elif score < threshold:
             outcome = "unknown"

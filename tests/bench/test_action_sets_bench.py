@@ -24,4 +24,4 @@ def test_action_sets_bench_small(tmp_path: Path) -> None:
     assert [(row["labels"], row["examples_per_label"]) for row in r["rows"]] == [(2, 1)]
     row = r["rows"][0]
     assert row["windows_per_example"] >= 1 and row["add_example_ms"] > 0 and row["add_example_video_ms"] > 0
-    assert row["classify_ms_per_window"] > 0 and row["recognize_json_ms"] > 0
+    assert row["classify_ms_per_window"] > 0 and row["recognize_json_ms"] > 0 and row["check_ms"] > 0
