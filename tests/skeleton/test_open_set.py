@@ -104,6 +104,19 @@ def test_leave_one_out_judges_each_example_by_the_others() -> None:
     assert (checks[6].outcome, checks[6].nearest) == ("confused", "b")  # labelled a, looks like b
     assert [(c.outcome, c.nearest) for c in checks[7:9]] == [("overlaps", "d"), ("overlaps", "c")]
     assert checks[9].outcome == "distinct" and checks[9].score is not None and checks[9].score < 0.925
+    # each example scored exactly as the set without it would score it
+    spreads = np.linspace(0.5, 1.0, len(labels))
+    for i, check in enumerate(leave_one_out(labels, vectors, spreads.tolist(), threshold=0.925)):
+        rest = [j for j in range(len(labels)) if j != i]
+        grouped: dict[str, list[np.ndarray]] = {}
+        for j in rest:
+            grouped.setdefault(labels[j], []).append(vectors[j])
+        without = PrototypeSet.from_examples(
+            grouped, {k: [float(spreads[j]) for j in rest if labels[j] == k] for k in grouped}
+        )
+        sims = without.similarities(vectors[i])
+        assert check.nearest == without.labels[int(sims.argmax())]
+        assert check.score == pytest.approx(float(without.relative_scores(sims)[0]), abs=1e-5)
     strict = leave_one_out(labels, vectors, [0.9] * len(labels), threshold=2.0)
     assert [c.outcome for c in strict] == ["unknown"] * 7 + ["distinct"] * 3
     assert leave_one_out(["x"], vectors[:1], [1.0], 0.9)[0].outcome == "distinct"  # nothing to compare
