@@ -233,9 +233,10 @@ class ActionSets:
         """Each example of the set judged by the others (`skeleton.prototypes.leave_one_out`) at
         ``threshold``: which examples the rest of the set confuses, misses, or would take for
         another label. The newest version, and per example its stored item and its check."""
-        self.model(name)  # 404, 409 stale_examples: as using the set would
         current = self.read(name)
-        items = [(label, e) for label, es in (current.doc or {})["labels"].items() for e in es]
+        doc = current.doc or {}
+        check_vectors_match(name, doc, self.embedding_model(doc["embedding"]).manifest.onnx.sha256)
+        items = [(label, e) for label, es in doc["labels"].items() for e in es]
         if not items:
             return current, []
         vectors = np.stack([self._vector(e) for _, e in items])

@@ -114,9 +114,12 @@ async def check_set(
     set would miss or take for another label, before you rely on the set."""
 
     def work() -> ActionSetCheck:
-        model = state.action_sets.model(name)
-        given = unknown_threshold
-        bar = default_threshold(model) if given is None else check_threshold(model, given)
+        model = state.action_sets.model(name)  # 404, 409 stale_examples: as using the set would
+        bar = (
+            default_threshold(model)
+            if unknown_threshold is None
+            else check_threshold(model, unknown_threshold)
+        )
         bar = -math.inf if bar is None else bar
         current, checks = state.action_sets.check(name, bar)
         examples = [
