@@ -22,6 +22,7 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any
 
 from evaluation.falls import replay_frames
 from evaluation.upfall import ClipCase, activity_labels, local_server, upfall_cases
+from service.action_sets import SET_PREFIX
 from service.core.config import Settings
 from skeleton.manifest import load_manifest
 from skeleton.paths import data_root
@@ -207,25 +209,22 @@ def _outside(client: Any, url: str, clips: list[Path], model: str, out: dict[str
         )
 
 
+def _group(model: str) -> str:
+    """The sets are summarised together, every other model alone."""
+    return "sets" if model.startswith(SET_PREFIX) else model
+
+
 def summarize_outside(result: dict[str, Any]) -> list[str]:
-    """One line per group of models (the sets together, each other model alone): clip labels,
-    people, segment seconds and stream replies that came out ``unknown``."""
+    """One line per group of models (``_group``): clip labels, people, segment seconds and stream
+    replies that came out ``unknown``."""
     lines = []
-    groups = sorted(
-        {"sets" if r["model"].startswith("set:") else r["model"] for r in result["unknown_clips"]}
-    )
-    for group in groups:
-
-        def mine(r: dict[str, Any], group: str = group) -> bool:
-            return r["model"].startswith("set:") if group == "sets" else bool(r["model"] == group)
-
-        rows = [r for r in result["unknown_clips"] if mine(r)]
-        streams = [r for r in result["unknown_streams"] if mine(r)]
+    for group in sorted({_group(r["model"]) for r in result["unknown_clips"]}):
+        rows = [r for r in result["unknown_clips"] if _group(r["model"]) == group]
+        streams = [r for r in result["unknown_streams"] if _group(r["model"]) == group]
         people = [p for r in rows for p in r["people"]]
-        known: dict[str, int] = {}
+        known: Counter[str] = Counter()
         for r in streams:
-            for label, n in r["known"].items():
-                known[label] = known.get(label, 0) + n
+            known.update(r["known"])
         clips = sum(r["label"] == "unknown" for r in rows)
         segments = sum(r["segments_s"] for r in rows)
         known_s = sum(r["known_segments_s"] for r in rows)
@@ -234,7 +233,7 @@ def summarize_outside(result: dict[str, Any]) -> list[str]:
             f"clips outside {group}' actions: {clips} of {len(rows)} clip labels unknown, "
             f"{people.count('unknown')} of {len(people)} people; segments: {known_s:.1f} of {segments:.1f} s "
             f"labelled other than unknown; streams: {sum(r['unknown'] for r in streams)} of {replies} "
-            f"labelled (frame, person) replies unknown, the others {known}"
+            f"labelled (frame, person) replies unknown, the others {dict(known)}"
         )
     return lines
 
