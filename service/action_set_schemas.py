@@ -96,8 +96,8 @@ class ExampleCheckInfo(BaseModel):
 class ActionSetCheck(BaseModel):
     name: str
     version: int
-    unknown_threshold: float = Field(
-        description="the bar used: the set's (the embedding manifest's) or the request's"
+    unknown_threshold: float | None = Field(
+        description="the bar used: the set's (the embedding manifest's) or the request's; null: -inf (none)"
     )
     outcomes: dict[str, int] = Field(description="examples per outcome")
     examples: list[ExampleCheckInfo]
