@@ -298,6 +298,8 @@ def test_the_check_judges_each_example_by_the_others(server: Server) -> None:
     taken for jumping; a walking clip enrolled as jumping by mistake is named as walking-like."""
     assert server.call("POST", "/action-sets", json={"name": "checked"}).status_code == 201
     try:
+        empty = server.call("GET", "/action-sets/checked/check").json()
+        assert empty["outcomes"] == {} and empty["examples"] == [], empty
         for label, clip in (("jumping", "jump1"), ("jumping", "jump2"), ("walking", "walk1")):
             r = server.upload(f"/action-sets/checked/labels/{label}/examples", server.clips[clip])
             assert r.status_code == 201, r.text
