@@ -170,7 +170,8 @@ def run(
     import httpx
 
     out: dict[str, Any] = {"folds": [], "supervised": [], "unknown_clips": [], "unknown_streams": []}
-    with httpx.Client(headers=_auth()) as client:
+    auth = _auth()
+    with httpx.Client(headers=auth) as client:
         for enrol_trial, test_trial in folds:
             name = f"upfall-trial{enrol_trial}"
             fold = Fold(enrol_trial, test_trial, f"set:{name}")
@@ -189,19 +190,22 @@ def run(
             out["folds"].append({**fold.summary(), "check": check, "rows": [asdict(r) for r in fold.rows]})
             if supervised:
                 out["supervised"].append({**base.summary(), "rows": [asdict(r) for r in base.rows]})
-            _outside(client, url, unknown_clips, fold.model, out)
+            _outside(client, url, auth, unknown_clips, fold.model, out)
         for model in outside_models:
-            _outside(client, url, unknown_clips, model, out)
+            _outside(client, url, auth, unknown_clips, model, out)
     return out
 
 
-def _outside(client: Any, url: str, clips: list[Path], model: str, out: dict[str, Any]) -> None:
-    """The clips outside ``model``'s actions as clips and as streams (rows into ``out``)."""
+def _outside(
+    client: Any, url: str, auth: dict[str, str], clips: list[Path], model: str, out: dict[str, Any]
+) -> None:
+    """The clips outside ``model``'s actions as clips and as streams (rows into ``out``); ``auth``:
+    the client's key header, for the streams."""
     for path in clips:
         row = _recognize(client, url, path, model, "unknown", False)
         out["unknown_clips"].append(asdict(row))
         print(f"  {path.name} through {model}: {row.label!r} {row.people}", file=sys.stderr)
-        streamed = stream_labels(url, path, model, _auth())
+        streamed = stream_labels(url, path, model, auth)
         out["unknown_streams"].append(asdict(streamed))
         print(
             f"  {path.name} streamed: {streamed.unknown}/{streamed.labelled} unknown, {streamed.known}",

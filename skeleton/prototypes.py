@@ -159,8 +159,9 @@ def leave_one_out(
     dots = v.astype(np.float64) @ sums.T  # (N, L): each example with each label's sum
     sq = (sums * sums).sum(axis=1)
     sims = dots / np.sqrt(np.maximum(sq, 1e-24))
-    own_dot = dots[rows, index] - (v * v).sum(axis=1)  # with its label's sum minus itself
-    own_sq = sq[index] - 2 * dots[rows, index] + (v * v).sum(axis=1)
+    self_dot = (v * v).sum(axis=1)  # 1, or 0 for an all-zero vector
+    own_dot = dots[rows, index] - self_dot  # with its label's sum minus itself
+    own_sq = sq[index] - 2 * dots[rows, index] + self_dot
     alone = counts[index] == 1
     sims[rows, index] = np.where(alone, -np.inf, own_dot / np.sqrt(np.maximum(own_sq, 1e-24)))
     label_spreads = np.tile(spread_sums / np.maximum(counts, 1), (len(labels), 1))
