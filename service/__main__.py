@@ -95,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rec.add_argument(
         "--model",
         default=None,
-        help="model name, or an action set as set:NAME (default: SKELACT_DEFAULT_MODEL or the first)",
+        help="model name, an action set as set:NAME, or one next to a base model as set:NAME,MODEL "
+        "(default: SKELACT_DEFAULT_MODEL or the first)",
     )
     rec.add_argument(
         "--unknown-threshold",

@@ -4,6 +4,8 @@ A track's poses arrive at the camera's rate with gaps (missed detections, droppe
 windows are cut on the model's clock instead: ``length`` frames at ``fps``, a new one every
 ``stride`` model frames. Resampling, gap filling and normalisation are
 ``skeleton.preprocess.sequence_to_layout`` + ``prepare_window`` -- the exact code training uses.
+A model reading several inputs (an action set next to a base model, `service.combined`) gets each
+input's window at the same end time, stacked on the channel axis (`cut_window`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,19 @@ class TrackWindow:
     tensor: np.ndarray  # (C, T, V) float32
 
 
+def to_layouts(seq: SkeletonSequence, specs: tuple[InputSpec, ...], frame_height: float) -> np.ndarray:
+    """(T, V, 3 x inputs): the sequence in each input's layout and coordinates, side by side."""
+    return np.concatenate([sequence_to_layout(seq, s, frame_height) for s in specs], axis=-1)
+
+
+def cut_window(specs: tuple[InputSpec, ...], times: np.ndarray, joints: np.ndarray, end: float) -> np.ndarray:
+    """(C, T, V): each input's window ending at ``end`` (``joints`` from `to_layouts`), stacked."""
+    if len(specs) == 1:
+        return prepare_window(times, joints, specs[0], end)
+    parts = np.split(joints, len(specs), axis=-1)
+    return np.concatenate([prepare_window(times, j, s, end) for s, j in zip(specs, parts, strict=True)])
+
+
 class TrackBuffer:
     """Recent poses of one person; knows when the next window is due and how to cut it.
 
@@ -45,18 +60,19 @@ class TrackBuffer:
     def __init__(
         self,
         track_id: int,
-        spec: InputSpec,
+        spec: InputSpec | tuple[InputSpec, ...],
         stride: int | None = None,
         keep_all: bool = False,
         history_s: float = 0.0,
     ) -> None:
         self.track_id = track_id
-        self.spec = spec
-        self.window_spec = spec.window.with_stride(stride)
+        self.specs = spec if isinstance(spec, tuple) else (spec,)
+        self.spec = self.specs[0]  # its window sets the clock
+        self.window_spec = self.spec.window.with_stride(stride)
         self.keep_all = keep_all  # clips keep everything (for the timeline); streams only recent history
         self.history_s = history_s  # streams: keep at least this much (an example from recent seconds)
         self._times: list[float] = []
-        self._joints: list[np.ndarray] = []  # (V, 3) per frame in the model layout, NaN: unseen
+        self._joints: list[np.ndarray] = []  # (V, 3 x inputs) per frame in the model layout, NaN: unseen
         self._seen: list[bool] = []
         self._missing: np.ndarray | None = None
         self.first_seen: float | None = None
@@ -117,14 +133,14 @@ class TrackBuffer:
         return []
 
     def _to_layout(self, timestamp: float, pose: PersonPose | None, frame_height: int) -> np.ndarray:
-        """One frame through ``sequence_to_layout`` (a per-frame map), converted once on arrival."""
+        """One frame through `to_layouts` (a per-frame map), converted once on arrival."""
         if pose is None:
             if self._missing is None:
                 probe = SkeletonSequence.from_poses([timestamp], [None])
-                self._missing = sequence_to_layout(probe, self.spec, float(frame_height))[0]
+                self._missing = to_layouts(probe, self.specs, float(frame_height))[0]
             return self._missing
         seq = SkeletonSequence.from_poses([timestamp], [pose])
-        return sequence_to_layout(seq, self.spec, float(frame_height))[0]
+        return to_layouts(seq, self.specs, float(frame_height))[0]
 
     def window(self, end_time: float) -> TrackWindow:
         """Cut the model input ending at ``end_time`` (shared preprocess code).
@@ -135,7 +151,7 @@ class TrackBuffer:
         """
         lo, hi = self._span(end_time - self.window_spec.seconds, end_time)
         times = np.asarray(self._times[lo:hi], np.float64)
-        tensor = prepare_window(times, np.stack(self._joints[lo:hi]), self.spec, end_time)
+        tensor = cut_window(self.specs, times, np.stack(self._joints[lo:hi]), end_time)
         self.windows_emitted += 1
         return TrackWindow(self.track_id, end_time - self.window_spec.seconds, end_time, tensor)
 
@@ -149,15 +165,20 @@ class TrackBuffer:
             hi += 1
         return max(lo, 0), min(hi, n - 1) + 1
 
-    def recent(self, seconds: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(times, (T, V, 3) joints in the model layout, seen) of the last ``seconds`` up to the
-        last sighting (an enrolment example from a stream)."""
+    def recent(self, seconds: float, spec: InputSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(times, (T, V, 3) joints in ``spec``'s layout, seen) of the last ``seconds`` up to the
+        last sighting (an enrolment example from a stream); None when no input of the model is
+        ``spec``."""
+        if spec not in self.specs:
+            return None
         if self.last_seen is None:
             return np.zeros(0), np.zeros((0, 0, 3), np.float32), np.zeros(0, bool)
         lo = bisect.bisect_left(self._times, self.last_seen - seconds)
         hi = bisect.bisect_right(self._times, self.last_seen)
         times = np.asarray(self._times[lo:hi], np.float64)
-        return times, np.stack(self._joints[lo:hi]), np.asarray(self._seen[lo:hi], bool)
+        part = self.specs.index(spec)
+        joints = np.stack(self._joints[lo:hi])[..., 3 * part : 3 * part + 3]
+        return times, joints, np.asarray(self._seen[lo:hi], bool)
 
     def cut(self, ends: list[float]) -> list[TrackWindow]:
         return [self.window(e) for e in ends]

@@ -164,12 +164,12 @@ async def from_stream(state: ServiceState, session: StreamSession, msg: EnrolMes
     sets = state.action_sets
     current = await loop.run_in_executor(state.io_pool, sets.read, msg.action_set)
     emb = sets.embedding_model((current.doc or {})["embedding"])
-    if session.model.manifest.input != emb.manifest.input:
+    if emb.manifest.input not in session.model.specs:
         raise ServiceError(
             422,
             "stream_model_mismatch",
             f"this stream runs {session.model.name}, whose windows are not those of {emb.name}",
-            f"stream model={SET_PREFIX}{msg.action_set} (or a model with the same input) to enrol from it",
+            f"stream model={SET_PREFIX}{msg.action_set} (alone or next to a base model) to enrol from it",
         )
     people = session.tracks.open
     if msg.track_id is not None and msg.track_id not in people:
@@ -183,7 +183,9 @@ async def from_stream(state: ServiceState, session: StreamSession, msg: EnrolMes
             422, "several_people", f"{len(people)} people are in view", "name one with track_id"
         )
     track_id = msg.track_id if msg.track_id is not None else next(iter(people))
-    times, joints, seen = people[track_id].buffer.recent(msg.seconds)
+    recent = people[track_id].buffer.recent(msg.seconds, emb.manifest.input)
+    assert recent is not None  # the stream's model reads the embedding's input (checked above)
+    times, joints, seen = recent
     need = MIN_WINDOW_SHARE * emb.window.seconds
     t0, t1 = (float(times[seen][0]), float(times[seen][-1])) if seen.any() else (0.0, 0.0)
     if t1 - t0 < need:

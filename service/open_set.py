@@ -23,10 +23,18 @@ from service.batching import BatcherView, BatchResult, WindowBatcher
 from service.classifier import score_name
 from service.core.errors import ServiceError
 from service.registry import LoadedModel
+from skeleton.manifest import ModelManifest
 from skeleton.open_set import with_unknown_column
 from skeleton.prototypes import UNKNOWN
 
-__all__ = ["UNKNOWN", "UnknownBatcher", "check_threshold", "default_threshold", "with_unknown"]
+__all__ = [
+    "UNKNOWN",
+    "UnknownBatcher",
+    "check_threshold",
+    "default_threshold",
+    "fall_classes",
+    "with_unknown",
+]
 
 # the range of each score, for validation (max_logit and energy are unbounded)
 _RANGES = {"max_softmax": (0.0, 1.0), "max_cosine": (-1.0, 1.0), "relative_cosine": (-10.0, 10.0)}
@@ -63,6 +71,11 @@ def check_threshold(model: LoadedModel, value: float) -> float:
     return value
 
 
+def fall_classes(m: ModelManifest) -> list[int]:
+    """The columns of the model's fall group (the fall rule sums their probabilities)."""
+    return [m.labels.index(x) for x in m.label_groups.get(m.fall_rule.fall_group, []) if x in m.labels]
+
+
 class UnknownBatcher(BatcherView):
     """A model's batcher whose results gain the ``unknown`` column (see the module docstring)."""
 
@@ -93,8 +106,6 @@ def with_unknown(model: LoadedModel, threshold: float | None) -> LoadedModel:
     if t is None:
         return model
     m = model.manifest
-    rule = m.fall_rule
-    classes = [m.labels.index(x) for x in m.label_groups.get(rule.fall_group, []) if x in m.labels]
     manifest = m.model_copy(update={"labels": [*m.labels, UNKNOWN]})
-    batcher = UnknownBatcher(model.batcher, t, (classes, rule.fall_threshold))
+    batcher = UnknownBatcher(model.batcher, t, (fall_classes(m), m.fall_rule.fall_threshold))
     return dataclasses.replace(model, manifest=manifest, batcher=batcher)

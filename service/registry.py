@@ -21,7 +21,7 @@ from service.metrics import Metrics
 from service.model_checks import check_graph, describe_load_error
 from service.schemas import ModelInfo, WindowInfo
 from skeleton.layouts import get_layout
-from skeleton.manifest import MANIFEST_FILE, ModelManifest, WindowSpec, load_manifest
+from skeleton.manifest import MANIFEST_FILE, InputSpec, ModelManifest, WindowSpec, load_manifest
 
 log = logging.getLogger(__name__)
 EMBEDDINGS_DIR = "embeddings"
@@ -41,10 +41,23 @@ class LoadedModel:
     batcher: WindowBatcher
     window: WindowSpec  # the manifest's, with SKELACT_STRIDE
     warmup_ms: float = 0.0
+    # a window cut for each of these and stacked on the channel axis (a set next to a base model,
+    # `service.combined`); empty: the manifest's input alone
+    inputs: tuple[InputSpec, ...] = ()
 
     @property
     def labels(self) -> list[str]:
         return self.manifest.labels
+
+    @property
+    def specs(self) -> tuple[InputSpec, ...]:
+        """The inputs one window holds, in channel order; the first sets the window clock."""
+        return self.inputs or (self.manifest.input,)
+
+    @property
+    def coordinates(self) -> tuple[str, ...]:
+        """The landmarks (``image`` / ``world``) this model's windows are made of."""
+        return tuple(dict.fromkeys(s.coordinates for s in self.specs))
 
     def window_info(self, stride: int | None = None) -> WindowInfo:
         w = self.window.with_stride(stride)

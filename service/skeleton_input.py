@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 import numpy as np
 
@@ -17,15 +17,16 @@ def _invalid(message: str, hint: str) -> ServiceError:
 
 
 def person_pose(
-    p: SkeletonPersonIn, width: int, height: int, normalized: bool, coordinates: str
+    p: SkeletonPersonIn, width: int, height: int, normalized: bool, coordinates: Collection[str]
 ) -> PersonPose:
-    if coordinates == "world" and p.world is None:
+    """``coordinates``: the landmarks the model reads (``image``, ``world``), each required."""
+    if "world" in coordinates and p.world is None:
         raise _invalid(
             "this model reads MediaPipe world landmarks and a person has none",
             "send 'world' (33 × [x, y, z] metres) for every person, or pick a model whose "
             "coordinates are 'image' (GET /models)",
         )
-    if coordinates == "image" and p.image is None:
+    if "image" in coordinates and p.image is None:
         raise _invalid(
             "this model reads image landmarks and a person has none",
             "send 'image' (33 × [x, y] or [x, y, z] pixels) for every person",
@@ -66,12 +67,12 @@ def person_pose(
 def posed_frame(
     frame: SkeletonFrameIn,
     index: int,
-    coordinates: str,
+    coordinates: Collection[str],
     default_width: int = 640,
     default_height: int = 480,
 ) -> PosedFrame:
     """A frame of client skeletons: with the client's track ids (``people``), or as poses for the
-    server's tracker (``poses``). ``coordinates``: what the model reads (``world`` / ``image``)."""
+    server's tracker (``poses``). ``coordinates``: what the model reads (``world``, ``image``)."""
     width = frame.width or default_width
     height = frame.height or default_height
     poses = tuple(person_pose(p, width, height, frame.normalized, coordinates) for p in frame.people)
@@ -94,7 +95,7 @@ def posed_frame(
     return PosedFrame(index, frame.timestamp, width, height, poses)
 
 
-def sequence_frames(seq: SkeletonSequenceIn, coordinates: str) -> Iterator[PosedFrame]:
+def sequence_frames(seq: SkeletonSequenceIn, coordinates: Collection[str]) -> Iterator[PosedFrame]:
     """Frames of a JSON skeleton clip, in the shape the clip pipeline consumes."""
     for i, f in enumerate(seq.frames):
         yield posed_frame(f, i, coordinates, seq.width, seq.height)

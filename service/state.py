@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from service.action_sets import SET_PREFIX, ActionSets, default_sets_dir
+from service.combined import SEPARATOR, combine, split_name
 from service.core.config import Settings
 from service.core.errors import ServiceError
 from service.jobs import JobRunner, JobStore
@@ -81,9 +82,20 @@ class ServiceState:
         return True, ""
 
     def model(self, name: str | None, unknown_threshold: float | None = None) -> LoadedModel:
-        """A model or an action set (``set:NAME``) by name, with ``unknown`` (`service.open_set`)."""
+        """A model, an action set (``set:NAME``), or a set next to a base model (``set:NAME,BASE``,
+        `service.combined`) by name, with ``unknown`` (`service.open_set`)."""
+        pair = None if name is None else split_name(name, SET_PREFIX)
+        if pair is not None:
+            set_name, base = pair
+            taught, classifier = self.action_sets.model(set_name), self._classifier(base)
+            first = self.settings.combined_first == "set"
+            combined = f"{SET_PREFIX}{set_name}{SEPARATOR}{base}"
+            return combine(combined, taught, classifier, unknown_threshold, first)
         if name is not None and name.startswith(SET_PREFIX):
             return with_unknown(self.action_sets.model(name.removeprefix(SET_PREFIX)), unknown_threshold)
+        return with_unknown(self._classifier(name), unknown_threshold)
+
+    def _classifier(self, name: str | None) -> LoadedModel:
         model = self.registry.get(name)
         if model.manifest.kind == "embedding":
             raise ServiceError(
@@ -92,7 +104,7 @@ class ServiceState:
                 f"model {model.name!r} is an embedding: it has no labels of its own",
                 f"enrol examples into an action set (POST /action-sets) and use model={SET_PREFIX}NAME",
             )
-        return with_unknown(model, unknown_threshold)
+        return model
 
     @property
     def ready_event(self) -> asyncio.Event:

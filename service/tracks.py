@@ -132,7 +132,7 @@ class TrackSet:
         if record is None:
             buffer = TrackBuffer(
                 track_id,
-                self.model.manifest.input,
+                self.model.specs,
                 self.stride,
                 keep_all=self.keep_history,
                 history_s=0.0 if self.keep_history else STREAM_HISTORY_S,

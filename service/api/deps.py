@@ -46,7 +46,8 @@ def get_model(
     model: Annotated[
         str | None,
         Query(
-            description="model name (GET /models) or an action set as set:NAME; default: the default model"
+            description="model name (GET /models), an action set as set:NAME, or a set next to a base "
+            "model as set:NAME,MODEL; default: the default model"
         ),
     ] = None,
     unknown_threshold: UnknownThreshold = None,

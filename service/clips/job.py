@@ -169,7 +169,7 @@ class ClipJob:
 
     async def skeletons_pass(self, seq: SkeletonSequenceIn) -> ClipOutcome:
         """The skeleton sequence's pass (tracked, windows classified), not yet answered."""
-        source = sequence_frames(seq, self.model.manifest.input.coordinates)
+        source = sequence_frames(seq, self.model.coordinates)
         first = next(source)  # validate eagerly: errors become a 422 before any work starts
 
         def frames() -> Iterator[ClipFrame]:

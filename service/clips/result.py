@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from perception.tracking.clip_tracks import MIN_TRACK_FRAMES, clip_tracks, select_primary_track
+from service.buffer import cut_window, to_layouts
 from service.core.config import Settings
 from service.core.errors import ServiceError
 from service.registry import LoadedModel
@@ -24,7 +25,6 @@ from service.smoothing import TimelineSegment, smoothing_config, timeline
 from skeleton.clip import ClipDecision, ClipRule, decide, decide_confirmed, window_ends
 from skeleton.falls import FallEvent, FallRule
 from skeleton.manifest import WindowSpec
-from skeleton.preprocess import prepare_window, sequence_to_layout
 from skeleton.types import SkeletonSequence
 
 if TYPE_CHECKING:
@@ -145,9 +145,8 @@ async def clip_people(
 async def _classify_sequence(
     model: LoadedModel, seq: SkeletonSequence, seen: np.ndarray, height: int, window: WindowSpec
 ) -> tuple[np.ndarray, np.ndarray]:
-    spec = model.manifest.input
-    joints = sequence_to_layout(seq, spec, float(height))
+    joints = to_layouts(seq, model.specs, float(height))
     t = seq.timestamps
     ends = window_ends(float(t[seen][0]), float(t[seen][-1]), window.seconds, window.hop_s)
-    windows = np.stack([prepare_window(t, joints, spec, float(e)) for e in ends])
+    windows = np.stack([cut_window(model.specs, t, joints, float(e)) for e in ends])
     return ends, (await model.batcher.submit(windows)).probs

@@ -173,6 +173,11 @@ class Settings(BaseSettings):
         description="custom action sets, shared by every replica that mounts it (the storage "
         "contract: service/store.py); default: $SKELACT_CACHE_DIR or ~/.cache/skelact, /action-sets",
     )
+    combined_first: Literal["set", "base"] = Field(
+        default="set",
+        description="a set next to a base model (model=set:NAME,BASE): which answers a window both "
+        "accept (service/combined.py; chosen across UP-Fall trials, docs/action-sets.md)",
+    )
 
     # --- reliability and access (docs/security.md)
     max_json_mb: float = Field(default=64.0, gt=0, description="largest JSON body (skeleton sequences)")

@@ -6,6 +6,7 @@ import { TeachView } from "./teach.js";
 import { UploadView } from "./upload.js";
 
 let models = [];
+let defaultModel = "";
 const currentModel = () => $("model").value;
 
 async function loadModels(retryIn = 2) {
@@ -13,6 +14,7 @@ async function loadModels(retryIn = 2) {
   try {
     const info = await fetchModels();
     models = info.models.filter((m) => m.kind !== "embedding"); // an embedding has no labels of its own
+    defaultModel = info.default || models[0]?.name || "";
     const wanted = new URLSearchParams(location.search).get("model") || info.default;
     select.replaceChildren(
       ...models.map((m) => el("option", { value: m.name, selected: m.name === wanted }, m.name)),
@@ -76,7 +78,7 @@ async function selectModel(name, force = false) {
   describeModel();
   live.restart();
 }
-const teach = new TeachView(live, selectModel);
+const teach = new TeachView(live, selectModel, () => defaultModel);
 teach.refresh();
 $("model").addEventListener("change", () => {
   describeModel();

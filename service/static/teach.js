@@ -19,10 +19,12 @@ async function call(method, path, body) {
 }
 
 export class TeachView {
-  /** live: the LiveView (its stream records the example); selectModel(name): switch the model. */
-  constructor(live, selectModel) {
+  /** live: the LiveView (its stream records the example); selectModel(name): switch the model;
+   * baseModel(): the server's default model, which the set can run next to. */
+  constructor(live, selectModel, baseModel) {
     this.live = live;
     this.selectModel = selectModel;
+    this.baseModel = baseModel;
     this.waiting = null; // resolves with the server's "enrolled" (or error) reply
     live.onEnrolled = (msg) => this.settle(msg);
     live.onEnrolError = (msg) => ENROL_ERRORS.has(msg.code) && this.settle(msg);
@@ -31,10 +33,19 @@ export class TeachView {
       this.record();
     });
     $("teach-set").addEventListener("change", () => this.refresh());
+    $("teach-base").addEventListener("change", () => {
+      if (this.live.hello?.model?.startsWith(SET_PREFIX + this.setName())) this.selectModel(this.modelName());
+    });
   }
 
   setName() {
     return $("teach-set").value.trim() || "my-actions";
+  }
+
+  /** The set as the stream's model: alone, or next to the server's model (set:NAME,MODEL). */
+  modelName() {
+    const base = $("teach-base").checked ? this.baseModel() : "";
+    return SET_PREFIX + this.setName() + (base ? `,${base}` : "");
   }
 
   settle(msg) {
@@ -52,9 +63,10 @@ export class TeachView {
       const r = await call("POST", "/action-sets", { name });
       if (!r.ok && r.status !== 409) throw new Error(errorText(r.status, r.data));
     }
-    await this.selectModel(SET_PREFIX + name);
+    const model = this.modelName();
+    await this.selectModel(model);
     const until = performance.now() + 30000;
-    while (this.live.hello?.model !== SET_PREFIX + name || !this.live.ready) {
+    while (this.live.hello?.model !== model || !this.live.ready) {
       if (performance.now() > until) throw new Error("the stream did not switch to the set");
       await new Promise((ok) => setTimeout(ok, 100));
     }
@@ -130,7 +142,7 @@ export class TeachView {
     const path = `/action-sets/${encodeURIComponent(name)}/labels/${encodeURIComponent(label)}/examples/${id}`;
     const r = await call("DELETE", path);
     if (!r.ok) setStatus(`Could not delete: ${errorText(r.status, r.data)}`, "error");
-    else if (this.live.hello?.model === SET_PREFIX + name) await this.selectModel(SET_PREFIX + name, true);
+    else if (this.live.hello?.model === this.modelName()) await this.selectModel(this.modelName(), true);
     await this.refresh();
   }
 }

@@ -210,8 +210,7 @@ class StreamSession:
         bound_s = self.settings.stream_max_queue_ms / 1e3
         if arrival.skeleton is not None:  # at its stream time: the client's, strictly increasing
             queued = _queued(arrival, bound_s)
-            coordinates = self.model.manifest.input.coordinates
-            posed = posed_frame(arrival.skeleton, arrival.frame_id, coordinates)
+            posed = posed_frame(arrival.skeleton, arrival.frame_id, self.model.coordinates)
             return replace(posed, timestamp=ts, queue_s=queued)
         assert arrival.image is not None
         if solo:

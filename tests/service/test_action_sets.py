@@ -214,3 +214,60 @@ def test_vector_files_no_set_names_are_swept_once_old(registry: ModelRegistry, t
     assert sets.sweep_vectors() == 2
     assert sorted(p.name for p in folder.iterdir()) == sorted([f"{named}.f32", fresh.name])
     assert sets.model("gym").labels == ["squat"]
+
+
+def test_a_set_next_to_a_base_model_answers_in_order(tmp_path: Path) -> None:
+    """`service.combined` on the shipped embedding and a tiny real ONNX base (kinect20, 32 frames, no
+    open-set rule): one vocabulary (the base's labels, the set's new ones, ``unknown``), the set's
+    answer where it accepts a window (set first), the base's where it does not or goes first; a base
+    of another layout is refused with how to fix it."""
+    from service.combined import combine, split_name
+    from tests.service_helpers import write_linear_model
+
+    emb = embedding_dir()
+    zoo = tmp_path / "zoo"
+    write_linear_model(zoo / "base", ["walk", "a"], layout="kinect20", joints=20, stride=4)
+    write_linear_model(zoo / "wide", ["walk"])  # mediapipe33
+    (zoo / "embeddings").mkdir()
+    (zoo / "embeddings" / emb.name).symlink_to(emb)
+    reg = ModelRegistry(Settings(models_dir=zoo, warmup=False), Metrics())
+    reg.load_all()
+    assert not reg.failed, reg.failed
+    sets = ActionSets(tmp_path / "sets", reg)
+    model = reg.models[emb.name]
+    x = np.random.default_rng(7).normal(size=(4, *model.input_shape(1)[1:])).astype(np.float32)
+    vectors = model.runtime.predict(x)
+    sets.create("mine", None)
+    sets.add_example("mine", "a", Example(vectors[0], 1, 2.0, {}))  # named like a base label
+    sets.add_example("mine", "z", Example(vectors[1], 1, 2.0, {}))
+    base = reg.models["base"]
+    stacked = np.concatenate([x, x], axis=1)  # the base's window, then the embedding's
+
+    async def answers(calls: list[tuple[float | None, bool]]) -> list[tuple[list[str], np.ndarray]]:
+        out = []
+        try:
+            for threshold, set_first in calls:
+                both = combine("set:mine,base", sets.model("mine"), base, threshold, set_first)
+                out.append((both.labels, (await both.batcher.submit(stacked)).probs))
+            out.append((base.labels, (await base.batcher.submit(x)).probs))
+        finally:
+            for m in reg.models.values():
+                await m.batcher.close()
+        return out
+
+    (labels, first), (_, high), (_, base_first), (_, alone) = asyncio.run(
+        answers([(None, True), (10.0, True), (None, False)])
+    )
+    assert labels == ["walk", "a", "z", UNKNOWN]
+    assert list(first.argmax(1)[:2]) == [1, 2]  # windows 0, 1 are the set's examples: its labels
+    assert np.allclose(first.sum(1), 1.0, atol=1e-5)
+    assert np.allclose(high[:, :2], alone, atol=1e-6) and (high[:, 2:] == 0).all()  # the set accepts none
+    assert np.allclose(base_first, high, atol=1e-6)  # a base without a rule accepts every window
+    assert split_name("base,set:mine", "set:") == ("mine", "base") and split_name("base", "set:") is None
+    for bad in ("set:a,set:b", "a,b", "set:a,b,c", "set:a,"):
+        with pytest.raises(ServiceError) as exc:
+            split_name(bad, "set:")
+        assert exc.value.code == "invalid_model", bad
+    with pytest.raises(ServiceError) as exc:
+        combine("set:mine,wide", sets.model("mine"), reg.models["wide"], None)
+    assert exc.value.code == "models_not_combinable" and "layout" in exc.value.hint

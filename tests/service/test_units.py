@@ -200,7 +200,7 @@ def test_skeleton_json_becomes_person_poses() -> None:
     frame = SkeletonFrameIn.model_validate(
         {"timestamp": 0.5, "width": 640, "height": 480, "people": [{"image": pts}, {"image": pts}]}
     )
-    posed = posed_frame(frame, 0, "image")
+    posed = posed_frame(frame, 0, ("image",))
     people, poses, w, h = posed.people, posed.poses, posed.width, posed.height
     assert people is None and poses is not None and len(poses) == 2 and (w, h) == (640, 480)
     assert poses[0].box.x0 == 100 and np.isnan(poses[0].world).all()
@@ -213,10 +213,10 @@ def test_skeleton_json_becomes_person_poses() -> None:
             "people": [{"id": 7, "image": [[0.5, 0.5]] * 33}],
         }
     )
-    people = posed_frame(norm, 0, "image").people
+    people = posed_frame(norm, 0, ("image",)).people
     assert people is not None and people[0].track_id == 7 and people[0].pose.image[0, 0] == 100
     with pytest.raises(ServiceError) as err:
-        posed_frame(frame, 0, "world")  # the model needs world landmarks
+        posed_frame(frame, 0, ("world",))  # the model needs world landmarks
     assert err.value.status == 422 and "world" in err.value.message
     with pytest.raises(ValueError):
         SkeletonSequenceIn.model_validate({"frames": [{"timestamp": 1}, {"timestamp": 1}]})

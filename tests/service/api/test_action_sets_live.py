@@ -81,6 +81,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "taichi": trim_video(clips / "stgcn_ta_chi.mp4", tmp / "taichi.mp4", frames=120),
         # weightlifting (10 s, all of it): its jerk looks like a jump to the plain cosine
         "cleanjerk": trim_video(clips / "stgcn_clean_and_jerk.mp4", tmp / "cj.mp4", frames=300),
+        # falling backwards (trial 2, camera 1): stands, falls at ~3 s, lies on the floor
+        "fall2": trim_video(data / "Activity3/Trial2Cam1.mp4", tmp / "fall2.mp4", frames=144),
     }
     port = free_port()
     with run_server(port, tmp / "server.log", env=_env(zoo, sets), ready_timeout=300):
@@ -105,7 +107,7 @@ def enrolled(server: Server) -> dict[str, Any]:
 
 
 def _clip(server: Server, clip: str, model: str = "set:moves", **params: Any) -> dict[str, Any]:
-    r = server.upload("/recognize", server.clips[clip], model=model, top_k=10, **params)
+    r = server.upload("/recognize", server.clips[clip], model=model, **{"top_k": 10, **params})
     assert r.status_code == 200, r.text
     body: dict[str, Any] = r.json()
     return body
@@ -214,6 +216,61 @@ def test_a_stream_on_the_set_gives_its_labels(
             assert msg["type"] == "frame", msg
             labels += [t["label"] for t in msg["tracks"] if t["label"] is not None]
         assert labels and set(labels) == {"unknown"}, labels
+
+
+UPFALL_LABELS = load_manifest(REPO_ROOT / "model_zoo" / "upfall-stgcnpp-lite", verify_sha=False).labels
+
+
+def test_a_set_next_to_a_base_model(server: Server, jump2_skeletons: dict[str, Any]) -> None:
+    """``model=set:NAME,BASE``: a lift and a floor exercise taught on top of the UP-Fall classifier,
+    which knows neither. The taught labels take over where they match, the base answers the rest,
+    and a fall stays a fall even where a taught action matches it (service.combined)."""
+    assert server.call("POST", "/action-sets", json={"name": "extra"}).status_code == 201
+    for label, clip in (("clean and jerk", "cleanjerk"), ("floor exercise", "fall2")):
+        r = server.upload(f"/action-sets/extra/labels/{label}/examples", server.clips[clip])
+        assert r.status_code == 201, r.text
+    both = "set:extra,upfall-stgcnpp-lite"
+    body = _clip(server, "cleanjerk", model=both)
+    assert body["model"] == both and body["clip"]["label"] == "clean and jerk", body["clip"]
+    labels = {s["label"] for s in _clip(server, "cleanjerk", model=both, top_k=100)["clip"]["top"]}
+    assert labels == {*UPFALL_LABELS, "clean and jerk", "floor exercise", "unknown"}, labels
+    assert _clip(server, "walk2", model="set:extra")["clip"]["label"] == "unknown"  # the set alone
+    assert _clip(server, "walk2", model=both)["clip"]["label"] == "walking"  # the base fills in
+    assert _clip(server, "walk2", model="upfall-stgcnpp-lite,set:extra")["model"] == both  # either order
+    alone = _clip(server, "fall2", model="set:extra")["clip"]
+    assert alone["label"] == "floor exercise" and not alone["fall"], alone  # the set alone hides the fall
+    fall = _clip(server, "fall2", model=both)["clip"]
+    assert fall["fall"] and fall["label"] == "falling backwards", fall  # next to the base it does not
+    assert _clip(server, "fall2", model="upfall-stgcnpp-lite")["clip"]["fall"]
+    # the set's threshold is the request's: one no window reaches leaves the base alone
+    assert _clip(server, "cleanjerk", model=both, unknown_threshold=10.0)["clip"]["label"] != "clean and jerk"
+    # streams on both: the taught label and the base's, and an example from a stream into the set
+    lift = stream_labels(server.url, server.clips["cleanjerk"], both, AUTH)
+    assert lift.known.get("clean and jerk", 0) > lift.labelled / 2, lift
+    walk = stream_labels(server.url, server.clips["walk2"], both, AUTH)
+    assert walk.known.get("walking", 0) > walk.labelled / 2, walk
+    url = server.url.replace("http", "ws") + f"/stream?model={both}&api_key={KEY}"
+    with connect(url, open_timeout=120, max_size=None) as ws:
+        hello = json.loads(ws.recv(timeout=120))
+        assert hello["type"] == "hello", hello
+        assert hello["labels"] == [*UPFALL_LABELS, "clean and jerk", "floor exercise", "unknown"], hello
+        for frame in jump2_skeletons["frames"]:
+            time.sleep(1 / 30)
+            ws.send(json.dumps({"type": "skeleton", "width": 640, "height": 480, **frame}))
+            assert json.loads(ws.recv(timeout=120))["type"] == "frame"
+        ws.send(json.dumps({"type": "enrol", "action_set": "extra", "label": "hop", "seconds": 3}))
+        reply = json.loads(ws.recv(timeout=120))
+        assert reply["type"] == "enrolled" and reply["example"]["source"]["kind"] == "stream", reply
+    for bad, code in (
+        ("set:extra,set:moves", "invalid_model"),
+        ("set:extra,upfall-stgcnpp-lite,x", "invalid_model"),
+        (f"set:extra,{embedding_dir().name}", "embedding_model"),
+    ):
+        r = server.upload("/recognize", server.clips["walk2"], model=bad)
+        assert r.status_code == 422 and r.json()["error"]["code"] == code, r.text
+    r = server.upload("/recognize", server.clips["walk2"], model="set:nope,upfall-stgcnpp-lite")
+    assert r.status_code == 404, r.text
+    assert server.call("DELETE", "/action-sets/extra").status_code == 204
 
 
 def test_an_example_from_skeleton_json(

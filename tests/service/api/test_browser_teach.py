@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -67,12 +68,15 @@ def test_record_an_example_from_the_camera_and_see_it_recognised(browser: Any, s
     page.on("pageerror", lambda e: errors.append(str(e)))
     labels: list[str] = []
     sent: list[dict[str, Any]] = []
+    hellos: list[dict[str, Any]] = []
 
     def on_ws(ws: Any) -> None:
         def received(payload: str | bytes) -> None:
             msg = json.loads(payload)
             if msg.get("type") == "frame":
                 labels.extend(t["label"] for t in msg["tracks"] if t["label"])
+            elif msg.get("type") == "hello":
+                hellos.append(msg)
 
         def out(payload: str | bytes) -> None:
             if isinstance(payload, str):
@@ -116,5 +120,23 @@ def test_record_an_example_from_the_camera_and_see_it_recognised(browser: Any, s
     page.click("#teach-examples li[data-label='hop'] button")
     page.wait_for_selector("#teach-examples li[data-label='hop']", state="detached", timeout=60_000)
     assert not page.query_selector("#teach-examples .check-warning")  # jump alone: nothing to warn about
+    # next to the server's model: the stream switches to set:NAME,MODEL, whose labels are the UP-Fall
+    # model's and the taught one, and the jumping is still the taught "jump"
+    both = "set:browser-set,upfall-stgcnpp-lite"
+    page.check("#teach-base")
+    page.wait_for_function(f"document.querySelector('#model').value === '{both}'", timeout=60_000)
+    deadline = time.monotonic() + 60
+    while not any(h["model"] == both for h in hellos):
+        assert time.monotonic() < deadline, [h["model"] for h in hellos]
+        page.wait_for_timeout(200)
+    hello = next(h for h in hellos if h["model"] == both)
+    assert "jump" in hello["labels"] and "falling backwards" in hello["labels"], hello["labels"]
+    labels.clear()  # from here on, the stream on both models
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while "jump" not in labels:
+        assert time.monotonic() < deadline and not errors, (labels[-10:], errors)
+        page.wait_for_timeout(200)
+    page.uncheck("#teach-base")
+    page.wait_for_function("document.querySelector('#model').value === 'set:browser-set'", timeout=60_000)
     page.click("#teach-examples li[data-label='jump'] button")
     page.wait_for_selector("#teach-examples li:has-text('No examples yet')", timeout=60_000)
