@@ -13,12 +13,18 @@ embracing: none of them an UP-Fall activity) go through every fold's set as well
 everything should come out ``unknown``. ``--outside-models`` sends them through loaded models too
 (e.g. the shipped classifiers, whose actions they are not either).
 
+A set next to a base model (``service.combined``): ``--enrol-activities 9,10`` enrols only those
+activities and ``--base NAME`` tests ``set:{set},NAME``; ``{trial}`` in ``--base`` and
+``--supervised`` is the fold's enrolment trial (a classifier trained on that trial without the
+taught activities, e.g. ``upfall-unknown-t{trial}``).
+
     python -m evaluation.action_sets --json runs/action-sets-upfall.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -166,6 +172,8 @@ def run(
     unknown_clips: list[Path],
     enrol_seconds: float | None = None,
     outside_models: Sequence[str] = (),
+    enrol_activities: set[int] | None = None,
+    base_model: str | None = None,
 ) -> dict[str, Any]:
     import httpx
 
@@ -174,9 +182,20 @@ def run(
     with httpx.Client(headers=auth) as client:
         for enrol_trial, test_trial in folds:
             name = f"upfall-trial{enrol_trial}"
-            fold = Fold(enrol_trial, test_trial, f"set:{name}")
-            base = Fold(enrol_trial, test_trial, supervised or "")
-            examples = [c for c in cases if c.trial == enrol_trial and c.camera == enrol_camera]
+            if enrol_activities:
+                name += "-" + "-".join(str(a) for a in sorted(enrol_activities))
+            model = f"{SET_PREFIX}{name}"
+            if base_model:
+                model += f",{base_model.format(trial=enrol_trial)}"
+            fold = Fold(enrol_trial, test_trial, model)
+            base = Fold(enrol_trial, test_trial, supervised.format(trial=enrol_trial) if supervised else "")
+            examples = [
+                c
+                for c in cases
+                if c.trial == enrol_trial
+                and c.camera == enrol_camera
+                and (not enrol_activities or c.activity in enrol_activities)
+            ]
             enrol(client, url, name, examples, fold, enrol_seconds)
             check = client.get(f"{url}/action-sets/{name}/check").raise_for_status().json()
             for e in check["examples"]:
@@ -186,7 +205,7 @@ def run(
                 fold.rows.append(_recognize(client, url, case.path, fold.model, case.truth, fall))
                 print(f"  {case.name}: {fold.rows[-1].label!r} (truth {case.truth!r})", file=sys.stderr)
                 if supervised:
-                    base.rows.append(_recognize(client, url, case.path, supervised, case.truth, fall))
+                    base.rows.append(_recognize(client, url, case.path, base.model, case.truth, fall))
             out["folds"].append({**fold.summary(), "check": check, "rows": [asdict(r) for r in fold.rows]})
             if supervised:
                 out["supervised"].append({**base.summary(), "rows": [asdict(r) for r in base.rows]})
@@ -270,6 +289,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="",
         help="also send those clips through these models, e.g. upfall-stgcnpp-lite",
     )
+    parser.add_argument(
+        "--enrol-activities", default=None, help="enrol only these activities, e.g. 9,10 (default: all)"
+    )
+    parser.add_argument(
+        "--base", default=None, help="test the set next to this model, e.g. upfall-unknown-t{trial}"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the rows and summaries here")
     args = parser.parse_args(argv)
     settings = Settings()
@@ -283,14 +308,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     cams = {int(c) for c in args.test_cameras.split(",")}
     extra = sorted((data_root() / "clips").glob("*.*")) if args.unknown_clips else []
     enrol_s = args.enrol_seconds or None
+    taught = {int(a) for a in args.enrol_activities.split(",")} if args.enrol_activities else None
     t0 = time.perf_counter()
-    if args.url:
+    with contextlib.nullcontext(args.url) if args.url else local_server(settings) as url:
         result = run(
-            args.url, cases, folds, args.enrol_camera, cams, args.supervised, extra, enrol_s, outside
+            url,
+            cases,
+            folds,
+            args.enrol_camera,
+            cams,
+            args.supervised,
+            extra,
+            enrol_s,
+            outside,
+            enrol_activities=taught,
+            base_model=args.base,
         )
-    else:
-        with local_server(settings) as url:
-            result = run(url, cases, folds, args.enrol_camera, cams, args.supervised, extra, enrol_s, outside)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     for f in result["folds"] + result["supervised"]:
         print(
