@@ -5,6 +5,7 @@ for the UP-Fall classifier measured on held-out activities.
     python -m training.upfall_fewshot unknown          # trains the two held-out-activity folds if missing
     python -m training.upfall_fewshot set-threshold    # the action sets' "unknown" threshold, on MediaPipe
     python -m training.upfall_fewshot compare-scores   # other open-set scores, the same protocol
+    python -m training.upfall_fewshot kinect-outside   # could UTD-MHAD's Kinect actions choose that rule?
 
 ``enrol`` does offline what the service will do over HTTP: one example per activity from a trial's
 clips (Cam1; the example is the activity's windows -- for a fall clip the windows around the fall,
@@ -276,6 +277,37 @@ def compare_scores(embedder: OnnxEmbedder, cache: Path, seconds: float = ENROL_S
     return {"embedding": m.name, "scores": rows, "better_in_both_directions": better}
 
 
+def kinect_outside(embedder: OnnxEmbedder, cache: Path, seconds: float = ENROL_SECONDS) -> dict[str, Any]:
+    """Could UTD-MHAD choose the sets' rule? Its Kinect skeletons (test subjects 2, 4, 6, 8: people
+    the embedding never saw) as actions outside a set enrolled as ``set_threshold`` enrols it (all 11
+    activities), against the other trial's MediaPipe windows: each group's median relative cosine and
+    the share of its windows at or above the shipped threshold."""
+    from skeleton.paths import data_root
+    from training.metric_learning import utd_windows
+    from training.utd_mhad import load_utd_mhad
+
+    m = embedder.manifest
+    threshold = m.open_set.threshold if m.open_set else 0.0
+    vecs = {t: _clip_vectors(embedder, cache, t) for t in (1, 2)}
+    utd: dict[int, list[np.ndarray]] = {}
+    for clip in load_utd_mhad(data_root(), subjects={2, 4, 6, 8}):
+        utd.setdefault(clip.action, []).append(embedder(utd_windows(clip, m.input)))
+    out: dict[str, Any] = {"threshold": threshold, "folds": {}}
+    for a, b in ((1, 2), (2, 1)):
+        scorer = relative([v[ends <= seconds] for _, (ends, v) in sorted(vecs[a].items())])
+
+        def summary(windows: np.ndarray, scorer: Any = scorer) -> dict[str, float]:
+            score = scorer(windows)[1]
+            passing = float(np.mean(score >= threshold))
+            return {"median": round(float(np.median(score)), 3), "passing": round(passing, 3)}
+
+        out["folds"][f"set of trial {a}"] = {
+            f"upfall trial {b}": {ACTIVITIES[act - 1]: summary(v) for act, (_, v) in sorted(vecs[b].items())},
+            "utd-mhad": {str(act): summary(np.concatenate(v)) for act, v in sorted(utd.items())},
+        }
+    return out
+
+
 def unknown_folds(cache: Path, out: Path) -> dict[str, Any]:
     """Train (if missing) the two held-out-activity folds, score their held-out trials, cross-validate."""
     from training.checkpoint import load_checkpoint
@@ -353,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m training.upfall_fewshot", description=__doc__.splitlines()[0]
     )
-    ap.add_argument("command", choices=["enrol", "unknown", "set-threshold", "compare-scores"])
+    commands = ["enrol", "unknown", "set-threshold", "compare-scores", "kinect-outside"]
+    ap.add_argument("command", choices=commands)
     ap.add_argument("--embedding", type=Path, default=EMBEDDING)
     ap.add_argument("--cache", type=Path, default=REPO_ROOT / "cache" / "skeletons" / "upfall")
     ap.add_argument("--out", type=Path, default=OUT)
@@ -381,6 +414,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:>48}: " + ", ".join(
                 f"{f['threshold']:.3f} -> {100 * f['held_out_right']:.1f} %" for f in r.values()))
         print("better in both directions:", compared["better_in_both_directions"] or "none")
+        return 0
+    if args.command == "kinect-outside":
+        found = kinect_outside(OnnxEmbedder(args.embedding), args.cache)
+        (args.out / "kinect-outside.json").write_text(json.dumps(found, indent=1))
+        for fold, groups in found["folds"].items():
+            for group, rows in groups.items():
+                medians = [r["median"] for r in rows.values()]
+                passing = max(r["passing"] for r in rows.values())
+                print(f"{fold}, {group}: median relative cosine {min(medians):.3f} .. {max(medians):.3f}, "
+                      f"most windows >= {found['threshold']} in one group {100 * passing:.0f} %")
         return 0
     if args.command == "set-threshold":
         found = set_threshold(OnnxEmbedder(args.embedding), args.cache)
