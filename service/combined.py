@@ -26,30 +26,32 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from service.action_sets import SET_PREFIX
 from service.batching import BatchResult, WindowBatcher
 from service.core.errors import ServiceError
-from service.open_set import check_threshold, default_threshold, fall_classes
+from service.falls import rule_for
+from service.open_set import check_threshold, default_threshold
 from service.registry import LoadedModel
 from skeleton.prototypes import UNKNOWN
 
 SEPARATOR = ","
 
 
-def split_name(name: str, set_prefix: str) -> tuple[str, str] | None:
+def split_name(name: str) -> tuple[str, str] | None:
     """``set:NAME,BASE`` (either order) -> (set name, base name); None for a single model's name."""
     if SEPARATOR not in name:
         return None
     parts = [p.strip() for p in name.split(SEPARATOR)]
-    sets = [p for p in parts if p.startswith(set_prefix)]
-    bases = [p for p in parts if not p.startswith(set_prefix)]
+    sets = [p for p in parts if p.startswith(SET_PREFIX)]
+    bases = [p for p in parts if not p.startswith(SET_PREFIX)]
     if len(parts) != 2 or len(sets) != 1 or not bases[0]:
         raise ServiceError(
             422,
             "invalid_model",
             f"model={name!r}: a combined model is one action set and one base model",
-            f"send model={set_prefix}NAME,BASE (e.g. {set_prefix}gym,upfall-stgcnpp-lite; GET /models)",
+            f"send model={SET_PREFIX}NAME,BASE (e.g. {SET_PREFIX}gym,upfall-stgcnpp-lite; GET /models)",
         )
-    return sets[0].removeprefix(set_prefix), bases[0]
+    return sets[0].removeprefix(SET_PREFIX), bases[0]
 
 
 def _columns(labels: list[str], names: list[str]) -> np.ndarray:
@@ -71,8 +73,7 @@ class CombinedBatcher:
         self.set_threshold = set_threshold
         self.set_first = set_first
         self.base_threshold = default_threshold(base)
-        self.fall_classes = fall_classes(base.manifest)
-        self.fall_threshold = base.manifest.fall_rule.fall_threshold
+        self.falls = rule_for(base.manifest)
         self.width = len(labels)
 
     async def submit(self, windows: np.ndarray) -> BatchResult:
@@ -82,7 +83,7 @@ class CombinedBatcher:
             self.taught.submit(np.ascontiguousarray(windows[:, c:])),
         )
         n = len(windows)
-        fall = rb.probs[:, self.fall_classes].sum(axis=1) >= self.fall_threshold
+        fall = self.falls.shows_fall(rb.probs) if self.falls is not None else np.zeros(n, bool)
         if rs.scores is None:
             raise RuntimeError("an action set's batcher gives no open-set scores")
         set_known = rs.scores >= self.set_threshold
@@ -124,10 +125,11 @@ class CombinedBatcher:
 
 
 def combine(
-    name: str, taught: LoadedModel, base: LoadedModel, threshold: float | None, set_first: bool = True
+    taught: LoadedModel, base: LoadedModel, threshold: float | None, set_first: bool = True
 ) -> LoadedModel:
-    """The set ``taught`` next to the classifier ``base`` as one model (module docstring);
-    ``threshold``: the set's (None: the embedding's manifest value)."""
+    """The set ``taught`` next to the classifier ``base`` as one model, ``set:NAME,BASE`` (module
+    docstring); ``threshold``: the set's (None: the embedding's manifest value)."""
+    name = f"{taught.name}{SEPARATOR}{base.name}"
     b, e = base.manifest.input, taught.manifest.input
     if b.layout != e.layout or b.window.length != e.window.length:
         raise ServiceError(

@@ -22,19 +22,13 @@ import numpy as np
 from service.batching import BatcherView, BatchResult, WindowBatcher
 from service.classifier import score_name
 from service.core.errors import ServiceError
+from service.falls import rule_for
 from service.registry import LoadedModel
-from skeleton.manifest import ModelManifest
+from skeleton.falls import FallRule
 from skeleton.open_set import with_unknown_column
 from skeleton.prototypes import UNKNOWN
 
-__all__ = [
-    "UNKNOWN",
-    "UnknownBatcher",
-    "check_threshold",
-    "default_threshold",
-    "fall_classes",
-    "with_unknown",
-]
+__all__ = ["UNKNOWN", "UnknownBatcher", "check_threshold", "default_threshold", "with_unknown"]
 
 # the range of each score, for validation (max_logit and energy are unbounded)
 _RANGES = {"max_softmax": (0.0, 1.0), "max_cosine": (-1.0, 1.0), "relative_cosine": (-10.0, 10.0)}
@@ -71,29 +65,21 @@ def check_threshold(model: LoadedModel, value: float) -> float:
     return value
 
 
-def fall_classes(m: ModelManifest) -> list[int]:
-    """The columns of the model's fall group (the fall rule sums their probabilities)."""
-    return [m.labels.index(x) for x in m.label_groups.get(m.fall_rule.fall_group, []) if x in m.labels]
-
-
 class UnknownBatcher(BatcherView):
     """A model's batcher whose results gain the ``unknown`` column (see the module docstring)."""
 
-    def __init__(
-        self, inner: WindowBatcher, threshold: float, falls: tuple[list[int], float] | None = None
-    ) -> None:
+    def __init__(self, inner: WindowBatcher, threshold: float, falls: FallRule | None = None) -> None:
         super().__init__(inner)
         self.threshold = threshold
-        self.falls = falls  # (fall classes, fall threshold): windows showing the fall pattern stay
+        self.falls = falls  # the model's fall rule: windows showing the fall pattern stay
 
     async def submit(self, windows: np.ndarray) -> BatchResult:
         r = await self.inner.submit(windows)
         if r.scores is None:
             raise RuntimeError("this model's batcher gives no open-set scores")
         unknown = r.scores < self.threshold
-        if self.falls is not None and self.falls[0]:  # a fall is never hidden as unknown
-            classes, at = self.falls
-            unknown &= r.probs[:, classes].sum(axis=1) < at
+        if self.falls is not None:  # a fall is never hidden as unknown
+            unknown &= ~self.falls.shows_fall(r.probs)
         return dataclasses.replace(r, probs=with_unknown_column(r.probs, unknown))
 
 
@@ -107,5 +93,5 @@ def with_unknown(model: LoadedModel, threshold: float | None) -> LoadedModel:
         return model
     m = model.manifest
     manifest = m.model_copy(update={"labels": [*m.labels, UNKNOWN]})
-    batcher = UnknownBatcher(model.batcher, t, (fall_classes(m), m.fall_rule.fall_threshold))
+    batcher = UnknownBatcher(model.batcher, t, rule_for(m))
     return dataclasses.replace(model, manifest=manifest, batcher=batcher)

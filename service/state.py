@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from service.action_sets import SET_PREFIX, ActionSets, default_sets_dir
-from service.combined import SEPARATOR, combine, split_name
+from service.combined import combine, split_name
 from service.core.config import Settings
 from service.core.errors import ServiceError
 from service.jobs import JobRunner, JobStore
@@ -84,13 +84,10 @@ class ServiceState:
     def model(self, name: str | None, unknown_threshold: float | None = None) -> LoadedModel:
         """A model, an action set (``set:NAME``), or a set next to a base model (``set:NAME,BASE``,
         `service.combined`) by name, with ``unknown`` (`service.open_set`)."""
-        pair = None if name is None else split_name(name, SET_PREFIX)
+        pair = None if name is None else split_name(name)
         if pair is not None:
-            set_name, base = pair
-            taught, classifier = self.action_sets.model(set_name), self._classifier(base)
-            first = self.settings.combined_first == "set"
-            combined = f"{SET_PREFIX}{set_name}{SEPARATOR}{base}"
-            return combine(combined, taught, classifier, unknown_threshold, first)
+            taught, base = self.action_sets.model(pair[0]), self._classifier(pair[1])
+            return combine(taught, base, unknown_threshold, self.settings.combined_first == "set")
         if name is not None and name.startswith(SET_PREFIX):
             return with_unknown(self.action_sets.model(name.removeprefix(SET_PREFIX)), unknown_threshold)
         return with_unknown(self._classifier(name), unknown_threshold)

@@ -222,6 +222,11 @@ class FallRule:
     def fall_probability(self, probs: np.ndarray) -> float:
         return float(np.asarray(probs)[list(self.fall_classes)].sum()) if self.fall_classes else 0.0
 
+    def shows_fall(self, probs: np.ndarray) -> np.ndarray:
+        """(N,) bool for (N, K) window probabilities: the fall pattern (fall classes summed at or above
+        ``fall_threshold``); all False without fall classes."""
+        return np.asarray(probs)[:, list(self.fall_classes)].sum(axis=1) >= self.spec.fall_threshold
+
     def is_down(self, p: Posture, baseline: Posture | None) -> bool:
         """Seen down: torso far from upright, or shoulders far below the standing baseline."""
         if p.torso_angle >= self.spec.down_angle:

@@ -247,7 +247,8 @@ def test_a_set_next_to_a_base_model_answers_in_order(tmp_path: Path) -> None:
         out = []
         try:
             for threshold, set_first in calls:
-                both = combine("set:mine,base", sets.model("mine"), base, threshold, set_first)
+                both = combine(sets.model("mine"), base, threshold, set_first)
+                assert both.name == "set:mine,base"
                 out.append((both.labels, (await both.batcher.submit(stacked)).probs))
             out.append((base.labels, (await base.batcher.submit(x)).probs))
         finally:
@@ -263,11 +264,11 @@ def test_a_set_next_to_a_base_model_answers_in_order(tmp_path: Path) -> None:
     assert np.allclose(first.sum(1), 1.0, atol=1e-5)
     assert np.allclose(high[:, :2], alone, atol=1e-6) and (high[:, 2:] == 0).all()  # the set accepts none
     assert np.allclose(base_first, high, atol=1e-6)  # a base without a rule accepts every window
-    assert split_name("base,set:mine", "set:") == ("mine", "base") and split_name("base", "set:") is None
+    assert split_name("base,set:mine") == ("mine", "base") and split_name("base") is None
     for bad in ("set:a,set:b", "a,b", "set:a,b,c", "set:a,"):
         with pytest.raises(ServiceError) as exc:
-            split_name(bad, "set:")
+            split_name(bad)
         assert exc.value.code == "invalid_model", bad
     with pytest.raises(ServiceError) as exc:
-        combine("set:mine,wide", sets.model("mine"), reg.models["wide"], None)
+        combine(sets.model("mine"), reg.models["wide"], None)
     assert exc.value.code == "models_not_combinable" and "layout" in exc.value.hint

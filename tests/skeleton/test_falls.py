@@ -66,6 +66,15 @@ def test_shipped_rule_is_the_manifests(model: Model) -> None:
     assert stricter.spec.confirm_s == 5.0 and stricter.spec.down_angle == model.rule.spec.down_angle
     with pytest.raises(ValueError):
         FallRule.from_manifest(model.manifest, confirm_s=-1.0)
+    # per window, the fall pattern is the fall classes summed at the threshold, as fall_probability
+    probs = np.zeros((3, len(model.manifest.labels)))
+    probs[0, 0], probs[0, 5] = 0.3, 0.7  # 0.3 on falls
+    probs[1, 0], probs[1, 2] = 0.3, 0.3  # 0.6
+    probs[2, 4] = probs[2, 5] = 0.5  # exactly the threshold (0.5)
+    assert model.rule.spec.fall_threshold == 0.5
+    assert list(model.rule.shows_fall(probs)) == [False, True, True]
+    assert [model.rule.fall_probability(p) >= 0.5 for p in probs] == [False, True, True]
+    assert not FallRule().shows_fall(probs).any()  # no fall classes
 
 
 @pytest.mark.parametrize("name", FALLS)
