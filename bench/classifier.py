@@ -77,6 +77,17 @@ def real_windows(spec: InputSpec, frames: Sequence[PoseFrame], count: int) -> tu
     return np.ascontiguousarray(np.concatenate([stack] * reps)[:count]), len(wins)
 
 
+def synchronized(call: Callable[[], object], sync: Callable[[], None]) -> Callable[[], object]:
+    """``call`` that returns only once the device has finished it (GPU timings)."""
+
+    def run() -> object:
+        out = call()
+        sync()
+        return out
+
+    return run
+
+
 ROUNDS = 6
 SETTLE_S = 0.05
 
@@ -308,14 +319,7 @@ def _gpu_rows(
         bind, _ = _torch_runner(rebuilt.module, "cuda")
 
         def synced(w: np.ndarray) -> Callable[[], object]:
-            call = bind(w)
-
-            def run() -> object:
-                out = call()
-                torch.cuda.synchronize()
-                return out
-
-            return run
+            return synchronized(bind(w), torch.cuda.synchronize)
 
         rows += _measure(
             manifest.name, "cuda", 0, [("pytorch", synced)], windows, batches, budget_s, min_calls

@@ -6,8 +6,9 @@ NVIDIA H200"): the real poses are made here, the rows there.
 
 ``run`` writes ``classifier.json`` (`bench.classifier.run_classifier_bench`: ONNX Runtime and PyTorch
 on the CPU, and the GPU rows the machine allows) and ``graphs.json``: per batch, one eager PyTorch
-call on GPU-resident input, the same call replayed as a CUDA graph, their largest difference, and
-the CUDA kernels one call launches (why eager time does not grow with the batch).
+call on GPU-resident input and the same call replayed as a CUDA graph (medians of 100 synchronised
+calls), their largest difference, and the CUDA kernels one call launches (why eager time does not
+grow with the batch).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.classifier import real_windows, run_classifier_bench
+from bench.classifier import real_windows, run_classifier_bench, synchronized
 from bench.clips import PIPELINE_CLIP, resolve_clip
 from skeleton.manifest import load_manifest
 from skeleton.paths import REPO_ROOT
@@ -44,14 +45,15 @@ def save_frames(out: Path, frames: int = 90) -> int:
 
 
 def _median_ms(fn: Callable[[], object], sync: Callable[[], None], calls: int = 100) -> float:
+    """Median of ``calls`` device-synchronised calls after ten warm-ups, ms."""
     for _ in range(10):
         fn()
     sync()
+    timed = synchronized(fn, sync)
     times = []
     for _ in range(calls):
         t0 = time.perf_counter()
-        fn()
-        sync()
+        timed()
         times.append(time.perf_counter() - t0)
     return round(float(np.median(times)) * 1e3, 3)
 

@@ -37,6 +37,7 @@ from typing import Any
 from evaluation.falls import replay_frames
 from evaluation.upfall import ClipCase, activity_labels, local_server, upfall_cases
 from service.action_sets import SET_PREFIX
+from service.combined import SEPARATOR
 from service.core.config import Settings
 from skeleton.manifest import load_manifest
 from skeleton.paths import data_root
@@ -186,7 +187,7 @@ def run(
                 name += "-" + "-".join(str(a) for a in sorted(enrol_activities))
             model = f"{SET_PREFIX}{name}"
             if base_model:
-                model += f",{base_model.format(trial=enrol_trial)}"
+                model += f"{SEPARATOR}{base_model.format(trial=enrol_trial)}"
             fold = Fold(enrol_trial, test_trial, model)
             base = Fold(enrol_trial, test_trial, supervised.format(trial=enrol_trial) if supervised else "")
             examples = [
@@ -261,6 +262,11 @@ def summarize_outside(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _ints(text: str) -> set[int]:
+    """``"9,10"`` -> {9, 10} (activities, cameras)."""
+    return {int(x) for x in text.split(",")}
+
+
 def _auth() -> dict[str, str]:
     keys = Settings().api_keys
     return {"X-API-Key": keys[0].get_secret_value()} if keys else {}
@@ -301,14 +307,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     manifest = load_manifest(settings.models_dir / "upfall-stgcnpp-lite", verify_sha=False)
     cases = upfall_cases(data_root(), activity_labels(manifest))
     if args.activities:
-        keep = {int(a) for a in args.activities.split(",")}
+        keep = _ints(args.activities)
         cases = [c for c in cases if c.activity in keep]
     folds = [(int(a), int(b)) for a, b in (f.split("-") for f in args.folds.split(",") if f)]
     outside = [m for m in args.outside_models.split(",") if m]
-    cams = {int(c) for c in args.test_cameras.split(",")}
+    cams = _ints(args.test_cameras)
     extra = sorted((data_root() / "clips").glob("*.*")) if args.unknown_clips else []
     enrol_s = args.enrol_seconds or None
-    taught = {int(a) for a in args.enrol_activities.split(",")} if args.enrol_activities else None
+    taught = _ints(args.enrol_activities) if args.enrol_activities else None
     t0 = time.perf_counter()
     with contextlib.nullcontext(args.url) if args.url else local_server(settings) as url:
         result = run(

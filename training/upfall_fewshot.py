@@ -49,7 +49,7 @@ import torch
 from skeleton.clip import ClipRule, decide
 from skeleton.manifest import ModelManifest, load_manifest
 from skeleton.open_set import LOGIT_SCORES, clip_score, open_set_score, softmax, with_unknown_column
-from skeleton.paths import REPO_ROOT
+from skeleton.paths import REPO_ROOT, data_root
 from skeleton.preprocess import prepare_window
 from skeleton.prototypes import UNKNOWN, PrototypeSet, pool, spread
 from training.config import TrainConfig, load_config
@@ -282,7 +282,6 @@ def kinect_outside(embedder: OnnxEmbedder, cache: Path, seconds: float = ENROL_S
     the embedding never saw) as actions outside a set enrolled as ``set_threshold`` enrols it (all 11
     activities), against the other trial's MediaPipe windows: each group's median relative cosine and
     the share of its windows at or above the shipped threshold."""
-    from skeleton.paths import data_root
     from training.metric_learning import utd_windows
     from training.utd_mhad import load_utd_mhad
 
